@@ -1,0 +1,118 @@
+"""Strictly typed, model-bound callables over litellm.
+
+``import fixedmodel`` does not import litellm; the response types below are resolved from
+litellm on first access.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fixedmodel._bind import (
+    BoundACompletion as BoundACompletion,
+)
+from fixedmodel._bind import (
+    BoundAEmbedding as BoundAEmbedding,
+)
+from fixedmodel._bind import (
+    BoundCompletion as BoundCompletion,
+)
+from fixedmodel._bind import (
+    BoundEmbedding as BoundEmbedding,
+)
+from fixedmodel._bind import (
+    bind_acompletion as bind_acompletion,
+)
+from fixedmodel._bind import (
+    bind_aembedding as bind_aembedding,
+)
+from fixedmodel._bind import (
+    bind_completion as bind_completion,
+)
+from fixedmodel._bind import (
+    bind_embedding as bind_embedding,
+)
+from fixedmodel._params import (
+    CompletionParams as CompletionParams,
+)
+from fixedmodel._params import (
+    EmbeddingInput as EmbeddingInput,
+)
+from fixedmodel._params import (
+    EmbeddingParams as EmbeddingParams,
+)
+from fixedmodel._params import (
+    Message as Message,
+)
+from fixedmodel._params import (
+    Messages as Messages,
+)
+from fixedmodel._protocols import (
+    AFixedModelCompletion as AFixedModelCompletion,
+)
+from fixedmodel._protocols import (
+    AFixedModelEmbedding as AFixedModelEmbedding,
+)
+from fixedmodel._protocols import (
+    FixedModelCompletion as FixedModelCompletion,
+)
+from fixedmodel._protocols import (
+    FixedModelEmbedding as FixedModelEmbedding,
+)
+from fixedmodel.responses import ResponseContentError as ResponseContentError
+
+if TYPE_CHECKING:
+    from litellm.litellm_core_utils.streaming_handler import (
+        CustomStreamWrapper as CustomStreamWrapper,
+    )
+    from litellm.types.utils import (
+        EmbeddingResponse as EmbeddingResponse,
+    )
+    from litellm.types.utils import (
+        ModelResponse as ModelResponse,
+    )
+
+__all__ = [
+    "AFixedModelCompletion",
+    "AFixedModelEmbedding",
+    "BoundACompletion",
+    "BoundAEmbedding",
+    "BoundCompletion",
+    "BoundEmbedding",
+    "CompletionParams",
+    "CustomStreamWrapper",
+    "EmbeddingInput",
+    "EmbeddingParams",
+    "EmbeddingResponse",
+    "FixedModelCompletion",
+    "FixedModelEmbedding",
+    "Message",
+    "Messages",
+    "ModelResponse",
+    "ResponseContentError",
+    "bind_acompletion",
+    "bind_aembedding",
+    "bind_completion",
+    "bind_embedding",
+]
+
+_LAZY_TYPES = {
+    "ModelResponse": "litellm.types.utils",
+    "EmbeddingResponse": "litellm.types.utils",
+    "CustomStreamWrapper": "litellm.litellm_core_utils.streaming_handler",
+}
+
+
+def __getattr__(name: str) -> object:
+    # Resolve litellm's response types on first use so that importing fixedmodel stays cheap.
+    if name in _LAZY_TYPES:
+        import importlib
+
+        from fixedmodel._litellm import litellm_module
+
+        litellm_module()
+        value: object = getattr(importlib.import_module(_LAZY_TYPES[name]), name)
+        globals()[name] = value
+        return value
+    msg = f"module 'fixedmodel' has no attribute {name!r}"
+    raise AttributeError(msg)
