@@ -1,0 +1,137 @@
+"""Bound callables speaking real HTTP through litellm to the loopback server."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from fixedmodel import (
+    bind_acompletion,
+    bind_aembedding,
+    bind_completion,
+    bind_embedding,
+    responses,
+)
+from tests.support.openai_server import OpenAIServer, embedding_vector
+
+MESSAGES = [{"role": "user", "content": "Hello?"}]
+SECRET = "sk-SECRET-core-0123456789"
+
+
+async def test_async_chat_non_stream(server: OpenAIServer) -> None:
+    server.reply_text = "A plain answer."
+    async with bind_acompletion(
+        "openai/test-model", api_base=server.base_url, api_key="sk-x"
+    ) as chat:
+        response = await chat(messages=MESSAGES)
+    assert responses.text(response) == "A plain answer."
+    assert server.request_count() == 1
+    assert server.requests[0].body["model"] == "test-model"
+    assert server.requests[0].body["messages"] == MESSAGES
+    assert responses.usage(response).completion_tokens > 0
+
+
+async def test_async_chat_stream_consumed_to_the_end(server: OpenAIServer) -> None:
+    server.reply_text = "Streamed  words,\nwith odd spacing. "
+    async with bind_acompletion(
+        "openai/test-model", api_base=server.base_url, api_key="sk-x"
+    ) as chat:
+        stream = await chat(messages=MESSAGES, stream=True)
+        pieces = [piece async for piece in responses.atext_deltas(stream)]
+    assert len(pieces) > 1
+    assert "".join(pieces) == server.reply_text
+    assert server.requests[0].body["stream"] is True
+
+
+def test_sync_chat_non_stream_and_stream(server: OpenAIServer) -> None:
+    server.reply_text = "Sync reply over HTTP."
+    with bind_completion("openai/test-model", api_base=server.base_url, api_key="sk-x") as chat:
+        assert responses.text(chat(messages=MESSAGES)) == "Sync reply over HTTP."
+        stream = chat(messages=MESSAGES, stream=True)
+        assert "".join(responses.text_deltas(stream)) == "Sync reply over HTTP."
+    assert server.request_count() == 2
+
+
+async def test_async_embeddings(server: OpenAIServer) -> None:
+    async with bind_aembedding(
+        "openai/text-embedding-3-small", api_base=server.base_url, api_key="sk-x"
+    ) as embed:
+        response = await embed(input=["first", "second"])
+    vectors = responses.embeddings(response)
+    assert len(vectors) == 2
+    assert vectors[0] == pytest.approx(embedding_vector("first"))
+    assert vectors[1] == pytest.approx(embedding_vector("second"))
+    assert server.request_count("/embeddings") == 1
+
+
+def test_sync_embeddings(server: OpenAIServer) -> None:
+    with bind_embedding(
+        "openai/text-embedding-3-small", api_base=server.base_url, api_key="k"
+    ) as embed:
+        vectors = responses.embeddings(embed(input="only one"))
+    assert len(vectors) == 1
+    assert vectors[0] == pytest.approx(embedding_vector("only one"))
+
+
+async def test_bound_defaults_reach_the_server(server: OpenAIServer) -> None:
+    async with bind_acompletion(
+        "openai/test-model",
+        api_base=server.base_url,
+        api_key="sk-x",
+        temperature=0.25,
+        max_tokens=33,
+        seed=11,
+        stop=["END"],
+        extra_headers={"X-Team": "search"},
+    ) as chat:
+        await chat(messages=MESSAGES)
+    body = server.requests[0].body
+    assert body["temperature"] == 0.25
+    assert body["max_tokens"] == 33
+    assert body["seed"] == 11
+    assert body["stop"] == ["END"]
+    assert server.requests[0].headers["x-team"] == "search"
+
+
+async def test_call_time_value_overrides_a_default_key_by_key(server: OpenAIServer) -> None:
+    async with bind_acompletion(
+        "openai/test-model",
+        api_base=server.base_url,
+        api_key="sk-x",
+        temperature=0.25,
+        max_tokens=33,
+    ) as chat:
+        await chat(messages=MESSAGES, temperature=0.9)
+        await chat(messages=MESSAGES)
+    first, second = (request.body for request in server.requests)
+    assert (first["temperature"], first["max_tokens"]) == (0.9, 33)
+    assert (second["temperature"], second["max_tokens"]) == (0.25, 33)
+
+
+async def test_extra_params_reach_the_request_body(server: OpenAIServer) -> None:
+    async with bind_acompletion(
+        "openai/test-model", api_base=server.base_url, api_key="sk-x", extra_params={"top_k": 5}
+    ) as chat:
+        await chat(messages=MESSAGES, extra_body={"repetition_penalty": 1.1})
+    body = server.requests[0].body
+    assert body.get("top_k") == 5 or body.get("extra_body", {}).get("top_k") == 5
+    assert body["repetition_penalty"] == 1.1
+
+
+async def test_api_key_is_sent_but_never_shown(
+    server: OpenAIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with bind_acompletion(
+        "openai/test-model", api_base=server.base_url, api_key=SECRET
+    ) as chat:
+        shown = [repr(chat), str(chat)]
+        await chat(messages=MESSAGES)
+        with pytest.raises(TypeError) as misuse:
+            await chat(messages=MESSAGES, model="openai/other")  # type: ignore[call-overload]  # misuse under test
+    assert server.requests[0].headers["authorization"] == f"Bearer {SECRET}"
+    assert all(SECRET not in text for text in shown)
+    assert SECRET not in str(misuse.value)
+    fixedmodel_records = [r for r in caplog.records if r.name.startswith("fixedmodel")]
+    assert all(SECRET not in record.getMessage() for record in fixedmodel_records)

@@ -1,0 +1,192 @@
+"""Binding: argument handling, misuse errors, repr, lazy import (no network: mock_response)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import fixedmodel
+from fixedmodel import (
+    AFixedModelCompletion,
+    AFixedModelEmbedding,
+    FixedModelCompletion,
+    FixedModelEmbedding,
+    bind_acompletion,
+    bind_aembedding,
+    bind_completion,
+    bind_embedding,
+    responses,
+)
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
+
+
+async def test_async_call_returns_litellm_model_response() -> None:
+    chat = bind_acompletion("openai/gpt-4o-mini", mock_response="Hello there")
+    response = await chat(messages=MESSAGES)
+    assert isinstance(response, fixedmodel.ModelResponse)
+    assert responses.text(response) == "Hello there"
+
+
+async def test_async_stream_is_litellms_own_wrapper() -> None:
+    chat = bind_acompletion("openai/gpt-4o-mini", mock_response="one two three")
+    stream = await chat(messages=MESSAGES, stream=True)
+    assert type(stream) is fixedmodel.CustomStreamWrapper
+    pieces = [piece async for piece in responses.atext_deltas(stream)]
+    assert "".join(pieces) == "one two three"
+
+
+def test_sync_call_and_stream() -> None:
+    chat = bind_completion("openai/gpt-4o-mini", mock_response="sync text")
+    assert responses.text(chat(messages=MESSAGES)) == "sync text"
+    stream = chat(messages=MESSAGES, stream=True)
+    assert "".join(responses.text_deltas(stream)) == "sync text"
+
+
+def test_call_time_keyword_overrides_bound_default() -> None:
+    chat = bind_completion("openai/gpt-4o-mini", mock_response="from default")
+    assert responses.text(chat(messages=MESSAGES, mock_response="from call")) == "from call"
+    assert responses.text(chat(messages=MESSAGES)) == "from default"
+
+
+async def test_embedding_kinds_return_embedding_response() -> None:
+    vector = [0.5, 0.25]
+    aembed = bind_aembedding("openai/text-embedding-3-small", mock_response=vector)
+    embed = bind_embedding("openai/text-embedding-3-small", mock_response=vector)
+    assert responses.embeddings(await aembed(input="a")) == [vector]
+    assert responses.embeddings(embed(input="a")) == [vector]
+
+
+def test_bound_objects_satisfy_their_runtime_checkable_protocols() -> None:
+    assert isinstance(bind_acompletion("openai/m"), AFixedModelCompletion)
+    assert isinstance(bind_completion("openai/m"), FixedModelCompletion)
+    assert isinstance(bind_aembedding("openai/m"), AFixedModelEmbedding)
+    assert isinstance(bind_embedding("openai/m"), FixedModelEmbedding)
+
+
+async def test_model_at_call_time_is_a_type_error_naming_the_bound_model() -> None:
+    chat = bind_acompletion("openai/gpt-4o-mini", mock_response="x")
+    with pytest.raises(TypeError, match=r"bound to model 'openai/gpt-4o-mini'"):
+        await chat(messages=MESSAGES, model="openai/gpt-4o")  # type: ignore[call-overload]  # the misuse under test
+    embed = bind_embedding("openai/e", mock_response=[0.0])
+    with pytest.raises(TypeError, match=r"bound to model 'openai/e'"):
+        embed(input="a", model="openai/other")  # type: ignore[call-arg]  # the misuse under test
+
+
+def test_model_through_extra_params_is_rejected_too() -> None:
+    chat = bind_completion("openai/gpt-4o-mini", mock_response="x")
+    with pytest.raises(TypeError, match="model is fixed"):
+        chat(messages=MESSAGES, extra_params={"model": "openai/gpt-4o"})
+    with pytest.raises(TypeError, match="model is fixed"):
+        bind_completion("openai/gpt-4o-mini", extra_params={"model": "openai/gpt-4o"})
+
+
+@pytest.mark.parametrize("factory", [bind_acompletion, bind_completion, bind_embedding])
+def test_empty_model_is_a_value_error_at_bind_time(factory: object) -> None:
+    with pytest.raises(ValueError, match="non-empty model name"):
+        factory("  ")  # type: ignore[operator]  # parametrized factory
+
+
+def test_non_string_model_is_a_type_error_at_bind_time() -> None:
+    with pytest.raises(TypeError, match="as a str, got int"):
+        bind_acompletion(42)  # type: ignore[arg-type]  # the misuse under test
+
+
+def test_model_among_defaults_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="takes the model once"):
+        bind_acompletion("openai/a", model="openai/b")  # type: ignore[call-arg]  # misuse under test
+
+
+def test_positional_arguments_are_refused() -> None:
+    chat = bind_completion("openai/gpt-4o-mini", mock_response="x")
+    with pytest.raises(TypeError):
+        chat(MESSAGES)  # type: ignore[call-overload]  # the misuse under test
+
+
+def test_extra_params_are_flattened_into_the_litellm_call() -> None:
+    chat = bind_completion("openai/gpt-4o-mini", extra_params={"mock_response": "via escape"})
+    assert responses.text(chat(messages=MESSAGES)) == "via escape"
+
+
+def test_extra_params_must_be_a_mapping() -> None:
+    chat = bind_completion("openai/gpt-4o-mini", mock_response="x")
+    with pytest.raises(TypeError, match="extra_params must be a mapping"):
+        chat(messages=MESSAGES, extra_params=["top_k", 3])  # type: ignore[arg-type]  # misuse
+
+
+def test_repr_shows_model_and_default_names_but_no_secret_value() -> None:
+    chat = bind_acompletion(
+        "openai/gpt-4o-mini",
+        api_key="sk-SECRET-abc123",
+        temperature=0.3,
+        extra_params={"aws_secret_access_key": "SECRET-2"},
+    )
+    text = repr(chat)
+    assert "openai/gpt-4o-mini" in text
+    assert "api_key" in text and "temperature" in text
+    assert "SECRET" not in text
+    assert chat.default_names == ("api_key", "temperature", "extra_params.aws_secret_access_key")
+
+
+async def test_close_is_idempotent_and_the_object_stays_usable() -> None:
+    async with bind_acompletion("openai/gpt-4o-mini", mock_response="x") as chat:
+        assert responses.text(await chat(messages=MESSAGES)) == "x"
+    await chat.aclose()
+    assert responses.text(await chat(messages=MESSAGES)) == "x"
+    with bind_completion("openai/gpt-4o-mini", mock_response="y") as sync_chat:
+        assert responses.text(sync_chat(messages=MESSAGES)) == "y"
+    sync_chat.close()
+
+
+def test_import_does_not_import_litellm_and_sets_no_global() -> None:
+    code = textwrap.dedent(
+        """
+        import os, sys
+        os.environ.pop("LITELLM_LOCAL_MODEL_COST_MAP", None)
+        import fixedmodel
+        assert "litellm" not in sys.modules, "import fixedmodel imported litellm"
+        assert "LITELLM_LOCAL_MODEL_COST_MAP" not in os.environ
+        fixedmodel.bind_completion("openai/gpt-4o-mini")
+        assert "litellm" in sys.modules
+        assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_user_choice_of_cost_map_is_respected() -> None:
+    # A stand-in litellm module keeps this offline: only the environment decision matters.
+    code = textwrap.dedent(
+        """
+        import os, sys, types
+        os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "False"
+        sys.modules["litellm"] = types.ModuleType("litellm")
+        from fixedmodel._litellm import litellm_module
+        assert litellm_module() is sys.modules["litellm"]
+        print(os.environ["LITELLM_LOCAL_MODEL_COST_MAP"])
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_response_types_resolve_lazily_from_litellm() -> None:
+    from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+    from litellm.types.utils import EmbeddingResponse, ModelResponse
+
+    assert fixedmodel.ModelResponse is ModelResponse
+    assert fixedmodel.EmbeddingResponse is EmbeddingResponse
+    assert fixedmodel.CustomStreamWrapper is CustomStreamWrapper
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = fixedmodel.Nope  # type: ignore[attr-defined]  # the failure under test
