@@ -1,0 +1,105 @@
+"""What every middleware layer shares: the callable kinds, the per-call record, the wrapper.
+
+Layers learn about each other's work through one :class:`CallInfo` per call, held in a
+context variable: retries count attempts into it, the cache marks hits, the limiter adds its
+wait, and the logging/metrics layers (outermost) read it when the call ends.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Generator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from fixedmodel._protocols import (
+    AFixedModelCompletion,
+    AFixedModelEmbedding,
+    FixedModelCompletion,
+    FixedModelEmbedding,
+)
+
+ModelCallable: TypeAlias = (
+    AFixedModelCompletion | FixedModelCompletion | AFixedModelEmbedding | FixedModelEmbedding
+)
+"""Any of the four callable kinds."""
+
+RequestKind: TypeAlias = Literal["completion", "embedding"]
+
+
+@dataclass
+class CallInfo:
+    """What the layers of one call found out, read by logging and metrics.
+
+    Attributes:
+        attempts: Requests made for this call (0 for a cache hit).
+        cache_hit: The answer came from a cache.
+        rate_limit_wait: Seconds spent waiting for the rate limiter.
+    """
+
+    attempts: int = 0
+    cache_hit: bool = False
+    rate_limit_wait: float = 0.0
+
+
+_current: ContextVar[CallInfo | None] = ContextVar("fixedmodel_call_info", default=None)
+
+
+def current_call() -> CallInfo | None:
+    """Return the record of the call in progress, if an observing layer opened one."""
+    return _current.get()
+
+
+@contextmanager
+def call_scope() -> Generator[CallInfo, None, None]:
+    """Open the record of one call, or join the one an outer layer opened."""
+    existing = _current.get()
+    if existing is not None:
+        yield existing
+        return
+    info = CallInfo()
+    token = _current.set(info)
+    try:
+        yield info
+    finally:
+        _current.reset(token)
+
+
+def is_async_callable(function: object) -> bool:
+    """Tell whether calling ``function`` returns an awaitable (an async kind)."""
+    if inspect.iscoroutinefunction(function):
+        return True
+    # A class instance is async when its __call__ is a coroutine function.
+    return inspect.iscoroutinefunction(type(function).__call__)
+
+
+def request_kind(kwargs: dict[str, object]) -> RequestKind:
+    """Tell a chat completion request from an embedding request by its arguments."""
+    return "embedding" if "input" in kwargs and "messages" not in kwargs else "completion"
+
+
+def check_callable(function: object, wrapper: str) -> None:
+    """Refuse, at wrap time, something that is not one of the four callable kinds."""
+    if not callable(function):
+        msg = f"{wrapper}() needs a fixedmodel callable, got {type(function).__name__}"
+        raise TypeError(msg)
+
+
+class Wrapper:
+    """Base of the middleware wrappers: keeps the inner callable and shows it in ``repr``."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    @property
+    def model(self) -> str | None:
+        """The model of the innermost bound callable, when it has one."""
+        model = getattr(self._inner, "model", None)
+        return model if isinstance(model, str) else None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._inner!r})"
