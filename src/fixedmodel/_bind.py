@@ -7,8 +7,6 @@ setting and does not re-wrap what litellm returns.
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -23,9 +21,9 @@ from fixedmodel._protocols import (
     FixedModelCompletion,
     FixedModelEmbedding,
 )
+from fixedmodel._resources import release_async_clients, release_sync_clients
 
 if TYPE_CHECKING:
-    from aiohttp import ClientSession
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
     from litellm.types.utils import EmbeddingResponse, ModelResponse
 
@@ -129,7 +127,11 @@ class _SyncBound(_Bound):
     __slots__ = ()
 
     def close(self) -> None:
-        """Release what this object holds; it stays usable (resources are made again on use)."""
+        """Close the HTTP clients litellm cached for synchronous calls.
+
+        The object stays usable: the next call opens new connections.
+        """
+        release_sync_clients()
 
     def __enter__(self) -> Self:
         return self
@@ -144,48 +146,14 @@ class _SyncBound(_Bound):
 
 
 class _AsyncBound(_Bound):
-    """An async bound kind that owns one aiohttp session per event loop.
-
-    litellm otherwise caches its own HTTP clients globally and never closes them, which shows
-    up as "Unclosed client session" / unclosed-transport warnings when a loop ends. The bound
-    object hands litellm its own session (``shared_session``) and closes it in ``aclose()``,
-    unless the caller supplied a session, which then stays the caller's to close.
-    """
-
-    __slots__ = ("_session", "_session_loop")
-
-    _accepts_session = True
-
-    def __init__(self, model: str, defaults: Mapping[str, object]) -> None:
-        super().__init__(model, defaults)
-        self._session: ClientSession | None = None
-        self._session_loop: asyncio.AbstractEventLoop | None = None
-
-    def _async_arguments(self, kwargs: dict[str, object]) -> dict[str, Any]:
-        arguments = self._arguments(kwargs)
-        if self._accepts_session and arguments.get("shared_session") is None:
-            arguments["shared_session"] = self._own_session()
-        return arguments
-
-    def _own_session(self) -> ClientSession:
-        loop = asyncio.get_running_loop()
-        session = self._session
-        if session is None or session.closed or self._session_loop is not loop:
-            # A session made on an earlier, finished loop cannot be used or awaited here;
-            # its connections died with that loop.
-            import aiohttp
-
-            session = aiohttp.ClientSession(
-                cookie_jar=aiohttp.DummyCookieJar(), trust_env=_aiohttp_trust_env()
-            )
-            self._session, self._session_loop = session, loop
-        return session
+    __slots__ = ()
 
     async def aclose(self) -> None:
-        """Close the HTTP session this object opened; it stays usable (a new one is made)."""
-        session, self._session, self._session_loop = self._session, None, None
-        if session is not None and not session.closed:
-            await session.close()
+        """Close the HTTP clients litellm cached on the running event loop.
+
+        The object stays usable: the next call opens new connections.
+        """
+        await release_async_clients()
 
     async def __aenter__(self) -> Self:
         return self
@@ -197,13 +165,6 @@ class _AsyncBound(_Bound):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-def _aiohttp_trust_env() -> bool:
-    # Same rule litellm applies to the sessions it makes: proxies from the environment are
-    # honoured when litellm.aiohttp_trust_env or AIOHTTP_TRUST_ENV says so.
-    flag = os.environ.get("AIOHTTP_TRUST_ENV", "").strip().lower() in ("1", "true", "yes")
-    return flag or bool(getattr(litellm_module(), "aiohttp_trust_env", False))
 
 
 class BoundACompletion(_AsyncBound):
@@ -242,7 +203,7 @@ class BoundACompletion(_AsyncBound):
 
     async def __call__(self, **kwargs: Any) -> ModelResponse | CustomStreamWrapper:
         response: ModelResponse | CustomStreamWrapper = await self._function(
-            **self._async_arguments(kwargs)
+            **self._arguments(kwargs)
         )
         return response
 
@@ -297,7 +258,7 @@ class BoundAEmbedding(_AsyncBound):
         self, *, input: EmbeddingInput, **kwargs: Unpack[EmbeddingParams]
     ) -> EmbeddingResponse:
         response: EmbeddingResponse = await self._function(
-            **self._async_arguments({"input": input, **kwargs})
+            **self._arguments({"input": input, **kwargs})
         )
         return response
 
