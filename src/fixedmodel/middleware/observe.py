@@ -1,0 +1,381 @@
+"""Logging and metrics: one record per call, built from what the inner layers found out.
+
+Both wrappers time the call, read token usage and litellm's cost from the response, and
+take attempts, cache hits and limiter waits from the shared :class:`CallInfo`. Nothing from
+the request is recorded except the model name, so secrets cannot leak through here.
+
+For ``stream=True`` the record is made when litellm hands back the stream: latency is the
+time to the stream, and tokens are unknown (0) because the chunks have not been read yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, overload, runtime_checkable
+
+from fixedmodel._protocols import (
+    AFixedModelCompletion,
+    AFixedModelEmbedding,
+    FixedModelCompletion,
+    FixedModelEmbedding,
+)
+from fixedmodel.middleware._call import (
+    CallInfo,
+    ModelCallable,
+    RequestKind,
+    Wrapper,
+    call_scope,
+    check_callable,
+    is_async_callable,
+    request_kind,
+)
+
+__all__ = [
+    "CallRecord",
+    "InMemoryMetrics",
+    "MetricsSink",
+    "MetricsSummary",
+    "default_metrics",
+    "with_logging",
+    "with_metrics",
+]
+
+LOGGER = logging.getLogger("fixedmodel")
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """What one call did, as seen from outside the whole middleware stack.
+
+    Attributes:
+        model: The bound model, or ``None`` for a callable that does not say.
+        kind: ``"completion"`` or ``"embedding"``.
+        stream: The call asked for a stream.
+        latency: Seconds from the call to its result (to the stream for streams).
+        prompt_tokens: Prompt tokens the provider reported (0 when unknown).
+        completion_tokens: Completion tokens the provider reported (0 when unknown).
+        cost: Cost in USD where litellm knows the price, else ``None``.
+        cache_hit: The answer came from a cache.
+        attempts: Requests made (0 for a cache hit).
+        rate_limit_wait: Seconds spent waiting for the rate limiter.
+        error: Class name of the exception the call raised, or ``None``.
+    """
+
+    model: str | None
+    kind: RequestKind
+    stream: bool
+    latency: float
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float | None
+    cache_hit: bool
+    attempts: int
+    rate_limit_wait: float
+    error: str | None
+
+    @property
+    def retries(self) -> int:
+        """Attempts beyond the first."""
+        return max(self.attempts - 1, 0)
+
+
+@runtime_checkable
+class MetricsSink(Protocol):
+    """Where :func:`with_metrics` sends each :class:`CallRecord`."""
+
+    def record(self, call: CallRecord) -> None:
+        """Take one record; must be quick and must not raise."""
+        ...
+
+
+@dataclass(frozen=True)
+class MetricsSummary:
+    """Aggregates over the calls an :class:`InMemoryMetrics` has seen."""
+
+    calls: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+    cache_hits: int
+    retries: int
+    latency_p50: float
+    latency_p90: float
+    latency_p99: float
+
+    @property
+    def cache_hit_rate(self) -> float:
+        """Share of calls answered from a cache (0.0 with no calls)."""
+        return self.cache_hits / self.calls if self.calls else 0.0
+
+
+class InMemoryMetrics:
+    """A thread-safe in-process aggregator; latency percentiles over the last calls.
+
+    Args:
+        latency_window: How many recent latencies the percentiles are taken over; memory
+            stays bounded however many calls are recorded.
+    """
+
+    def __init__(self, latency_window: int = 10_000) -> None:
+        if latency_window < 1:
+            msg = f"latency_window must be at least 1, got {latency_window}"
+            raise ValueError(msg)
+        self._lock = threading.Lock()
+        self._latencies: deque[float] = deque(maxlen=latency_window)
+        self._calls = self._errors = self._prompt = self._completion = 0
+        self._hits = self._retries = 0
+        self._cost = 0.0
+
+    def record(self, call: CallRecord) -> None:
+        """Add one call to the aggregates."""
+        with self._lock:
+            self._calls += 1
+            self._errors += call.error is not None
+            self._prompt += call.prompt_tokens
+            self._completion += call.completion_tokens
+            self._cost += call.cost or 0.0
+            self._hits += call.cache_hit
+            self._retries += call.retries
+            self._latencies.append(call.latency)
+
+    def summary(self) -> MetricsSummary:
+        """Return the aggregates so far."""
+        with self._lock:
+            ordered = sorted(self._latencies)
+            return MetricsSummary(
+                calls=self._calls,
+                errors=self._errors,
+                prompt_tokens=self._prompt,
+                completion_tokens=self._completion,
+                cost=self._cost,
+                cache_hits=self._hits,
+                retries=self._retries,
+                latency_p50=_percentile(ordered, 0.50),
+                latency_p90=_percentile(ordered, 0.90),
+                latency_p99=_percentile(ordered, 0.99),
+            )
+
+    def reset(self) -> None:
+        """Forget everything recorded so far."""
+        with self._lock:
+            self._latencies.clear()
+            self._calls = self._errors = self._prompt = self._completion = 0
+            self._hits = self._retries = 0
+            self._cost = 0.0
+
+
+def _percentile(ordered: list[float], fraction: float) -> float:
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+_DEFAULT_METRICS = InMemoryMetrics()
+
+
+def default_metrics() -> InMemoryMetrics:
+    """Return the process-wide aggregator that ``with_metrics(fn)`` uses without a sink."""
+    return _DEFAULT_METRICS
+
+
+def _usage_and_cost(result: object) -> tuple[int, int, float | None]:
+    usage = getattr(result, "usage", None)
+    prompt = getattr(usage, "prompt_tokens", 0)
+    completion = getattr(usage, "completion_tokens", 0)
+    hidden: object = getattr(result, "_hidden_params", None)
+    cost: object = None
+    if isinstance(hidden, dict):
+        cost = hidden.get("response_cost")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]  # litellm dict
+    return (
+        prompt if isinstance(prompt, int) else 0,
+        completion if isinstance(completion, int) else 0,
+        float(cost) if isinstance(cost, (int, float)) else None,
+    )
+
+
+def _record(
+    model: str | None,
+    kwargs: dict[str, Any],
+    started: float,
+    info: CallInfo,
+    result: object,
+    error: BaseException | None,
+) -> CallRecord:
+    prompt, completion, cost = _usage_and_cost(result)
+    return CallRecord(
+        model=model,
+        kind=request_kind(kwargs),
+        stream=bool(kwargs.get("stream")),
+        latency=time.perf_counter() - started,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost=cost,
+        cache_hit=info.cache_hit,
+        attempts=info.attempts,
+        rate_limit_wait=info.rate_limit_wait,
+        error=None if error is None else type(error).__name__,
+    )
+
+
+class _Observed(Wrapper):
+    """Runs the inner call in a call scope and hands the finished record to ``emit``."""
+
+    __slots__ = ("_call", "_emit")
+
+    def __init__(self, inner: Callable[..., Any], emit: Callable[[CallRecord], None]) -> None:
+        super().__init__(inner)
+        self._call = inner  # Any: the inner callable returns litellm's untyped result
+        self._emit = emit
+
+    def _finish(
+        self,
+        kwargs: dict[str, Any],
+        started: float,
+        info: CallInfo,
+        result: object,
+        error: BaseException | None,
+    ) -> None:
+        try:
+            self._emit(_record(self.model, kwargs, started, info, result, error))
+        except Exception:  # an observer must never fail the call it observes
+            LOGGER.exception("fixedmodel: recording call metrics failed")
+
+
+class _AsyncObserved(_Observed):
+    __slots__ = ()
+
+    async def __call__(self, **kwargs: Any) -> Any:  # Any: litellm's untyped result
+        started = time.perf_counter()
+        with call_scope() as info:
+            try:
+                result = await self._call(**kwargs)
+            except BaseException as exc:
+                self._finish(kwargs, started, info, None, exc)
+                raise
+            self._finish(kwargs, started, info, result, None)
+            return result
+
+
+class _SyncObserved(_Observed):
+    __slots__ = ()
+
+    def __call__(self, **kwargs: Any) -> Any:  # Any: litellm's untyped result
+        started = time.perf_counter()
+        with call_scope() as info:
+            try:
+                result = self._call(**kwargs)
+            except BaseException as exc:
+                self._finish(kwargs, started, info, None, exc)
+                raise
+            self._finish(kwargs, started, info, result, None)
+            return result
+
+
+def _observe(fn: ModelCallable, emit: Callable[[CallRecord], None], wrapper: str) -> Any:
+    check_callable(fn, wrapper)
+    return (_AsyncObserved if is_async_callable(fn) else _SyncObserved)(fn, emit)
+
+
+def _log_emitter(logger: logging.Logger, level: int) -> Callable[[CallRecord], None]:
+    def emit(call: CallRecord) -> None:
+        log_level = level if call.error is None else max(level, logging.WARNING)
+        if not logger.isEnabledFor(log_level):
+            return
+        logger.log(
+            log_level,
+            "llm %s model=%s latency_ms=%.1f prompt_tokens=%d completion_tokens=%d "
+            "attempts=%d cache_hit=%s stream=%s error=%s",
+            call.kind,
+            call.model,
+            call.latency * 1000,
+            call.prompt_tokens,
+            call.completion_tokens,
+            call.attempts,
+            call.cache_hit,
+            call.stream,
+            call.error,
+            extra={"fixedmodel_call": call},
+        )
+
+    return emit
+
+
+@overload
+def with_logging(
+    fn: AFixedModelCompletion, *, logger: logging.Logger | None = ..., level: int = ...
+) -> AFixedModelCompletion: ...
+@overload
+def with_logging(
+    fn: FixedModelCompletion, *, logger: logging.Logger | None = ..., level: int = ...
+) -> FixedModelCompletion: ...
+@overload
+def with_logging(
+    fn: AFixedModelEmbedding, *, logger: logging.Logger | None = ..., level: int = ...
+) -> AFixedModelEmbedding: ...
+@overload
+def with_logging(
+    fn: FixedModelEmbedding, *, logger: logging.Logger | None = ..., level: int = ...
+) -> FixedModelEmbedding: ...
+def with_logging(
+    fn: ModelCallable, *, logger: logging.Logger | None = None, level: int = logging.INFO
+) -> ModelCallable:
+    """Log one stdlib ``logging`` record per call.
+
+    The record carries model, latency, tokens, attempts, cache hit and error class (as text
+    and as the :class:`CallRecord` in ``record.fixedmodel_call``). Failed calls are logged at
+    WARNING or above. Request contents and credentials are never logged.
+
+    Args:
+        fn: Any of the four callable kinds.
+        logger: Where to log; the ``"fixedmodel"`` logger by default.
+        level: Level of the record for successful calls.
+
+    Returns:
+        A callable of the same kind as ``fn``.
+    """
+    if type(level) is not int:
+        msg = f"level must be a logging level such as logging.INFO, got {level!r}"
+        raise TypeError(msg)
+    wrapped: ModelCallable = _observe(fn, _log_emitter(logger or LOGGER, level), "with_logging")
+    return wrapped
+
+
+@overload
+def with_metrics(
+    fn: AFixedModelCompletion, sink: MetricsSink | None = ...
+) -> AFixedModelCompletion: ...
+@overload
+def with_metrics(
+    fn: FixedModelCompletion, sink: MetricsSink | None = ...
+) -> FixedModelCompletion: ...
+@overload
+def with_metrics(
+    fn: AFixedModelEmbedding, sink: MetricsSink | None = ...
+) -> AFixedModelEmbedding: ...
+@overload
+def with_metrics(
+    fn: FixedModelEmbedding, sink: MetricsSink | None = ...
+) -> FixedModelEmbedding: ...
+def with_metrics(fn: ModelCallable, sink: MetricsSink | None = None) -> ModelCallable:
+    """Send a :class:`CallRecord` per call to ``sink``.
+
+    Args:
+        fn: Any of the four callable kinds.
+        sink: Anything with ``record(CallRecord)``; the process-wide
+            :func:`default_metrics` aggregator when omitted.
+
+    Returns:
+        A callable of the same kind as ``fn``.
+    """
+    target = default_metrics() if sink is None else sink
+    if not callable(getattr(target, "record", None)):
+        msg = f"sink must have a record(CallRecord) method, got {type(target).__name__}"
+        raise TypeError(msg)
+    wrapped: ModelCallable = _observe(fn, target.record, "with_metrics")
+    return wrapped
