@@ -59,6 +59,27 @@ from fixedmodel._protocols import (
 from fixedmodel._protocols import (
     FixedModelEmbedding as FixedModelEmbedding,
 )
+from fixedmodel.middleware.observe import (
+    CallRecord as CallRecord,
+)
+from fixedmodel.middleware.observe import (
+    InMemoryMetrics as InMemoryMetrics,
+)
+from fixedmodel.middleware.observe import (
+    MetricsSink as MetricsSink,
+)
+from fixedmodel.middleware.observe import (
+    MetricsSummary as MetricsSummary,
+)
+from fixedmodel.middleware.observe import (
+    default_metrics as default_metrics,
+)
+from fixedmodel.middleware.observe import (
+    with_logging as with_logging,
+)
+from fixedmodel.middleware.observe import (
+    with_metrics as with_metrics,
+)
 from fixedmodel.responses import ResponseContentError as ResponseContentError
 
 if TYPE_CHECKING:
@@ -79,6 +100,7 @@ __all__ = [
     "BoundAEmbedding",
     "BoundCompletion",
     "BoundEmbedding",
+    "CallRecord",
     "CompletionParams",
     "CustomStreamWrapper",
     "EmbeddingInput",
@@ -86,14 +108,20 @@ __all__ = [
     "EmbeddingResponse",
     "FixedModelCompletion",
     "FixedModelEmbedding",
+    "InMemoryMetrics",
     "Message",
     "Messages",
+    "MetricsSink",
+    "MetricsSummary",
     "ModelResponse",
     "ResponseContentError",
     "bind_acompletion",
     "bind_aembedding",
     "bind_completion",
     "bind_embedding",
+    "default_metrics",
+    "with_logging",
+    "with_metrics",
 ]
 
 _LAZY_TYPES = {

@@ -1,0 +1,1 @@
+"""Storage backends for the cache and the rate limiter."""
