@@ -133,5 +133,5 @@ async def test_api_key_is_sent_but_never_shown(
     assert server.requests[0].headers["authorization"] == f"Bearer {SECRET}"
     assert all(SECRET not in text for text in shown)
     assert SECRET not in str(misuse.value)
-    fixedmodel_records = [r for r in caplog.records if r.name.startswith("fixedmodel")]
-    assert all(SECRET not in record.getMessage() for record in fixedmodel_records)
+    assert caplog.records, "DEBUG logging captured nothing; the check below would be empty"
+    assert all(SECRET not in record.getMessage() for record in caplog.records)
