@@ -80,6 +80,12 @@ from fixedmodel.middleware.observe import (
 from fixedmodel.middleware.observe import (
     with_metrics as with_metrics,
 )
+from fixedmodel.middleware.retries import (
+    RetryPolicy as RetryPolicy,
+)
+from fixedmodel.middleware.retries import (
+    with_retries as with_retries,
+)
 from fixedmodel.responses import ResponseContentError as ResponseContentError
 
 if TYPE_CHECKING:
@@ -115,6 +121,7 @@ __all__ = [
     "MetricsSummary",
     "ModelResponse",
     "ResponseContentError",
+    "RetryPolicy",
     "bind_acompletion",
     "bind_aembedding",
     "bind_completion",
@@ -122,6 +129,7 @@ __all__ = [
     "default_metrics",
     "with_logging",
     "with_metrics",
+    "with_retries",
 ]
 
 _LAZY_TYPES = {

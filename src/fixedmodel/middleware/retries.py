@@ -1,0 +1,342 @@
+"""Retries with exponential backoff and jitter, for all four callable kinds.
+
+The loop is tenacity's; this module gives it the policy's strategies. This layer owns the
+retry policy: litellm and the openai SDK under it would retry each request themselves
+(``max_retries=2`` by default), so every attempt is sent with those retries switched off,
+and N attempts are exactly N requests on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, overload
+
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, wait_exponential
+
+from fixedmodel.middleware._call import (
+    CallInfo,
+    ModelCallable,
+    Wrapper,
+    call_scope,
+    check_callable,
+    is_async_callable,
+    request_kind,
+)
+from fixedmodel.middleware._errors import is_retryable, retry_after
+
+if TYPE_CHECKING:
+    from fixedmodel._protocols import (
+        AFixedModelCompletion,
+        AFixedModelEmbedding,
+        FixedModelCompletion,
+        FixedModelEmbedding,
+    )
+
+__all__ = ["RetryPolicy", "with_retries"]
+
+# How this layer sleeps between attempts. Looked up on every call, so that tests can put a
+# recording fake clock in their place.
+_async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+_sync_sleep: Callable[[float], None] = time.sleep
+
+_RETRYABLE = retry_if_exception(is_retryable)
+
+
+def _check_attempts(value: object) -> None:
+    allowed = "an int >= 1 (1 means no retries)"
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"RetryPolicy.max_attempts must be {allowed}, got {type(value).__name__}"
+        raise TypeError(msg)
+    if value < 1:
+        msg = f"RetryPolicy.max_attempts must be {allowed}, got {value}"
+        raise ValueError(msg)
+
+
+def _check_number(name: str, value: object, allowed: str, within: Callable[[float], bool]) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = f"RetryPolicy.{name} must be {allowed}, got {type(value).__name__}"
+        raise TypeError(msg)
+    if not (math.isfinite(value) and within(float(value))):
+        msg = f"RetryPolicy.{name} must be {allowed}, got {value!r}"
+        raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How :func:`with_retries` tries a failed call again; the defaults suit most users.
+
+    The n-th wait is ``initial_wait * multiplier ** (n - 1)``, at most ``max_wait``, then
+    shortened by a random part of up to ``jitter`` of itself. A ``Retry-After`` (or
+    ``retry-after-ms``) from the provider lengthens the wait to at least that.
+
+    Attributes:
+        max_attempts: Requests made at most for one call, the first one included (an int
+            >= 1; 1 means no retries).
+        initial_wait: Seconds to wait after the first failure, before jitter (>= 0).
+        max_wait: Longest computed backoff, in seconds (>= initial_wait).
+        multiplier: Growth of the backoff from one wait to the next (>= 1).
+        jitter: Fraction of each backoff that is random, in [0, 1]: the wait is drawn
+            uniformly from ``[backoff * (1 - jitter), backoff]``, so that clients that failed
+            together do not come back together. 0 makes the waits exact.
+        deadline: Seconds from the start of the first attempt within which a retry must
+            start, or None for no limit (> 0). A running attempt is not cut short: bound it
+            with the call's own ``timeout=``.
+        max_retry_after: Longest ``Retry-After`` that is honoured, in seconds (>= 0). When
+            the provider asks for a longer pause, the retries stop and its error is raised.
+    """
+
+    max_attempts: int = 4
+    initial_wait: float = 1.0
+    max_wait: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+    deadline: float | None = None
+    max_retry_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        _check_attempts(self.max_attempts)
+        _check_number("initial_wait", self.initial_wait, "seconds >= 0", lambda v: v >= 0)
+        _check_number(
+            "max_wait",
+            self.max_wait,
+            f"seconds >= initial_wait ({self.initial_wait!r})",
+            lambda v: v >= self.initial_wait,
+        )
+        _check_number("multiplier", self.multiplier, "a number >= 1", lambda v: v >= 1)
+        _check_number("jitter", self.jitter, "a fraction in [0, 1]", lambda v: 0 <= v <= 1)
+        if self.deadline is not None:
+            _check_number("deadline", self.deadline, "None or seconds > 0", lambda v: v > 0)
+        _check_number("max_retry_after", self.max_retry_after, "seconds >= 0", lambda v: v >= 0)
+
+
+_DEFAULT_POLICY = RetryPolicy()
+
+
+def _plural(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
+
+
+class _Attempts:
+    """The retry state of one call: tenacity's ``before``, ``wait`` and ``stop`` strategies.
+
+    tenacity asks for the wait and for the stop decision after each retryable failure, in an
+    order that differs between its versions. Both answers come from one plan per failure, so
+    the jitter is drawn once and the deadline is judged on the wait that is really slept.
+    """
+
+    def __init__(self, policy: RetryPolicy, info: CallInfo) -> None:
+        self._policy = policy
+        self._info = info
+        self._backoff = wait_exponential(
+            multiplier=policy.initial_wait, max=policy.max_wait, exp_base=policy.multiplier
+        )
+        self._plan_for: tuple[int, float] | None = None
+        self._started = time.monotonic()
+        self.count = 0
+        self.gave_up: str | None = None
+
+    def before(self, state: RetryCallState) -> None:
+        self.count += 1
+        self._info.attempts += 1
+
+    def wait(self, state: RetryCallState) -> float:
+        return self._plan(state)
+
+    def stop(self, state: RetryCallState) -> bool:
+        self._plan(state)
+        return self.gave_up is not None
+
+    def _plan(self, state: RetryCallState) -> float:
+        attempt = state.attempt_number
+        if self._plan_for is not None and self._plan_for[0] == attempt:
+            return self._plan_for[1]
+        policy = self._policy
+        wait = self._backoff(state) * (1.0 - policy.jitter * random.random())
+        error = state.outcome.exception() if state.outcome is not None else None
+        advice = retry_after(error) if error is not None else None
+        if attempt >= policy.max_attempts:
+            self.gave_up = f"max_attempts={policy.max_attempts} reached"
+        elif advice is not None and advice > policy.max_retry_after:
+            self.gave_up = (
+                f"the provider asked to wait {advice:g} s, "
+                f"more than max_retry_after={policy.max_retry_after:g} s"
+            )
+        else:
+            wait = max(wait, advice or 0.0)
+            elapsed = time.monotonic() - self._started
+            if policy.deadline is not None and elapsed + wait > policy.deadline:
+                self.gave_up = (
+                    f"a retry after {wait:.2f} s would start past deadline={policy.deadline:g} s"
+                )
+        self._plan_for = (attempt, wait)
+        return wait
+
+    def annotate(self, error: BaseException) -> None:
+        """Note on ``error`` how many attempts were made (counts and classes only: no secrets)."""
+        elapsed = time.monotonic() - self._started
+        done = f"{_plural(self.count)} in {elapsed:.2f} s"
+        if self.gave_up is not None:
+            _add_note(error, f"fixedmodel.with_retries: gave up after {done}: {self.gave_up}")
+        elif self.count > 1:
+            _add_note(error, f"fixedmodel.with_retries: not retryable, raised after {done}")
+
+    def retrying(self) -> Retrying:
+        return Retrying(
+            sleep=_sync_sleep,
+            stop=self.stop,
+            wait=self.wait,
+            retry=_RETRYABLE,
+            before=self.before,
+            reraise=True,  # The original litellm exception, not tenacity.RetryError.
+        )
+
+    def async_retrying(self) -> AsyncRetrying:
+        return AsyncRetrying(
+            sleep=_async_sleep,
+            stop=self.stop,
+            wait=self.wait,
+            retry=_RETRYABLE,
+            before=self.before,
+            reraise=True,
+        )
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+    else:  # No add_note() before 3.11: set PEP 678's attribute, which tracebacks show later.
+        notes: list[str] = [*getattr(error, "__notes__", ()), note]
+        setattr(error, "__notes__", notes)  # noqa: B010 - not declared on 3.10's BaseException
+
+
+class _NoRetries(int):
+    """An int equal to 0 that is true: see :func:`_without_inner_retries`."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return True
+
+
+def _without_inner_retries(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Add the keywords that keep litellm and the openai SDK from retrying under this layer.
+
+    ``max_retries=0`` stops the openai SDK's loop. ``num_retries=0`` stops litellm's own
+    completion retries (which also follow the global ``litellm.num_retries``) and keeps it
+    from turning ``num_retries`` into the SDK's ``max_retries``. A keyword the call passes
+    itself is kept; a bound default is overridden.
+
+    Embeddings (litellm 1.110.2): ``OpenAIChatCompletion.embedding`` in
+    ``litellm/llms/openai/openai.py`` computes ``max_retries or litellm.DEFAULT_MAX_RETRIES``,
+    so 0 becomes 2 and one 429 still costs up to three requests (BerriAI/litellm#7003 saw it
+    for Azure). That path reads no ``num_retries``, and ``DEFAULT_MAX_RETRIES`` is global. An
+    int equal to 0 that is true passes the ``or`` and reaches the SDK as ``max_retries=0``.
+    """
+    # Any: the keywords go to litellm unchanged; the Protocols type them at the call site.
+    if "max_retries" in kwargs or "num_retries" in kwargs:
+        return kwargs
+    if request_kind(kwargs) == "embedding":
+        return {**kwargs, "max_retries": _NoRetries(0)}
+    return {**kwargs, "max_retries": 0, "num_retries": 0}
+
+
+class _Retries(Wrapper):
+    """Shared state of the sync and async retrying wrappers."""
+
+    __slots__ = ("_call", "_policy")
+
+    def __init__(self, inner: ModelCallable, policy: RetryPolicy) -> None:
+        super().__init__(inner)
+        # Any: the inner call returns litellm's objects; the Protocols type the results.
+        self._call: Callable[..., Any] = inner
+        self._policy = policy
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """The retry policy of this wrapper."""
+        return self._policy
+
+    def __repr__(self) -> str:
+        return f"with_retries({self._inner!r}, {self._policy!r})"
+
+
+class _AsyncRetries(_Retries):
+    __slots__ = ()
+
+    async def __call__(self, **kwargs: Any) -> Any:
+        arguments = _without_inner_retries(kwargs)
+        with call_scope() as info:
+            attempts = _Attempts(self._policy, info)
+
+            async def attempt() -> Any:
+                return await self._call(**arguments)
+
+            try:
+                return await attempts.async_retrying()(attempt)
+            except Exception as error:
+                attempts.annotate(error)
+                raise
+
+
+class _SyncRetries(_Retries):
+    __slots__ = ()
+
+    def __call__(self, **kwargs: Any) -> Any:
+        arguments = _without_inner_retries(kwargs)
+        with call_scope() as info:
+            attempts = _Attempts(self._policy, info)
+            try:
+                return attempts.retrying()(self._call, **arguments)
+            except Exception as error:
+                attempts.annotate(error)
+                raise
+
+
+def _check_policy(policy: object) -> None:
+    if not isinstance(policy, RetryPolicy):
+        msg = (
+            f"with_retries() takes its policy as a RetryPolicy, got {type(policy).__name__}; "
+            "e.g. with_retries(chat, RetryPolicy(max_attempts=5))"
+        )
+        raise TypeError(msg)
+
+
+@overload
+def with_retries(fn: AFixedModelCompletion, policy: RetryPolicy = ...) -> AFixedModelCompletion: ...
+@overload
+def with_retries(fn: FixedModelCompletion, policy: RetryPolicy = ...) -> FixedModelCompletion: ...
+@overload
+def with_retries(fn: AFixedModelEmbedding, policy: RetryPolicy = ...) -> AFixedModelEmbedding: ...
+@overload
+def with_retries(fn: FixedModelEmbedding, policy: RetryPolicy = ...) -> FixedModelEmbedding: ...
+def with_retries(fn: ModelCallable, policy: RetryPolicy = _DEFAULT_POLICY) -> ModelCallable:
+    """Wrap ``fn`` so that failures that can succeed on retry are tried again.
+
+    Retried: rate limits (429), 5xx answers, timeouts and connection errors. Raised at once:
+    bad requests, authentication and permission errors, missing models, context-window and
+    content-policy errors. A stream is retried only until litellm has returned it; a failure
+    while iterating it is the caller's. Each attempt is counted in the call's record, which
+    ``with_logging`` and ``with_metrics`` report as ``attempts``.
+
+    Args:
+        fn: Any of the four callable kinds, e.g. from ``bind_acompletion``.
+        policy: Attempts, backoff, jitter, deadline and the ``Retry-After`` cap.
+
+    Returns:
+        A callable of the same kind as ``fn``. When it gives up, it raises the last litellm
+        exception itself, with a note of the attempts made.
+
+    Raises:
+        TypeError: ``fn`` is not callable, or ``policy`` is not a :class:`RetryPolicy`.
+    """
+    check_callable(fn, "with_retries")
+    _check_policy(policy)
+    if is_async_callable(fn):
+        return _AsyncRetries(fn, policy)
+    return _SyncRetries(fn, policy)
