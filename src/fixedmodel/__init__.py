@@ -59,6 +59,12 @@ from fixedmodel._protocols import (
 from fixedmodel._protocols import (
     FixedModelEmbedding as FixedModelEmbedding,
 )
+from fixedmodel.middleware.cache import (
+    is_cache_hit as is_cache_hit,
+)
+from fixedmodel.middleware.cache import (
+    with_cache as with_cache,
+)
 from fixedmodel.middleware.observe import (
     CallRecord as CallRecord,
 )
@@ -87,6 +93,9 @@ from fixedmodel.middleware.retries import (
     with_retries as with_retries,
 )
 from fixedmodel.responses import ResponseContentError as ResponseContentError
+from fixedmodel.stores._cache_store import CacheStore as CacheStore
+from fixedmodel.stores.disk import DiskCacheStore as DiskCacheStore
+from fixedmodel.stores.memory import MemoryCacheStore as MemoryCacheStore
 
 if TYPE_CHECKING:
     from litellm.litellm_core_utils.streaming_handler import (
@@ -106,15 +115,18 @@ __all__ = [
     "BoundAEmbedding",
     "BoundCompletion",
     "BoundEmbedding",
+    "CacheStore",
     "CallRecord",
     "CompletionParams",
     "CustomStreamWrapper",
+    "DiskCacheStore",
     "EmbeddingInput",
     "EmbeddingParams",
     "EmbeddingResponse",
     "FixedModelCompletion",
     "FixedModelEmbedding",
     "InMemoryMetrics",
+    "MemoryCacheStore",
     "Message",
     "Messages",
     "MetricsSink",
@@ -127,6 +139,8 @@ __all__ = [
     "bind_completion",
     "bind_embedding",
     "default_metrics",
+    "is_cache_hit",
+    "with_cache",
     "with_logging",
     "with_metrics",
     "with_retries",

@@ -207,7 +207,8 @@ def _record(
     result: object,
     error: BaseException | None,
 ) -> CallRecord:
-    prompt, completion, cost = _usage_and_cost(result)
+    # A cache hit spends nothing: the usage it carries was paid for by the original call.
+    prompt, completion, cost = (0, 0, 0.0) if info.cache_hit else _usage_and_cost(result)
     return CallRecord(
         model=model,
         kind=request_kind(kwargs),

@@ -1,0 +1,203 @@
+"""The cache key of a request: a versioned hash of everything that can change the answer.
+
+The key is ``"fixedmodel:cache:v1:" + sha256(canonical JSON)`` of the key format version,
+the request kind, the model, the optional namespace and the request parameters as litellm
+receives them (the bound defaults merged in, ``extra_params`` flattened). Canonical means
+sorted keys, no whitespace, tuples as lists, mappings as objects, a pydantic class as its
+JSON schema and a pydantic object as its JSON dump.
+
+Left out, because they do not change the answer or must not be stored: credentials (any
+name :func:`fixedmodel._secrets.is_secret` flags, also one level down in ``extra_body``),
+the transport settings in :data:`EXCLUDED_PARAMS` (timeouts, retry counts, sessions, extra
+headers), bookkeeping (``metadata``) and the streaming switches. Everything else is in,
+provider-specific parameters included: an unknown parameter is assumed to matter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import weakref
+from collections.abc import Mapping, Sequence
+from enum import Enum
+from typing import Any, cast
+
+from pydantic import BaseModel
+
+from fixedmodel._bind import BoundACompletion, BoundAEmbedding, BoundCompletion, BoundEmbedding
+from fixedmodel._secrets import is_secret
+
+__all__ = [
+    "EXCLUDED_PARAMS",
+    "KEY_FORMAT_VERSION",
+    "KeyMaker",
+    "UncacheableRequestError",
+]
+
+KEY_FORMAT_VERSION = 1
+"""Version of the key layout; raising it makes every older entry unreachable."""
+
+_PREFIX = f"fixedmodel:cache:v{KEY_FORMAT_VERSION}:"
+_EXTRA = "extra_params"
+
+EXCLUDED_PARAMS: frozenset[str] = frozenset(
+    {
+        # How the request travels, not what it asks.
+        "timeout",
+        "stream_timeout",
+        "max_retries",
+        "num_retries",
+        "shared_session",
+        "client",
+        "extra_headers",
+        "headers",
+        # Bookkeeping and cost tracking the provider never sees or answers to.
+        "metadata",
+        "litellm_metadata",
+        "litellm_call_id",
+        "litellm_logging_obj",
+        "logger_fn",
+        "caching",
+        "cache",
+        "no-log",
+        "input_cost_per_token",
+        "output_cost_per_token",
+        "input_cost_per_second",
+        "output_cost_per_second",
+        # Only non-streamed calls reach the key; the model is keyed on its own.
+        "stream",
+        "stream_options",
+        "model",
+    }
+)
+"""Request parameters that never enter the key (credentials are left out as well)."""
+
+_BOUND_KINDS = (BoundACompletion, BoundCompletion, BoundAEmbedding, BoundEmbedding)
+_kept_names: dict[str, bool] = {}
+_schemas: weakref.WeakKeyDictionary[type[BaseModel], dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+class UncacheableRequestError(ValueError):
+    """A request parameter has no canonical JSON form, so the request cannot be keyed."""
+
+
+def _kept(name: str) -> bool:
+    kept = _kept_names.get(name)
+    if kept is None:
+        kept = name not in EXCLUDED_PARAMS and not is_secret(name)
+        if len(_kept_names) < 4096:  # Parameter names are few; the bound is a safeguard.
+            _kept_names[name] = kept
+    return kept
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    # Building a JSON schema costs far more than the rest of the key: do it once per class.
+    schema = _schemas.get(model)
+    if schema is None:
+        schema = _schemas[model] = model.model_json_schema()
+    return schema
+
+
+def _canonical(value: object) -> object:
+    """Turn what JSON cannot encode directly into its canonical JSON-ready form."""
+    if isinstance(value, type):
+        return _class_form(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Mapping):
+        return dict(cast("Mapping[object, object]", value))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError("binary data has no canonical JSON form")
+    if isinstance(value, Sequence):
+        return list(cast("Sequence[object]", value))
+    if isinstance(value, Enum):
+        return value.value
+    msg = f"{_type_name(value)} has no canonical JSON form"
+    raise TypeError(msg)
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _class_form(value: type) -> object:
+    if issubclass(value, BaseModel):
+        return {"pydantic_json_schema": _schema(value)}
+    msg = f"the class {value.__name__} has no canonical JSON form (only pydantic models do)"
+    raise TypeError(msg)
+
+
+_encode = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_canonical
+).encode
+
+
+def _without_secrets(value: object) -> object:
+    if isinstance(value, Mapping):
+        items: Mapping[object, object] = value  # pyright: ignore[reportUnknownVariableType]
+        return {k: v for k, v in items.items() if not (isinstance(k, str) and is_secret(k))}
+    return value
+
+
+class KeyMaker:
+    """Computes the cache keys of the requests made through one wrapped callable.
+
+    Args:
+        innermost: The callable at the bottom of the middleware stack. When it is a bound
+            object, its defaults are merged into every request exactly as it merges them
+            itself, so two bindings that differ in, say, ``api_base`` never share keys.
+        model: The model the callable is bound to, or ``None`` for an unbound fake.
+        namespace: A user-chosen label keyed with the model, or ``None``.
+    """
+
+    __slots__ = ("_bound", "_head")
+
+    def __init__(self, innermost: object, model: str | None, namespace: str | None) -> None:
+        self._bound = innermost if isinstance(innermost, _BOUND_KINDS) else None
+        self._head = (KEY_FORMAT_VERSION, model, namespace)
+
+    def key(self, kind: str, kwargs: dict[str, Any]) -> str:
+        """Return the key of a request made with ``kwargs`` (the caller's keywords).
+
+        ``kwargs`` is litellm-bound data, hence ``Any``; it is read, never changed.
+
+        Raises:
+            UncacheableRequestError: A parameter has no canonical JSON form (the caller
+                should then call the model without the cache).
+            TypeError: ``model=`` was passed to a bound callable (the same error the call
+                itself would raise).
+        """
+        params = self._arguments(kwargs)
+        kept: dict[str, object] = {}
+        for name, value in params.items():
+            if _kept(name):
+                kept[name] = _without_secrets(value) if name == "extra_body" else value
+        try:
+            text = _encode((*self._head, kind, kept))
+        except (TypeError, ValueError) as exc:
+            raise UncacheableRequestError(_culprit(kept, exc)) from None
+        return _PREFIX + hashlib.sha256(text.encode()).hexdigest()
+
+    def _arguments(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self._bound is not None:
+            # The bound object's own merge, so the key sees what litellm will receive.
+            return self._bound._arguments(kwargs)  # pyright: ignore[reportPrivateUsage]
+        extra = kwargs.get(_EXTRA)
+        if not isinstance(extra, Mapping):
+            return kwargs
+        # An unbound callable: flatten the escape hatch the way a bound object does
+        # (an explicit keyword wins over the same name inside extra_params).
+        merged = {name: value for name, value in kwargs.items() if name != _EXTRA}
+        for name, value in extra.items():  # pyright: ignore[reportUnknownVariableType]
+            merged.setdefault(str(name), value)  # pyright: ignore[reportUnknownArgumentType]
+        return merged
+
+
+def _culprit(params: Mapping[str, object], error: Exception) -> str:
+    """Name the parameter that cannot be encoded, for a useful log message."""
+    for name, value in params.items():
+        try:
+            _encode(value)
+        except (TypeError, ValueError) as exc:
+            return f"request parameter {name!r} cannot be part of a cache key: {exc}"
+    return f"the request cannot be part of a cache key: {error}"

@@ -1,0 +1,421 @@
+"""Response caching: answer a request seen before from a store, without calling the model.
+
+``with_cache(chat)`` returns a callable of the same kind as ``chat`` that looks every
+non-streamed request up in a store (memory by default) under a key made of the model and
+every parameter that can change the answer (see :mod:`fixedmodel.middleware._cache_key`).
+A hit returns a new ``ModelResponse``/``EmbeddingResponse`` rebuilt from the stored JSON,
+marked ``response._hidden_params["cache_hit"] = True`` and in the call record
+(:class:`~fixedmodel.middleware._call.CallInfo`), and makes no upstream request.
+
+- Only complete answers are stored: never an error, never an answer the ``validator``
+  rejects (it decides what is stored, not what the caller gets).
+- ``stream=True`` calls bypass the cache: they are neither answered from it nor stored.
+- Single flight: identical requests made while one is in progress wait for it and get
+  copies of its answer (marked as cache hits), or its exception. If the leader is
+  cancelled, the waiters start over. Async calls coalesce per event loop, sync calls
+  across threads; separate processes do not coalesce.
+- A corrupt entry is logged (``fixedmodel.cache``) and is a miss; the fresh answer
+  overwrites it. A failing store is logged and bypassed: it never fails a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+from fixedmodel._protocols import (
+    AFixedModelCompletion,
+    AFixedModelEmbedding,
+    FixedModelCompletion,
+    FixedModelEmbedding,
+)
+from fixedmodel.middleware._cache_codec import (
+    DecodedAnswers,
+    clone,
+    encode_answer,
+    is_answer,
+    is_cache_hit,
+)
+from fixedmodel.middleware._cache_flight import AsyncFlight, SyncFlight
+from fixedmodel.middleware._cache_key import KeyMaker, UncacheableRequestError
+from fixedmodel.middleware._call import (
+    ModelCallable,
+    Wrapper,
+    check_callable,
+    current_call,
+    is_async_callable,
+    request_kind,
+)
+from fixedmodel.stores._cache_store import CacheStore, CorruptEntryError, EntryKind
+from fixedmodel.stores.memory import MemoryCacheStore
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from litellm.types.utils import EmbeddingResponse, ModelResponse
+
+    _Answer: TypeAlias = ModelResponse | EmbeddingResponse
+
+__all__ = ["AsyncCache", "SyncCache", "is_cache_hit", "with_cache"]
+
+_log = logging.getLogger("fixedmodel.cache")
+_FlightT = TypeVar("_FlightT", AsyncFlight, SyncFlight)
+
+
+class _Cache(Wrapper, Generic[_FlightT]):
+    """What the sync and async cache wrappers share: keys, lookups, encoding, logging."""
+
+    __slots__ = ("_answers", "_call", "_flights", "_keys", "_lock", "_store", "_ttl", "_validator")
+
+    def __init__(
+        self,
+        inner: ModelCallable,
+        store: CacheStore,
+        ttl: float | None,
+        validator: Callable[[Any], object] | None,
+        namespace: str | None,
+    ) -> None:
+        super().__init__(inner)
+        # The wrapped call takes and returns litellm's data (the litellm boundary).
+        self._call: Callable[..., Any] = inner
+        self._store = store
+        self._ttl = ttl
+        # Called with litellm's answer object; the overloads of with_cache tie its
+        # parameter type to the kind of the wrapped callable.
+        self._validator = validator
+        self._keys = KeyMaker(self._innermost(inner), self.model, namespace)
+        self._answers = DecodedAnswers()
+        self._flights: dict[str, _FlightT] = {}  # In-progress misses, by key.
+        self._lock = threading.Lock()  # Guards starting a flight across threads.
+
+    @staticmethod
+    def _innermost(inner: object) -> object:
+        while isinstance(inner, Wrapper):
+            inner = inner._inner
+        return inner
+
+    @property
+    def store(self) -> CacheStore:
+        """The store holding this cache's entries."""
+        return self._store
+
+    def _request(self, kwargs: dict[str, Any]) -> tuple[str, EntryKind] | None:
+        """Return the key and kind of a cacheable request, or ``None`` to bypass the cache."""
+        if kwargs.get("stream"):
+            return None
+        kind = request_kind(kwargs)
+        try:
+            return self._keys.key(kind, kwargs), kind
+        except UncacheableRequestError as exc:
+            _log.warning("%s; calling %s without the cache", exc, self._label())
+            return None
+
+    def _hit(self, template: _Answer) -> Any:
+        info = current_call()
+        if info is not None:
+            info.cache_hit = True
+        return clone(template)
+
+    def _prepare(self, kind: EntryKind, response: object) -> tuple[bytes | None, _Answer | None]:
+        """Encode a fresh answer: the entry to store (if any) and the waiters' template."""
+        if not is_answer(response, kind):
+            return None, None
+        try:
+            entry = encode_answer(kind, response)
+            template = self._answers.decode(entry, kind)
+        except (TypeError, ValueError) as exc:  # CorruptEntryError is a ValueError.
+            _log.warning("an answer of %s cannot be cached (%r)", self._label(), exc)
+            return None, None
+        if self._validator is not None and not self._validator(response):
+            _log.debug("the validator rejected an answer of %s; not stored", self._label())
+            return None, template
+        return entry, template
+
+    def _corrupt(self, key: str, exc: Exception) -> None:
+        _log.warning(
+            "corrupt cache entry %s of %s treated as a miss (%s); the next answer replaces it",
+            key,
+            self._label(),
+            exc,
+        )
+
+    def _store_failed(self, operation: str, exc: Exception) -> None:
+        if operation.endswith("set"):
+            consequence = f"the answer of {self._label()} is not stored"
+        else:
+            consequence = f"calling {self._label()} without the cache"
+        _log.warning(
+            "cache store %s failed on %s (%s: %s); %s",
+            type(self._store).__name__,
+            operation,
+            type(exc).__name__,
+            exc,
+            consequence,
+        )
+
+    def _label(self) -> str:
+        return repr(self.model) if self.model is not None else type(self._inner).__name__
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._inner!r}, store={self._store!r}, ttl={self._ttl!r})"
+
+
+class AsyncCache(_Cache[AsyncFlight]):
+    """An async callable answered from a cache; made by :func:`with_cache`."""
+
+    __slots__ = ()
+
+    async def __call__(self, **kwargs: Any) -> Any:
+        """Answer from the cache, join an identical call in progress, or call the model."""
+        request = self._request(kwargs)
+        if request is None:
+            return await self._call(**kwargs)
+        key, kind = request
+        while True:
+            flight = self._flights.get(key)
+            if flight is None:
+                template = await self._lookup(key, kind)
+                if template is not None:
+                    return self._hit(template)
+                flight = self._flights.get(key)  # One may have started during the lookup.
+                if flight is None:
+                    return await self._lead(key, kind, kwargs, register=True)
+            if flight.loop is not asyncio.get_running_loop():
+                # Another event loop's call cannot be awaited from here: go alone.
+                return await self._lead(key, kind, kwargs, register=False)
+            await flight.done.wait()
+            flight.reraise()
+            if flight.template is not None:
+                return self._hit(flight.template)
+            # The leader was cancelled or its answer is not cacheable: try again.
+
+    async def _lookup(self, key: str, kind: EntryKind) -> _Answer | None:
+        try:
+            data = await self._store.aget(key)
+            return None if data is None else self._answers.get(data, kind)
+        except CorruptEntryError as exc:
+            self._corrupt(key, exc)
+        except Exception as exc:  # A store failure must never fail the call.
+            self._store_failed("aget", exc)
+        return None
+
+    async def _lead(
+        self, key: str, kind: EntryKind, kwargs: dict[str, Any], *, register: bool
+    ) -> Any:
+        flight = AsyncFlight(asyncio.get_running_loop())
+        if register:
+            self._flights[key] = flight
+        try:
+            try:
+                response = await self._call(**kwargs)
+                entry, flight.template = self._prepare(kind, response)
+            except Exception as exc:
+                flight.fail(exc)
+                raise
+            flight.done.set()  # Waiters take their copies now, while the entry is written.
+            if entry is not None:
+                try:
+                    await self._store.aset(key, entry, self._ttl)
+                except Exception as exc:  # A store failure must never fail the call.
+                    self._store_failed("aset", exc)
+            return response
+        finally:
+            if register and self._flights.get(key) is flight:
+                del self._flights[key]
+            flight.done.set()
+
+
+class SyncCache(_Cache[SyncFlight]):
+    """A synchronous callable answered from a cache; made by :func:`with_cache`."""
+
+    __slots__ = ()
+
+    def __call__(self, **kwargs: Any) -> Any:
+        """Answer from the cache, join an identical call in progress, or call the model."""
+        request = self._request(kwargs)
+        if request is None:
+            return self._call(**kwargs)
+        key, kind = request
+        while True:
+            flight = self._flights.get(key)
+            if flight is None:
+                template = self._lookup(key, kind)
+                if template is not None:
+                    return self._hit(template)
+                with self._lock:
+                    flight = self._flights.get(key)
+                    if flight is None:
+                        flight = self._flights[key] = SyncFlight()
+                        leading = True
+                    else:
+                        leading = False
+                if leading:
+                    return self._lead(key, kind, kwargs, flight)
+            flight.done.wait()
+            flight.reraise()
+            if flight.template is not None:
+                return self._hit(flight.template)
+            # The leader was interrupted or its answer is not cacheable: try again.
+
+    def _lookup(self, key: str, kind: EntryKind) -> _Answer | None:
+        try:
+            data = self._store.get(key)
+            return None if data is None else self._answers.get(data, kind)
+        except CorruptEntryError as exc:
+            self._corrupt(key, exc)
+        except Exception as exc:  # A store failure must never fail the call.
+            self._store_failed("get", exc)
+        return None
+
+    def _lead(self, key: str, kind: EntryKind, kwargs: dict[str, Any], flight: SyncFlight) -> Any:
+        try:
+            try:
+                response = self._call(**kwargs)
+                entry, flight.template = self._prepare(kind, response)
+            except Exception as exc:
+                flight.fail(exc)
+                raise
+            flight.done.set()  # Waiters take their copies now, while the entry is written.
+            if entry is not None:
+                try:
+                    self._store.set(key, entry, self._ttl)
+                except Exception as exc:  # A store failure must never fail the call.
+                    self._store_failed("set", exc)
+            return response
+        finally:
+            with self._lock:
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
+            flight.done.set()
+
+
+@overload
+def with_cache(
+    fn: AFixedModelCompletion,
+    store: CacheStore | None = None,
+    *,
+    ttl: float | None = None,
+    validator: Callable[[ModelResponse], bool] | None = None,
+    namespace: str | None = None,
+) -> AFixedModelCompletion: ...
+
+
+@overload
+def with_cache(
+    fn: FixedModelCompletion,
+    store: CacheStore | None = None,
+    *,
+    ttl: float | None = None,
+    validator: Callable[[ModelResponse], bool] | None = None,
+    namespace: str | None = None,
+) -> FixedModelCompletion: ...
+
+
+@overload
+def with_cache(
+    fn: AFixedModelEmbedding,
+    store: CacheStore | None = None,
+    *,
+    ttl: float | None = None,
+    validator: Callable[[EmbeddingResponse], bool] | None = None,
+    namespace: str | None = None,
+) -> AFixedModelEmbedding: ...
+
+
+@overload
+def with_cache(
+    fn: FixedModelEmbedding,
+    store: CacheStore | None = None,
+    *,
+    ttl: float | None = None,
+    validator: Callable[[EmbeddingResponse], bool] | None = None,
+    namespace: str | None = None,
+) -> FixedModelEmbedding: ...
+
+
+def with_cache(
+    fn: ModelCallable,
+    store: CacheStore | None = None,
+    *,
+    ttl: float | None = None,
+    validator: Callable[[ModelResponse], bool] | Callable[[EmbeddingResponse], bool] | None = None,
+    namespace: str | None = None,
+) -> ModelCallable:
+    """Answer repeated requests of ``fn`` from a cache instead of calling the model again.
+
+    Args:
+        fn: Any of the four callable kinds; the result is of the same kind.
+        store: Where entries live; a new :class:`~fixedmodel.stores.MemoryCacheStore`
+            (1024 entries, LRU) when omitted. Share one store between callables to share
+            entries (keys include the model, so different models never collide).
+        ttl: Seconds an entry stays valid; ``None`` keeps it until the store evicts it.
+        validator: Called with each fresh answer; a falsy result keeps that answer out of
+            the store (the caller still gets it). E.g. reject ``finish_reason="length"``.
+        namespace: A label keyed with the model: different namespaces never share entries.
+            Required when ``fn`` has no ``model`` attribute (a hand-written fake), since the
+            key must name what answers.
+
+    Returns:
+        A callable of the same kind as ``fn`` that consults the cache first.
+
+    Raises:
+        TypeError: ``fn`` is not callable, ``store`` is not a store instance, ``ttl`` is not
+            a number, ``validator`` is not callable, or neither ``fn.model`` nor
+            ``namespace`` names the model.
+        ValueError: ``ttl`` is not a positive finite number, or ``namespace`` is empty.
+    """
+    check_callable(fn, "with_cache")
+    chosen = _check_store(store)
+    _check_ttl(ttl)
+    if validator is not None and not callable(validator):
+        msg = f"with_cache() validator must be callable or None, got {type(validator).__name__}"
+        raise TypeError(msg)
+    _check_namespace(fn, namespace)
+    kind = AsyncCache if is_async_callable(fn) else SyncCache
+    return kind(fn, chosen, ttl, validator, namespace)
+
+
+def _check_store(store: object) -> CacheStore:
+    if store is None:
+        return MemoryCacheStore()
+    if isinstance(store, type):
+        msg = f"with_cache() needs a store instance, got the class {store.__name__}; call it"
+        raise TypeError(msg)
+    if not isinstance(store, CacheStore):
+        msg = (
+            f"with_cache() store must implement CacheStore (get, set, aget, aset), got "
+            f"{type(store).__name__}; use e.g. MemoryCacheStore() or DiskCacheStore(path)"
+        )
+        raise TypeError(msg)
+    return store
+
+
+def _check_ttl(ttl: object) -> None:
+    if ttl is None:
+        return
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        msg = f"with_cache() ttl must be seconds as a number or None, got {type(ttl).__name__}"
+        raise TypeError(msg)
+    if not (ttl > 0 and math.isfinite(ttl)):
+        msg = f"with_cache() ttl must be a positive, finite number of seconds, got {ttl!r}"
+        raise ValueError(msg)
+
+
+def _check_namespace(fn: object, namespace: object) -> None:
+    if namespace is not None:
+        if not isinstance(namespace, str):
+            msg = f"with_cache() namespace must be a str, got {type(namespace).__name__}"
+            raise TypeError(msg)
+        if not namespace.strip():
+            raise ValueError("with_cache() namespace must not be empty")
+        return
+    if not isinstance(getattr(fn, "model", None), str):
+        msg = (
+            f"with_cache() cannot tell which model {type(fn).__name__} calls (it has no "
+            "'model' attribute): pass namespace='...' to name it in the cache keys"
+        )
+        raise TypeError(msg)

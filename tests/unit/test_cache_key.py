@@ -1,0 +1,230 @@
+"""The cache key: what changes it, what never does, and its canonical, versioned form."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from fixedmodel import bind_acompletion, bind_completion, bind_embedding
+from fixedmodel.middleware._cache_key import (
+    EXCLUDED_PARAMS,
+    KEY_FORMAT_VERSION,
+    KeyMaker,
+    UncacheableRequestError,
+)
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
+SECRET = "sk-SECRET-key-0123456789"
+
+
+def key(
+    kwargs: dict[str, Any], *, model: str | None = "openai/m", namespace: str | None = None
+) -> str:
+    return KeyMaker(None, model, namespace).key("completion", kwargs)
+
+
+def base(**extra: Any) -> dict[str, Any]:
+    return {"messages": MESSAGES, **extra}
+
+
+class Answer(BaseModel):
+    value: int
+
+
+class OtherAnswer(BaseModel):
+    value: str
+
+
+class Colour(Enum):
+    RED = "red"
+
+
+def test_key_is_a_versioned_sha256() -> None:
+    assert KEY_FORMAT_VERSION == 1
+    assert re.fullmatch(r"fixedmodel:cache:v1:[0-9a-f]{64}", key(base()))
+
+
+def test_same_request_same_key_whatever_the_order_and_container() -> None:
+    one = base(temperature=0.2, tools=[{"type": "function", "function": {"name": "f"}}])
+    other = {
+        "tools": ({"function": {"name": "f"}, "type": "function"},),
+        "temperature": 0.2,
+        "messages": ({"content": "Hi", "role": "user"},),
+    }
+    assert key(one) == key(other)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"temperature": 0.3},
+        {"top_p": 0.5},
+        {"seed": 8},
+        {"max_tokens": 5},
+        {"n": 2},
+        {"stop": ["\n"]},
+        {"messages": [{"role": "user", "content": "Hello"}]},
+        {"messages": [{"role": "system", "content": "Hi"}]},
+        {"tools": [{"type": "function", "function": {"name": "g"}}]},
+        {"tool_choice": "none"},
+        {"response_format": {"type": "json_object"}},
+        {"response_format": OtherAnswer},
+        {"reasoning_effort": "high"},
+        {"api_base": "http://localhost:9/v1"},
+        {"api_version": "2025-01-01"},
+        {"extra_body": {"top_k": 41}},
+        {"top_k": 41},
+        {"mock_response": "other"},
+        {"user": "someone-else"},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_a_parameter_that_changes_the_answer_changes_the_key(change: dict[str, Any]) -> None:
+    reference = base(
+        temperature=0.2,
+        top_p=1.0,
+        seed=7,
+        max_tokens=10,
+        n=1,
+        stop=["."],
+        tools=[{"type": "function", "function": {"name": "f"}}],
+        tool_choice="auto",
+        response_format=Answer,
+        reasoning_effort="low",
+        api_base="http://127.0.0.1:9/v1",
+        api_version="2024-06-01",
+        extra_body={"top_k": 40},
+        top_k=40,
+        mock_response="one",
+        user="someone",
+    )
+    assert key(reference) != key({**reference, **change})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"api_key": "sk-other"},
+        {"aws_secret_access_key": "other"},
+        {"azure_ad_token": "other"},
+        {"timeout": 99.0},
+        {"max_retries": 0},
+        {"num_retries": 5},
+        {"extra_headers": {"X-Trace": "2", "Authorization": "Bearer other"}},
+        {"metadata": {"trace": "2"}},
+        {"stream": False},
+        {"stream_options": {"include_usage": True}},
+        {"extra_body": {"top_k": 40, "api_key": "other"}},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_secrets_and_transport_settings_never_change_the_key(change: dict[str, Any]) -> None:
+    reference = base(
+        api_key=SECRET,
+        aws_secret_access_key=SECRET,
+        azure_ad_token=SECRET,
+        timeout=5.0,
+        max_retries=2,
+        extra_headers={"X-Trace": "1"},
+        metadata={"trace": "1"},
+        extra_body={"top_k": 40, "api_key": SECRET},
+    )
+    assert key(reference) == key({**reference, **change})
+
+
+def test_excluded_parameters_are_transport_and_bookkeeping_only() -> None:
+    assert {"timeout", "max_retries", "num_retries", "extra_headers", "shared_session"} <= (
+        EXCLUDED_PARAMS
+    )
+    for answer_changing in ("api_base", "extra_body", "seed", "temperature", "messages"):
+        assert answer_changing not in EXCLUDED_PARAMS
+
+
+def test_model_namespace_and_kind_are_part_of_the_key() -> None:
+    reference = key(base())
+    assert key(base(), model="openai/other") != reference
+    assert key(base(), namespace="v2") != reference
+    assert KeyMaker(None, "openai/m", None).key("embedding", base()) != reference
+
+
+def test_pydantic_response_format_is_keyed_by_its_schema() -> None:
+    class Answer(BaseModel):  # Same name and fields as the module-level class.
+        value: int
+
+    assert key(base(response_format=Answer)) == key(base(response_format=globals()["Answer"]))
+    assert key(base(response_format=Answer)) != key(base(response_format=OtherAnswer))
+
+
+def test_pydantic_objects_and_enums_in_parameters_are_encoded() -> None:
+    assert key(base(extra_body={"answer": Answer(value=1)})) == key(
+        base(extra_body={"answer": {"value": 1}})
+    )
+    assert key(base(extra_body={"colour": Colour.RED})) == key(base(extra_body={"colour": "red"}))
+
+
+def test_extra_params_are_flattened_like_a_bound_call() -> None:
+    flattened = key(base(top_k=40))
+    assert key(base(extra_params={"top_k": 40})) == flattened
+    # An explicit keyword wins over the same name inside extra_params, as in a bound call.
+    assert key(base(top_k=40, extra_params={"top_k": 99})) == flattened
+
+
+def test_bound_defaults_are_part_of_the_key() -> None:
+    plain = bind_completion("openai/m", mock_response="x")
+    warm = bind_completion("openai/m", mock_response="x", temperature=0.9)
+    assert KeyMaker(warm, "openai/m", None).key("completion", base()) == KeyMaker(
+        plain, "openai/m", None
+    ).key("completion", base(temperature=0.9))
+    assert KeyMaker(warm, "openai/m", None).key("completion", base()) != KeyMaker(
+        plain, "openai/m", None
+    ).key("completion", base())
+
+
+def test_bound_api_base_changes_the_key_and_bound_api_key_does_not() -> None:
+    def bound_key(**defaults: Any) -> str:
+        return KeyMaker(bind_acompletion("openai/m", **defaults), "openai/m", None).key(
+            "completion", base()
+        )
+
+    reference = bound_key(api_base="http://127.0.0.1:1/v1", api_key=SECRET)
+    assert bound_key(api_base="http://127.0.0.1:1/v1", api_key="sk-other") == reference
+    assert bound_key(api_base="http://localhost:1/v1", api_key=SECRET) != reference
+
+
+def test_bound_extra_params_defaults_are_flattened() -> None:
+    bound = bind_embedding("openai/e", extra_params={"dimensions": 4})
+    maker = KeyMaker(bound, "openai/e", None)
+    assert maker.key("embedding", {"input": "a"}) == KeyMaker(None, "openai/e", None).key(
+        "embedding", {"input": "a", "dimensions": 4}
+    )
+
+
+def test_model_keyword_on_a_bound_callable_is_refused_like_the_call() -> None:
+    maker = KeyMaker(bind_completion("openai/m"), "openai/m", None)
+    with pytest.raises(TypeError, match="bound to model 'openai/m'"):
+        maker.key("completion", base(model="openai/other"))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [object(), b"raw", {1, 2}, {("a", "b"): 1}, int],
+    ids=["object", "bytes", "set", "tuple keys", "class"],
+)
+def test_a_parameter_without_canonical_form_is_uncacheable(value: object) -> None:
+    with pytest.raises(UncacheableRequestError, match="'extra_body'"):
+        key(base(extra_body={"x": value}))
+
+
+def test_a_reference_cycle_is_uncacheable() -> None:
+    cycle: dict[str, object] = {}
+    cycle["self"] = cycle
+    with pytest.raises(UncacheableRequestError, match="'extra_body'"):
+        key(base(extra_body=cycle))
+
+
+def test_the_key_holds_no_secret() -> None:
+    assert SECRET not in key(base(api_key=SECRET))
