@@ -227,12 +227,18 @@ def _record(
 class _Observed(Wrapper):
     """Runs the inner call in a call scope and hands the finished record to ``emit``."""
 
-    __slots__ = ("_call", "_emit")
+    __slots__ = ("_call", "_emit", "_wants")
 
-    def __init__(self, inner: Callable[..., Any], emit: Callable[[CallRecord], None]) -> None:
+    def __init__(
+        self,
+        inner: Callable[..., Any],
+        emit: Callable[[CallRecord], None],
+        wants: Callable[[bool], bool],
+    ) -> None:
         super().__init__(inner)
         self._call = inner  # Any: the inner callable returns litellm's untyped result
         self._emit = emit
+        self._wants = wants  # asked with "did the call fail?" before a record is built
 
     def _finish(
         self,
@@ -243,7 +249,8 @@ class _Observed(Wrapper):
         error: BaseException | None,
     ) -> None:
         try:
-            self._emit(_record(self.model, kwargs, started, info, result, error))
+            if self._wants(error is not None):
+                self._emit(_record(self.model, kwargs, started, info, result, error))
         except Exception:  # an observer must never fail the call it observes
             LOGGER.exception("fixedmodel: recording call metrics failed")
 
@@ -278,16 +285,23 @@ class _SyncObserved(_Observed):
             return result
 
 
-def _observe(fn: ModelCallable, emit: Callable[[CallRecord], None], wrapper: str) -> Any:
+def _always(failed: bool) -> bool:
+    return True
+
+
+def _observe(
+    fn: ModelCallable,
+    emit: Callable[[CallRecord], None],
+    wrapper: str,
+    wants: Callable[[bool], bool] = _always,
+) -> Any:
     check_callable(fn, wrapper)
-    return (_AsyncObserved if is_async_callable(fn) else _SyncObserved)(fn, emit)
+    return (_AsyncObserved if is_async_callable(fn) else _SyncObserved)(fn, emit, wants)
 
 
 def _log_emitter(logger: logging.Logger, level: int) -> Callable[[CallRecord], None]:
     def emit(call: CallRecord) -> None:
         log_level = level if call.error is None else max(level, logging.WARNING)
-        if not logger.isEnabledFor(log_level):
-            return
         logger.log(
             log_level,
             "llm %s model=%s latency_ms=%.1f prompt_tokens=%d completion_tokens=%d "
@@ -343,7 +357,14 @@ def with_logging(
     if type(level) is not int:
         msg = f"level must be a logging level such as logging.INFO, got {level!r}"
         raise TypeError(msg)
-    wrapped: ModelCallable = _observe(fn, _log_emitter(logger or LOGGER, level), "with_logging")
+    target = logger or LOGGER
+    failure_level = max(level, logging.WARNING)
+
+    def wants(failed: bool) -> bool:
+        # Skip building the record at all when nothing would be logged.
+        return target.isEnabledFor(failure_level if failed else level)
+
+    wrapped: ModelCallable = _observe(fn, _log_emitter(target, level), "with_logging", wants)
     return wrapped
 
 
