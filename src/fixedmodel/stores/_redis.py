@@ -1,0 +1,346 @@
+"""What the Redis stores share: the optional import, short-timeout clients, Lua, health logs.
+
+redis-py is the optional extra ``fixedmodel[redis]``; it is imported when a Redis store is
+created, never by ``import fixedmodel``.
+
+Clients built from a URL give up quickly, because a store must never hold a model call for
+long: ``socket_timeout`` and ``socket_connect_timeout`` are the store's ``timeout``, and a
+failed command is retried once, at once, only when the connection itself broke (after a
+Redis restart every pooled connection is dead, and the retry reconnects); a timeout is never
+retried. redis-py's own default (ten retries with backoff, 5 s timeouts) could hold a call
+for many seconds.
+
+Async methods of a store built from a URL run the sync client on a small thread pool owned by
+the store. A ``redis.asyncio`` client is tied to the event loop that first used it, while a
+store is shared by every loop of the process (``asyncio.run`` called again makes a new one);
+the rate limiter asks the store from one caller at a time, and a cache lookup is one short
+command, so the thread hop costs nothing the caller can notice. A ``redis.asyncio`` client
+passed as ``async_client`` is used directly; its owner keeps it to one loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from redis.asyncio import Redis as AsyncRedis
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "LOGGER",
+    "Health",
+    "LuaScript",
+    "RedisClients",
+    "check_namespace",
+    "redact_url",
+    "redis_errors",
+    "require_redis",
+]
+
+LOGGER = logging.getLogger("fixedmodel.redis")
+
+DEFAULT_TIMEOUT = 0.25
+"""Seconds a store waits for Redis (connect, then each reply) before it gives up."""
+
+_WARN_EVERY = 30.0  # While Redis stays unreachable, repeat the warning at most this often.
+_THREADS = 8  # Workers that run the sync client for the async methods.
+_T = TypeVar("_T")
+
+
+def require_redis() -> None:
+    """Import redis-py, or say how to install it.
+
+    Raises:
+        ImportError: redis-py is missing; the message names the extra to install.
+    """
+    try:
+        import redis  # noqa: F401  # pyright: ignore[reportUnusedImport]
+    except ImportError as exc:
+        msg = (
+            "the Redis stores need the optional 'redis' package; "
+            "install it with: pip install 'fixedmodel[redis]'"
+        )
+        raise ImportError(msg, name="redis") from exc
+
+
+def redis_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean "Redis did not do it": down, slow, refusing or broken."""
+    from redis.exceptions import RedisError
+
+    # OSError: a socket failure redis-py did not wrap; asyncio's timeout differs before 3.11.
+    return (RedisError, OSError, asyncio.TimeoutError)
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password, in the user info or the query, replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user = parts.username or ""
+            host = netloc.rpartition("@")[2]
+            netloc = f"{user}:***@{host}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            hidden = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
+            query = urlencode(hidden, safe="*")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "<unparsable Redis URL>"
+
+
+def _describe_client(client: object) -> str:
+    # Only the address: a client's connection settings may hold a password.
+    pool = getattr(client, "connection_pool", None)
+    settings: object = getattr(pool, "connection_kwargs", None)
+    if isinstance(settings, dict):
+        known: dict[str, object] = settings  # pyright: ignore[reportUnknownVariableType]
+        if "path" in known:
+            return f"unix://{known['path']}"
+        return f"{known.get('host', '?')}:{known.get('port', '?')}/{known.get('db', 0)}"
+    return type(client).__name__
+
+
+def check_namespace(namespace: object, *, example: str, empty: bool = False) -> str:
+    """Return a valid key prefix, or raise the error that says what a prefix must be."""
+    if not isinstance(namespace, str):
+        kind = type(namespace).__name__
+        msg = f"namespace must be a str key prefix such as {example!r}, got {kind}"
+        raise TypeError(msg)
+    if not (namespace or empty):
+        msg = f"namespace must be a non-empty key prefix such as {example!r}"
+        raise ValueError(msg)
+    return namespace
+
+
+def _check_timeout(timeout: object) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        msg = f"timeout must be a number of seconds, got {type(timeout).__name__}"
+        raise TypeError(msg)
+    if not (math.isfinite(timeout) and timeout > 0):
+        msg = f"timeout must be a positive, finite number of seconds, got {timeout!r}"
+        raise ValueError(msg)
+    return float(timeout)
+
+
+def _check_url(owner: str, url: object) -> None:
+    if not isinstance(url, str):
+        kind = type(url).__name__
+        msg = f"{owner} url must be a str such as 'redis://localhost:6379/0', got {kind}"
+        raise TypeError(msg)
+
+
+def _client_from_url(url: str, timeout: float) -> Redis:
+    from redis import Redis
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.retry import Retry
+
+    # One immediate retry, on a broken connection only (see the module docstring).
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    # redis-py leaves the keywords of from_url untyped; these are Connection's parameters.
+    return Redis.from_url(  # pyright: ignore[reportUnknownMemberType]
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry
+    )
+
+
+class RedisClients:
+    """The clients of one store: built from a URL, or the caller's own.
+
+    Args:
+        owner: Name of the store class, for error messages.
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL; the store builds and owns a
+            client with ``timeout``.
+        client: A ``redis.Redis`` client of the caller's (its timeouts apply).
+        async_client: A ``redis.asyncio.Redis`` client of the caller's, for async methods.
+        timeout: Seconds for connect and for each reply, for a client built from ``url``.
+
+    Raises:
+        TypeError: Neither ``url`` nor a client was given, or both were.
+        ValueError: ``url`` is not a Redis URL, or ``timeout`` is out of range.
+    """
+
+    __slots__ = ("_async", "_executor", "_executor_pid", "_lock", "_owned", "_sync", "endpoint")
+
+    def __init__(
+        self,
+        owner: str,
+        url: str | None,
+        client: Redis | None,
+        async_client: AsyncRedis | None,
+        timeout: float,
+    ) -> None:
+        seconds = _check_timeout(timeout)
+        if url is None and client is None and async_client is None:
+            msg = f"{owner} needs a Redis URL, e.g. {owner}('redis://localhost:6379/0')"
+            raise TypeError(msg)
+        if url is not None and (client is not None or async_client is not None):
+            msg = f"{owner} takes a URL or clients (client=, async_client=), not both"
+            raise TypeError(msg)
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_pid = 0
+        self._async = async_client
+        if url is not None:
+            _check_url(owner, url)
+            self.endpoint = redact_url(url)
+            self._sync: Redis | None = _client_from_url(url, seconds)
+            self._owned = True
+        else:
+            self._sync = client
+            self._owned = False
+            self.endpoint = _describe_client(client if client is not None else async_client)
+
+    def sync(self) -> Redis:
+        """The client for sync methods.
+
+        Raises:
+            TypeError: The store was given only an async client.
+        """
+        if self._sync is None:
+            msg = (
+                "this Redis store was given only async_client=, so it has no sync methods; "
+                "pass client= as well, or a URL"
+            )
+            raise TypeError(msg)
+        return self._sync
+
+    async def run(
+        self,
+        with_sync: Callable[[Redis], _T],
+        with_async: Callable[[AsyncRedis], Awaitable[_T]],
+    ) -> _T:
+        """Run one operation for an async method, natively or on the store's threads."""
+        if self._async is not None:
+            return await with_async(self._async)
+        client = self.sync()
+        return await asyncio.get_running_loop().run_in_executor(self._pool(), with_sync, client)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            # A forked worker inherits the pool object but not its threads: start afresh.
+            if self._executor is None or self._executor_pid != os.getpid():
+                self._executor = ThreadPoolExecutor(
+                    max_workers=_THREADS, thread_name_prefix="fixedmodel-redis"
+                )
+                self._executor_pid = os.getpid()
+            return self._executor
+
+    def close(self) -> None:
+        """Stop the worker threads and close a client built from the URL."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+        if self._owned and self._sync is not None:
+            self._sync.close()
+
+
+class LuaScript:
+    """A Lua script run by its SHA1, loaded again when Redis answers NOSCRIPT.
+
+    Redis forgets loaded scripts when it restarts (or on ``SCRIPT FLUSH``); the first call
+    afterwards loads the script again and retries, so workers need no restart.
+    """
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    def run(self, client: Redis, keys: Sequence[str], args: Sequence[str | int]) -> object:
+        """Run the script with the sync client; returns its reply."""
+        from redis.exceptions import NoScriptError
+
+        try:
+            reply: object = client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            client.script_load(self.source)
+            reply = client.evalsha(self.sha, len(keys), *keys, *args)
+        return reply
+
+    async def arun(
+        self, client: AsyncRedis, keys: Sequence[str], args: Sequence[str | int]
+    ) -> object:
+        """Run the script with an async client; returns its reply."""
+        from redis.exceptions import NoScriptError
+
+        try:
+            reply: object = await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.source)
+            reply = await client.evalsha(self.sha, len(keys), *keys, *args)
+        return reply
+
+
+class Health:
+    """Whether a store's Redis answers, logged on each change and not once per call.
+
+    The first failure logs a WARNING; while Redis stays unreachable, one more WARNING (with
+    the count of failed operations) at most every 30 s, DEBUG otherwise; the first success
+    afterwards logs INFO. Messages name the redacted endpoint and the error class, never
+    keys, values or credentials.
+    """
+
+    __slots__ = ("_down_since", "_endpoint", "_failures", "_lock", "_next_warning", "_store")
+
+    def __init__(self, store: str, endpoint: str) -> None:
+        self._store = store
+        self._endpoint = endpoint
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._next_warning = 0.0
+        self._failures = 0
+
+    def failed(self, operation: str, exc: BaseException, consequence: str) -> None:
+        """Record that ``operation`` failed with ``exc`` and what the store did instead."""
+        now = time.monotonic()
+        with self._lock:
+            self._failures += 1
+            if self._down_since is None:
+                self._down_since = now
+            warn = now >= self._next_warning
+            if warn:
+                self._next_warning = now + _WARN_EVERY
+            failures = self._failures
+        LOGGER.log(
+            logging.WARNING if warn else logging.DEBUG,
+            "%s: Redis at %s failed on %s (%s: %s); %s [%d failed operations so far]",
+            self._store,
+            self._endpoint,
+            operation,
+            type(exc).__name__,
+            exc,
+            consequence,
+            failures,
+        )
+
+    def succeeded(self) -> None:
+        """Record a success; logs the recovery if Redis was failing."""
+        if not self._failures:  # The usual case, read without the lock.
+            return
+        with self._lock:
+            since, self._down_since = self._down_since, None
+            failures, self._failures = self._failures, 0
+            self._next_warning = 0.0
+        if since is not None:
+            LOGGER.info(
+                "%s: Redis at %s answers again after %.1f s (%d failed operations)",
+                self._store,
+                self._endpoint,
+                time.monotonic() - since,
+                failures,
+            )

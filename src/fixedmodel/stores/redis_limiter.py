@@ -1,0 +1,391 @@
+"""Rate limiter state in Redis: one quota shared by every process and host that uses it.
+
+:class:`RedisLimiterStore` applies the window rule of :mod:`fixedmodel.stores._limiter_store`
+(a segmented sliding window) in one Lua script per operation, so each decision is atomic
+across all clients, costs O(1) (a bounded number of hash fields), and is timed by the Redis
+server's own clock (``TIME``): hosts whose clocks disagree still share one window.
+
+What is stored, per quota: one hash ``<namespace><key>`` (default namespace
+``fixedmodel:rl:``) with the fields ``head`` and ``next`` (ids of the oldest live segment and
+of the next one), ``requests`` and ``tokens`` (totals of the live segments), ``paused``
+(server microseconds until which the quota is paused) and one field ``s<id>`` per live segment
+(``"<start µs> <requests> <tokens>"``; at most ``SEGMENTS_PER_PERIOD + 2``). Nothing else: no
+prompt, no parameter, no credential. The key expires one second after its last segment and
+its pause, so an idle quota leaves nothing behind.
+
+When Redis cannot be reached (down, too slow, refusing) the store follows ``on_error``:
+``"open"`` (the default) admits the request and logs a WARNING; ``"closed"`` raises
+:class:`RedisUnavailableError`. Either way no call waits longer than ``timeout`` for Redis,
+and the store uses Redis again as soon as it answers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Literal
+
+from typing_extensions import Self
+
+from fixedmodel.stores._limiter_store import SEGMENTS_PER_PERIOD, Acquisition
+from fixedmodel.stores._redis import (
+    DEFAULT_TIMEOUT,
+    Health,
+    LuaScript,
+    RedisClients,
+    check_namespace,
+    redis_errors,
+    require_redis,
+)
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from redis import Redis
+    from redis.asyncio import Redis as AsyncRedis
+
+    from fixedmodel.middleware.rate_limit import RateLimit
+
+__all__ = ["OnError", "RedisLimiterStore", "RedisUnavailableError"]
+
+OnError = Literal["open", "closed"]
+"""What a limiter does when Redis cannot decide: let the call through, or fail it."""
+
+# Times are integer microseconds of the server clock; Lua numbers are doubles, exact up to
+# 2**53 (about 285 years of microseconds). Segment ids of a new key start at the current
+# time, so an id handed out before the key expired never names a segment of its successor.
+_SCRIPT = LuaScript(
+    """
+local key = KEYS[1]
+local op = ARGV[1]
+local MARGIN = 1000000
+local MAX_LIVE = 4096
+
+local function fmt(n) return string.format('%.0f', n) end
+local function field(id) return 's' .. fmt(id) end
+
+local state = redis.call('HMGET', key, 'head', 'next', 'requests', 'tokens', 'paused')
+local head, nxt = tonumber(state[1]), tonumber(state[2])
+local requests, tokens = tonumber(state[3]) or 0, tonumber(state[4]) or 0
+local paused = tonumber(state[5]) or 0
+
+local function segment(id)
+  local value = redis.call('HGET', key, field(id))
+  if not value then return nil end
+  local start, count, charged = string.match(value, '^(%d+) (%d+) (%d+)$')
+  return tonumber(start), tonumber(count), tonumber(charged)
+end
+
+local function save(now, ttl)
+  redis.call('HSET', key, 'head', fmt(head), 'next', fmt(nxt),
+    'requests', fmt(requests), 'tokens', fmt(tokens), 'paused', fmt(paused))
+  redis.call('PEXPIRE', key, math.ceil(ttl / 1000))
+end
+
+if op == 'adjust' then
+  local id, change = tonumber(ARGV[2]), tonumber(ARGV[3])
+  if not head or id < head or id >= nxt then return 0 end
+  local start, count, charged = segment(id)
+  if not start then return 0 end
+  change = math.max(change, -charged)
+  redis.call('HSET', key, 'tokens', fmt(math.max(tokens + change, 0)),
+    field(id), fmt(start) .. ' ' .. fmt(count) .. ' ' .. fmt(charged + change))
+  return 0
+end
+
+-- Scripts that read TIME must be replicated as their effects (the default from Redis 5).
+if redis.replicate_commands then redis.replicate_commands() end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+if not head or not nxt or nxt - head > MAX_LIVE then
+  -- A new key; or a state no rule can produce, dropped rather than scanned.
+  if head then
+    redis.call('DEL', key)
+  end
+  head, nxt, requests, tokens = now, now, 0, 0
+end
+
+if op == 'pause' then
+  paused = math.max(paused, now + tonumber(ARGV[2]))
+  local left = redis.call('PTTL', key) * 1000
+  save(now, math.max(left, paused - now + MARGIN))
+  return 0
+end
+
+-- op == 'acquire'
+local length, life = tonumber(ARGV[2]), tonumber(ARGV[3])
+local max_requests, max_tokens, cost = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+
+local function fits(count, charged)
+  if max_requests >= 0 and count + 1 > max_requests then return false end
+  if max_tokens < 0 then return true end
+  return charged + cost <= max_tokens or (cost > max_tokens and charged <= 0)
+end
+
+local dirty = false
+while head < nxt do
+  local start, count, charged = segment(head)
+  if start and start + life > now then break end
+  if start then
+    requests, tokens = requests - count, tokens - charged
+    redis.call('HDEL', key, field(head))
+  end
+  head, dirty = head + 1, true
+end
+if head >= nxt then requests, tokens = 0, 0 end
+local ttl = math.max(life, paused - now) + MARGIN
+
+if now < paused then
+  if dirty then save(now, ttl) end
+  return {0, paused - now}
+end
+
+if fits(requests, tokens) then
+  local id, start, count, charged = nxt - 1, nil, 0, 0
+  if id >= head then start, count, charged = segment(id) end
+  if not start or now >= start + length then
+    id, start, count, charged = nxt, now, 0, 0
+    nxt = nxt + 1
+  end
+  redis.call('HSET', key, field(id),
+    fmt(start) .. ' ' .. fmt(count + 1) .. ' ' .. fmt(charged + cost))
+  requests, tokens = requests + 1, tokens + cost
+  save(now, ttl)
+  return {1, id}
+end
+
+if dirty then save(now, ttl) end
+local left_requests, left_tokens = requests, tokens
+for id = head, nxt - 1 do
+  local start, count, charged = segment(id)
+  if start then
+    left_requests, left_tokens = left_requests - count, left_tokens - charged
+    if fits(left_requests, left_tokens) then return {0, start + life - now} end
+  end
+end
+return {0, life}
+"""
+)
+
+
+class RedisUnavailableError(RuntimeError):
+    """Redis could not decide on a request, and the store's policy is ``on_error="closed"``.
+
+    The call was not made. The original redis-py error is the ``__cause__``.
+    """
+
+
+def _check_on_error(on_error: object) -> OnError:
+    if on_error == "open":
+        return "open"
+    if on_error == "closed":
+        return "closed"
+    msg = f"on_error must be 'open' (let calls through) or 'closed' (fail them), got {on_error!r}"
+    raise ValueError(msg)
+
+
+def _acquire_args(limit: RateLimit, tokens: int) -> list[str | int]:
+    period = math.ceil(limit.period * 1_000_000)
+    length = max(1, math.ceil(period / SEGMENTS_PER_PERIOD))
+    requests = -1 if limit.requests is None else limit.requests
+    budget = -1 if limit.tokens is None else limit.tokens
+    return ["acquire", length, length + period, requests, budget, tokens]
+
+
+def _adjust_args(segment: int, tokens: int) -> list[str | int]:
+    return ["adjust", segment, tokens]
+
+
+def _pause_args(seconds: float) -> list[str | int]:
+    return ["pause", math.ceil(seconds * 1_000_000)]
+
+
+def _decision(reply: object) -> Acquisition:
+    if isinstance(reply, list):
+        items: list[object] = reply  # pyright: ignore[reportUnknownVariableType]
+        if len(items) == 2 and isinstance(items[0], int) and isinstance(items[1], int):
+            granted, value = items[0], items[1]
+            return Acquisition.admit(value) if granted else Acquisition.refuse(value / 1e6)
+    # Narrowed by the isinstance above to list[Unknown] | object, which pyright reports.
+    kind: str = type(reply).__name__  # pyright: ignore[reportUnknownArgumentType]
+    msg = f"unexpected reply from the rate limit script: {kind}"
+    raise RuntimeError(msg)
+
+
+class RedisLimiterStore:
+    """Rate limiter state in Redis, shared by processes and hosts; conforms to LimiterStore.
+
+    Give every process the same URL (and namespace) and a :class:`RateLimiter` with the same
+    :class:`RateLimit` and key: together they stay within the limit.
+
+    Args:
+        url: ``redis://[[user]:password@]host:port/db``, ``rediss://...`` or
+            ``unix://path``. The store builds its own client, with ``timeout``. The URL is
+            shown in ``repr`` and logs with its password replaced by ``***``.
+        client: Instead of ``url``, a ``redis.Redis`` client of yours (its timeouts and
+            retries apply: keep them short). Async methods then run it on threads.
+        async_client: A ``redis.asyncio.Redis`` client for the async methods (with or
+            without ``client``); keep it to one event loop.
+        namespace: Prefix of every key; limiters with different namespaces never share a
+            quota, even under the same key.
+        on_error: When Redis cannot decide: ``"open"`` admits the request and logs a
+            WARNING; ``"closed"`` raises :class:`RedisUnavailableError`. Corrections of
+            token counts and pauses are best effort under both (logged, never raised): the
+            call they concern has already happened.
+        timeout: Seconds to wait for Redis (connect, then reply) with a client built from
+            ``url``.
+
+    Raises:
+        ImportError: redis-py is missing (``pip install 'fixedmodel[redis]'``).
+        TypeError: Neither a URL nor a client was given, or both were, or an argument has
+            the wrong type.
+        ValueError: ``namespace`` is empty, ``on_error`` is unknown or ``timeout`` is out of
+            range.
+    """
+
+    __slots__ = ("_clients", "_errors", "_health", "_namespace", "_on_error")
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: Redis | None = None,
+        async_client: AsyncRedis | None = None,
+        namespace: str = "fixedmodel:rl:",
+        on_error: OnError = "open",
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._namespace = check_namespace(namespace, example="myapp:rl:")
+        self._on_error: OnError = _check_on_error(on_error)
+        require_redis()
+        self._clients = RedisClients("RedisLimiterStore", url, client, async_client, timeout)
+        self._errors = redis_errors()
+        self._health = Health("RedisLimiterStore", self._clients.endpoint)
+
+    @property
+    def namespace(self) -> str:
+        """Prefix of this store's keys."""
+        return self._namespace
+
+    @property
+    def on_error(self) -> OnError:
+        """What happens to a request when Redis cannot decide on it."""
+        return self._on_error
+
+    def acquire(self, key: str, limit: RateLimit, tokens: int) -> Acquisition:
+        """Admit one request of ``tokens`` tokens under ``limit`` now, or say when to retry.
+
+        Raises:
+            RedisUnavailableError: Redis did not answer and ``on_error`` is ``"closed"``.
+        """
+        keys, args = [self._namespace + key], _acquire_args(limit, tokens)
+        try:
+            decision = _decision(_SCRIPT.run(self._clients.sync(), keys, args))
+        except self._errors as exc:
+            return self._unavailable(exc)
+        self._health.succeeded()
+        return decision
+
+    async def aacquire(self, key: str, limit: RateLimit, tokens: int) -> Acquisition:
+        """Async :meth:`acquire`."""
+        keys, args = [self._namespace + key], _acquire_args(limit, tokens)
+        try:
+            reply = await self._clients.run(
+                lambda client: _SCRIPT.run(client, keys, args),
+                lambda client: _SCRIPT.arun(client, keys, args),
+            )
+            decision = _decision(reply)
+        except self._errors as exc:
+            return self._unavailable(exc)
+        self._health.succeeded()
+        return decision
+
+    def _unavailable(self, exc: Exception) -> Acquisition:
+        if self._on_error == "open":
+            self._health.failed("acquire", exc, "the call goes ahead unlimited (on_error='open')")
+            return Acquisition.admit(-1)
+        self._health.failed("acquire", exc, "the request is refused (on_error='closed')")
+        msg = (
+            f"the rate limiter could not reach Redis at {self._clients.endpoint} "
+            f"({type(exc).__name__}), so the call was not made (on_error='closed'); "
+            "use on_error='open' to let calls through while Redis is unreachable"
+        )
+        raise RedisUnavailableError(msg) from exc
+
+    def adjust(self, key: str, limit: RateLimit, segment: int, tokens: int) -> None:
+        """Add ``tokens`` (negative: refund) to a segment, if it is still live."""
+        if segment < 0 or not tokens:  # Admitted while Redis was unreachable, or no change.
+            return
+        try:
+            _SCRIPT.run(
+                self._clients.sync(), [self._namespace + key], _adjust_args(segment, tokens)
+            )
+        except self._errors as exc:
+            self._health.failed("adjust", exc, "the token count stays uncorrected")
+            return
+        self._health.succeeded()
+
+    async def aadjust(self, key: str, limit: RateLimit, segment: int, tokens: int) -> None:
+        """Async :meth:`adjust`."""
+        if segment < 0 or not tokens:
+            return
+        keys, args = [self._namespace + key], _adjust_args(segment, tokens)
+        try:
+            await self._clients.run(
+                lambda client: _SCRIPT.run(client, keys, args),
+                lambda client: _SCRIPT.arun(client, keys, args),
+            )
+        except self._errors as exc:
+            self._health.failed("adjust", exc, "the token count stays uncorrected")
+            return
+        self._health.succeeded()
+
+    def pause(self, key: str, seconds: float) -> None:
+        """Refuse every request for ``key`` during the next ``seconds`` (never shortens).
+
+        The pause is kept in Redis, so it holds for every process sharing the quota.
+        """
+        if seconds <= 0:
+            return
+        args = _pause_args(seconds)
+        try:
+            _SCRIPT.run(self._clients.sync(), [self._namespace + key], args)
+        except self._errors as exc:
+            self._health.failed("pause", exc, "the pause is not shared")
+            return
+        self._health.succeeded()
+
+    async def apause(self, key: str, seconds: float) -> None:
+        """Async :meth:`pause`."""
+        if seconds <= 0:
+            return
+        keys, args = [self._namespace + key], _pause_args(seconds)
+        try:
+            await self._clients.run(
+                lambda client: _SCRIPT.run(client, keys, args),
+                lambda client: _SCRIPT.arun(client, keys, args),
+            )
+        except self._errors as exc:
+            self._health.failed("pause", exc, "the pause is not shared")
+            return
+        self._health.succeeded()
+
+    def close(self) -> None:
+        """Release the worker threads and the client built from the URL (not yours)."""
+        self._clients.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisLimiterStore({self._clients.endpoint!r}, namespace={self._namespace!r}, "
+            f"on_error={self._on_error!r})"
+        )
