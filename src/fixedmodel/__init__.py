@@ -86,6 +86,18 @@ from fixedmodel.middleware.observe import (
 from fixedmodel.middleware.observe import (
     with_metrics as with_metrics,
 )
+from fixedmodel.middleware.rate_limit import (
+    Permit as Permit,
+)
+from fixedmodel.middleware.rate_limit import (
+    RateLimit as RateLimit,
+)
+from fixedmodel.middleware.rate_limit import (
+    RateLimiter as RateLimiter,
+)
+from fixedmodel.middleware.rate_limit import (
+    with_rate_limit as with_rate_limit,
+)
 from fixedmodel.middleware.retries import (
     RetryPolicy as RetryPolicy,
 )
@@ -94,8 +106,13 @@ from fixedmodel.middleware.retries import (
 )
 from fixedmodel.responses import ResponseContentError as ResponseContentError
 from fixedmodel.stores._cache_store import CacheStore as CacheStore
+from fixedmodel.stores._limiter_store import LimiterStore as LimiterStore
 from fixedmodel.stores.disk import DiskCacheStore as DiskCacheStore
+from fixedmodel.stores.limiter_memory import MemoryLimiterStore as MemoryLimiterStore
 from fixedmodel.stores.memory import MemoryCacheStore as MemoryCacheStore
+from fixedmodel.stores.redis_cache import RedisCacheStore as RedisCacheStore
+from fixedmodel.stores.redis_limiter import RedisLimiterStore as RedisLimiterStore
+from fixedmodel.stores.redis_limiter import RedisUnavailableError as RedisUnavailableError
 
 if TYPE_CHECKING:
     from litellm.litellm_core_utils.streaming_handler import (
@@ -126,12 +143,20 @@ __all__ = [
     "FixedModelCompletion",
     "FixedModelEmbedding",
     "InMemoryMetrics",
+    "LimiterStore",
     "MemoryCacheStore",
+    "MemoryLimiterStore",
     "Message",
     "Messages",
     "MetricsSink",
     "MetricsSummary",
     "ModelResponse",
+    "Permit",
+    "RateLimit",
+    "RateLimiter",
+    "RedisCacheStore",
+    "RedisLimiterStore",
+    "RedisUnavailableError",
     "ResponseContentError",
     "RetryPolicy",
     "bind_acompletion",
@@ -143,6 +168,7 @@ __all__ = [
     "with_cache",
     "with_logging",
     "with_metrics",
+    "with_rate_limit",
     "with_retries",
 ]
 
