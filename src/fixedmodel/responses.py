@@ -13,11 +13,10 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from pydantic import BaseModel, ValidationError
-
 if TYPE_CHECKING:
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
     from litellm.types.utils import EmbeddingResponse, Message, ModelResponse, ModelResponseStream
+    from pydantic import BaseModel
 
 __all__ = [
     "ResponseContentError",
@@ -32,7 +31,7 @@ __all__ = [
     "usage",
 ]
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
+ModelT = TypeVar("ModelT", bound="BaseModel")
 
 
 class ResponseContentError(ValueError):
@@ -122,6 +121,8 @@ def parse_json(response: ModelResponse, model: type[ModelT], *, index: int = 0) 
         ResponseContentError: The text is missing, is not JSON, or fails validation; the
             message names the pydantic model and the first problem found.
     """
+    from pydantic import ValidationError  # loaded already: ``model`` is a pydantic class
+
     raw = text(response, index=index)
     try:
         return model.model_validate_json(raw)

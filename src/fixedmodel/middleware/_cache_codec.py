@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, cast
 
-from pydantic import BaseModel
-
 from fixedmodel._litellm import litellm_module
+from fixedmodel._pydantic import loaded_base_model
 from fixedmodel.stores._cache_store import (
     CorruptEntryError,
     EntryKind,
@@ -23,6 +22,7 @@ from fixedmodel.stores._cache_store import (
 
 if TYPE_CHECKING:
     from litellm.types.utils import EmbeddingResponse, ModelResponse
+    from pydantic import BaseModel
 
 __all__ = ["DecodedAnswers", "clone", "encode_answer", "is_answer", "is_cache_hit"]
 
@@ -156,7 +156,8 @@ def _clone(value: Any) -> Any:
         return [i if type(i) in _ATOMIC else _clone(i) for i in value]
     if kind in _ATOMIC:
         return value
-    if isinstance(value, BaseModel):
+    base_model = loaded_base_model()
+    if base_model is not None and isinstance(value, base_model):
         return _clone_model(value)
     import copy
 

@@ -20,12 +20,14 @@ import json
 import weakref
 from collections.abc import Mapping, Sequence
 from enum import Enum
-from typing import Any, cast
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any, cast
 
 from fixedmodel._bind import BoundACompletion, BoundAEmbedding, BoundCompletion, BoundEmbedding
+from fixedmodel._pydantic import loaded_base_model
 from fixedmodel._secrets import is_secret
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = [
     "EXCLUDED_PARAMS",
@@ -102,7 +104,8 @@ def _canonical(value: object) -> object:
     """Turn what JSON cannot encode directly into its canonical JSON-ready form."""
     if isinstance(value, type):
         return _class_form(value)
-    if isinstance(value, BaseModel):
+    base_model = loaded_base_model()
+    if base_model is not None and isinstance(value, base_model):
         return value.model_dump(mode="json")
     if isinstance(value, Mapping):
         return dict(cast("Mapping[object, object]", value))
@@ -121,7 +124,8 @@ def _type_name(value: object) -> str:
 
 
 def _class_form(value: type) -> object:
-    if issubclass(value, BaseModel):
+    base_model = loaded_base_model()
+    if base_model is not None and issubclass(value, base_model):
         return {"pydantic_json_schema": _schema(value)}
     msg = f"the class {value.__name__} has no canonical JSON form (only pydantic models do)"
     raise TypeError(msg)

@@ -1,0 +1,106 @@
+"""Typed response helpers: exact values, and clear errors when the answer lacks them."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel
+
+from fixedmodel import ModelResponse, ResponseContentError, bind_completion, responses
+
+
+class Weather(BaseModel):
+    city: str
+    celsius: float
+
+
+def _answer(
+    content: str | None, tool_calls: list[dict[str, object]] | None = None
+) -> ModelResponse:
+    message: dict[str, object] = {"role": "assistant", "content": content}
+    if tool_calls is not None:
+        message["tool_calls"] = tool_calls
+    return ModelResponse(choices=[{"message": message, "finish_reason": "stop"}])
+
+
+TOOL_CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+}
+
+
+def test_text_of_the_first_and_of_another_choice() -> None:
+    response = ModelResponse(
+        choices=[
+            {"message": {"role": "assistant", "content": "first"}},
+            {"message": {"role": "assistant", "content": "second"}},
+        ]
+    )
+    assert responses.text(response) == "first"
+    assert responses.text(response, index=1) == "second"
+    with pytest.raises(ResponseContentError, match="2 choice"):
+        responses.text(response, index=2)
+
+
+def test_no_choices_is_a_clear_error() -> None:
+    response = ModelResponse(choices=[])
+    response.choices = []
+    with pytest.raises(ResponseContentError, match="no choices"):
+        responses.text(response)
+
+
+def test_tool_calls_instead_of_text() -> None:
+    response = _answer(None, [TOOL_CALL])
+    with pytest.raises(ResponseContentError, match="tool call"):
+        responses.text(response)
+    (call,) = responses.tool_calls(response)
+    assert (call.id, call.name) == ("call_1", "get_weather")
+    assert call.arguments_json() == {"city": "Oslo"}
+    assert responses.tool_calls(_answer("plain text")) == []
+
+
+def test_tool_call_with_broken_json_arguments() -> None:
+    broken = dict(TOOL_CALL, function={"name": "f", "arguments": "{not json"})
+    (call,) = responses.tool_calls(_answer(None, [broken]))
+    with pytest.raises(ResponseContentError, match="not valid JSON"):
+        call.arguments_json()
+
+
+def test_parse_json_validates_against_the_pydantic_model() -> None:
+    parsed = responses.parse_json(_answer('{"city": "Oslo", "celsius": -3.5}'), Weather)
+    assert parsed == Weather(city="Oslo", celsius=-3.5)
+    with pytest.raises(ResponseContentError, match=r"as Weather: celsius"):
+        responses.parse_json(_answer('{"city": "Oslo", "celsius": "cold"}'), Weather)
+    with pytest.raises(ResponseContentError, match="as Weather"):
+        responses.parse_json(_answer("Sunny, 20 degrees"), Weather)
+
+
+def test_usage_and_its_absence() -> None:
+    response = bind_completion("openai/m", mock_response="a b c")(
+        messages=[{"role": "user", "content": "x"}]
+    )
+    usage = responses.usage(response)
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens > 0
+
+    class NoUsage:  # what a provider answer without a usage block looks like to the helper
+        usage = None
+
+    with pytest.raises(ResponseContentError, match="no token usage"):
+        responses.usage(NoUsage())  # type: ignore[arg-type]  # duck-typed stand-in
+
+
+def test_embeddings_in_input_order_and_base64_refused() -> None:
+    from litellm.types.utils import EmbeddingResponse
+
+    response = EmbeddingResponse(
+        data=[
+            {"object": "embedding", "index": 1, "embedding": [0.5, 0.5]},
+            {"object": "embedding", "index": 0, "embedding": [1, 0]},
+        ]
+    )
+    assert responses.embeddings(response) == [[1.0, 0.0], [0.5, 0.5]]
+    encoded = EmbeddingResponse(data=[{"object": "embedding", "index": 0, "embedding": "AAA="}])
+    with pytest.raises(ResponseContentError, match="not a list of floats"):
+        responses.embeddings(encoded)
+    with pytest.raises(ResponseContentError, match="no embeddings"):
+        responses.embeddings(EmbeddingResponse(data=[]))
