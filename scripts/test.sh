@@ -38,6 +38,8 @@ if [ "$status" -eq 5 ]; then
     exit 1
 fi
 [ "$status" -eq 0 ] || exit "$status"
+echo "== benchmarks (quick: checks they run, enforces no bar)"
+python benchmarks/run.py --quick --output "$(mktemp -d)/quick.md" >/dev/null
 echo "== docs"
 mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 echo "== all checks passed"

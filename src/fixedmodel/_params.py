@@ -97,6 +97,10 @@ class CompletionParams(TypedDict, total=False):
     num_retries: int
     shared_session: ClientSession
     drop_params: bool
+    # Prices for a model litellm's cost map lacks (self-hosted, fine-tuned): litellm then
+    # computes the cost directly instead of searching its map on every call.
+    input_cost_per_token: float
+    output_cost_per_token: float
     # Testing without a provider: litellm answers with this text and sends no request.
     mock_response: str
     # Escape hatch: provider-specific keywords that are not typed above.

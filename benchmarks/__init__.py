@@ -1,0 +1,1 @@
+"""Benchmarks of fixedmodel against raw litellm; run them with ``python benchmarks/run.py``."""
