@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal, overload
-
 from pydantic import BaseModel
-from typing_extensions import Unpack, assert_type
+from typing_extensions import assert_type
 
 import fixedmodel
 from fixedmodel import (
     AFixedModelCompletion,
     AFixedModelEmbedding,
-    CompletionParams,
     CustomStreamWrapper,
     EmbeddingResponse,
     FixedModelCompletion,
     FixedModelEmbedding,
-    Messages,
     ModelResponse,
     bind_acompletion,
     bind_aembedding,
@@ -24,6 +20,7 @@ from fixedmodel import (
     bind_embedding,
     responses,
 )
+from tests.typing.good.fake_chat import FakeChat
 
 MESSAGES: list[dict[str, str]] = [{"role": "user", "content": "Hi"}]
 
@@ -100,38 +97,6 @@ async def embedding_sites() -> None:
     sync_typed: FixedModelEmbedding = embed
     assert_type(await async_typed(input="x"), EmbeddingResponse)
     assert_type(sync_typed(input="x"), EmbeddingResponse)
-
-
-class FakeChat:
-    """A test double written by hand: it conforms to AFixedModelCompletion."""
-
-    def __init__(self, reply: ModelResponse) -> None:
-        self.reply = reply
-        self.calls: list[Messages] = []
-
-    @overload
-    async def __call__(
-        self,
-        *,
-        messages: Messages,
-        stream: Literal[False] | None = None,
-        **kwargs: Unpack[CompletionParams],
-    ) -> ModelResponse: ...
-    @overload
-    async def __call__(
-        self, *, messages: Messages, stream: Literal[True], **kwargs: Unpack[CompletionParams]
-    ) -> CustomStreamWrapper: ...
-    @overload
-    async def __call__(
-        self, *, messages: Messages, stream: bool | None = None, **kwargs: Unpack[CompletionParams]
-    ) -> ModelResponse | CustomStreamWrapper: ...
-    async def __call__(
-        self, *, messages: Messages, stream: bool | None = None, **kwargs: object
-    ) -> ModelResponse | CustomStreamWrapper:
-        if stream:
-            raise NotImplementedError("this fake does not stream")
-        self.calls.append(messages)
-        return self.reply
 
 
 async def summarize(chat: AFixedModelCompletion, document: str) -> str:
