@@ -5,8 +5,10 @@ ones keyed per event loop) and never closes them while the process runs; they su
 "unclosed transport" / "Unclosed client session" warnings once their loop is gone. Closing a
 bound object closes and evicts those clients: the async ones of the running loop, or the
 sync ones. Other bound objects using the same provider just get fresh clients on their next
-call. These are litellm internals, so every step is defensive: a litellm release that
-changes them makes closing a no-op, never an error.
+call. A client that is serving a request right now (another bound object's call in
+flight, or a stream being read) is left alone, so closing one object never breaks another's
+call; litellm keeps using it. These are litellm internals, so every step is defensive: a
+litellm release that changes them makes closing a no-op, never an error.
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ def _loop_suffix() -> str | None:
     return None if token is None else f"-{token}"
 
 
+def _busy(client: object) -> bool:
+    # litellm's own check for "a connection of this client is leased right now"; when it
+    # cannot be asked, assume busy: leaving a client open is better than breaking a call.
+    try:
+        from litellm.caching.evicted_client_closer import _has_connection_in_flight
+    except ImportError:
+        return True
+    return bool(_has_connection_in_flight(client))
+
+
 def _evict(cache: object, key: str) -> None:
     delete = getattr(cache, "delete_cache", None)
     if callable(delete):
@@ -56,7 +68,7 @@ async def release_async_clients() -> None:
         return
     cache = _client_cache()
     for key, client in _entries(cache).items():
-        if not key.endswith(suffix):
+        if not key.endswith(suffix) or _busy(client):
             continue
         closer = getattr(client, "aclose", None) or getattr(client, "close", None)
         try:
@@ -76,7 +88,7 @@ def release_sync_clients() -> None:
         closer = getattr(client, "close", None)
         if not callable(closer) or inspect.iscoroutinefunction(closer):
             continue
-        if "Async" in type(client).__name__:
+        if "Async" in type(client).__name__ or _busy(client):
             continue
         try:
             closer()

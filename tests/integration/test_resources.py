@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
+
+from fixedmodel import bind_acompletion, bind_completion, responses
+from tests.support.openai_server import Fault, OpenAIServer
 
 ROOT = Path(__file__).parents[2]
 
@@ -47,3 +53,41 @@ def test_closed_bound_objects_leave_no_resource_warning() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("Hello from the loopback server.") == 3
     assert "nclosed" not in result.stderr, result.stderr
+
+
+async def test_closing_one_object_does_not_break_another_objects_call_in_flight(
+    server: OpenAIServer,
+) -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    async with bind_acompletion("openai/m", api_base=server.base_url, api_key="k") as long_lived:
+        await long_lived(messages=messages)  # litellm now caches a client for this loop
+        server.enqueue(Fault.delay(1.0))
+
+        async def close_another_soon() -> None:
+            await asyncio.sleep(0.3)
+            async with bind_acompletion("openai/m", api_base=server.base_url, api_key="k"):
+                pass
+
+        slow, _ = await asyncio.gather(
+            long_lived(messages=messages, max_retries=0), close_another_soon()
+        )
+    assert responses.text(slow) == server.reply_text
+
+
+def test_closing_a_sync_object_does_not_break_a_call_in_another_thread(
+    server: OpenAIServer,
+) -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    chat = bind_completion("openai/m", api_base=server.base_url, api_key="k")
+    chat(messages=messages)
+    server.enqueue(Fault.delay(1.0))
+    outcome: list[object] = []
+    worker = threading.Thread(target=lambda: outcome.append(chat(messages=messages, max_retries=0)))
+    worker.start()
+    time.sleep(0.3)
+    with bind_completion("openai/other", api_base="http://127.0.0.1:9/v1", api_key="z"):
+        pass
+    worker.join(timeout=10)
+    (response,) = outcome
+    assert responses.text(response) == server.reply_text  # type: ignore[arg-type]
+    chat.close()
