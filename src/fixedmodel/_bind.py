@@ -106,14 +106,16 @@ class _Bound:
                 f"(bind another model with {self._factory}() instead)"
             )
             raise TypeError(msg)
-        arguments: dict[str, Any] = {**self._defaults, **kwargs}
-        extra = arguments.pop(_EXTRA, None)
-        if self._extra or extra is not None:
-            merged = dict(self._extra)
-            if extra is not None:
-                merged.update(_check_extra(extra, "call"))
-            for key, value in merged.items():
-                arguments.setdefault(key, value)
+        call_extra = kwargs.get(_EXTRA)
+        if not self._extra and call_extra is None:
+            arguments: dict[str, Any] = {**self._defaults, **kwargs}
+        else:
+            # Later wins: bound extra_params, bound keywords, call extra_params, call keywords.
+            arguments = {**self._extra, **self._defaults}
+            if call_extra is not None:
+                arguments.update(_check_extra(call_extra, "call"))
+            arguments.update(kwargs)
+        arguments.pop(_EXTRA, None)
         arguments["model"] = self._model
         return arguments
 

@@ -43,7 +43,9 @@ def _busy(client: object) -> bool:
     # litellm's own check for "a connection of this client is leased right now"; when it
     # cannot be asked, assume busy: leaving a client open is better than breaking a call.
     try:
-        from litellm.caching.evicted_client_closer import _has_connection_in_flight
+        from litellm.caching.evicted_client_closer import (  # litellm's own lease check
+            _has_connection_in_flight,  # pyright: ignore[reportPrivateUsage]
+        )
     except ImportError:
         return True
     return bool(_has_connection_in_flight(client))

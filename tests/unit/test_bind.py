@@ -190,3 +190,16 @@ def test_response_types_resolve_lazily_from_litellm() -> None:
     assert fixedmodel.CustomStreamWrapper is CustomStreamWrapper
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = fixedmodel.Nope  # type: ignore[attr-defined]  # the failure under test
+
+
+def test_precedence_later_wins_across_defaults_extra_params_and_call() -> None:
+    chat = bind_completion(
+        "openai/m", mock_response="bound keyword", extra_params={"mock_response": "bound extra"}
+    )
+    assert responses.text(chat(messages=MESSAGES)) == "bound keyword"
+    via_call_extra = chat(messages=MESSAGES, extra_params={"mock_response": "call extra"})
+    assert responses.text(via_call_extra) == "call extra"
+    both = chat(
+        messages=MESSAGES, mock_response="call keyword", extra_params={"mock_response": "x"}
+    )
+    assert responses.text(both) == "call keyword"

@@ -114,7 +114,7 @@ def test_a_parameter_that_changes_the_answer_changes_the_key(change: dict[str, A
         {"timeout": 99.0},
         {"max_retries": 0},
         {"num_retries": 5},
-        {"extra_headers": {"X-Trace": "2", "Authorization": "Bearer other"}},
+        {"extra_headers": {"traceparent": "00-2", "Authorization": "Bearer other"}},
         {"metadata": {"trace": "2"}},
         {"stream": False},
         {"stream_options": {"include_usage": True}},
@@ -129,7 +129,7 @@ def test_secrets_and_transport_settings_never_change_the_key(change: dict[str, A
         azure_ad_token=SECRET,
         timeout=5.0,
         max_retries=2,
-        extra_headers={"X-Trace": "1"},
+        extra_headers={"traceparent": "00-1", "Authorization": f"Bearer {SECRET}"},
         metadata={"trace": "1"},
         extra_body={"top_k": 40, "api_key": SECRET},
     )
@@ -137,11 +137,24 @@ def test_secrets_and_transport_settings_never_change_the_key(change: dict[str, A
 
 
 def test_excluded_parameters_are_transport_and_bookkeeping_only() -> None:
-    assert {"timeout", "max_retries", "num_retries", "extra_headers", "shared_session"} <= (
-        EXCLUDED_PARAMS
-    )
-    for answer_changing in ("api_base", "extra_body", "seed", "temperature", "messages"):
+    assert {"timeout", "max_retries", "num_retries", "shared_session"} <= EXCLUDED_PARAMS
+    for answer_changing in ("api_base", "extra_body", "seed", "temperature", "extra_headers"):
         assert answer_changing not in EXCLUDED_PARAMS
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"extra_headers": {"anthropic-beta": "output-128k-2025-02-19"}},
+        {"bos_token": "<s>"},
+        {"eos_token": "</s>"},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_answer_changing_headers_and_template_tokens_change_the_key(
+    change: dict[str, Any],
+) -> None:
+    assert key(base()) != key({**base(), **change})
 
 
 def test_model_namespace_and_kind_are_part_of_the_key() -> None:

@@ -7,9 +7,10 @@ sorted keys, no whitespace, tuples as lists, mappings as objects, a pydantic cla
 JSON schema and a pydantic object as its JSON dump.
 
 Left out, because they do not change the answer or must not be stored: credentials (any
-name :func:`fixedmodel._secrets.is_secret` flags, also one level down in ``extra_body``),
-the transport settings in :data:`EXCLUDED_PARAMS` (timeouts, retry counts, sessions, extra
-headers), bookkeeping (``metadata``) and the streaming switches. Everything else is in,
+name :func:`fixedmodel._secrets.is_secret` flags, also one level down in ``extra_body`` and
+in headers), the transport settings in :data:`EXCLUDED_PARAMS` (timeouts, retry counts,
+sessions), per-request tracing headers, bookkeeping (``metadata``) and the streaming
+switches. Everything else is in,
 provider-specific parameters included: an unknown parameter is assumed to matter.
 """
 
@@ -51,8 +52,6 @@ EXCLUDED_PARAMS: frozenset[str] = frozenset(
         "num_retries",
         "shared_session",
         "client",
-        "extra_headers",
-        "headers",
         # Bookkeeping and cost tracking the provider never sees or answers to.
         "metadata",
         "litellm_metadata",
@@ -136,10 +135,29 @@ _encode = json.JSONEncoder(
 ).encode
 
 
-def _without_secrets(value: object) -> object:
+_TRANSPORT_HEADERS = frozenset(
+    {"user-agent", "traceparent", "tracestate", "baggage", "x-request-id", "x-correlation-id"}
+)
+_TRANSPORT_HEADER_PREFIXES = ("x-stainless-", "x-datadog-", "x-b3-", "x-amzn-trace", "idempotency")
+_SCRUBBED = frozenset({"extra_body", "extra_headers", "headers"})
+
+
+def _keyed_name(name: object, headers: bool) -> bool:
+    if not isinstance(name, str) or is_secret(name):
+        return False
+    if not headers:
+        return True
+    lowered = name.lower()
+    return lowered not in _TRANSPORT_HEADERS and not lowered.startswith(_TRANSPORT_HEADER_PREFIXES)
+
+
+def _scrubbed(name: str, value: object) -> object:
+    # Headers can change the answer (e.g. anthropic-beta), so they are keyed, but without
+    # credentials and without per-request tracing headers that would make every key unique.
     if isinstance(value, Mapping):
         items: Mapping[object, object] = value  # pyright: ignore[reportUnknownVariableType]
-        return {k: v for k, v in items.items() if not (isinstance(k, str) and is_secret(k))}
+        headers = name != "extra_body"
+        return {k: v for k, v in items.items() if _keyed_name(k, headers)}
     return value
 
 
@@ -175,7 +193,7 @@ class KeyMaker:
         kept: dict[str, object] = {}
         for name, value in params.items():
             if _kept(name):
-                kept[name] = _without_secrets(value) if name == "extra_body" else value
+                kept[name] = _scrubbed(name, value) if name in _SCRUBBED else value
         try:
             text = _encode((*self._head, kind, kept))
         except (TypeError, ValueError) as exc:

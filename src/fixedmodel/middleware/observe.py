@@ -61,7 +61,8 @@ class CallRecord:
         completion_tokens: Completion tokens the provider reported (0 when unknown).
         cost: Cost in USD where litellm knows the price, else ``None``.
         cache_hit: The answer came from a cache.
-        attempts: Requests made (0 for a cache hit).
+        attempts: Requests made: counted by ``with_retries`` when it is in the stack, else 1
+            for a call that reached the model (0 for a cache hit).
         rate_limit_wait: Seconds spent waiting for the rate limiter.
         error: Class name of the exception the call raised, or ``None``.
     """
@@ -218,7 +219,7 @@ def _record(
         completion_tokens=completion,
         cost=cost,
         cache_hit=info.cache_hit,
-        attempts=info.attempts,
+        attempts=info.attempts or (0 if info.cache_hit else 1),
         rate_limit_wait=info.rate_limit_wait,
         error=None if error is None else type(error).__name__,
     )

@@ -210,7 +210,7 @@ class _Attempts:
 def _add_note(error: BaseException, note: str) -> None:
     if sys.version_info >= (3, 11):
         error.add_note(note)
-    else:  # No add_note() before 3.11: set PEP 678's attribute, which tracebacks show later.
+    else:  # No add_note() before 3.11: set PEP 678's __notes__ (3.10 tracebacks do not print it)
         notes: list[str] = [*getattr(error, "__notes__", ()), note]
         setattr(error, "__notes__", notes)  # noqa: B010 - not declared on 3.10's BaseException
 
