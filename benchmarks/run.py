@@ -29,7 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # Before anything imports litellm: otherwise it fetches its price list from the network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from benchmarks import import_time, litellm_profile, overhead
+from benchmarks import (
+    cache_hit,
+    import_time,
+    limiter,
+    litellm_profile,
+    memory,
+    overhead,
+    redis_limiter,
+    stack,
+)
 from benchmarks._report import Check, RunConfig, SectionResult, render_report, render_section
 from benchmarks._stats import load_average
 
@@ -39,6 +48,11 @@ SECTIONS: dict[str, Section] = {
     "overhead": overhead.run,
     "import": import_time.run,
     "profile": litellm_profile.run,
+    "limiter": limiter.run,
+    "redis-limiter": redis_limiter.run,
+    "stack": stack.run,
+    "cache-hit": cache_hit.run,
+    "memory": memory.run,
 }
 """The sections, by the name ``--only`` takes, in the order they run."""
 

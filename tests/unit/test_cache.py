@@ -22,6 +22,7 @@ from fixedmodel import (
     bind_completion,
     responses,
 )
+from fixedmodel.middleware import _cache_codec
 from fixedmodel.middleware._call import call_scope
 from fixedmodel.middleware.cache import AsyncCache, SyncCache, with_cache
 from fixedmodel.stores._cache_store import (
@@ -155,6 +156,18 @@ def test_each_hit_is_an_independent_copy() -> None:
     again = chat(messages=MESSAGES)
     assert responses.text(again) == "Cached answer. #1"
     assert again._hidden_params["cache_hit"] is True
+
+
+def test_extra_fields_set_on_a_hit_do_not_reach_the_next_hit() -> None:
+    # litellm's models allow extra fields; an empty extra dict must not be shared either.
+    chat = with_cache(SyncFake())
+    chat(messages=MESSAGES)
+    hit = chat(messages=MESSAGES)
+    hit.choices[0].annotation = "mine"  # type: ignore[union-attr]
+    hit.choices[0].message.note = "mine too"  # type: ignore[union-attr]
+    again = chat(messages=MESSAGES)
+    assert not hasattr(again.choices[0], "annotation")
+    assert not hasattr(again.choices[0].message, "note")  # type: ignore[union-attr]
 
 
 def test_the_call_record_notes_a_hit() -> None:
@@ -379,6 +392,45 @@ async def test_followers_share_an_answer_the_validator_rejects() -> None:
     assert len(results) == 5
     await chat(messages=MESSAGES)
     assert fake.calls == 2  # Nothing was stored.
+
+
+def test_a_miss_stores_its_answer_undecoded_and_the_first_hit_decodes_it_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoded: list[object] = []
+    real_decode = _cache_codec._decode
+
+    def counting_decode(data: object, kind: Any) -> Any:
+        decoded.append(data)
+        return real_decode(data, kind)
+
+    monkeypatch.setattr(_cache_codec, "_decode", counting_decode)
+    fake = SyncFake()
+    chat = with_cache(fake)
+    chat(messages=MESSAGES)
+    assert decoded == []  # Rebuilding the answer is left to whoever asks for it again.
+    first, second = chat(messages=MESSAGES), chat(messages=MESSAGES)
+    assert len(decoded) == 1
+    assert responses.text(first) == responses.text(second) == "Cached answer. #1"
+    assert first is not second
+    assert fake.calls == 1
+
+
+async def test_an_answer_that_does_not_rebuild_never_fails_a_call(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_decode(data: object, kind: Any) -> Any:
+        raise CorruptEntryError("does not rebuild")
+
+    monkeypatch.setattr(_cache_codec, "_decode", broken_decode)
+    fake = AsyncFake()
+    fake.delay = 0.02
+    chat = with_cache(fake)
+    results = await asyncio.gather(*(chat(messages=MESSAGES) for _ in range(3)))
+    assert all(isinstance(result, ModelResponse) for result in results)
+    assert fake.calls == 3  # The waiters could not share the answer: each asked the model.
+    assert responses.text(await chat(messages=MESSAGES)) == "Cached answer. #4"
+    assert cache_warnings(caplog)
 
 
 def test_identical_concurrent_sync_calls_make_one_upstream_call() -> None:

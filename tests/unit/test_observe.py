@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -108,6 +109,31 @@ def test_latency_window_bounds_memory_but_not_counts() -> None:
     assert summary.retries == 4
     assert summary.cache_hits == 1
     assert summary.latency_p99 == 3.0  # 5.0 fell out of the window
+
+
+def test_call_record_is_a_frozen_dataclass_of_its_fields() -> None:
+    # CallRecord writes its fields in one go (a faster __init__): it must set them all.
+    values: dict[str, object] = {
+        "model": "m",
+        "kind": "completion",
+        "stream": False,
+        "latency": 0.5,
+        "prompt_tokens": 3,
+        "completion_tokens": 4,
+        "cost": None,
+        "cache_hit": False,
+        "attempts": 2,
+        "rate_limit_wait": 0.0,
+        "error": None,
+    }
+    record = CallRecord(**values)  # type: ignore[arg-type]  # the values are typed above
+    assert [field.name for field in dataclasses.fields(CallRecord)] == list(values)
+    assert dataclasses.asdict(record) == values
+    assert record == CallRecord(*values.values())  # type: ignore[arg-type]  # as above
+    assert hash(record) == hash(dataclasses.replace(record))
+    assert dataclasses.replace(record, attempts=5).retries == 4
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.attempts = 3  # type: ignore[misc]  # the misuse under test
 
 
 async def test_stacked_observers_share_one_call_record() -> None:

@@ -2,14 +2,16 @@
 
 Rebuilding a ``ModelResponse`` from its JSON runs litellm's constructors and pydantic
 validation (tens of microseconds, more than the rest of a cache hit together). So decoded
-answers are kept in a small memo keyed by their stored bytes, and each hit returns a fresh
-structural copy of the memoised answer: the caller owns its object and may change it freely.
+answers are kept in a small memo keyed by their stored bytes, as :class:`Template` objects,
+and each hit returns a fresh structural copy of one: the caller owns its object and may
+change it freely. The template plans its copy once, so a copy costs a few microseconds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, cast
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard, cast
 
 from fixedmodel._litellm import litellm_module
 from fixedmodel._pydantic import loaded_base_model
@@ -24,9 +26,8 @@ if TYPE_CHECKING:
     from litellm.types.utils import EmbeddingResponse, ModelResponse
     from pydantic import BaseModel
 
-__all__ = ["DecodedAnswers", "clone", "encode_answer", "is_answer", "is_cache_hit"]
+__all__ = ["DecodedAnswers", "Template", "encode_answer", "is_answer", "is_cache_hit"]
 
-_T = TypeVar("_T")
 _ATOMIC: frozenset[type] = frozenset({str, int, float, bool, type(None)})
 _set_attribute = object.__setattr__
 
@@ -89,12 +90,34 @@ def is_cache_hit(response: ModelResponse | EmbeddingResponse) -> bool:
     return isinstance(hidden, dict) and cast("dict[str, object]", hidden).get("cache_hit") is True
 
 
+class Template:
+    """A decoded answer kept to be copied; it is never handed out itself.
+
+    The copy plan is made once, when the template is made: which parts are mutable and
+    how to copy each. A hit then copies along the plan without looking at a single value
+    again: immutable leaves (str, numbers, bools, ``None``) are shared, containers whose
+    items are all immutable are copied by one C call, and only the pydantic models and
+    containers in between cost a Python call each.
+
+    The answer must not change after the plan is made (hence: never hand it out).
+
+    Attributes:
+        answer: The decoded answer.
+        copy: Returns a structural copy of the answer: no mutable part is shared with it.
+    """
+
+    __slots__ = ("answer", "copy")
+
+    def __init__(self, answer: ModelResponse | EmbeddingResponse) -> None:
+        self.answer = answer
+        self.copy: Callable[[], ModelResponse | EmbeddingResponse] = _model_copier(answer)
+
+
 class DecodedAnswers:
-    """A bounded memo from stored entry bytes to the answer they decode to.
+    """A bounded memo from stored entry bytes to the template answer they decode to.
 
     The memory store returns the very bytes object it was given, whose hash Python keeps,
     so a lookup costs a dict probe; other stores return equal bytes, hashed once per hit.
-    Answers held here are templates: hand out :func:`clone` copies, never the objects.
 
     Args:
         size: Most decoded answers kept; the oldest is dropped first.
@@ -104,10 +127,10 @@ class DecodedAnswers:
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
-        self._answers: dict[bytes, ModelResponse | EmbeddingResponse] = {}
+        self._answers: dict[bytes, Template] = {}
 
-    def get(self, data: object, kind: EntryKind) -> ModelResponse | EmbeddingResponse:
-        """Return the template answer of ``data``, decoding it on first sight.
+    def get(self, data: object, kind: EntryKind) -> Template:
+        """Return the template of ``data``, decoding it on first sight.
 
         Raises:
             CorruptEntryError: ``data`` is not a readable entry of the expected kind.
@@ -116,73 +139,91 @@ class DecodedAnswers:
             template = self._answers.get(data)
             if template is not None:
                 return template
-        template = _decode(data, kind)
+        template = Template(_decode(data, kind))
         self.remember(cast(bytes, data), template)
         return template
 
-    def remember(self, data: bytes, template: ModelResponse | EmbeddingResponse) -> None:
+    def remember(self, data: bytes, template: Template) -> None:
         """Keep ``template`` as the decoded form of ``data``."""
         if len(self._answers) >= self._size:
             # pop(..., None): another thread may have dropped the same oldest entry.
             self._answers.pop(next(iter(self._answers), b""), None)
         self._answers[data] = template
 
-    def decode(self, data: bytes, kind: EntryKind) -> ModelResponse | EmbeddingResponse:
-        """Decode ``data`` afresh (without the memo) and remember the result."""
-        template = _decode(data, kind)
-        self.remember(data, template)
-        return template
+
+# A copier makes one structural copy of the value it was planned for; None means the value
+# is immutable and is shared. Any: the values are litellm's answer objects and their JSON
+# values (the litellm boundary).
+_Copier: TypeAlias = Callable[[], Any]
 
 
-def clone(value: _T) -> _T:
-    """Return a structural copy of a decoded answer: no mutable part is shared.
-
-    Pydantic models are copied field by field without validation (as ``model_copy`` does,
-    but one level of Python calls per node instead of ``copy.deepcopy``'s bookkeeping);
-    dicts and lists are copied; str, numbers, bools and ``None`` are shared (immutable).
-    """
-    return cast(_T, _clone(value))
-
-
-def _clone(value: Any) -> Any:
-    # Any: the nodes are litellm's answer objects and their JSON values (the litellm
-    # boundary). Hot path of every hit: branches ordered by frequency, no helper calls.
+def _copier(value: object) -> _Copier | None:
     kind = value.__class__
-    if kind is dict:
-        return {key: i if type(i) in _ATOMIC else _clone(i) for key, i in value.items()}
-    if kind is list:
-        if value and type(value[0]) is float and _all_numbers(value):
-            return value.copy()  # An embedding vector: floats are immutable, share them.
-        return [i if type(i) in _ATOMIC else _clone(i) for i in value]
     if kind in _ATOMIC:
-        return value
+        return None
+    if kind is dict:
+        return _dict_copier(cast("dict[Any, Any]", value))
+    if kind is list:
+        return _list_copier(cast("list[Any]", value))
     base_model = loaded_base_model()
     if base_model is not None and isinstance(value, base_model):
-        return _clone_model(value)
+        return _model_copier(value)
     import copy
 
-    return copy.deepcopy(value)
+    return partial(copy.deepcopy, value)
 
 
-def _all_numbers(items: list[Any]) -> bool:
-    # Decoded answers hold JSON values and pydantic models only, and of those just numbers
-    # can be summed: sum() is a C loop, ten times faster than a Python type check per item
-    # over a 1536-float vector.
-    try:
-        sum(items)  # A probe: anything but numbers raises TypeError.
-    except TypeError:
-        return False
-    return True
+def _dict_copier(value: dict[Any, Any]) -> _Copier:
+    nested = [(key, copy) for key, item in value.items() if (copy := _copier(item)) is not None]
+    if not nested:
+        return value.copy
+
+    def copy_dict() -> dict[Any, Any]:
+        copied = value.copy()  # Same keys in the same order; then the mutable values.
+        for key, copy in nested:
+            copied[key] = copy()
+        return copied
+
+    return copy_dict
 
 
-def _clone_model(model: BaseModel) -> BaseModel:
-    # What BaseModel.__copy__ does, one level deeper: a new instance whose field dict,
+def _list_copier(value: list[Any]) -> _Copier:
+    nested = [(i, copy) for i, item in enumerate(value) if (copy := _copier(item)) is not None]
+    if not nested:
+        return value.copy  # E.g. an embedding vector: floats are immutable, share them.
+
+    def copy_list() -> list[Any]:
+        copied = value.copy()
+        for index, copy in nested:
+            copied[index] = copy()
+        return copied
+
+    return copy_list
+
+
+def _optional_dict_copier(value: dict[Any, Any] | None) -> _Copier:
+    return _none if value is None else _dict_copier(value)
+
+
+def _none() -> None:
+    return None
+
+
+def _model_copier(model: BaseModel) -> _Copier:
+    # What BaseModel.__copy__ does, all the way down: a new instance whose field dict,
     # extra fields and private attributes (litellm's _hidden_params) are copies too.
-    copied = type(model).__new__(type(model))
-    _set_attribute(copied, "__dict__", _clone(model.__dict__))
-    _set_attribute(copied, "__pydantic_fields_set__", set(model.__pydantic_fields_set__))
-    extra = model.__pydantic_extra__
-    _set_attribute(copied, "__pydantic_extra__", _clone(extra) if extra else extra)
-    private = model.__pydantic_private__
-    _set_attribute(copied, "__pydantic_private__", _clone(private) if private else private)
-    return copied
+    cls = type(model)
+    copy_fields = _dict_copier(vars(model))
+    fields_set = model.__pydantic_fields_set__
+    copy_extra = _optional_dict_copier(model.__pydantic_extra__)
+    copy_private = _optional_dict_copier(model.__pydantic_private__)
+
+    def copy_model() -> BaseModel:
+        copied = cls.__new__(cls)
+        _set_attribute(copied, "__dict__", copy_fields())
+        _set_attribute(copied, "__pydantic_fields_set__", fields_set.copy())
+        _set_attribute(copied, "__pydantic_extra__", copy_extra())
+        _set_attribute(copied, "__pydantic_private__", copy_private())
+        return copied
+
+    return copy_model

@@ -9,10 +9,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from litellm.types.utils import EmbeddingResponse, ModelResponse
 
 __all__ = ["AsyncFlight", "Flight", "SyncFlight"]
 
@@ -21,16 +17,16 @@ class Flight:
     """What the leader of a flight leaves for its followers.
 
     Attributes:
-        template: The answer, decoded from its cache entry, to be copied by each follower;
-            ``None`` when the leader ended without one (cancelled, or an answer that cannot
-            be cached): the followers then start over.
+        entry: The answer as a cache entry, for each follower to take a copy of (decoded
+            once, through the cache's memo); ``None`` when the leader ended without one
+            (cancelled, or an answer that cannot be cached): the followers then start over.
         error: The exception the leader's call raised, raised again by each follower.
     """
 
-    __slots__ = ("error", "template", "traceback")
+    __slots__ = ("entry", "error", "traceback")
 
     def __init__(self) -> None:
-        self.template: ModelResponse | EmbeddingResponse | None = None
+        self.entry: bytes | None = None
         self.error: Exception | None = None
         self.traceback: TracebackType | None = None
 

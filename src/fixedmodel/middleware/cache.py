@@ -35,7 +35,7 @@ from fixedmodel._protocols import (
 )
 from fixedmodel.middleware._cache_codec import (
     DecodedAnswers,
-    clone,
+    Template,
     encode_answer,
     is_answer,
     is_cache_hit,
@@ -54,11 +54,7 @@ from fixedmodel.stores._cache_store import CacheStore, CorruptEntryError, EntryK
 from fixedmodel.stores.memory import MemoryCacheStore
 
 if TYPE_CHECKING:
-    from typing import TypeAlias
-
     from litellm.types.utils import EmbeddingResponse, ModelResponse
-
-    _Answer: TypeAlias = ModelResponse | EmbeddingResponse
 
 __all__ = ["AsyncCache", "SyncCache", "is_cache_hit", "with_cache"]
 
@@ -114,26 +110,42 @@ class _Cache(Wrapper, Generic[_FlightT]):
             _log.warning("%s; calling %s without the cache", exc, self._label())
             return None
 
-    def _hit(self, template: _Answer) -> Any:
+    def _hit(self, template: Template) -> Any:
         info = current_call()
         if info is not None:
             info.cache_hit = True
-        return clone(template)
+        return template.copy()
 
-    def _prepare(self, kind: EntryKind, response: object) -> tuple[bytes | None, _Answer | None]:
-        """Encode a fresh answer: the entry to store (if any) and the waiters' template."""
+    def _prepare(self, kind: EntryKind, response: object) -> tuple[bytes | None, bytes | None]:
+        """Encode a fresh answer: the entry to store (if any) and the one for the waiters.
+
+        The entry is not decoded here: most answers are never asked for again, and decoding
+        costs more than the rest of a miss. A waiter or the first hit decodes it.
+        """
         if not is_answer(response, kind):
             return None, None
         try:
             entry = encode_answer(kind, response)
-            template = self._answers.decode(entry, kind)
-        except (TypeError, ValueError) as exc:  # CorruptEntryError is a ValueError.
-            _log.warning("an answer of %s cannot be cached (%r)", self._label(), exc)
+        except (TypeError, ValueError) as exc:
+            self._uncacheable(exc)
             return None, None
         if self._validator is not None and not self._validator(response):
             _log.debug("the validator rejected an answer of %s; not stored", self._label())
-            return None, template
-        return entry, template
+            return None, entry
+        return entry, entry
+
+    def _shared(self, entry: bytes | None, kind: EntryKind) -> Template | None:
+        """The template of a leader's answer for its waiters; ``None``: they start over."""
+        if entry is None:
+            return None
+        try:
+            return self._answers.get(entry, kind)
+        except CorruptEntryError as exc:  # It encoded, but does not rebuild into an answer.
+            self._uncacheable(exc)
+            return None
+
+    def _uncacheable(self, exc: Exception) -> None:
+        _log.warning("an answer of %s cannot be cached (%r)", self._label(), exc)
 
     def _corrupt(self, key: str, exc: Exception) -> None:
         _log.warning(
@@ -189,11 +201,12 @@ class AsyncCache(_Cache[AsyncFlight]):
                 return await self._lead(key, kind, kwargs, register=False)
             await flight.done.wait()
             flight.reraise()
-            if flight.template is not None:
-                return self._hit(flight.template)
+            template = self._shared(flight.entry, kind)
+            if template is not None:
+                return self._hit(template)
             # The leader was cancelled or its answer is not cacheable: try again.
 
-    async def _lookup(self, key: str, kind: EntryKind) -> _Answer | None:
+    async def _lookup(self, key: str, kind: EntryKind) -> Template | None:
         try:
             data = await self._store.aget(key)
             return None if data is None else self._answers.get(data, kind)
@@ -212,7 +225,7 @@ class AsyncCache(_Cache[AsyncFlight]):
         try:
             try:
                 response = await self._call(**kwargs)
-                entry, flight.template = self._prepare(kind, response)
+                entry, flight.entry = self._prepare(kind, response)
             except Exception as exc:
                 flight.fail(exc)
                 raise
@@ -257,11 +270,12 @@ class SyncCache(_Cache[SyncFlight]):
                     return self._lead(key, kind, kwargs, flight)
             flight.done.wait()
             flight.reraise()
-            if flight.template is not None:
-                return self._hit(flight.template)
+            template = self._shared(flight.entry, kind)
+            if template is not None:
+                return self._hit(template)
             # The leader was interrupted or its answer is not cacheable: try again.
 
-    def _lookup(self, key: str, kind: EntryKind) -> _Answer | None:
+    def _lookup(self, key: str, kind: EntryKind) -> Template | None:
         try:
             data = self._store.get(key)
             return None if data is None else self._answers.get(data, kind)
@@ -275,7 +289,7 @@ class SyncCache(_Cache[SyncFlight]):
         try:
             try:
                 response = self._call(**kwargs)
-                entry, flight.template = self._prepare(kind, response)
+                entry, flight.entry = self._prepare(kind, response)
             except Exception as exc:
                 flight.fail(exc)
                 raise

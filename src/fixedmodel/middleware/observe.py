@@ -31,6 +31,7 @@ from fixedmodel.middleware._call import (
     Wrapper,
     call_scope,
     check_callable,
+    current_call,
     is_async_callable,
     request_kind,
 )
@@ -46,9 +47,10 @@ __all__ = [
 ]
 
 LOGGER = logging.getLogger("fixedmodel")
+_set_attribute = object.__setattr__
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class CallRecord:
     """What one call did, as seen from outside the whole middleware stack.
 
@@ -78,6 +80,41 @@ class CallRecord:
     attempts: int
     rate_limit_wait: float
     error: str | None
+
+    def __init__(
+        self,
+        model: str | None,
+        kind: RequestKind,
+        stream: bool,
+        latency: float,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost: float | None,
+        cache_hit: bool,
+        attempts: int,
+        rate_limit_wait: float,
+        error: str | None,
+    ) -> None:
+        # All fields in one assignment, where a frozen dataclass's own __init__ makes one
+        # object.__setattr__ call per field: two records are made per call, and on a cache
+        # hit through the whole stack the difference was 8% of its time.
+        _set_attribute(
+            self,
+            "__dict__",
+            {
+                "model": model,
+                "kind": kind,
+                "stream": stream,
+                "latency": latency,
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "cost": cost,
+                "cache_hit": cache_hit,
+                "attempts": attempts,
+                "rate_limit_wait": rate_limit_wait,
+                "error": error,
+            },
+        )
 
     @property
     def retries(self) -> int:
@@ -228,7 +265,7 @@ def _record(
 class _Observed(Wrapper):
     """Runs the inner call in a call scope and hands the finished record to ``emit``."""
 
-    __slots__ = ("_call", "_emit", "_wants")
+    __slots__ = ("_call", "_emit", "_model", "_wants")
 
     def __init__(
         self,
@@ -240,6 +277,7 @@ class _Observed(Wrapper):
         self._call = inner  # Any: the inner callable returns litellm's untyped result
         self._emit = emit
         self._wants = wants  # asked with "did the call fail?" before a record is built
+        self._model = self.model  # The stack below never changes: look it up once.
 
     def _finish(
         self,
@@ -251,7 +289,7 @@ class _Observed(Wrapper):
     ) -> None:
         try:
             if self._wants(error is not None):
-                self._emit(_record(self.model, kwargs, started, info, result, error))
+                self._emit(_record(self._model, kwargs, started, info, result, error))
         except Exception:  # an observer must never fail the call it observes
             LOGGER.exception("fixedmodel: recording call metrics failed")
 
@@ -261,14 +299,20 @@ class _AsyncObserved(_Observed):
 
     async def __call__(self, **kwargs: Any) -> Any:  # Any: litellm's untyped result
         started = time.perf_counter()
+        info = current_call()
+        if info is not None:  # An outer observer opened this call's record: join it.
+            return await self._observe(kwargs, started, info)
         with call_scope() as info:
-            try:
-                result = await self._call(**kwargs)
-            except BaseException as exc:
-                self._finish(kwargs, started, info, None, exc)
-                raise
-            self._finish(kwargs, started, info, result, None)
-            return result
+            return await self._observe(kwargs, started, info)
+
+    async def _observe(self, kwargs: dict[str, Any], started: float, info: CallInfo) -> Any:
+        try:
+            result = await self._call(**kwargs)
+        except BaseException as exc:
+            self._finish(kwargs, started, info, None, exc)
+            raise
+        self._finish(kwargs, started, info, result, None)
+        return result
 
 
 class _SyncObserved(_Observed):
@@ -276,14 +320,20 @@ class _SyncObserved(_Observed):
 
     def __call__(self, **kwargs: Any) -> Any:  # Any: litellm's untyped result
         started = time.perf_counter()
+        info = current_call()
+        if info is not None:  # An outer observer opened this call's record: join it.
+            return self._observe(kwargs, started, info)
         with call_scope() as info:
-            try:
-                result = self._call(**kwargs)
-            except BaseException as exc:
-                self._finish(kwargs, started, info, None, exc)
-                raise
-            self._finish(kwargs, started, info, result, None)
-            return result
+            return self._observe(kwargs, started, info)
+
+    def _observe(self, kwargs: dict[str, Any], started: float, info: CallInfo) -> Any:
+        try:
+            result = self._call(**kwargs)
+        except BaseException as exc:
+            self._finish(kwargs, started, info, None, exc)
+            raise
+        self._finish(kwargs, started, info, result, None)
+        return result
 
 
 def _always(failed: bool) -> bool:
@@ -300,26 +350,47 @@ def _observe(
     return (_AsyncObserved if is_async_callable(fn) else _SyncObserved)(fn, emit, wants)
 
 
+_LOG_MESSAGE = (
+    "llm %s model=%s latency_ms=%.1f prompt_tokens=%d completion_tokens=%d "
+    "attempts=%d cache_hit=%s stream=%s error=%s"
+)
+
+
 def _log_emitter(logger: logging.Logger, level: int) -> Callable[[CallRecord], None]:
     def emit(call: CallRecord) -> None:
         log_level = level if call.error is None else max(level, logging.WARNING)
-        logger.log(
+        # Made and handled directly, as logger.log would after finding its caller: walking
+        # the stack for that costs as much as the rest of a cache hit, and the caller is
+        # always this function. (with_logging asked logger.isEnabledFor before this.)
+        record = logger.makeRecord(
+            logger.name,
             log_level,
-            "llm %s model=%s latency_ms=%.1f prompt_tokens=%d completion_tokens=%d "
-            "attempts=%d cache_hit=%s stream=%s error=%s",
-            call.kind,
-            call.model,
-            call.latency * 1000,
-            call.prompt_tokens,
-            call.completion_tokens,
-            call.attempts,
-            call.cache_hit,
-            call.stream,
-            call.error,
-            extra={"fixedmodel_call": call},
+            _EMIT_FILE,
+            _EMIT_LINE,
+            _LOG_MESSAGE,
+            (
+                call.kind,
+                call.model,
+                call.latency * 1000,
+                call.prompt_tokens,
+                call.completion_tokens,
+                call.attempts,
+                call.cache_hit,
+                call.stream,
+                call.error,
+            ),
+            None,
+            "emit",
+            {"fixedmodel_call": call},
         )
+        logger.handle(record)
 
     return emit
+
+
+# Where the records of with_logging say they were made (logger.log would find the same).
+_EMIT_FILE = _log_emitter.__code__.co_filename
+_EMIT_LINE = _log_emitter.__code__.co_firstlineno + 1
 
 
 @overload
