@@ -6,6 +6,8 @@ only if the retries of litellm and the openai SDK underneath are really switched
 
 from __future__ import annotations
 
+import time
+
 import litellm
 import pytest
 
@@ -199,3 +201,17 @@ async def test_embedding_with_encoding_format_makes_one_request_per_attempt(
                 encoding_format="float" if encoding_format == "float" else "base64",
             )
     assert server.request_count("/embeddings") == 1
+
+
+async def test_a_bad_argument_is_not_retried_even_though_litellm_calls_it_a_connection_error(
+    server: OpenAIServer,
+) -> None:
+    chat = with_retries(
+        bind_acompletion("openai/m", api_base=server.base_url, api_key="k"),
+        RetryPolicy(max_attempts=4, initial_wait=0.5),
+    )
+    started = time.monotonic()
+    with pytest.raises(litellm.APIConnectionError):
+        await chat(messages=["not a message"])  # type: ignore[list-item]  # the misuse under test
+    assert time.monotonic() - started < 0.5
+    assert server.request_count() == 0

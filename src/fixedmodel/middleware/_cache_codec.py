@@ -9,6 +9,7 @@ change it freely. The template plans its copy once, so a copy costs a few micros
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard, cast
@@ -123,11 +124,12 @@ class DecodedAnswers:
         size: Most decoded answers kept; the oldest is dropped first.
     """
 
-    __slots__ = ("_answers", "_size")
+    __slots__ = ("_answers", "_lock", "_size")
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
         self._answers: dict[bytes, Template] = {}
+        self._lock = threading.Lock()  # eviction iterates the dict; sync caches use threads
 
     def get(self, data: object, kind: EntryKind) -> Template:
         """Return the template of ``data``, decoding it on first sight.
@@ -145,10 +147,10 @@ class DecodedAnswers:
 
     def remember(self, data: bytes, template: Template) -> None:
         """Keep ``template`` as the decoded form of ``data``."""
-        if len(self._answers) >= self._size:
-            # pop(..., None): another thread may have dropped the same oldest entry.
-            self._answers.pop(next(iter(self._answers), b""), None)
-        self._answers[data] = template
+        with self._lock:
+            if len(self._answers) >= self._size:
+                self._answers.pop(next(iter(self._answers)), None)
+            self._answers[data] = template
 
 
 # A copier makes one structural copy of the value it was planned for; None means the value

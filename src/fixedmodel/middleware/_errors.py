@@ -31,7 +31,7 @@ def is_retryable(exc: BaseException) -> bool:
         litellm.NotFoundError,
         litellm.UnprocessableEntityError,
     )
-    if isinstance(exc, never):
+    if isinstance(exc, never) or _is_local_mistake(exc):
         return False
     always: tuple[type[BaseException], ...] = (
         litellm.RateLimitError,
@@ -45,6 +45,33 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     status = getattr(exc, "status_code", None)
     return isinstance(status, int) and status in _RETRYABLE_STATUSES
+
+
+_PROGRAMMING_ERRORS = (AttributeError, TypeError, KeyError, IndexError, NameError)
+
+
+def _is_local_mistake(exc: BaseException) -> bool:
+    """Tell an error raised in our own process before any request from a network failure.
+
+    litellm wraps a bad argument that breaks its request building (``messages="hi"`` gives
+    an ``AttributeError`` inside litellm) as ``APIConnectionError``; retrying that can never
+    help. A real connection failure carries an ``OSError`` or an HTTP-client error in its
+    chain instead.
+    """
+    if not isinstance(exc, litellm_module().APIConnectionError):
+        return False
+    seen: set[int] = set()
+    cause: BaseException | None = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) or "httpx" in type(cause).__module__:
+            return False
+        if "aiohttp" in type(cause).__module__ or "openai" in type(cause).__module__:
+            return False
+        if isinstance(cause, _PROGRAMMING_ERRORS):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def is_rate_limit(exc: BaseException) -> bool:
