@@ -18,3 +18,22 @@ def loaded_base_model() -> type[BaseModel] | None:
     """Return ``pydantic.BaseModel`` if pydantic is loaded, else ``None``."""
     module = sys.modules.get("pydantic")
     return None if module is None else cast("type[BaseModel]", module.BaseModel)
+
+
+def read_attribute(value: object, name: str) -> object:
+    """Return ``getattr(value, name, None)``, quickly for pydantic models.
+
+    litellm's answers keep ``usage`` among pydantic's extra fields and ``_hidden_params``
+    among its private attributes. pydantic resolves both in a Python-level ``__getattr__``
+    that costs 1-3 µs a lookup, where reading its dicts directly costs a few dozen ns; every
+    call through the middleware reads them more than once. Anything else, or a name not in
+    those dicts, falls back to ``getattr``.
+    """
+    fields = getattr(value, "__dict__", None)
+    if isinstance(fields, dict) and name in fields:
+        return cast("dict[str, object]", fields)[name]
+    where = "__pydantic_private__" if name.startswith("_") else "__pydantic_extra__"
+    found = getattr(value, where, None)
+    if isinstance(found, dict) and name in found:
+        return cast("dict[str, object]", found)[name]
+    return getattr(value, name, None)

@@ -24,7 +24,7 @@ from fixedmodel import (
 )
 from fixedmodel.middleware import _cache_codec
 from fixedmodel.middleware._call import call_scope
-from fixedmodel.middleware.cache import AsyncCache, SyncCache, with_cache
+from fixedmodel.middleware.cache import AsyncCache, SyncCache, is_cache_hit, with_cache
 from fixedmodel.stores._cache_store import (
     CacheStore,
     CorruptEntryError,
@@ -392,6 +392,38 @@ async def test_followers_share_an_answer_the_validator_rejects() -> None:
     assert len(results) == 5
     await chat(messages=MESSAGES)
     assert fake.calls == 2  # Nothing was stored.
+
+
+async def test_an_answer_json_cannot_hold_is_returned_but_not_stored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Unserializable(AsyncFake):
+        def _answer(self, kwargs: dict[str, Any]) -> Any:
+            response = answer()
+            response.choices[0].message.provider_specific_fields = {"handle": object()}  # type: ignore[union-attr]
+            return response
+
+    fake = Unserializable()
+    store = DictStore()
+    chat = with_cache(fake, store)
+    with caplog.at_level(logging.WARNING, logger="fixedmodel.cache"):
+        first = await chat(messages=MESSAGES)
+        await chat(messages=MESSAGES)
+    assert responses.text(first) == "Cached answer."
+    assert fake.calls == 2
+    assert store.data == {}
+    assert "cannot be cached" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["completion", "embedding"])
+def test_a_stored_answer_decodes_to_the_same_fields(kind: str) -> None:
+    fake = SyncFake("Grüße, 1e-05")
+    chat = with_cache(fake, DictStore())
+    fresh = chat(input=["a"]) if kind == "embedding" else chat(messages=MESSAGES)
+    hit = chat(input=["a"]) if kind == "embedding" else chat(messages=MESSAGES)
+    assert fake.calls == 1
+    assert is_cache_hit(hit)
+    assert hit.model_dump() == fresh.model_dump()
 
 
 def test_a_miss_stores_its_answer_undecoded_and_the_first_hit_decodes_it_once(

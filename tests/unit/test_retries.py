@@ -338,6 +338,51 @@ def test_sync_attempts_are_counted_too(sleeps: list[float]) -> None:
     assert info.attempts == 2
 
 
+@pytest.mark.parametrize("sync", [False, True])
+async def test_a_first_attempt_that_succeeds_counts_one(sync: bool, sleeps: list[float]) -> None:
+    with call_scope() as info:
+        if sync:
+            assert with_retries(SyncScript(), QUICK)(input=["a"]) == "answer"
+        else:
+            assert await with_retries(AsyncScript(), QUICK)(messages=MESSAGES) == "answer"
+    assert info.attempts == 1
+    assert sleeps == []
+
+
+@pytest.mark.parametrize("sync", [False, True])
+async def test_a_later_error_is_not_chained_to_the_first_failure(
+    sync: bool, sleeps: list[float]
+) -> None:
+    # The first attempt runs outside tenacity's loop; its failure must not become the
+    # implicit context ("during handling of ...") of what a later attempt raises.
+    first, later = server_error(), NOT_RETRYABLE["401"]()
+    with pytest.raises(litellm.AuthenticationError) as caught:
+        if sync:
+            with_retries(SyncScript(first, later), QUICK)(messages=MESSAGES)
+        else:
+            await with_retries(AsyncScript(first, later), QUICK)(messages=MESSAGES)
+    assert caught.value is later
+    assert caught.value.__context__ is None
+    assert len(sleeps) == 1
+
+
+async def test_the_deadline_counts_the_first_attempt(sleeps: list[float]) -> None:
+    class SlowFirst(AsyncScript):
+        async def __call__(self, **kwargs: Any) -> Any:
+            if not self.calls:
+                await asyncio.sleep(0.3)
+            return self._next(kwargs)
+
+    policy = RetryPolicy(initial_wait=0.25, jitter=0.0, max_attempts=3, deadline=0.5)
+    fake = SlowFirst(server_error(), server_error())
+    with pytest.raises(litellm.InternalServerError) as caught:
+        await with_retries(fake, policy)(messages=MESSAGES)
+    # 0.3 s in the first attempt + a 0.25 s wait would start the retry past 0.5 s.
+    assert len(fake.calls) == 1
+    assert sleeps == []
+    assert "deadline=0.5" in notes(caught.value)[0]
+
+
 # --- Retries underneath are switched off ----------------------------------------------------
 
 

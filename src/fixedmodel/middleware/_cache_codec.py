@@ -15,12 +15,12 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard, cast
 
 from fixedmodel._litellm import litellm_module
-from fixedmodel._pydantic import loaded_base_model
+from fixedmodel._pydantic import loaded_base_model, read_attribute
 from fixedmodel.stores._cache_store import (
     CorruptEntryError,
     EntryKind,
     decode_entry,
-    encode_entry,
+    encode_json_entry,
 )
 
 if TYPE_CHECKING:
@@ -38,15 +38,17 @@ def encode_answer(kind: EntryKind, response: ModelResponse | EmbeddingResponse) 
 
     Raises:
         TypeError: The answer holds a value JSON cannot represent.
-        ValueError: The answer cannot be dumped (e.g. a reference cycle).
+        ValueError: The answer cannot be serialized (e.g. a reference cycle).
     """
-    # ModelResponse overrides model_dump with untyped keywords (the litellm boundary).
+    # pydantic's serializer writes the JSON bytes itself, a third of the time of
+    # model_dump(mode="json") followed by json.dumps. exclude_unset=True for completions is
+    # what litellm's own ModelResponse.model_dump defaults to; EmbeddingResponse dumps all.
     # warnings=False: pydantic's serializer warnings about litellm's loosely typed fields
-    # would reach the user on every miss; a value that cannot be dumped still raises.
-    fields: dict[str, Any] = response.model_dump(  # pyright: ignore[reportUnknownMemberType]
-        mode="json", warnings=False
+    # would reach the user on every miss; a value that cannot be serialized still raises.
+    body = response.__pydantic_serializer__.to_json(
+        response, exclude_unset=kind == "completion", warnings=False
     )
-    return encode_entry(kind, fields)
+    return encode_json_entry(kind, body)
 
 
 def _decode(data: object, kind: EntryKind) -> ModelResponse | EmbeddingResponse:
@@ -87,7 +89,7 @@ def is_answer(response: object, kind: EntryKind) -> TypeGuard[ModelResponse | Em
 def is_cache_hit(response: ModelResponse | EmbeddingResponse) -> bool:
     """Tell whether ``response`` came from a cache (this one or litellm's), not the model."""
     # litellm marks its own cache hits the same way, in an untyped private dict.
-    hidden: object = getattr(response, "_hidden_params", None)
+    hidden = read_attribute(response, "_hidden_params")
     return isinstance(hidden, dict) and cast("dict[str, object]", hidden).get("cache_hit") is True
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Generator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -52,19 +52,34 @@ def current_call() -> CallInfo | None:
     return _current.get()
 
 
+def join_call() -> tuple[CallInfo, Token[CallInfo | None] | None]:
+    """Join the record of the call in progress, or open one: :func:`call_scope` unrolled.
+
+    Returns the record and, when this opened it, the token to hand to :func:`leave_call`
+    when the call ends. For the hot path of the layers, where a generator-based context
+    manager costs more than the rest of the bookkeeping.
+    """
+    existing = _current.get()
+    if existing is not None:
+        return existing, None
+    info = CallInfo()
+    return info, _current.set(info)
+
+
+def leave_call(token: Token[CallInfo | None] | None) -> None:
+    """Close the record :func:`join_call` opened (nothing if it joined an outer one)."""
+    if token is not None:
+        _current.reset(token)
+
+
 @contextmanager
 def call_scope() -> Generator[CallInfo, None, None]:
     """Open the record of one call, or join the one an outer layer opened."""
-    existing = _current.get()
-    if existing is not None:
-        yield existing
-        return
-    info = CallInfo()
-    token = _current.set(info)
+    info, opened = join_call()
     try:
         yield info
     finally:
-        _current.reset(token)
+        leave_call(opened)
 
 
 def is_async_callable(function: object) -> bool:

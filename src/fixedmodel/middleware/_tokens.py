@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fixedmodel._litellm import litellm_module
+from fixedmodel._pydantic import read_attribute
 from fixedmodel.middleware._call import request_kind
 
 __all__ = ["estimate_tokens", "used_tokens", "warm_tokenizer"]
@@ -105,10 +106,10 @@ def used_tokens(kwargs: Mapping[str, object], result: object) -> int | None:
     if kwargs.get("stream"):
         return None
     # litellm boundary: ``usage`` is not declared on the response types.
-    usage: object = getattr(result, "usage", None)
+    usage = read_attribute(result, "usage")
     if usage is None:
         return None
-    total: object = getattr(usage, "total_tokens", None)
+    total = read_attribute(usage, "total_tokens")
     if isinstance(total, int) and total > 0:
         return total
     parts = [getattr(usage, name, None) for name in ("prompt_tokens", "completion_tokens")]

@@ -61,10 +61,6 @@ class TaskWaiter:
         self._future: asyncio.Future[None] = self._loop.create_future()
         self.active = True
 
-    def now(self) -> float:
-        """The time by the waiter's event loop clock."""
-        return self._loop.time()
-
     def notify(self) -> bool:
         """Wake the waiter (from any thread); ``False`` if its event loop is closed."""
         if _running_loop() is self._loop:
@@ -111,6 +107,10 @@ class Line:
         """Put ``waiter`` at the end of the line."""
         with self._lock:
             self._waiters.append(waiter)
+
+    def is_empty(self) -> bool:
+        """Tell whether nobody waits (a hint: the line can change right after)."""
+        return not self._waiters
 
     def is_first(self, waiter: Waiter) -> bool:
         """Tell whether it is ``waiter``'s turn to ask the store."""

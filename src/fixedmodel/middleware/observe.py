@@ -24,15 +24,16 @@ from fixedmodel._protocols import (
     FixedModelCompletion,
     FixedModelEmbedding,
 )
+from fixedmodel._pydantic import read_attribute
 from fixedmodel.middleware._call import (
     CallInfo,
     ModelCallable,
     RequestKind,
     Wrapper,
-    call_scope,
     check_callable,
-    current_call,
     is_async_callable,
+    join_call,
+    leave_call,
     request_kind,
 )
 
@@ -223,10 +224,10 @@ def default_metrics() -> InMemoryMetrics:
 
 
 def _usage_and_cost(result: object) -> tuple[int, int, float | None]:
-    usage = getattr(result, "usage", None)
-    prompt = getattr(usage, "prompt_tokens", 0)
-    completion = getattr(usage, "completion_tokens", 0)
-    hidden: object = getattr(result, "_hidden_params", None)
+    usage = read_attribute(result, "usage")
+    prompt = read_attribute(usage, "prompt_tokens") if usage is not None else 0
+    completion = read_attribute(usage, "completion_tokens") if usage is not None else 0
+    hidden = read_attribute(result, "_hidden_params")
     cost: object = None
     if isinstance(hidden, dict):
         cost = hidden.get("response_cost")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]  # litellm dict
@@ -299,18 +300,14 @@ class _AsyncObserved(_Observed):
 
     async def __call__(self, **kwargs: Any) -> Any:  # Any: litellm's untyped result
         started = time.perf_counter()
-        info = current_call()
-        if info is not None:  # An outer observer opened this call's record: join it.
-            return await self._observe(kwargs, started, info)
-        with call_scope() as info:
-            return await self._observe(kwargs, started, info)
-
-    async def _observe(self, kwargs: dict[str, Any], started: float, info: CallInfo) -> Any:
+        info, opened = join_call()  # An outer observer may have opened the call's record.
         try:
             result = await self._call(**kwargs)
         except BaseException as exc:
             self._finish(kwargs, started, info, None, exc)
             raise
+        finally:
+            leave_call(opened)
         self._finish(kwargs, started, info, result, None)
         return result
 
@@ -320,18 +317,14 @@ class _SyncObserved(_Observed):
 
     def __call__(self, **kwargs: Any) -> Any:  # Any: litellm's untyped result
         started = time.perf_counter()
-        info = current_call()
-        if info is not None:  # An outer observer opened this call's record: join it.
-            return self._observe(kwargs, started, info)
-        with call_scope() as info:
-            return self._observe(kwargs, started, info)
-
-    def _observe(self, kwargs: dict[str, Any], started: float, info: CallInfo) -> Any:
+        info, opened = join_call()  # An outer observer may have opened the call's record.
         try:
             result = self._call(**kwargs)
         except BaseException as exc:
             self._finish(kwargs, started, info, None, exc)
             raise
+        finally:
+            leave_call(opened)
         self._finish(kwargs, started, info, result, None)
         return result
 

@@ -24,6 +24,7 @@ the budget, while a saturated limiter still reaches 98 % of it, are in
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -46,7 +47,7 @@ from fixedmodel.middleware._call import (
 from fixedmodel.middleware._errors import is_rate_limit, retry_after
 from fixedmodel.middleware._tokens import estimate_tokens, used_tokens, warm_tokenizer
 from fixedmodel.middleware._waiting import Line, TaskWaiter, ThreadWaiter
-from fixedmodel.stores._limiter_store import LimiterStore
+from fixedmodel.stores._limiter_store import Acquisition, LimiterStore
 from fixedmodel.stores.limiter_memory import MemoryLimiterStore
 
 __all__ = ["Permit", "RateLimit", "RateLimiter", "with_rate_limit"]
@@ -197,18 +198,27 @@ class RateLimiter:
         """
         _check_tokens(tokens)
         started = time.monotonic()
+        refused: Acquisition | None = None  # The store's last answer, not yet waited out.
+        if self._line.is_empty():  # Nobody to let go first: try without joining the line.
+            refused = self._store.acquire(self._key, self._limit, tokens)
+            if refused.granted:
+                return Permit(tokens, refused.segment, time.monotonic() - started)
         waiter = ThreadWaiter()
         self._line.join(waiter)
         try:
             while True:
                 if not self._line.is_first(waiter):
                     waiter.wait(None)
+                    refused = None  # Out of date once others were served.
                     continue
-                waiter.clear()
-                decision = self._store.acquire(self._key, self._limit, tokens)
-                if decision.granted:
-                    break
-                waiter.wait(decision.retry_in)
+                if refused is None:
+                    waiter.clear()
+                    decision = self._store.acquire(self._key, self._limit, tokens)
+                    if decision.granted:
+                        break
+                    refused = decision
+                waiter.wait(refused.retry_in)
+                refused = None
         finally:
             self._line.leave(waiter)
         return Permit(tokens, decision.segment, time.monotonic() - started)
@@ -222,22 +232,32 @@ class RateLimiter:
             ValueError: ``tokens`` is negative.
         """
         _check_tokens(tokens)
+        clock = asyncio.get_running_loop().time  # The waits are timed by the loop's clock.
+        started = clock()
+        refused: Acquisition | None = None  # The store's last answer, not yet waited out.
+        if self._line.is_empty():  # Nobody to let go first: try without joining the line.
+            refused = await self._store.aacquire(self._key, self._limit, tokens)
+            if refused.granted:
+                return Permit(tokens, refused.segment, clock() - started)
         waiter = TaskWaiter()
-        started = waiter.now()
         self._line.join(waiter)
         try:
             while True:
                 if not self._line.is_first(waiter):
                     await waiter.wait(None)
+                    refused = None  # Out of date once others were served.
                     continue
-                waiter.clear()
-                decision = await self._store.aacquire(self._key, self._limit, tokens)
-                if decision.granted:
-                    break
-                await waiter.wait(decision.retry_in)
+                if refused is None:
+                    waiter.clear()
+                    decision = await self._store.aacquire(self._key, self._limit, tokens)
+                    if decision.granted:
+                        break
+                    refused = decision
+                await waiter.wait(refused.retry_in)
+                refused = None
         finally:
             self._line.leave(waiter)
-        return Permit(tokens, decision.segment, waiter.now() - started)
+        return Permit(tokens, decision.segment, clock() - started)
 
     def settle(self, permit: Permit, used_tokens: int) -> None:
         """Correct the charge of ``permit`` to the tokens the call really used."""
@@ -302,8 +322,6 @@ class _RateLimited(Wrapper):
 
     def _estimate(self, kwargs: Mapping[str, object]) -> int:
         limit = self._limiter.limit
-        if limit.tokens is None:
-            return 0
         return estimate_tokens(kwargs, self.model, limit.assumed_completion_tokens)
 
     def __repr__(self) -> str:
@@ -315,7 +333,8 @@ class _AsyncRateLimited(_RateLimited):
 
     async def __call__(self, **kwargs: Any) -> Any:
         limiter = self._limiter
-        permit = await limiter.aacquire(self._estimate(kwargs))
+        counted = limiter.limit.tokens is not None
+        permit = await limiter.aacquire(self._estimate(kwargs) if counted else 0)
         _note_wait(permit)
         try:
             result = await self._call(**kwargs)
@@ -324,9 +343,10 @@ class _AsyncRateLimited(_RateLimited):
             if pause is not None:
                 await limiter.apause(pause)
             raise
-        used = used_tokens(kwargs, result)
-        if used is not None:
-            await limiter.asettle(permit, used)
+        if counted:  # Without a token budget there is no charge to correct.
+            used = used_tokens(kwargs, result)
+            if used is not None:
+                await limiter.asettle(permit, used)
         return result
 
 
@@ -335,7 +355,8 @@ class _SyncRateLimited(_RateLimited):
 
     def __call__(self, **kwargs: Any) -> Any:
         limiter = self._limiter
-        permit = limiter.acquire(self._estimate(kwargs))
+        counted = limiter.limit.tokens is not None
+        permit = limiter.acquire(self._estimate(kwargs) if counted else 0)
         _note_wait(permit)
         try:
             result = self._call(**kwargs)
@@ -344,9 +365,10 @@ class _SyncRateLimited(_RateLimited):
             if pause is not None:
                 limiter.pause(pause)
             raise
-        used = used_tokens(kwargs, result)
-        if used is not None:
-            limiter.settle(permit, used)
+        if counted:  # Without a token budget there is no charge to correct.
+            used = used_tokens(kwargs, result)
+            if used is not None:
+                limiter.settle(permit, used)
         return result
 
 

@@ -23,9 +23,10 @@ from fixedmodel.middleware._call import (
     CallInfo,
     ModelCallable,
     Wrapper,
-    call_scope,
     check_callable,
     is_async_callable,
+    join_call,
+    leave_call,
     request_kind,
 )
 from fixedmodel.middleware._errors import is_retryable, retry_after
@@ -130,14 +131,14 @@ class _Attempts:
     the jitter is drawn once and the deadline is judged on the wait that is really slept.
     """
 
-    def __init__(self, policy: RetryPolicy, info: CallInfo) -> None:
+    def __init__(self, policy: RetryPolicy, info: CallInfo, started: float) -> None:
         self._policy = policy
         self._info = info
         self._backoff = wait_exponential(
             multiplier=policy.initial_wait, max=policy.max_wait, exp_base=policy.multiplier
         )
         self._plan_for: tuple[int, float] | None = None
-        self._started = time.monotonic()
+        self._started = started
         self.count = 0
         self.gave_up: str | None = None
 
@@ -270,32 +271,86 @@ class _AsyncRetries(_Retries):
     __slots__ = ()
 
     async def __call__(self, **kwargs: Any) -> Any:
-        arguments = _without_inner_retries(kwargs)
-        with call_scope() as info:
-            attempts = _Attempts(self._policy, info)
+        info, opened = join_call()
+        try:
+            return await self._attempt(_without_inner_retries(kwargs), info)
+        finally:
+            leave_call(opened)
 
-            async def attempt() -> Any:
-                return await self._call(**arguments)
+    async def _attempt(self, arguments: dict[str, Any], info: CallInfo) -> Any:
+        # The first attempt runs outside tenacity: most calls succeed at once, and entering
+        # tenacity's loop cost more than every other layer of the stack together. A failure
+        # is handed to the loop as its first attempt, which raises it again without a request.
+        started = time.monotonic()
+        try:
+            result = await self._call(**arguments)
+        except Exception as error:
+            failed = error  # Retried below, outside this handler: no chained "during handling".
+        else:
+            info.attempts += 1
+            return result
+        return await self._retry(arguments, info, started, failed)
 
-            try:
-                return await attempts.async_retrying()(attempt)
-            except Exception as error:
-                attempts.annotate(error)
-                raise
+    async def _retry(
+        self, arguments: dict[str, Any], info: CallInfo, started: float, first: Exception
+    ) -> Any:
+        attempts = _Attempts(self._policy, info, started)
+        failed: Exception | None = first
+
+        async def attempt() -> Any:
+            nonlocal failed
+            if failed is not None:
+                error, failed = failed, None
+                raise error
+            return await self._call(**arguments)
+
+        try:
+            return await attempts.async_retrying()(attempt)
+        except Exception as error:
+            attempts.annotate(error)
+            raise
 
 
 class _SyncRetries(_Retries):
     __slots__ = ()
 
     def __call__(self, **kwargs: Any) -> Any:
-        arguments = _without_inner_retries(kwargs)
-        with call_scope() as info:
-            attempts = _Attempts(self._policy, info)
-            try:
-                return attempts.retrying()(self._call, **arguments)
-            except Exception as error:
-                attempts.annotate(error)
-                raise
+        info, opened = join_call()
+        try:
+            return self._attempt(_without_inner_retries(kwargs), info)
+        finally:
+            leave_call(opened)
+
+    def _attempt(self, arguments: dict[str, Any], info: CallInfo) -> Any:
+        # As in _AsyncRetries._attempt: the first attempt runs outside tenacity.
+        started = time.monotonic()
+        try:
+            result = self._call(**arguments)
+        except Exception as error:
+            failed = error  # Retried below, outside this handler: no chained "during handling".
+        else:
+            info.attempts += 1
+            return result
+        return self._retry(arguments, info, started, failed)
+
+    def _retry(
+        self, arguments: dict[str, Any], info: CallInfo, started: float, first: Exception
+    ) -> Any:
+        attempts = _Attempts(self._policy, info, started)
+        failed: Exception | None = first
+
+        def attempt() -> Any:
+            nonlocal failed
+            if failed is not None:
+                error, failed = failed, None
+                raise error
+            return self._call(**arguments)
+
+        try:
+            return attempts.retrying()(attempt)
+        except Exception as error:
+            attempts.annotate(error)
+            raise
 
 
 def _check_policy(policy: object) -> None:

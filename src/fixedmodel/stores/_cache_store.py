@@ -26,6 +26,7 @@ __all__ = [
     "EntryKind",
     "decode_entry",
     "encode_entry",
+    "encode_json_entry",
 ]
 
 ENTRY_FORMAT_VERSION = 1
@@ -92,6 +93,15 @@ def encode_entry(kind: EntryKind, response: object) -> bytes:
         {"kind": kind, "response": response}, separators=(",", ":"), ensure_ascii=False
     )
     return _HEADER + body.encode()
+
+
+def encode_json_entry(kind: EntryKind, response_json: bytes) -> bytes:
+    """:func:`encode_entry` for an answer already encoded as one JSON object (UTF-8).
+
+    The bytes decode exactly like those of :func:`encode_entry`; the answer is not parsed
+    again, so a fresh answer is stored for the cost of one serialization.
+    """
+    return b"".join((_HEADER, b'{"kind":"', kind.encode(), b'","response":', response_json, b"}"))
 
 
 def decode_entry(data: object) -> tuple[EntryKind, dict[str, object]]:
