@@ -216,6 +216,34 @@ def test_bound_extra_params_defaults_are_flattened() -> None:
     )
 
 
+BOUND_DEFAULTS: list[dict[str, Any]] = [
+    {},
+    {"temperature": 0.5, "api_key": SECRET, "timeout": 3},
+    {"extra_headers": {"anthropic-beta": "x", "Authorization": SECRET}, "seed": 1},
+    {"extra_params": {"top_k": 4}, "temperature": 0.5},
+]
+CALL_KEYWORDS: list[dict[str, Any]] = [
+    {},
+    {"temperature": 0.1},
+    {"api_key": "sk-other", "timeout": 9, "seed": 2},
+    {"extra_headers": {"anthropic-beta": "y", "x-request-id": "r1"}},
+    {"extra_params": {"top_k": 8, "temperature": 0.7}},
+]
+
+
+@pytest.mark.parametrize("defaults", BOUND_DEFAULTS)
+@pytest.mark.parametrize("call", CALL_KEYWORDS)
+def test_a_bound_key_is_the_key_of_what_litellm_receives(
+    defaults: dict[str, Any], call: dict[str, Any]
+) -> None:
+    # Whatever the shortcut for bound defaults, the key must equal that of the merged request.
+    bound = bind_completion("openai/m", **defaults)
+    received = bound._arguments(base(**call))  # pyright: ignore[reportPrivateUsage]
+    del received["model"]
+    expected = KeyMaker(None, "openai/m", None).key("completion", received)
+    assert KeyMaker(bound, "openai/m", None).key("completion", base(**call)) == expected
+
+
 def test_model_keyword_on_a_bound_callable_is_refused_like_the_call() -> None:
     maker = KeyMaker(bind_completion("openai/m"), "openai/m", None)
     with pytest.raises(TypeError, match="bound to model 'openai/m'"):

@@ -79,11 +79,18 @@ def _decode(data: object, kind: EntryKind) -> ModelResponse | EmbeddingResponse:
     return response
 
 
+_answer_classes: dict[str, type] = {}  # By kind, resolved on first use (litellm loads late).
+
+
 def is_answer(response: object, kind: EntryKind) -> TypeGuard[ModelResponse | EmbeddingResponse]:
     """Tell whether ``response`` is a complete answer of ``kind`` (not a stream, not None)."""
-    from litellm.types.utils import EmbeddingResponse, ModelResponse
+    expected = _answer_classes.get(kind)
+    if expected is None:
+        from litellm.types.utils import EmbeddingResponse, ModelResponse
 
-    return isinstance(response, ModelResponse if kind == "completion" else EmbeddingResponse)
+        expected = ModelResponse if kind == "completion" else EmbeddingResponse
+        _answer_classes[kind] = expected
+    return isinstance(response, expected)
 
 
 def is_cache_hit(response: ModelResponse | EmbeddingResponse) -> bool:

@@ -43,21 +43,46 @@ class Flight:
 
 
 class AsyncFlight(Flight):
-    """A flight whose followers are tasks of the event loop ``loop``."""
+    """A flight whose followers are tasks of the event loop ``loop``.
 
-    __slots__ = ("done", "loop")
+    Most flights have no follower, so the event they would wait on is made by the first.
+    """
+
+    __slots__ = ("_event", "_landed", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self.loop = loop
-        self.done = asyncio.Event()
+        self._landed = False
+        self._event: asyncio.Event | None = None
+
+    async def wait(self) -> None:
+        """Wait until the leader has landed (answered, failed or been cancelled)."""
+        if not self._landed:
+            if self._event is None:
+                self._event = asyncio.Event()
+            await self._event.wait()
+
+    def land(self) -> None:
+        """Let the followers go; the flight's outcome must be set first."""
+        self._landed = True
+        if self._event is not None:
+            self._event.set()
 
 
 class SyncFlight(Flight):
     """A flight whose followers are threads."""
 
-    __slots__ = ("done",)
+    __slots__ = ("_event",)
 
     def __init__(self) -> None:
         super().__init__()
-        self.done = threading.Event()
+        self._event = threading.Event()
+
+    def wait(self) -> None:
+        """Wait until the leader has landed (answered, failed or been interrupted)."""
+        self._event.wait()
+
+    def land(self) -> None:
+        """Let the followers go; the flight's outcome must be set first."""
+        self._event.set()

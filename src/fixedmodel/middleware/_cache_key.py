@@ -172,11 +172,19 @@ class KeyMaker:
         namespace: A user-chosen label keyed with the model, or ``None``.
     """
 
-    __slots__ = ("_bound", "_head")
+    __slots__ = ("_bound", "_defaults", "_head")
 
     def __init__(self, innermost: object, model: str | None, namespace: str | None) -> None:
         self._bound = innermost if isinstance(innermost, _BOUND_KINDS) else None
         self._head = (KEY_FORMAT_VERSION, model, namespace)
+        # The keyed part of the bound defaults, for the usual call (no extra_params on either
+        # side): whether a name is keyed depends on the name alone, so filtering the defaults
+        # once and the call's keywords per call keys the same as filtering their merge.
+        self._defaults: dict[str, Any] | None = None
+        bound = self._bound
+        if bound is not None and not bound._extra:  # pyright: ignore[reportPrivateUsage]
+            defaults = bound._defaults  # pyright: ignore[reportPrivateUsage]
+            self._defaults = {name: value for name, value in defaults.items() if _kept(name)}
 
     def key(self, kind: str, kwargs: dict[str, Any]) -> str:
         """Return the key of a request made with ``kwargs`` (the caller's keywords).
@@ -189,11 +197,17 @@ class KeyMaker:
             TypeError: ``model=`` was passed to a bound callable (the same error the call
                 itself would raise).
         """
-        params = self._arguments(kwargs)
-        kept: dict[str, object] = {}
-        for name, value in params.items():
-            if _kept(name):
-                kept[name] = _scrubbed(name, value) if name in _SCRUBBED else value
+        kept: dict[str, object]
+        if self._defaults is not None and _EXTRA not in kwargs and "model" not in kwargs:
+            kept = self._defaults.copy()
+            for name, value in kwargs.items():
+                if _kept(name):
+                    kept[name] = value
+        else:
+            kept = {name: value for name, value in self._arguments(kwargs).items() if _kept(name)}
+        for name in _SCRUBBED:
+            if name in kept:
+                kept[name] = _scrubbed(name, kept[name])
         try:
             text = _encode((*self._head, kind, kept))
         except (TypeError, ValueError) as exc:

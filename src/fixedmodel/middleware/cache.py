@@ -199,7 +199,7 @@ class AsyncCache(_Cache[AsyncFlight]):
             if flight.loop is not asyncio.get_running_loop():
                 # Another event loop's call cannot be awaited from here: go alone.
                 return await self._lead(key, kind, kwargs, register=False)
-            await flight.done.wait()
+            await flight.wait()
             flight.reraise()
             template = self._shared(flight.entry, kind)
             if template is not None:
@@ -229,7 +229,7 @@ class AsyncCache(_Cache[AsyncFlight]):
             except Exception as exc:
                 flight.fail(exc)
                 raise
-            flight.done.set()  # Waiters take their copies now, while the entry is written.
+            flight.land()  # Waiters take their copies now, while the entry is written.
             if entry is not None:
                 try:
                     await self._store.aset(key, entry, self._ttl)
@@ -239,7 +239,7 @@ class AsyncCache(_Cache[AsyncFlight]):
         finally:
             if register and self._flights.get(key) is flight:
                 del self._flights[key]
-            flight.done.set()
+            flight.land()
 
 
 class SyncCache(_Cache[SyncFlight]):
@@ -268,7 +268,7 @@ class SyncCache(_Cache[SyncFlight]):
                         leading = False
                 if leading:
                     return self._lead(key, kind, kwargs, flight)
-            flight.done.wait()
+            flight.wait()
             flight.reraise()
             template = self._shared(flight.entry, kind)
             if template is not None:
@@ -293,7 +293,7 @@ class SyncCache(_Cache[SyncFlight]):
             except Exception as exc:
                 flight.fail(exc)
                 raise
-            flight.done.set()  # Waiters take their copies now, while the entry is written.
+            flight.land()  # Waiters take their copies now, while the entry is written.
             if entry is not None:
                 try:
                     self._store.set(key, entry, self._ttl)
@@ -304,7 +304,7 @@ class SyncCache(_Cache[SyncFlight]):
             with self._lock:
                 if self._flights.get(key) is flight:
                     del self._flights[key]
-            flight.done.set()
+            flight.land()
 
 
 @overload

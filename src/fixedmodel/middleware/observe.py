@@ -225,8 +225,8 @@ def default_metrics() -> InMemoryMetrics:
 
 def _usage_and_cost(result: object) -> tuple[int, int, float | None]:
     usage = read_attribute(result, "usage")
-    prompt = read_attribute(usage, "prompt_tokens") if usage is not None else 0
-    completion = read_attribute(usage, "completion_tokens") if usage is not None else 0
+    prompt: object = getattr(usage, "prompt_tokens", 0)  # Declared fields: a plain lookup.
+    completion: object = getattr(usage, "completion_tokens", 0)
     hidden = read_attribute(result, "_hidden_params")
     cost: object = None
     if isinstance(hidden, dict):

@@ -27,6 +27,10 @@ class _Segment:
     start: float
     requests: int = 0
     tokens: int = 0
+    admission: Acquisition = field(init=False)  # The same decision for every admission here.
+
+    def __post_init__(self) -> None:
+        self.admission = Acquisition.admit(self.id)
 
 
 @dataclass
@@ -79,7 +83,9 @@ class MemoryLimiterStore:
         lifetime = segment_length + limit.period
         with self._lock:
             now = self._clock()
-            window = self._windows.setdefault(key, _Window())
+            window = self._windows.get(key)
+            if window is None:
+                window = self._windows[key] = _Window()
             window.expire(now, lifetime)
             if now < window.paused_until:
                 return Acquisition.refuse(window.paused_until - now)
@@ -94,7 +100,7 @@ class MemoryLimiterStore:
             newest.tokens += tokens
             window.requests += 1
             window.tokens += tokens
-            return Acquisition.admit(newest.id)
+            return newest.admission
 
     @staticmethod
     def _time_to_fit(
@@ -131,7 +137,9 @@ class MemoryLimiterStore:
     def pause(self, key: str, seconds: float) -> None:
         """Refuse every request for ``key`` during the next ``seconds`` (never shortens)."""
         with self._lock:
-            window = self._windows.setdefault(key, _Window())
+            window = self._windows.get(key)
+            if window is None:
+                window = self._windows[key] = _Window()
             window.paused_until = max(window.paused_until, self._clock() + seconds)
 
     async def apause(self, key: str, seconds: float) -> None:
