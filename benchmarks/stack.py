@@ -99,7 +99,7 @@ class Sizes:
     probe_calls: int
 
 
-FULL = Sizes(concurrency=64, rounds=12, cycles=40, bursts=2, probe_calls=2_000)
+FULL = Sizes(concurrency=64, rounds=12, cycles=40, bursts=4, probe_calls=2_000)
 QUICK = Sizes(concurrency=16, rounds=1, cycles=3, bursts=1, probe_calls=100)
 
 
