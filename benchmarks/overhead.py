@@ -105,7 +105,7 @@ class Sizes:
         )
 
 
-FULL = Sizes(concurrency=64, rounds=12, cycles=24, bursts=3, binding_calls=20_000)
+FULL = Sizes(concurrency=64, rounds=12, cycles=60, bursts=3, binding_calls=20_000)
 # Small enough for the test command on a busy machine: it only has to run, not to measure.
 QUICK = Sizes(concurrency=16, rounds=1, cycles=3, bursts=1, binding_calls=1_000)
 
