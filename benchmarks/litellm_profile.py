@@ -67,7 +67,7 @@ STAGES = (
         "· provider lookups (get_llm_provider, all callers)",
         "get_llm_provider_logic.py",
         "get_llm_provider",
-        "partly: pass custom_llm_provider",
+        "partly: bound objects pass custom_llm_provider",
     ),
     Stage("· sync part: completion(), run in the executor", "litellm/main.py", "completion", ""),
     Stage(

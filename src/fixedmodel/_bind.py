@@ -69,10 +69,38 @@ def _check_extra(extra: object, where: str) -> dict[str, object]:
     return checked
 
 
+def _provider_hint(litellm: Any, model: str, defaults: Mapping[str, object]) -> dict[str, Any]:
+    """The ``custom_llm_provider`` litellm would infer for ``model``, when it is safe to pass.
+
+    With the provider given, litellm skips part of the provider and price lookups it makes on
+    every call (a bound call measured about 2% faster than the raw call, see
+    docs/performance.md). It is passed only when the model names its provider as a prefix and
+    litellm resolves the model identically with and without it, so what litellm does with the
+    request (route, model, credentials, ``api_base``) cannot change. A provider the caller
+    binds, or passes on a call, always wins.
+    """
+    prefix = model.split("/", 1)[0]
+    if "/" not in model or "custom_llm_provider" in defaults:
+        return {}
+    given = {
+        name: value
+        for name in ("api_base", "api_key")
+        if isinstance(value := defaults.get(name), str)
+    }
+    try:
+        inferred = litellm.get_llm_provider(model=model, **given)
+        explicit = litellm.get_llm_provider(model=model, custom_llm_provider=prefix, **given)
+    except Exception:  # Unknown to litellm: the call will report it; pass nothing now.
+        return {}
+    if inferred[1] != prefix or explicit != inferred:
+        return {}
+    return {"custom_llm_provider": prefix}
+
+
 class _Bound:
     """Shared state and behaviour of the four bound kinds."""
 
-    __slots__ = ("_defaults", "_extra", "_function", "_model")
+    __slots__ = ("_defaults", "_extra", "_function", "_hint", "_model", "_sent")
 
     _factory = ""
     _function_name = ""
@@ -87,7 +115,12 @@ class _Bound:
         self._defaults = params
         # Resolved once: litellm is imported here, not at ``import fixedmodel``. The litellm
         # functions are untyped (Any) for checkers; the bound classes type the results.
-        self._function: Callable[..., Any] = getattr(litellm_module(), self._function_name)
+        litellm = litellm_module()
+        self._function: Callable[..., Any] = getattr(litellm, self._function_name)
+        # Below every bound default (extra_params included): the caller's choice wins.
+        self._hint = _provider_hint(litellm, model, {**self._extra, **params})
+        # What a call without extra_params on either side starts from.
+        self._sent: dict[str, object] = {**self._hint, **params}
 
     @property
     def model(self) -> str:
@@ -108,10 +141,11 @@ class _Bound:
             raise TypeError(msg)
         call_extra = kwargs.get(_EXTRA)
         if not self._extra and call_extra is None:
-            arguments: dict[str, Any] = {**self._defaults, **kwargs}
+            arguments: dict[str, Any] = {**self._sent, **kwargs}
         else:
-            # Later wins: bound extra_params, bound keywords, call extra_params, call keywords.
-            arguments = {**self._extra, **self._defaults}
+            # Later wins: the provider hint, bound extra_params, bound keywords, call
+            # extra_params, call keywords.
+            arguments = {**self._hint, **self._extra, **self._defaults}
             if call_extra is not None:
                 arguments.update(_check_extra(call_extra, "call"))
             arguments.update(kwargs)

@@ -203,3 +203,67 @@ def test_precedence_later_wins_across_defaults_extra_params_and_call() -> None:
         messages=MESSAGES, mock_response="call keyword", extra_params={"mock_response": "x"}
     )
     assert responses.text(both) == "call keyword"
+
+
+class Recorder:
+    """Stands in for litellm.completion while a bound object is made; records each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, object]] = []
+
+    def __call__(self, **kwargs: object) -> object:
+        self.calls.append(kwargs)
+        return "answer"
+
+
+def sent(model: str, monkeypatch: pytest.MonkeyPatch, **defaults: object) -> dict[str, object]:
+    """What the bound completion of ``model`` hands litellm for a plain call."""
+    import litellm
+
+    recorder = Recorder()
+    monkeypatch.setattr(litellm, "completion", recorder)
+    chat = bind_completion(model, **defaults)  # type: ignore[arg-type]  # test helper
+    chat(messages=MESSAGES)
+    return recorder.calls[-1]
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [
+        ("openai/gpt-4o-mini", "openai"),
+        ("anthropic/claude-3-5-sonnet-20240620", "anthropic"),
+        ("openai/my-finetune", "openai"),
+    ],
+)
+def test_the_provider_the_model_names_is_passed_to_litellm(
+    model: str, provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forwarded = sent(model, monkeypatch, api_base="http://127.0.0.1:9/v1")
+    assert forwarded["custom_llm_provider"] == provider
+    assert forwarded["model"] == model  # The model string litellm sees is unchanged.
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "no-such-provider/m"])
+def test_no_provider_is_passed_when_the_model_does_not_name_one(
+    model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "custom_llm_provider" not in sent(model, monkeypatch)
+
+
+def test_a_provider_the_caller_chooses_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert sent("openai/m", monkeypatch, custom_llm_provider="azure")["custom_llm_provider"] == (
+        "azure"
+    )
+    via_extra = sent("openai/m", monkeypatch, extra_params={"custom_llm_provider": "together_ai"})
+    assert via_extra["custom_llm_provider"] == "together_ai"
+    import litellm
+
+    recorder = Recorder()
+    monkeypatch.setattr(litellm, "completion", recorder)
+    chat = bind_completion("openai/m")
+    chat(messages=MESSAGES, custom_llm_provider="azure")
+    assert recorder.calls[-1]["custom_llm_provider"] == "azure"
+
+
+def test_the_provider_is_not_among_the_default_names() -> None:
+    assert bind_completion("openai/m", temperature=0.1).default_names == ("temperature",)

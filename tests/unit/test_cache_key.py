@@ -211,8 +211,9 @@ def test_bound_api_base_changes_the_key_and_bound_api_key_does_not() -> None:
 def test_bound_extra_params_defaults_are_flattened() -> None:
     bound = bind_embedding("openai/e", extra_params={"dimensions": 4})
     maker = KeyMaker(bound, "openai/e", None)
+    # The provider named by the model's prefix is sent too (see test_bind), so it is keyed.
     assert maker.key("embedding", {"input": "a"}) == KeyMaker(None, "openai/e", None).key(
-        "embedding", {"input": "a", "dimensions": 4}
+        "embedding", {"input": "a", "dimensions": 4, "custom_llm_provider": "openai"}
     )
 
 

@@ -183,7 +183,7 @@ class KeyMaker:
         self._defaults: dict[str, Any] | None = None
         bound = self._bound
         if bound is not None and not bound._extra:  # pyright: ignore[reportPrivateUsage]
-            defaults = bound._defaults  # pyright: ignore[reportPrivateUsage]
+            defaults = bound._sent  # pyright: ignore[reportPrivateUsage]
             self._defaults = {name: value for name, value in defaults.items() if _kept(name)}
 
     def key(self, kind: str, kwargs: dict[str, Any]) -> str:
