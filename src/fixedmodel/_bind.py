@@ -1,8 +1,9 @@
 """The factories that bind one model to a litellm function, and the objects they return.
 
 A bound object merges its defaults with the call's keywords (the call wins, key by key),
-flattens the ``extra_params`` escape hatch, and calls litellm. It changes no global litellm
-setting and does not re-wrap what litellm returns.
+flattens the ``extra_params`` escape hatch, adds the provider its model names when that is
+safe (:func:`_provider_hint`), and calls litellm. It changes no global litellm setting and
+does not re-wrap what litellm returns.
 """
 
 from __future__ import annotations

@@ -135,3 +135,27 @@ async def test_api_key_is_sent_but_never_shown(
     assert SECRET not in str(misuse.value)
     assert caplog.records, "DEBUG logging captured nothing; the check below would be empty"
     assert all(SECRET not in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "openai/my-finetune"])
+async def test_a_bound_call_sends_what_the_raw_litellm_call_sends(
+    server: OpenAIServer, model: str
+) -> None:
+    # The bound object adds custom_llm_provider to litellm's call; the wire must not notice,
+    # and the answer must be priced (or not) the same.
+    import litellm
+
+    async with bind_acompletion(model, api_base=server.base_url, api_key="sk-x") as chat:
+        bound = await chat(messages=MESSAGES, temperature=0.5)
+    raw = await litellm.acompletion(
+        model=model, api_base=server.base_url, api_key="sk-x", messages=MESSAGES, temperature=0.5
+    )
+    via_bound, via_raw = server.requests
+    assert via_bound.path == via_raw.path
+    assert via_bound.body == via_raw.body
+    skipped = {"x-stainless-retry-count", "x-stainless-read-timeout", "content-length"}
+    assert {k: v for k, v in via_bound.headers.items() if k not in skipped} == {
+        k: v for k, v in via_raw.headers.items() if k not in skipped
+    }
+    assert bound._hidden_params["custom_llm_provider"] == raw._hidden_params["custom_llm_provider"]
+    assert bound._hidden_params.get("response_cost") == raw._hidden_params.get("response_cost")
