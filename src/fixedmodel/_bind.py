@@ -365,3 +365,7 @@ if TYPE_CHECKING:
     _sync_completion: type[FixedModelCompletion] = BoundCompletion
     _async_embedding: type[AFixedModelEmbedding] = BoundAEmbedding
     _sync_embedding: type[FixedModelEmbedding] = BoundEmbedding
+
+
+BOUND_KINDS = (BoundACompletion, BoundCompletion, BoundAEmbedding, BoundEmbedding)
+"""The four bound classes, for ``isinstance`` checks."""

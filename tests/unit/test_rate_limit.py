@@ -359,6 +359,29 @@ def test_estimates_cover_prompt_max_tokens_and_choices() -> None:
     assert used_tokens({"stream": True}, ModelResponse(usage=Usage(total_tokens=5))) is None
 
 
+class Charges(RateLimiter):
+    """A limiter that records the tokens each acquisition is charged."""
+
+    def __init__(self, limit: RateLimit) -> None:
+        super().__init__(limit)
+        self.charged: list[int] = []
+
+    async def aacquire(self, tokens: int = 0) -> Permit:
+        self.charged.append(tokens)
+        return await super().aacquire(tokens)
+
+
+async def test_a_bound_max_tokens_is_estimated_like_one_passed_on_the_call() -> None:
+    limiter = Charges(RateLimit(tokens=1_000_000, period=60.0, assumed_completion_tokens=1024))
+    bound = bind_acompletion("openai/gpt-4o-mini", mock_response="ok", max_tokens=7)
+    chat = with_rate_limit(bound, limiter)
+    await chat(messages=MESSAGES)
+    await chat(messages=MESSAGES, max_tokens=3)  # The call's value still wins.
+    await chat(messages=MESSAGES, extra_params={"max_completion_tokens": 5})
+    prompt = litellm.token_counter(model="openai/gpt-4o-mini", messages=MESSAGES)
+    assert limiter.charged == [prompt + 7, prompt + 3, prompt + 5]
+
+
 @pytest.mark.parametrize(("used", "second_waits"), [(50, False), (900, True)])
 def test_reconciliation_with_real_usage_changes_the_budget(used: int, second_waits: bool) -> None:
     async def main(loop: VirtualClockLoop) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
 
-from fixedmodel._bind import BoundACompletion, BoundAEmbedding, BoundCompletion, BoundEmbedding
+from fixedmodel._bind import BOUND_KINDS
 from fixedmodel._pydantic import loaded_base_model
 from fixedmodel._secrets import is_secret
 
@@ -73,7 +73,6 @@ EXCLUDED_PARAMS: frozenset[str] = frozenset(
 )
 """Request parameters that never enter the key (credentials are left out as well)."""
 
-_BOUND_KINDS = (BoundACompletion, BoundCompletion, BoundAEmbedding, BoundEmbedding)
 _kept_names: dict[str, bool] = {}
 _schemas: weakref.WeakKeyDictionary[type[BaseModel], dict[str, Any]] = weakref.WeakKeyDictionary()
 
@@ -175,7 +174,7 @@ class KeyMaker:
     __slots__ = ("_bound", "_defaults", "_head")
 
     def __init__(self, innermost: object, model: str | None, namespace: str | None) -> None:
-        self._bound = innermost if isinstance(innermost, _BOUND_KINDS) else None
+        self._bound = innermost if isinstance(innermost, BOUND_KINDS) else None
         self._head = (KEY_FORMAT_VERSION, model, namespace)
         # The keyed part of the bound defaults, for the usual call (no extra_params on either
         # side): whether a name is keyed depends on the name alone, so filtering the defaults

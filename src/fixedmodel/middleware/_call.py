@@ -118,3 +118,10 @@ class Wrapper:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._inner!r})"
+
+
+def innermost(function: object) -> object:
+    """The callable at the bottom of a stack of middleware wrappers."""
+    while isinstance(function, Wrapper):
+        function = function._inner  # pyright: ignore[reportPrivateUsage]
+    return function

@@ -47,6 +47,7 @@ from fixedmodel.middleware._call import (
     Wrapper,
     check_callable,
     current_call,
+    innermost,
     is_async_callable,
     request_kind,
 )
@@ -83,16 +84,10 @@ class _Cache(Wrapper, Generic[_FlightT]):
         # Called with litellm's answer object; the overloads of with_cache tie its
         # parameter type to the kind of the wrapped callable.
         self._validator = validator
-        self._keys = KeyMaker(self._innermost(inner), self.model, namespace)
+        self._keys = KeyMaker(innermost(inner), self.model, namespace)
         self._answers = DecodedAnswers()
         self._flights: dict[str, _FlightT] = {}  # In-progress misses, by key.
         self._lock = threading.Lock()  # Guards starting a flight across threads.
-
-    @staticmethod
-    def _innermost(inner: object) -> object:
-        while isinstance(inner, Wrapper):
-            inner = inner._inner
-        return inner
 
     @property
     def store(self) -> CacheStore:

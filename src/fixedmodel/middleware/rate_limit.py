@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard, overload
 
+from fixedmodel._bind import BOUND_KINDS
 from fixedmodel._protocols import (
     AFixedModelCompletion,
     AFixedModelEmbedding,
@@ -42,6 +43,7 @@ from fixedmodel.middleware._call import (
     Wrapper,
     check_callable,
     current_call,
+    innermost,
     is_async_callable,
 )
 from fixedmodel.middleware._errors import is_rate_limit, retry_after
@@ -291,6 +293,10 @@ class RateLimiter:
         return f"RateLimiter({self._limit!r}, store={self._store!r}, key={self._key!r})"
 
 
+def _as_given(kwargs: dict[str, Any]) -> Mapping[str, object]:
+    return kwargs
+
+
 def _requested_pause(exc: BaseException, limit: RateLimit) -> float | None:
     if not is_rate_limit(exc):
         return None
@@ -307,22 +313,30 @@ def _note_wait(permit: Permit) -> None:
 class _RateLimited(Wrapper):
     """What the sync and async rate-limited callables share."""
 
-    __slots__ = ("_call", "_limiter")
+    __slots__ = ("_call", "_limiter", "_request")
 
     def __init__(self, inner: ModelCallable, limiter: RateLimiter) -> None:
         super().__init__(inner)
         # litellm boundary: the four kinds return litellm objects; typed by the overloads.
         self._call: Callable[..., Any] = inner
         self._limiter = limiter
+        # The request litellm will receive: over a bound object, its defaults merged in (a
+        # bound max_tokens counts like one passed on the call).
+        bottom = innermost(inner)
+        self._request: Callable[[dict[str, Any]], Mapping[str, object]] = (
+            bottom._arguments  # pyright: ignore[reportPrivateUsage]
+            if isinstance(bottom, BOUND_KINDS)
+            else _as_given
+        )
 
     @property
     def limiter(self) -> RateLimiter:
         """The limiter this callable is admitted by."""
         return self._limiter
 
-    def _estimate(self, kwargs: Mapping[str, object]) -> int:
+    def _estimate(self, kwargs: dict[str, Any]) -> int:
         limit = self._limiter.limit
-        return estimate_tokens(kwargs, self.model, limit.assumed_completion_tokens)
+        return estimate_tokens(self._request(kwargs), self.model, limit.assumed_completion_tokens)
 
     def __repr__(self) -> str:
         return f"with_rate_limit({self._inner!r}, {self._limiter!r})"
