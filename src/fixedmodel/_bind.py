@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from typing_extensions import Self, Unpack
 
@@ -83,6 +83,12 @@ def _provider_hint(litellm: Any, model: str, defaults: Mapping[str, object]) -> 
     prefix = model.split("/", 1)[0]
     if "/" not in model or "custom_llm_provider" in defaults:
         return {}
+    # Resolving the provider of some providers (GitHub Copilot, ChatGPT) starts an OAuth
+    # login; litellm lists them. Without that list (another litellm) nothing is resolved.
+    constants: object = getattr(litellm, "constants", None)
+    logs_in: object = getattr(constants, "PROVIDERS_THAT_AUTHENTICATE_ON_PROVIDER_INFO", None)
+    if not isinstance(logs_in, (set, frozenset)) or prefix in logs_in:
+        return {}
     given = {
         name: value
         for name in ("api_base", "api_key")
@@ -123,6 +129,11 @@ class _Bound:
         # What a call without extra_params on either side starts from.
         self._sent: dict[str, object] = {**self._hint, **params}
 
+    @staticmethod
+    def _aliases() -> Mapping[str, object]:
+        aliases: object = getattr(litellm_module(), "model_alias_map", None)
+        return cast("Mapping[str, object]", aliases) if isinstance(aliases, Mapping) else {}
+
     @property
     def model(self) -> str:
         """The model this object calls, as given to the factory."""
@@ -133,20 +144,27 @@ class _Bound:
         """Names of the bound defaults (their values are not exposed: some are secrets)."""
         return tuple(self._defaults) + tuple(f"{_EXTRA}.{key}" for key in self._extra)
 
-    def _arguments(self, kwargs: dict[str, object]) -> dict[str, Any]:
+    def _arguments(self, kwargs: dict[str, object], *, hint: bool = True) -> dict[str, Any]:
+        """The keywords litellm receives for a call with ``kwargs``, ``model`` included.
+
+        ``hint=False`` leaves out the provider hint: what the caller asked for, for keys.
+        """
         if "model" in kwargs:
             msg = (
                 f"this callable is bound to model {self._model!r}; do not pass model= "
                 f"(bind another model with {self._factory}() instead)"
             )
             raise TypeError(msg)
+        # A global model alias renames the model before litellm resolves its provider,
+        # so the hint would no longer match: leave it out then.
+        hint = hint and bool(self._hint) and self._model not in self._aliases()
         call_extra = kwargs.get(_EXTRA)
         if not self._extra and call_extra is None:
-            arguments: dict[str, Any] = {**self._sent, **kwargs}
+            arguments: dict[str, Any] = {**(self._sent if hint else self._defaults), **kwargs}
         else:
             # Later wins: the provider hint, bound extra_params, bound keywords, call
             # extra_params, call keywords.
-            arguments = {**self._hint, **self._extra, **self._defaults}
+            arguments = {**(self._hint if hint else {}), **self._extra, **self._defaults}
             if call_extra is not None:
                 arguments.update(_check_extra(call_extra, "call"))
             arguments.update(kwargs)

@@ -147,9 +147,14 @@ async def test_a_bound_call_sends_what_the_raw_litellm_call_sends(
 
     async with bind_acompletion(model, api_base=server.base_url, api_key="sk-x") as chat:
         bound = await chat(messages=MESSAGES, temperature=0.5)
-    raw = await litellm.acompletion(
-        model=model, api_base=server.base_url, api_key="sk-x", messages=MESSAGES, temperature=0.5
-    )
+        # Inside the block: closing the bound object also closes the client litellm cached.
+        raw = await litellm.acompletion(
+            model=model,
+            api_base=server.base_url,
+            api_key="sk-x",
+            messages=MESSAGES,
+            temperature=0.5,
+        )
     via_bound, via_raw = server.requests
     assert via_bound.path == via_raw.path
     assert via_bound.body == via_raw.body

@@ -267,3 +267,39 @@ def test_a_provider_the_caller_chooses_wins(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_the_provider_is_not_among_the_default_names() -> None:
     assert bind_completion("openai/m", temperature=0.1).default_names == ("temperature",)
+
+
+def test_no_provider_is_passed_for_a_globally_aliased_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # litellm renames an aliased model before it resolves the provider: a hint made from the
+    # bound name would send the request to the wrong provider.
+    import litellm
+
+    recorder = Recorder()
+    monkeypatch.setattr(litellm, "completion", recorder)
+    chat = bind_completion("openai/smart")
+    chat(messages=MESSAGES)
+    assert recorder.calls[-1]["custom_llm_provider"] == "openai"
+    monkeypatch.setattr(litellm, "model_alias_map", {"openai/smart": "anthropic/claude-3-opus"})
+    chat(messages=MESSAGES)
+    assert "custom_llm_provider" not in recorder.calls[-1]
+
+
+def test_binding_never_resolves_a_provider_that_logs_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    # For GitHub Copilot and ChatGPT, litellm's provider lookup starts an OAuth device login.
+    import litellm
+
+    asked: list[str] = []
+    real = litellm.get_llm_provider
+
+    def recording(model: str, **kwargs: object) -> object:
+        asked.append(model)
+        return real(model, **kwargs)  # type: ignore[arg-type]  # litellm's own keywords
+
+    monkeypatch.setattr(litellm, "get_llm_provider", recording)
+    bind_completion("github_copilot/gpt-4o")
+    bind_completion("chatgpt/gpt-4o")
+    assert asked == []
+    bind_completion("openai/gpt-4o")
+    assert asked == ["openai/gpt-4o", "openai/gpt-4o"]

@@ -211,10 +211,20 @@ def test_bound_api_base_changes_the_key_and_bound_api_key_does_not() -> None:
 def test_bound_extra_params_defaults_are_flattened() -> None:
     bound = bind_embedding("openai/e", extra_params={"dimensions": 4})
     maker = KeyMaker(bound, "openai/e", None)
-    # The provider named by the model's prefix is sent too (see test_bind), so it is keyed.
     assert maker.key("embedding", {"input": "a"}) == KeyMaker(None, "openai/e", None).key(
-        "embedding", {"input": "a", "dimensions": 4, "custom_llm_provider": "openai"}
+        "embedding", {"input": "a", "dimensions": 4}
     )
+
+
+def test_the_provider_hint_leaves_keys_alone_but_a_chosen_provider_is_keyed() -> None:
+    # The bound object sends custom_llm_provider="openai" (see test_bind); the key is still
+    # that of the request as written, so bound and hand-written callables share entries.
+    bound = KeyMaker(bind_completion("openai/m"), "openai/m", None)
+    plain = KeyMaker(None, "openai/m", None)
+    assert bound.key("completion", base()) == plain.key("completion", base())
+    chosen = base(custom_llm_provider="azure")
+    assert bound.key("completion", chosen) == plain.key("completion", chosen)
+    assert bound.key("completion", chosen) != bound.key("completion", base())
 
 
 BOUND_DEFAULTS: list[dict[str, Any]] = [
@@ -234,12 +244,13 @@ CALL_KEYWORDS: list[dict[str, Any]] = [
 
 @pytest.mark.parametrize("defaults", BOUND_DEFAULTS)
 @pytest.mark.parametrize("call", CALL_KEYWORDS)
-def test_a_bound_key_is_the_key_of_what_litellm_receives(
+def test_a_bound_key_is_the_key_of_the_merged_request(
     defaults: dict[str, Any], call: dict[str, Any]
 ) -> None:
-    # Whatever the shortcut for bound defaults, the key must equal that of the merged request.
+    # Whatever the shortcut for bound defaults, the key must equal that of the merged request
+    # (without the provider hint the bound object adds: it follows from the model).
     bound = bind_completion("openai/m", **defaults)
-    received = bound._arguments(base(**call))  # pyright: ignore[reportPrivateUsage]
+    received = bound._arguments(base(**call), hint=False)  # pyright: ignore[reportPrivateUsage]
     del received["model"]
     expected = KeyMaker(None, "openai/m", None).key("completion", received)
     assert KeyMaker(bound, "openai/m", None).key("completion", base(**call)) == expected

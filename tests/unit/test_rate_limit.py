@@ -11,7 +11,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -357,6 +357,79 @@ def test_estimates_cover_prompt_max_tokens_and_choices() -> None:
     assert estimate_tokens({"input": ["hello world", "hi"]}, embed, 1024) == 3
     assert estimate_tokens({"input": [[1, 2, 3], [4]]}, embed, 1024) == 4
     assert used_tokens({"stream": True}, ModelResponse(usage=Usage(total_tokens=5))) is None
+
+
+class RefundOnRefusal(MemoryLimiterStore):
+    """Runs ``then`` right after it refuses a request: another call settling in that gap."""
+
+    def __init__(self, loop: VirtualClockLoop) -> None:
+        super().__init__(clock=loop.time)
+        self.then: Callable[[], None] | None = None
+
+    def acquire(self, key: str, limit: RateLimit, tokens: int) -> Any:
+        decision = super().acquire(key, limit, tokens)
+        if not decision.granted and self.then is not None:
+            then, self.then = self.then, None
+            then()
+        return decision
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_a_refund_between_a_refusal_and_joining_the_line_is_not_lost(sync: bool) -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        store = RefundOnRefusal(loop)
+        limiter = RateLimiter(RateLimit(tokens=100, period=1.0), store=store)
+        first = await limiter.aacquire(90)
+        store.then = lambda: limiter.settle(first, 10)  # 80 tokens come back, nobody waits
+        # Not a whole period for a wake-up that went to nobody (a thread's wait is timed by
+        # the real clock, an async one by the loop's virtual clock).
+        second = limiter.acquire(50) if sync else await limiter.aacquire(50)
+        assert second.waited < 0.5
+
+    run_virtual(main)
+
+
+class SlowStore:
+    """A LimiterStore over the memory store whose async answers take a network round trip."""
+
+    def __init__(self, loop: VirtualClockLoop) -> None:
+        self.inner = MemoryLimiterStore(clock=loop.time)
+
+    def acquire(self, key: str, limit: RateLimit, tokens: int) -> Any:
+        return self.inner.acquire(key, limit, tokens)
+
+    async def aacquire(self, key: str, limit: RateLimit, tokens: int) -> Any:
+        await asyncio.sleep(0.01)
+        return self.inner.acquire(key, limit, tokens)
+
+    def adjust(self, key: str, limit: RateLimit, segment: int, tokens: int) -> None:
+        self.inner.adjust(key, limit, segment, tokens)
+
+    async def aadjust(self, key: str, limit: RateLimit, segment: int, tokens: int) -> None:
+        self.inner.adjust(key, limit, segment, tokens)
+
+    def pause(self, key: str, seconds: float) -> None:
+        self.inner.pause(key, seconds)
+
+    async def apause(self, key: str, seconds: float) -> None:
+        self.inner.pause(key, seconds)
+
+
+def test_over_a_slow_store_a_later_small_request_does_not_overtake() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        limiter = RateLimiter(RateLimit(tokens=1000, period=1.0), store=SlowStore(loop))
+        await limiter.aacquire(600)
+        served: list[str] = []
+
+        async def ask(name: str, tokens: int, after: float) -> None:
+            await asyncio.sleep(after)
+            await limiter.aacquire(tokens)
+            served.append(name)
+
+        await asyncio.gather(ask("big, first", 800, 0.0), ask("small, later", 300, 0.002))
+        assert served == ["big, first", "small, later"]
+
+    run_virtual(main)
 
 
 class Charges(RateLimiter):

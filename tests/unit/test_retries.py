@@ -349,6 +349,19 @@ async def test_a_first_attempt_that_succeeds_counts_one(sync: bool, sleeps: list
     assert sleeps == []
 
 
+def test_an_interrupted_first_attempt_is_counted(sleeps: list[float]) -> None:
+    with call_scope() as info, pytest.raises(KeyboardInterrupt):
+        with_retries(SyncScript(KeyboardInterrupt()), QUICK)(messages=MESSAGES)
+    assert info.attempts == 1
+    assert sleeps == []
+
+
+async def test_a_cancelled_first_attempt_is_counted(sleeps: list[float]) -> None:
+    with call_scope() as info, pytest.raises(asyncio.CancelledError):
+        await with_retries(AsyncScript(asyncio.CancelledError()), QUICK)(messages=MESSAGES)
+    assert info.attempts == 1
+
+
 @pytest.mark.parametrize("sync", [False, True])
 async def test_a_later_error_is_not_chained_to_the_first_failure(
     sync: bool, sleeps: list[float]

@@ -182,7 +182,7 @@ class KeyMaker:
         self._defaults: dict[str, Any] | None = None
         bound = self._bound
         if bound is not None and not bound._extra:  # pyright: ignore[reportPrivateUsage]
-            defaults = bound._sent  # pyright: ignore[reportPrivateUsage]
+            defaults = bound._defaults  # pyright: ignore[reportPrivateUsage]
             self._defaults = {name: value for name, value in defaults.items() if _kept(name)}
 
     def key(self, kind: str, kwargs: dict[str, Any]) -> str:
@@ -216,7 +216,9 @@ class KeyMaker:
     def _arguments(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         if self._bound is not None:
             # The bound object's own merge, so the key sees what litellm will receive.
-            return self._bound._arguments(kwargs)  # pyright: ignore[reportPrivateUsage]
+            # Without the provider hint: it follows from the model, which is keyed anyway,
+            # so keys stay those of the request as the caller wrote it.
+            return self._bound._arguments(kwargs, hint=False)  # pyright: ignore[reportPrivateUsage]
         extra = kwargs.get(_EXTRA)
         if not isinstance(extra, Mapping):
             return kwargs

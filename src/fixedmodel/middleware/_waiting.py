@@ -97,11 +97,14 @@ Waiter: TypeAlias = ThreadWaiter | TaskWaiter
 class Line:
     """The waiters of one limiter, in arrival order; safe from any thread."""
 
-    __slots__ = ("_lock", "_waiters")
+    __slots__ = ("_lock", "_waiters", "nudges")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: deque[Waiter] = deque()
+        # Counts nudges, so that a caller refused before joining can tell that capacity came
+        # back in between (a nudge then found nobody to wake).
+        self.nudges = 0
 
     def join(self, waiter: Waiter) -> None:
         """Put ``waiter`` at the end of the line."""
@@ -128,6 +131,7 @@ class Line:
     def nudge(self) -> None:
         """Wake the first waiter: capacity came back before the time it sleeps until."""
         with self._lock:
+            self.nudges += 1
             if self._waiters:
                 self._wake_first()
 

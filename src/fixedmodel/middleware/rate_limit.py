@@ -179,13 +179,17 @@ class RateLimiter:
             is not a non-empty str.
     """
 
-    __slots__ = ("_key", "_limit", "_line", "_store")
+    __slots__ = ("_direct", "_key", "_limit", "_line", "_store")
 
     def __init__(
         self, limit: RateLimit, *, store: LimiterStore | None = None, key: str = "default"
     ) -> None:
         self._limit, self._store, self._key = _limiter_parts(limit, store, key)
         self._line = Line()
+        # A caller who finds the line empty may ask the store before joining it only when
+        # the store answers in microseconds (in process). Over a network round trip a later
+        # caller could overtake it, so with other stores everyone queues.
+        self._direct = isinstance(self._store, MemoryLimiterStore)
 
     @property
     def limit(self) -> RateLimit:
@@ -201,12 +205,15 @@ class RateLimiter:
         _check_tokens(tokens)
         started = time.monotonic()
         refused: Acquisition | None = None  # The store's last answer, not yet waited out.
-        if self._line.is_empty():  # Nobody to let go first: try without joining the line.
+        nudges = self._line.nudges
+        if self._direct and self._line.is_empty():  # Nobody to let go first: try at once.
             refused = self._store.acquire(self._key, self._limit, tokens)
             if refused.granted:
                 return Permit(tokens, refused.segment, time.monotonic() - started)
         waiter = ThreadWaiter()
         self._line.join(waiter)
+        if self._line.nudges != nudges:  # Capacity came back before this caller was in line.
+            refused = None
         try:
             while True:
                 if not self._line.is_first(waiter):
@@ -237,12 +244,15 @@ class RateLimiter:
         clock = asyncio.get_running_loop().time  # The waits are timed by the loop's clock.
         started = clock()
         refused: Acquisition | None = None  # The store's last answer, not yet waited out.
-        if self._line.is_empty():  # Nobody to let go first: try without joining the line.
+        nudges = self._line.nudges
+        if self._direct and self._line.is_empty():  # Nobody to let go first: try at once.
             refused = await self._store.aacquire(self._key, self._limit, tokens)
             if refused.granted:
                 return Permit(tokens, refused.segment, clock() - started)
         waiter = TaskWaiter()
         self._line.join(waiter)
+        if self._line.nudges != nudges:  # Capacity came back before this caller was in line.
+            refused = None
         try:
             while True:
                 if not self._line.is_first(waiter):

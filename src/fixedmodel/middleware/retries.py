@@ -286,6 +286,9 @@ class _AsyncRetries(_Retries):
             result = await self._call(**arguments)
         except Exception as error:
             failed = error  # Retried below, outside this handler: no chained "during handling".
+        except BaseException:  # Cancelled or interrupted: the attempt was made all the same.
+            info.attempts += 1
+            raise
         else:
             info.attempts += 1
             return result
@@ -328,6 +331,9 @@ class _SyncRetries(_Retries):
             result = self._call(**arguments)
         except Exception as error:
             failed = error  # Retried below, outside this handler: no chained "during handling".
+        except BaseException:  # Cancelled or interrupted: the attempt was made all the same.
+            info.attempts += 1
+            raise
         else:
             info.attempts += 1
             return result
