@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from typing_extensions import Self, Unpack
 
@@ -129,10 +129,10 @@ class _Bound:
         # What a call without extra_params on either side starts from.
         self._sent: dict[str, object] = {**self._hint, **params}
 
-    @staticmethod
-    def _aliases() -> Mapping[str, object]:
+    def _aliased(self) -> bool:
+        """Whether litellm's global ``model_alias_map`` renames this model (read per call)."""
         aliases: object = getattr(litellm_module(), "model_alias_map", None)
-        return cast("Mapping[str, object]", aliases) if isinstance(aliases, Mapping) else {}
+        return isinstance(aliases, dict) and self._model in aliases
 
     @property
     def model(self) -> str:
@@ -157,7 +157,7 @@ class _Bound:
             raise TypeError(msg)
         # A global model alias renames the model before litellm resolves its provider,
         # so the hint would no longer match: leave it out then.
-        hint = hint and bool(self._hint) and self._model not in self._aliases()
+        hint = hint and bool(self._hint) and not self._aliased()
         call_extra = kwargs.get(_EXTRA)
         if not self._extra and call_extra is None:
             arguments: dict[str, Any] = {**(self._sent if hint else self._defaults), **kwargs}
