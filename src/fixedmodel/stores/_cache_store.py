@@ -89,17 +89,15 @@ def encode_entry(kind: EntryKind, response: object) -> bytes:
         TypeError: ``response`` holds a value JSON cannot represent.
         ValueError: ``response`` contains a reference cycle.
     """
-    body = json.dumps(
-        {"kind": kind, "response": response}, separators=(",", ":"), ensure_ascii=False
-    )
-    return _HEADER + body.encode()
+    body = json.dumps(response, separators=(",", ":"), ensure_ascii=False)
+    return encode_json_entry(kind, body.encode())
 
 
 def encode_json_entry(kind: EntryKind, response_json: bytes) -> bytes:
     """:func:`encode_entry` for an answer already encoded as one JSON object (UTF-8).
 
-    The bytes decode exactly like those of :func:`encode_entry`; the answer is not parsed
-    again, so a fresh answer is stored for the cost of one serialization.
+    The one place that writes the entry layout; the answer is not parsed again, so a fresh
+    answer is stored for the cost of one serialization.
     """
     return b"".join((_HEADER, b'{"kind":"', kind.encode(), b'","response":', response_json, b"}"))
 
