@@ -66,7 +66,8 @@ def _check_extra(extra: object, where: str) -> dict[str, object]:
         if key == "model":
             msg = f"{_EXTRA} cannot set 'model' ({where}): the model is fixed at bind time"
             raise TypeError(msg)
-        checked[key] = value
+        if value is not None:
+            checked[key] = value
     return checked
 
 
@@ -117,7 +118,8 @@ class _Bound:
         if "model" in defaults:
             msg = f"{self._factory}() takes the model once, as its first argument"
             raise TypeError(msg)
-        params = dict(defaults)
+        # None means "not given", for defaults as for call keywords (see _arguments).
+        params = {name: value for name, value in defaults.items() if value is not None}
         self._extra = _check_extra(params.pop(_EXTRA, {}), f"{self._factory}() defaults")
         self._defaults = params
         # Resolved once: litellm is imported here, not at ``import fixedmodel``. The litellm
@@ -147,8 +149,15 @@ class _Bound:
     def _arguments(self, kwargs: dict[str, object], *, hint: bool = True) -> dict[str, Any]:
         """The keywords litellm receives for a call with ``kwargs``, ``model`` included.
 
+        A keyword given as ``None`` counts as not given: a bound default for it applies, and
+        without one litellm receives no such keyword (its own default applies, which for
+        every optional litellm parameter is what ``None`` means). ``extra_params`` items
+        follow the same rule.
+
         ``hint=False`` leaves out the provider hint: what the caller asked for, for keys.
         """
+        if any(value is None for value in kwargs.values()):
+            kwargs = {name: value for name, value in kwargs.items() if value is not None}
         if "model" in kwargs:
             msg = (
                 f"this callable is bound to model {self._model!r}; do not pass model= "

@@ -18,6 +18,7 @@ from fixedmodel import (
     bind_aembedding,
     bind_completion,
     bind_embedding,
+    with_retries,
     responses,
 )
 
@@ -303,3 +304,38 @@ def test_binding_never_resolves_a_provider_that_logs_in(monkeypatch: pytest.Monk
     assert asked == []
     bind_completion("openai/gpt-4o")
     assert asked == ["openai/gpt-4o", "openai/gpt-4o"]
+
+
+def test_none_at_call_time_means_not_given_so_the_bound_default_applies() -> None:
+    chat = bind_completion("openai/gpt-4o-mini", mock_response="from default")
+    forwarded: str | None = None  # an optional setting forwarded as real code does
+    assert responses.text(chat(messages=MESSAGES, mock_response=forwarded)) == "from default"
+    escaped = chat(messages=MESSAGES, extra_params={"mock_response": None})
+    assert responses.text(escaped) == "from default"
+
+
+def test_none_is_never_forwarded_to_litellm() -> None:
+    chat = bind_completion("openai/gpt-4o-mini", temperature=0.2, api_key="sk-bound", seed=None)
+    sent = chat._arguments({"messages": MESSAGES, "temperature": None, "api_key": None})
+    assert sent["temperature"] == 0.2
+    assert sent["api_key"] == "sk-bound"
+    assert "seed" not in sent
+    assert None not in sent.values()
+
+
+def test_layers_read_the_request_litellm_will_receive() -> None:
+    from fixedmodel.middleware._call import request_reader
+
+    bound = bind_completion("openai/gpt-4o-mini", stream=True, extra_params={"top_k": 3})
+    read = request_reader(with_retries(bound))
+    request = read({"messages": MESSAGES, "temperature": None})
+    assert request == {"messages": MESSAGES, "stream": True, "top_k": 3}
+
+    def fake(**kwargs: object) -> object:
+        return kwargs
+
+    read_fake = request_reader(fake)
+    assert read_fake({"messages": MESSAGES, "seed": None, "extra_params": {"top_k": 4}}) == {
+        "messages": MESSAGES,
+        "top_k": 4,
+    }

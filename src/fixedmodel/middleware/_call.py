@@ -8,12 +8,13 @@ wait, and the logging/metrics layers (outermost) read it when the call ends.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
+from fixedmodel._bind import BOUND_KINDS
 from fixedmodel._protocols import (
     AFixedModelCompletion,
     AFixedModelEmbedding,
@@ -125,3 +126,41 @@ def innermost(function: object) -> object:
     while isinstance(function, Wrapper):
         function = function._inner  # pyright: ignore[reportPrivateUsage]
     return function
+
+
+def _as_sent_by_fake(kwargs: dict[str, Any]) -> dict[str, Any]:
+    # Not over a bound object: apply the bound objects' rules (None is "not given", the
+    # escape hatch is flattened, an explicit keyword wins over extra_params).
+    merged = {n: v for n, v in kwargs.items() if v is not None and n != "extra_params"}
+    extra = kwargs.get("extra_params")
+    if isinstance(extra, Mapping):
+        for name, value in extra.items():  # pyright: ignore[reportUnknownVariableType]
+            if value is not None:
+                merged.setdefault(str(name), value)  # pyright: ignore[reportUnknownArgumentType]
+    return merged
+
+
+def request_reader(inner: object) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Return the function that tells what litellm will receive for a call's keywords.
+
+    Every layer decides from the request litellm will receive, not from the call's own
+    keywords: over a bound object that is its defaults and ``extra_params`` merged in, with
+    ``None`` meaning "not given" (a bound ``stream=True`` makes every call a stream). The
+    result has no ``model`` and no provider hint; it is read, never sent.
+    """
+    bottom = innermost(inner)
+    if isinstance(bottom, BOUND_KINDS):
+        arguments = bottom._arguments  # pyright: ignore[reportPrivateUsage]
+
+        def read(kwargs: dict[str, Any]) -> dict[str, Any]:
+            request = arguments(kwargs, hint=False)
+            del request["model"]
+            return request
+
+        return read
+    return _as_sent_by_fake
+
+
+def is_stream_request(request: Mapping[str, object]) -> bool:
+    """Whether litellm will stream the answer of ``request`` (see :func:`request_reader`)."""
+    return request.get("stream") is True
