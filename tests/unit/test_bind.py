@@ -18,8 +18,8 @@ from fixedmodel import (
     bind_aembedding,
     bind_completion,
     bind_embedding,
-    with_retries,
     responses,
+    with_retries,
 )
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
