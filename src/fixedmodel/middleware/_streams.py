@@ -1,0 +1,235 @@
+"""Learning how a stream ended, without re-wrapping litellm's ``CustomStreamWrapper``.
+
+A layer that must settle something when a stream ends (the limiter's token charge, the
+metrics' token counts, a budget) calls :func:`watch_stream` on the stream litellm returned.
+The stream stays litellm's own object: its class is switched to a subclass of
+``CustomStreamWrapper`` that reports the end to the watchers and behaves the same otherwise
+(``isinstance`` checks, attributes and methods are litellm's).
+
+A stream "ends" once, at the first of: iteration finished (``completed``), iteration raised
+(``error``), the caller closed it early, or the object was garbage-collected unfinished
+(abandoned). Usage is taken from the last chunk that carried one (OpenAI sends it in the last
+chunk when ``stream_options={"include_usage": True}``); it is ``None`` when the stream ended
+without reporting usage, and watchers then fall back to their estimate.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from fixedmodel._litellm import litellm_module
+
+if TYPE_CHECKING:
+    from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+
+__all__ = ["StreamEnd", "StreamUsage", "watch_stream"]
+
+
+@dataclass(frozen=True)
+class StreamUsage:
+    """Token usage a stream reported.
+
+    Attributes:
+        prompt_tokens: Input tokens.
+        completion_tokens: Output tokens.
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        """Input and output tokens together."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """How one stream ended, as told to its watchers.
+
+    Attributes:
+        usage: The usage the stream reported, or None when it reported none.
+        completed: The caller read the stream to its end.
+        error: The exception iteration raised, or None.
+        chunks: Chunks handed to the caller.
+        first_chunk_at: ``time.monotonic()`` when the first chunk reached the caller, or None.
+    """
+
+    usage: StreamUsage | None
+    completed: bool
+    error: BaseException | None
+    chunks: int
+    first_chunk_at: float | None
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _usage_of(chunk: object) -> StreamUsage | None:
+    usage: object = getattr(chunk, "usage", None)
+    if usage is None:
+        return None
+    prompt: object = getattr(usage, "prompt_tokens", None)
+    completion: object = getattr(usage, "completion_tokens", None)
+    if isinstance(usage, Mapping):
+        counts = cast("Mapping[str, object]", usage)
+        prompt = counts.get("prompt_tokens")
+        completion = counts.get("completion_tokens")
+    if prompt is None and completion is None:
+        return None
+    return StreamUsage(_int(prompt), _int(completion))
+
+
+class _Watch:
+    """The state one watched stream shares with its finalizer (which must not hold the stream)."""
+
+    __slots__ = (
+        "__weakref__",
+        "chunks",
+        "done",
+        "first_chunk_at",
+        "inside",
+        "lock",
+        "usage",
+        "watchers",
+    )
+
+    def __init__(self) -> None:
+        self.watchers: list[Callable[[StreamEnd], None]] = []
+        self.usage: StreamUsage | None = None
+        self.chunks = 0
+        self.first_chunk_at: float | None = None
+        self.done = False
+        # True while litellm's own __next__/__anext__ runs: it closes the stream itself at
+        # the end, which is not the caller closing it early.
+        self.inside = False
+        self.lock = threading.Lock()
+
+    def seen(self, chunk: object) -> None:
+        if self.chunks == 0:
+            self.first_chunk_at = time.monotonic()
+        self.chunks += 1
+        usage = _usage_of(chunk)
+        if usage is not None:
+            self.usage = usage
+
+    def end(self, *, completed: bool, error: BaseException | None) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.done = True
+            watchers = self.watchers
+            self.watchers = []
+        outcome = StreamEnd(self.usage, completed, error, self.chunks, self.first_chunk_at)
+        for watcher in watchers:
+            # A watcher's bug must not break the caller's stream; watchers are ours and are
+            # written not to raise.
+            watcher(outcome)
+
+
+def _abandoned(watch: _Watch) -> None:
+    watch.end(completed=False, error=None)
+
+
+_classes: dict[type[Any], type[Any]] = {}
+_classes_lock = threading.Lock()
+
+
+def _watched_class(base: type[Any]) -> type[Any]:
+    """The subclass of litellm's stream class that reports its end (made once per base)."""
+    with _classes_lock:
+        made = _classes.get(base)
+        if made is not None:
+            return made
+
+        class WatchedStream(base):  # type: ignore[misc]  # subclassing litellm's class, Any here
+            # No __slots__: the instance keeps the base's layout, so __class__ can be switched.
+            _fixedmodel_watch: _Watch
+
+            def __next__(self) -> Any:
+                watch = self._fixedmodel_watch
+                watch.inside = True
+                try:
+                    chunk = cast("object", super().__next__())  # pyright: ignore[reportUnknownMemberType]
+                except StopIteration:
+                    watch.end(completed=True, error=None)
+                    raise
+                except BaseException as error:
+                    watch.end(completed=False, error=error)
+                    raise
+                finally:
+                    watch.inside = False
+                watch.seen(chunk)
+                return chunk
+
+            async def __anext__(self) -> Any:
+                watch = self._fixedmodel_watch
+                watch.inside = True
+                try:
+                    chunk = cast("object", await super().__anext__())  # pyright: ignore[reportUnknownMemberType]
+                except StopAsyncIteration:
+                    watch.end(completed=True, error=None)
+                    raise
+                except BaseException as error:
+                    watch.end(completed=False, error=error)
+                    raise
+                finally:
+                    watch.inside = False
+                watch.seen(chunk)
+                return chunk
+
+            def close(self) -> Any:
+                if not self._fixedmodel_watch.inside:
+                    self._fixedmodel_watch.end(completed=False, error=None)
+                closer = getattr(super(), "close", None)
+                return closer() if closer is not None else None
+
+            async def aclose(self) -> Any:
+                if not self._fixedmodel_watch.inside:
+                    self._fixedmodel_watch.end(completed=False, error=None)
+                closer = getattr(super(), "aclose", None)
+                return (await closer()) if closer is not None else None
+
+        WatchedStream.__name__ = base.__name__
+        WatchedStream.__qualname__ = base.__qualname__
+        WatchedStream.__module__ = base.__module__
+        _classes[base] = WatchedStream
+        return WatchedStream
+
+
+def watch_stream(stream: CustomStreamWrapper, watcher: Callable[[StreamEnd], None]) -> None:
+    """Call ``watcher`` once when ``stream`` ends (see the module docstring).
+
+    Several layers may watch one stream; each is told once, in the order they started
+    watching. ``watcher`` runs in the thread that ended the stream (or in the garbage
+    collector, for an abandoned stream), so it must be quick, must not raise and must not
+    block; an async layer that needs to await schedules that work itself.
+
+    Args:
+        stream: The stream litellm returned (or one a cache replays).
+        watcher: Called with a :class:`StreamEnd`.
+    """
+    watch: _Watch | None = getattr(stream, "_fixedmodel_watch", None)
+    if watch is None:
+        base: type[Any] = type(stream)
+        if not issubclass(base, litellm_module().CustomStreamWrapper):
+            # Not litellm's stream (a hand-written fake): nothing to hook; tell the watcher
+            # now that nothing is known, so a charge is settled from its estimate.
+            watcher(StreamEnd(None, False, None, 0, None))
+            return
+        watch = _Watch()
+        stream._fixedmodel_watch = watch  # type: ignore[attr-defined]  # ours, on litellm's object
+        stream.__class__ = _watched_class(base)
+        weakref.finalize(stream, _abandoned, watch)
+    with watch.lock:
+        if not watch.done:
+            watch.watchers.append(watcher)
+            return
+    # Already ended (a stream read before a layer watched it): tell at once.
+    watcher(StreamEnd(watch.usage, False, None, watch.chunks, watch.first_chunk_at))
