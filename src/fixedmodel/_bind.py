@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from typing_extensions import Self, Unpack
 
+from fixedmodel._guard import check_request, is_blocking
 from fixedmodel._litellm import litellm_module
 from fixedmodel._params import CompletionParams, EmbeddingInput, EmbeddingParams, Messages
 from fixedmodel._protocols import (
@@ -181,6 +182,12 @@ class _Bound:
         arguments["model"] = self._model
         return arguments
 
+    def _checked(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """``arguments``, after the test switch that blocks real requests had its say."""
+        if is_blocking():
+            check_request(self._model, arguments)
+        return arguments
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(model={self._model!r}, defaults={list(self.default_names)!r})"
@@ -267,7 +274,7 @@ class BoundACompletion(_AsyncBound):
 
     async def __call__(self, **kwargs: Any) -> ModelResponse | CustomStreamWrapper:
         response: ModelResponse | CustomStreamWrapper = await self._function(
-            **self._arguments(kwargs)
+            **self._checked(self._arguments(kwargs))
         )
         return response
 
@@ -307,7 +314,9 @@ class BoundCompletion(_SyncBound):
     ) -> ModelResponse | CustomStreamWrapper: ...
 
     def __call__(self, **kwargs: Any) -> ModelResponse | CustomStreamWrapper:
-        response: ModelResponse | CustomStreamWrapper = self._function(**self._arguments(kwargs))
+        response: ModelResponse | CustomStreamWrapper = self._function(
+            **self._checked(self._arguments(kwargs))
+        )
         return response
 
 
@@ -322,7 +331,7 @@ class BoundAEmbedding(_AsyncBound):
         self, *, input: EmbeddingInput, **kwargs: Unpack[EmbeddingParams]
     ) -> EmbeddingResponse:
         response: EmbeddingResponse = await self._function(
-            **self._arguments({"input": input, **kwargs})
+            **self._checked(self._arguments({"input": input, **kwargs}))
         )
         return response
 
@@ -337,7 +346,9 @@ class BoundEmbedding(_SyncBound):
     def __call__(
         self, *, input: EmbeddingInput, **kwargs: Unpack[EmbeddingParams]
     ) -> EmbeddingResponse:
-        response: EmbeddingResponse = self._function(**self._arguments({"input": input, **kwargs}))
+        response: EmbeddingResponse = self._function(
+            **self._checked(self._arguments({"input": input, **kwargs}))
+        )
         return response
 
 

@@ -1,25 +1,17 @@
-"""The one loopback OpenAI-compatible server shared by the integration tests."""
+"""The one loopback OpenAI-compatible server shared by the integration tests.
+
+It is the one fixedmodel ships (``fixedmodel.testing``): the plugin's ``openai_server``
+fixture, under the short name these tests use.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.support.openai_server import OpenAIServer
-
-
-@pytest.fixture(scope="session")
-def _server_process_wide() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as server:
-        yield server
+from fixedmodel.testing.server import OpenAIServer
 
 
 @pytest.fixture
-def server(_server_process_wide: OpenAIServer) -> Iterator[OpenAIServer]:
+def server(openai_server: OpenAIServer) -> OpenAIServer:
     """The running server, with its recorded requests and faults cleared for this test."""
-    _server_process_wide.reset()
-    _server_process_wide.reply_text = "Hello from the loopback server."
-    _server_process_wide.latency = 0.0
-    yield _server_process_wide
-    _server_process_wide.reset()
+    return openai_server

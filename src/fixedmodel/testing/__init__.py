@@ -1,4 +1,11 @@
-"""Testing without a provider: scripted fakes of the four callable kinds.
+"""Testing without a provider: scripted fakes, a loopback server and a real-request switch.
+
+- Scripted fakes of the four callable kinds (:class:`FakeACompletion`, ...).
+- :class:`~fixedmodel.testing.server.OpenAIServer`, a loopback OpenAI-compatible server with
+  fault injection, in ``fixedmodel.testing.server`` (imports aiohttp, a litellm dependency).
+- :func:`blocking_real_requests`: bound objects refuse to reach a real provider.
+- A pytest plugin, loaded automatically: fixtures ``openai_server`` and ``no_real_requests``,
+  marker ``no_real_requests``, ini option ``fixedmodel_no_real_requests``.
 
 ``import fixedmodel.testing`` does not import litellm; the fakes import it when they build
 their first answer.
@@ -6,6 +13,12 @@ their first answer.
 
 from __future__ import annotations
 
+from fixedmodel._guard import (
+    RealRequestError as RealRequestError,
+)
+from fixedmodel._guard import (
+    blocking_real_requests as blocking_real_requests,
+)
 from fixedmodel.testing._fakes import (
     CompletionCall as CompletionCall,
 )
@@ -58,6 +71,8 @@ __all__ = [
     "FakeEmbedding",
     "FakeToolCall",
     "FakeUsage",
+    "RealRequestError",
     "Reply",
     "UnexpectedCallError",
+    "blocking_real_requests",
 ]

@@ -1,0 +1,423 @@
+"""A loopback OpenAI-compatible HTTP server, for tests of code that calls a model.
+
+The aiohttp app runs on a private event loop in a daemon thread, so one server serves sync
+tests, async tests on another loop and benchmark scripts alike. It records every request and
+injects faults queued with ``OpenAIServer.enqueue`` or drawn by ``OpenAIServer.random_faults``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import random
+import re
+import struct
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from aiohttp import web
+from typing_extensions import Self
+
+FaultKind = Literal["status", "delay", "drop", "malformed", "truncated_stream"]
+DEFAULT_REPLY = "Hello from the loopback server."
+_ERROR_KINDS: dict[int, tuple[str, str | None]] = {
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", None),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A failure injected into one request; build it with the class methods.
+
+    Attributes:
+        kind: What goes wrong: an HTTP error status, a delay before a normal answer, a dropped
+            connection, a 200 with invalid JSON, or a response cut off before its end.
+        status_code: HTTP status of ``"status"`` faults.
+        headers: Extra response headers of ``"status"`` faults, as ``(name, value)`` pairs.
+        message: Message of the OpenAI-style error body.
+        seconds: Sleep of ``"delay"`` faults before the normal answer.
+        chunks_before_close: Chunks that ``"truncated_stream"`` faults send before closing.
+    """
+
+    kind: FaultKind
+    status_code: int = 500
+    headers: tuple[tuple[str, str], ...] = ()
+    message: str = "Injected fault from the loopback server."
+    seconds: float = 0.0
+    chunks_before_close: int = 2
+
+    @classmethod
+    def status(
+        cls,
+        code: int,
+        *,
+        retry_after: float | None = None,
+        retry_after_ms: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        message: str | None = None,
+    ) -> Fault:
+        """Builds an HTTP error answer with an OpenAI-style JSON error body.
+
+        Args:
+            code: HTTP status code, e.g. 429 or 500.
+            retry_after: Seconds for a ``Retry-After`` header, if any.
+            retry_after_ms: Milliseconds for a ``retry-after-ms`` header, if any.
+            headers: Further response headers.
+            message: Error message; a generic one when omitted.
+        """
+        extra = dict(headers or {})
+        if retry_after is not None:
+            extra["Retry-After"] = f"{retry_after:g}"
+        if retry_after_ms is not None:
+            extra["retry-after-ms"] = str(retry_after_ms)
+        text = message or f"Injected HTTP {code} from the loopback server."
+        return cls("status", status_code=code, headers=tuple(extra.items()), message=text)
+
+    @classmethod
+    def delay(cls, seconds: float) -> Fault:
+        """Builds a fault that sleeps ``seconds`` and then answers normally."""
+        return cls("delay", seconds=seconds)
+
+    @classmethod
+    def drop(cls) -> Fault:
+        """Builds a fault that closes the connection without sending any response."""
+        return cls("drop")
+
+    @classmethod
+    def malformed(cls) -> Fault:
+        """Builds a fault that answers 200 with a body that is not valid JSON."""
+        return cls("malformed")
+
+    @classmethod
+    def truncated_stream(cls, chunks_before_close: int = 2) -> Fault:
+        """Builds a fault that sends part of the answer, then closes without ``[DONE]``."""
+        return cls("truncated_stream", chunks_before_close=chunks_before_close)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request received by the server.
+
+    Attributes:
+        method: HTTP method.
+        path: Request path, e.g. ``/v1/chat/completions``.
+        headers: Request headers with lower-case names.
+        body: Parsed JSON body; empty when absent or not a JSON object.
+        arrived_at: ``time.monotonic()`` at arrival.
+        fault: The fault applied to the request, if any.
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    arrived_at: float
+    fault: Fault | None = None
+
+
+def embedding_vector(text: str, dim: int = 8) -> list[float]:
+    """Returns the unit-length vector served for ``text``; its floats are exact float32."""
+    digest = hashlib.shake_256(text.encode("utf-8")).digest(2 * dim)
+    raw = [v / 32767.5 - 1.0 for v in struct.unpack(f"<{dim}H", digest)]
+    norm = sum(v * v for v in raw) ** 0.5 or 1.0
+    return list(struct.unpack(f"<{dim}f", struct.pack(f"<{dim}f", *(v / norm for v in raw))))
+
+
+def split_reply(text: str) -> list[str]:
+    """Splits ``text`` into the streamed pieces: words with their trailing whitespace."""
+    return [piece for piece in re.findall(r"\S*\s*", text) if piece]
+
+
+def _count_words(value: object) -> int:
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, Mapping):
+        mapping = cast("Mapping[object, object]", value)
+        return sum(_count_words(v) for k, v in mapping.items() if k in ("content", "text"))
+    if isinstance(value, list):
+        return sum(_count_words(v) for v in cast("list[object]", value))
+    return 0
+
+
+def _sse(payload: Mapping[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+class OpenAIServer:
+    """OpenAI-compatible server on ``127.0.0.1`` with request recording and fault injection.
+
+    Attributes:
+        reply_text: Assistant reply of chat completions.
+        usage_completion_tokens: Reported completion tokens; ``None`` counts reply words.
+        latency: Seconds slept before each answer, to simulate model time.
+        embedding_dim: Length of embedding vectors.
+        models: Model ids listed by ``GET /v1/models``.
+    """
+
+    def __init__(self, *, reply_text: str = DEFAULT_REPLY, embedding_dim: int = 8) -> None:
+        """Creates a stopped server with the given reply text and embedding dimension."""
+        self.reply_text = reply_text
+        self.usage_completion_tokens: int | None = None
+        self.latency = 0.0
+        self.embedding_dim = embedding_dim
+        self.models = ["test", "text-embedding-3-small"]
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._faults: deque[Fault] = deque()
+        self._rng = random.Random(0)
+        self._random: tuple[float, tuple[int, ...], float | None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+
+    def start(self) -> Self:
+        """Starts the server thread, returning itself once the socket listens."""
+        if self._thread is not None:
+            raise RuntimeError("server already started")
+        self._loop = loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, args=(loop,), daemon=True)
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._setup(), loop).result()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stops serving, closes every socket and joins the thread; does nothing if stopped."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        self._loop = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """TCP port of the listening socket (0 before the first start)."""
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """Base URL for OpenAI clients: ``http://127.0.0.1:PORT/v1``."""
+        if self._thread is None:
+            raise RuntimeError("server is not running")
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_forever()
+        loop.run_until_complete(self._teardown())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+
+    async def _setup(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post("/v1/embeddings", self._handle)
+        app.router.add_get("/v1/models", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0, backlog=2048).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+
+    async def _teardown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Snapshot of the recorded requests, oldest first (safe from any thread)."""
+        with self._lock:
+            return list(self._requests)
+
+    def request_count(self, path_suffix: str = "/chat/completions") -> int:
+        """Counts recorded requests whose path ends with ``path_suffix``."""
+        with self._lock:
+            return sum(1 for r in self._requests if r.path.endswith(path_suffix))
+
+    def enqueue(self, *faults: Fault) -> None:
+        """Queues faults; each later request, on any endpoint, consumes one in FIFO order."""
+        with self._lock:
+            self._faults.extend(faults)
+
+    def random_faults(
+        self,
+        rate: float = 0.2,
+        statuses: Sequence[int] = (429, 503),
+        seed: int = 1,
+        retry_after: float | None = None,
+    ) -> None:
+        """Fails a seeded random fraction of the requests that no queued fault serves.
+
+        Args:
+            rate: Probability in [0, 1] that a request fails.
+            statuses: HTTP statuses to pick from uniformly.
+            seed: Seed of the private random generator, for repeatable runs.
+            retry_after: Seconds for a ``Retry-After`` header on each failure, if any.
+        """
+        with self._lock:
+            self._rng = random.Random(seed)
+            self._random = (rate, tuple(statuses), retry_after) if statuses else None
+
+    def clear_faults(self) -> None:
+        """Drops queued faults and turns random faults off."""
+        with self._lock:
+            self._faults.clear()
+            self._random = None
+
+    def reset(self) -> None:
+        """Clears recorded requests and all faults."""
+        self.clear_faults()
+        with self._lock:
+            self._requests.clear()
+
+    def _record(self, request: web.Request, body: dict[str, Any]) -> Fault | None:
+        with self._lock:
+            fault = self._faults.popleft() if self._faults else None
+            if fault is None and self._random and self._rng.random() < self._random[0]:
+                code = self._rng.choice(self._random[1])
+                fault = Fault.status(code, retry_after=self._random[2])
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            now, method, path = time.monotonic(), request.method, request.path
+            self._requests.append(RecordedRequest(method, path, headers, body, now, fault))
+        return fault
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            parsed = json.loads(await request.read()) if request.can_read_body else None
+        except ValueError:
+            parsed = None
+        body = cast("dict[str, Any]", parsed) if isinstance(parsed, dict) else {}
+        fault = self._record(request, body)
+        if fault is not None and fault.kind != "delay":
+            return await self._fault_response(request, body, fault)
+        await asyncio.sleep((fault.seconds if fault else 0.0) + self.latency)
+        if request.path.endswith("/chat/completions"):
+            if body.get("stream"):
+                return await self._send(request, self._stream_events(body), truncate=False)
+            return web.json_response(self._completion(body))
+        if request.path.endswith("/embeddings"):
+            return web.json_response(self._embeddings(body))
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "me"} for m in self.models]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _fault_response(
+        self, request: web.Request, body: dict[str, Any], fault: Fault
+    ) -> web.StreamResponse:
+        if fault.kind == "status":
+            default = "server_error" if fault.status_code >= 500 else "invalid_request_error"
+            kind, code = _ERROR_KINDS.get(fault.status_code, (default, None))
+            error = {"message": fault.message, "type": kind, "param": None, "code": code}
+            headers = dict(fault.headers)
+            return web.json_response({"error": error}, status=fault.status_code, headers=headers)
+        if fault.kind == "malformed":
+            text = '{"id": "chatcmpl-malformed", "object": "chat.completion", "choices": [{'
+            return web.Response(text=text, content_type="application/json")
+        if fault.kind == "truncated_stream":
+            if request.path.endswith("/chat/completions") and body.get("stream"):
+                events = self._stream_events(body)[: len(split_reply(self.reply_text)) + 1]
+            else:  # Not streamed: send the first half of the JSON body, in 16-byte pieces.
+                raw = json.dumps(self._completion(body)).encode()
+                events = [raw[i : i + 16] for i in range(0, len(raw) // 2, 16)]
+            return await self._send(request, events[: fault.chunks_before_close], truncate=True)
+        # "drop": abort before any byte is written; aiohttp then fails to send the returned
+        # response and handles that as a client disconnect.
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response()
+
+    async def _send(
+        self, request: web.Request, events: Sequence[bytes], *, truncate: bool
+    ) -> web.StreamResponse:
+        sse = not events or events[0].startswith(b"data:")
+        response = web.StreamResponse()
+        response.content_type = "text/event-stream" if sse else "application/json"
+        await response.prepare(request)
+        for event in events:
+            await response.write(event)
+        if truncate and request.transport is not None:
+            request.transport.abort()  # No terminating chunk: the client sees a cut-off body.
+        else:
+            await response.write_eof()
+        return response
+
+    def _usage(self, body: dict[str, Any]) -> dict[str, int]:
+        prompt = max(1, _count_words(body.get("messages", [])))
+        done = self.usage_completion_tokens
+        done = len(self.reply_text.split()) if done is None else done
+        return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+
+    def _envelope(self, body: dict[str, Any], obj: str) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": obj,
+            "created": int(time.time()),
+            "model": str(body.get("model", "test")),
+            "system_fingerprint": None,
+        }
+
+    def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        message = {"role": "assistant", "content": self.reply_text, "refusal": None}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+        envelope = self._envelope(body, "chat.completion")
+        return {**envelope, "choices": [choice], "usage": self._usage(body)}
+
+    def _stream_events(self, body: dict[str, Any]) -> list[bytes]:
+        """SSE events: role, one chunk per reply piece, stop, optional usage, ``[DONE]``."""
+        base = self._envelope(body, "chat.completion.chunk")
+        pieces = ({"content": piece} for piece in split_reply(self.reply_text))
+        deltas = [{"role": "assistant", "content": ""}, *pieces, {}]  # {} carries the stop.
+        choices = [
+            [{"index": 0, "delta": d, "finish_reason": None if d else "stop"}] for d in deltas
+        ]
+        events = [_sse({**base, "choices": c}) for c in choices]
+        options: object = body.get("stream_options")
+        if isinstance(options, dict) and cast("dict[str, object]", options).get("include_usage"):
+            events.append(_sse({**base, "choices": [], "usage": self._usage(body)}))
+        return [*events, b"data: [DONE]\n\n"]
+
+    def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        given: object = body.get("input", "")
+        items: list[object] = cast("list[object]", given) if isinstance(given, list) else [given]
+        if isinstance(given, list) and all(type(x) is int for x in items):
+            items = [given]  # One pre-tokenised input.
+        texts = [x if isinstance(x, str) else json.dumps(x) for x in items]
+        data: list[dict[str, Any]] = []
+        for index, text in enumerate(texts):
+            vector: Any = embedding_vector(text, self.embedding_dim)
+            if body.get("encoding_format") == "base64":  # The openai SDK asks for this.
+                vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        tokens = max(1, sum(len(t.split()) for t in texts))
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        model = str(body.get("model", "text-embedding-3-small"))
+        return {"object": "list", "data": data, "model": model, "usage": usage}

@@ -1,0 +1,135 @@
+"""The pytest plugin of fixedmodel.testing, run in throwaway projects with pytester."""
+
+from __future__ import annotations
+
+import pytest
+
+from fixedmodel import bind_completion, responses
+from fixedmodel.testing import RealRequestError, blocking_real_requests
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
+
+# Every connection attempt of the inner test's process is recorded and refused, so a test can
+# show that the switch stops a call before it tries to connect.
+RECORD_CONNECTIONS = """
+import socket
+
+import pytest
+
+ATTEMPTS = []
+
+
+@pytest.fixture(autouse=True)
+def no_sockets(monkeypatch):
+    real_connect = socket.socket.connect
+
+    def connect(self, address):
+        if address[0] not in ("127.0.0.1", "::1", "localhost"):
+            ATTEMPTS.append(address)
+            raise OSError("connection attempted to " + repr(address))
+        return real_connect(self, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            ATTEMPTS.append(host)
+            raise OSError("name lookup attempted for " + repr(host))
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    real_getaddrinfo = socket.getaddrinfo
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield
+"""
+
+
+def test_the_server_fixture_answers_and_records(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from fixedmodel import bind_completion, responses
+
+        def test_through_the_fixture(openai_server):
+            openai_server.reply_text = "from the fixture"
+            chat = bind_completion("openai/test", api_base=openai_server.base_url, api_key="k")
+            with chat:
+                answer = chat(messages=[{"role": "user", "content": "Hi"}])
+            assert responses.text(answer) == "from the fixture"
+            assert openai_server.request_count() == 1
+            assert openai_server.requests[0].body["messages"][0]["content"] == "Hi"
+
+        def test_each_test_starts_clean(openai_server):
+            assert openai_server.request_count() == 0
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_the_marker_fails_a_real_request_without_any_connection_attempt(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(RECORD_CONNECTIONS)
+    pytester.makepyfile(
+        """
+        import pytest
+        from conftest import ATTEMPTS
+        from fixedmodel import bind_completion, responses
+        from fixedmodel.testing import RealRequestError
+
+        MESSAGES = [{"role": "user", "content": "Hi"}]
+
+        @pytest.mark.no_real_requests
+        def test_marked():
+            chat = bind_completion("openai/gpt-4o-mini", api_key="sk-not-real")
+            with pytest.raises(RealRequestError, match="would reach"):
+                chat(messages=MESSAGES)
+            assert ATTEMPTS == []
+
+        @pytest.mark.no_real_requests
+        def test_local_calls_still_work(openai_server):
+            mocked = bind_completion("openai/gpt-4o-mini", mock_response="mocked")
+            assert responses.text(mocked(messages=MESSAGES)) == "mocked"
+            local = bind_completion("openai/test", api_base=openai_server.base_url, api_key="k")
+            assert responses.text(local(messages=MESSAGES))
+            assert ATTEMPTS == []
+
+        def test_with_the_fixture(no_real_requests):
+            chat = bind_completion("anthropic/claude-3-5-haiku-latest", api_key="x")
+            with pytest.raises(RealRequestError):
+                chat(messages=MESSAGES)
+            assert ATTEMPTS == []
+
+        def test_unmarked_tests_are_not_blocked():
+            chat = bind_completion("openai/gpt-4o-mini", api_key="sk-not-real", max_retries=0)
+            with pytest.raises(Exception) as caught:
+                chat(messages=MESSAGES)
+            assert not isinstance(caught.value, RealRequestError)
+            assert ATTEMPTS  # the call really tried to go out (and was refused here)
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=4)
+
+
+def test_the_ini_option_blocks_every_test(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nfixedmodel_no_real_requests = true\n")
+    pytester.makepyfile(
+        """
+        import pytest
+        from fixedmodel import bind_completion
+        from fixedmodel.testing import RealRequestError
+
+        def test_blocked():
+            chat = bind_completion("openai/gpt-4o-mini", api_base="https://api.openai.com/v1")
+            with pytest.raises(RealRequestError, match="api.openai.com"):
+                chat(messages=[{"role": "user", "content": "Hi"}])
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_the_switch_reads_the_environment_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    chat = bind_completion("openai/gpt-4o-mini", api_key="k", max_retries=0, timeout=0.5)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://10.1.2.3/v1")
+    with blocking_real_requests(), pytest.raises(RealRequestError, match=r"10\.1\.2\.3"):
+        chat(messages=MESSAGES)
+    mocked = bind_completion("openai/gpt-4o-mini", mock_response="fine")
+    with blocking_real_requests():
+        assert responses.text(mocked(messages=MESSAGES)) == "fine"
