@@ -104,6 +104,9 @@ from fixedmodel.middleware.retries import (
 from fixedmodel.middleware.retries import (
     with_retries as with_retries,
 )
+from fixedmodel.middleware.tracing import (
+    with_tracing as with_tracing,
+)
 from fixedmodel.responses import ResponseContentError as ResponseContentError
 from fixedmodel.stores._cache_store import CacheStore as CacheStore
 from fixedmodel.stores._limiter_store import LimiterStore as LimiterStore
@@ -170,6 +173,7 @@ __all__ = [
     "with_metrics",
     "with_rate_limit",
     "with_retries",
+    "with_tracing",
 ]
 
 _LAZY_TYPES = {

@@ -12,7 +12,7 @@ from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, cast
 
 from fixedmodel._bind import BOUND_KINDS
 from fixedmodel._protocols import (
@@ -149,6 +149,10 @@ def request_reader(inner: object) -> Callable[[dict[str, Any]], dict[str, Any]]:
     result has no ``model`` and no provider hint; it is read, never sent.
     """
     bottom = innermost(inner)
+    # The scripted fakes of fixedmodel.testing merge their defaults the same way.
+    merge: object = getattr(bottom, "_fixedmodel_request", None)
+    if callable(merge):
+        return cast("Callable[[dict[str, Any]], dict[str, Any]]", merge)
     if isinstance(bottom, BOUND_KINDS):
         arguments = bottom._arguments  # pyright: ignore[reportPrivateUsage]
 

@@ -149,6 +149,10 @@ class _Fake(Generic[_Entry, _Call]):
             raise TypeError(msg)
         return _merged(self._defaults, kwargs)
 
+    def _fixedmodel_request(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """What a bound object would send for ``kwargs``: read by the middleware layers."""
+        return _merged(self._defaults, kwargs)
+
     def _next(self, call: _Call, request: Mapping[str, object]) -> _Entry:
         with self._lock:
             self.calls.append(call)

@@ -1,0 +1,624 @@
+"""OpenTelemetry traces and metrics for all four callable kinds, by the GenAI conventions.
+
+``with_tracing`` makes one CLIENT span per call and records the GenAI client metrics, with
+the names and attributes of the OpenTelemetry semantic conventions for generative AI,
+v1.41.0 (status "Development"; since May 2026 maintained in the
+open-telemetry/semantic-conventions-genai repository):
+
+- span ``{gen_ai.operation.name} {gen_ai.request.model}``, kind CLIENT, with
+  ``gen_ai.operation.name`` (``chat`` or ``embeddings``), ``gen_ai.provider.name``,
+  ``gen_ai.request.*`` (model, max_tokens, temperature, top_p, top_k, seed,
+  frequency_penalty, presence_penalty, stop_sequences, choice.count, encoding_formats),
+  ``gen_ai.embeddings.dimension.count``, ``gen_ai.output.type``, ``server.address`` and
+  ``server.port``; from the answer ``gen_ai.response.{id,model,finish_reasons}``,
+  ``gen_ai.usage.{input_tokens,output_tokens}`` and, for streams,
+  ``gen_ai.response.time_to_first_chunk``; on failure ``error.type`` and an ERROR status;
+- metrics ``gen_ai.client.operation.duration`` (s), ``gen_ai.client.token.usage``
+  ({token}, with ``gen_ai.token.type``) and, for streams,
+  ``gen_ai.client.operation.time_to_first_chunk`` (s).
+
+What the other layers found is added as ``fixedmodel.attempts``, ``fixedmodel.cache_hit``
+and ``fixedmodel.rate_limit.wait`` (s). Message content is recorded only with
+``capture_content=True``, as ``gen_ai.input.messages`` and ``gen_ai.output.messages`` (JSON),
+with any credential value of the request replaced by ``[REDACTED]``; credentials themselves
+are never recorded.
+
+A stream's span ends when the stream ends: read to its end, failed, closed early, or
+garbage-collected unread.
+
+Needs the ``otel`` extra (``pip install 'fixedmodel[otel]'``, the OpenTelemetry API only);
+without it ``import fixedmodel`` and every other layer work as before, and only
+``with_tracing`` raises.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast, overload
+from urllib.parse import urlsplit
+
+from fixedmodel._secrets import is_secret
+from fixedmodel.middleware._call import (
+    CallInfo,
+    ModelCallable,
+    Wrapper,
+    check_callable,
+    is_async_callable,
+    is_stream_request,
+    join_call,
+    leave_call,
+    request_kind,
+    request_reader,
+)
+from fixedmodel.middleware._streams import StreamEnd, watch_stream
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import Histogram, MeterProvider
+    from opentelemetry.trace import Span, Tracer, TracerProvider
+
+    from fixedmodel._protocols import (
+        AFixedModelCompletion,
+        AFixedModelEmbedding,
+        FixedModelCompletion,
+        FixedModelEmbedding,
+    )
+
+__all__ = ["with_tracing"]
+
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.0"
+
+# gen_ai.provider.name well-known values for litellm's provider prefixes (conventions v1.41.0);
+# any other provider is named by its litellm prefix.
+_PROVIDER_NAMES = {
+    "openai": "openai",
+    "text-completion-openai": "openai",
+    "azure": "azure.ai.openai",
+    "azure_text": "azure.ai.openai",
+    "azure_ai": "azure.ai.inference",
+    "anthropic": "anthropic",
+    "bedrock": "aws.bedrock",
+    "sagemaker": "aws.sagemaker",
+    "vertex_ai": "gcp.vertex_ai",
+    "vertex_ai_beta": "gcp.vertex_ai",
+    "gemini": "gcp.gemini",
+    "cohere": "cohere",
+    "cohere_chat": "cohere",
+    "mistral": "mistral_ai",
+    "groq": "groq",
+    "deepseek": "deepseek",
+    "xai": "x_ai",
+    "perplexity": "perplexity",
+    "watsonx": "ibm.watsonx.ai",
+}
+
+# Request keywords copied to span attributes, by attribute name.
+_REQUEST_ATTRIBUTES = {
+    "temperature": "gen_ai.request.temperature",
+    "top_p": "gen_ai.request.top_p",
+    "top_k": "gen_ai.request.top_k",
+    "seed": "gen_ai.request.seed",
+    "frequency_penalty": "gen_ai.request.frequency_penalty",
+    "presence_penalty": "gen_ai.request.presence_penalty",
+    "dimensions": "gen_ai.embeddings.dimension.count",
+}
+
+# Advised bucket boundaries of the two histograms (conventions v1.41.0).
+_DURATION_BUCKETS = tuple(0.01 * 2**power for power in range(14))  # 0.01 s to 81.92 s
+_TOKEN_BUCKETS = tuple(float(4**power) for power in range(14))
+
+_REDACTED = "[REDACTED]"
+
+
+def _otel() -> tuple[Any, Any]:
+    """The OpenTelemetry API's ``trace`` and ``metrics`` modules (Any: imported lazily)."""
+    try:
+        from opentelemetry import metrics, trace
+    except ImportError as exc:
+        msg = "with_tracing() needs the OpenTelemetry API: pip install 'fixedmodel[otel]'"
+        raise ImportError(msg) from exc
+    return trace, metrics
+
+
+def provider_name(model: str | None) -> str:
+    """The ``gen_ai.provider.name`` of a litellm model name (its provider prefix)."""
+    if model is None:
+        return "unknown"
+    prefix = model.split("/", 1)[0] if "/" in model else "openai"
+    return _PROVIDER_NAMES.get(prefix, prefix)
+
+
+def _server(request: Mapping[str, object]) -> dict[str, Any]:
+    base: object = request.get("api_base") or request.get("base_url")
+    if not isinstance(base, str):
+        return {}
+    try:
+        parts = urlsplit(base)
+        port = parts.port
+    except ValueError:
+        return {}
+    found: dict[str, Any] = {}
+    if parts.hostname:
+        found["server.address"] = parts.hostname
+        if port is not None:
+            found["server.port"] = port
+    return found
+
+
+def _output_type(request: Mapping[str, object]) -> str | None:
+    response_format = request.get("response_format")
+    if response_format is None:
+        return None
+    if isinstance(response_format, Mapping):
+        kind = _field(cast("object", response_format), "type")
+        return "json" if kind in ("json_object", "json_schema") else "text"
+    return "json"  # a pydantic model class
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def request_attributes(
+    model: str | None, kind: str, request: Mapping[str, object]
+) -> dict[str, Any]:
+    """The span attributes known before the call (no content, no credential)."""
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat" if kind == "completion" else "embeddings",
+        "gen_ai.provider.name": provider_name(model),
+    }
+    if model is not None:
+        attributes["gen_ai.request.model"] = model
+    for name, attribute in _REQUEST_ATTRIBUTES.items():
+        value = request.get(name)
+        if _number(value):
+            attributes[attribute] = value
+    max_tokens = request.get("max_completion_tokens", request.get("max_tokens"))
+    if _number(max_tokens):
+        attributes["gen_ai.request.max_tokens"] = max_tokens
+    n = request.get("n")
+    if _number(n) and n != 1:
+        attributes["gen_ai.request.choice.count"] = n
+    stop = request.get("stop")
+    if isinstance(stop, str):
+        attributes["gen_ai.request.stop_sequences"] = (stop,)
+    elif isinstance(stop, Sequence):
+        items: Sequence[object] = stop  # pyright: ignore[reportUnknownVariableType]
+        attributes["gen_ai.request.stop_sequences"] = tuple(str(item) for item in items)
+    encoding = request.get("encoding_format")
+    if isinstance(encoding, str):
+        attributes["gen_ai.request.encoding_formats"] = (encoding,)
+    output = _output_type(request)
+    if output is not None:
+        attributes["gen_ai.output.type"] = output
+    attributes.update(_server(request))
+    return attributes
+
+
+def _field(item: object, name: str) -> object:
+    if isinstance(item, Mapping):
+        return cast("Mapping[object, object]", item).get(name)
+    return getattr(item, name, None)
+
+
+def _items(value: object) -> list[object] | None:
+    """The items of a list-like value (not a str), or None."""
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return list(cast("Sequence[object]", value))
+    return None
+
+
+def response_attributes(result: object) -> dict[str, Any]:
+    """The span attributes a ``ModelResponse``/``EmbeddingResponse`` carries."""
+    attributes: dict[str, Any] = {}
+    response_id = _field(result, "id")
+    if isinstance(response_id, str) and response_id:
+        attributes["gen_ai.response.id"] = response_id
+    response_model = _field(result, "model")
+    if isinstance(response_model, str) and response_model:
+        attributes["gen_ai.response.model"] = response_model
+    choices = _field(result, "choices")
+    if isinstance(choices, Sequence):
+        listed: Sequence[object] = choices  # pyright: ignore[reportUnknownVariableType]
+        reasons = [_field(choice, "finish_reason") for choice in listed]
+        attributes["gen_ai.response.finish_reasons"] = tuple(
+            reason for reason in reasons if isinstance(reason, str)
+        )
+    usage = _field(result, "usage")
+    if usage is not None:
+        prompt = _field(usage, "prompt_tokens")
+        completion = _field(usage, "completion_tokens")
+        if isinstance(prompt, int):
+            attributes["gen_ai.usage.input_tokens"] = prompt
+        if isinstance(completion, int) and _field(result, "data") is None:
+            attributes["gen_ai.usage.output_tokens"] = completion
+    return attributes
+
+
+def _secret_values(request: Mapping[str, object]) -> list[str]:
+    found: list[str] = []
+    for name, value in request.items():
+        if isinstance(value, str) and value and is_secret(name):
+            found.append(value)
+        elif name in ("extra_headers", "headers") and isinstance(value, Mapping):
+            headers: Mapping[object, object] = value  # pyright: ignore[reportUnknownVariableType]
+            found.extend(
+                str(item)
+                for key, item in headers.items()
+                if isinstance(key, str) and is_secret(key) and item
+            )
+    return found
+
+
+def _parts(content: object) -> list[dict[str, object]]:
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    items = _items(content)
+    if items is not None:
+        parts: list[dict[str, object]] = []
+        for part in items:
+            text = _field(part, "text")
+            if isinstance(text, str):
+                parts.append({"type": "text", "content": text})
+            else:
+                parts.append({"type": str(_field(part, "type") or "unknown")})
+        return parts
+    return []
+
+
+def _redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, _REDACTED)
+    return text
+
+
+def input_messages(request: Mapping[str, object]) -> str | None:
+    """``gen_ai.input.messages``: the request's messages (or embedding input) as JSON."""
+    messages = request.get("messages")
+    if isinstance(messages, Sequence) and not isinstance(messages, str):
+        listed: Sequence[object] = messages  # pyright: ignore[reportUnknownVariableType]
+        rendered = [
+            {"role": str(_field(message, "role")), "parts": _parts(_field(message, "content"))}
+            for message in listed
+        ]
+    elif "input" in request:
+        rendered = [{"role": "user", "parts": _parts(request.get("input"))}]
+    else:
+        return None
+    return _redact(json.dumps(rendered, default=str), _secret_values(request))
+
+
+def output_messages(result: object, request: Mapping[str, object]) -> str | None:
+    """``gen_ai.output.messages``: the answer's choices as JSON (None for embeddings)."""
+    choices = _field(result, "choices")
+    if not isinstance(choices, Sequence):
+        return None
+    listed: Sequence[object] = choices  # pyright: ignore[reportUnknownVariableType]
+    rendered: list[dict[str, object]] = []
+    for choice in listed:
+        message = _field(choice, "message")
+        parts = _parts(_field(message, "content"))
+        for call in _items(_field(message, "tool_calls")) or ():
+            function = _field(call, "function")
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": _field(call, "id"),
+                    "name": _field(function, "name"),
+                    "arguments": _field(function, "arguments"),
+                }
+            )
+        rendered.append(
+            {
+                "role": "assistant",
+                "parts": parts,
+                "finish_reason": _field(choice, "finish_reason"),
+            }
+        )
+    return _redact(json.dumps(rendered, default=str), _secret_values(request))
+
+
+class _Instruments:
+    """The tracer and the three histograms of one ``with_tracing`` wrapper."""
+
+    __slots__ = ("duration", "first_chunk", "status_error", "tokens", "tracer", "use_span")
+
+    def __init__(
+        self, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
+    ) -> None:
+        trace, metrics = _otel()
+        from fixedmodel import __name__ as package
+
+        self.tracer: Tracer = trace.get_tracer(
+            package, tracer_provider=tracer_provider, schema_url=SCHEMA_URL
+        )
+        self.use_span: Callable[..., Any] = trace.use_span
+        self.status_error: Any = trace.Status(trace.StatusCode.ERROR)
+        meter = metrics.get_meter(package, meter_provider=meter_provider, schema_url=SCHEMA_URL)
+        self.duration: Histogram = self._histogram(
+            meter,
+            "gen_ai.client.operation.duration",
+            "s",
+            "GenAI operation duration.",
+            _DURATION_BUCKETS,
+        )
+        self.tokens: Histogram = self._histogram(
+            meter,
+            "gen_ai.client.token.usage",
+            "{token}",
+            "Number of input and output tokens used.",
+            _TOKEN_BUCKETS,
+        )
+        self.first_chunk: Histogram = self._histogram(
+            meter,
+            "gen_ai.client.operation.time_to_first_chunk",
+            "s",
+            "Time to receive the first chunk of a streamed answer.",
+            _DURATION_BUCKETS,
+        )
+
+    @staticmethod
+    def _histogram(
+        meter: Any, name: str, unit: str, description: str, buckets: Sequence[float]
+    ) -> Histogram:
+        try:
+            histogram: Histogram = meter.create_histogram(
+                name,
+                unit=unit,
+                description=description,
+                explicit_bucket_boundaries_advisory=list(buckets),
+            )
+        except TypeError:  # an API older than 1.23 takes no advisory
+            histogram = meter.create_histogram(name, unit=unit, description=description)
+        return histogram
+
+
+def _layers(info: CallInfo) -> dict[str, Any]:
+    return {
+        "fixedmodel.attempts": info.attempts or (0 if info.cache_hit else 1),
+        "fixedmodel.cache_hit": info.cache_hit,
+        "fixedmodel.rate_limit.wait": info.rate_limit_wait,
+    }
+
+
+def _metric_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    keep = (
+        "gen_ai.operation.name",
+        "gen_ai.provider.name",
+        "gen_ai.request.model",
+        "gen_ai.response.model",
+        "server.address",
+        "server.port",
+        "error.type",
+    )
+    return {name: attributes[name] for name in keep if name in attributes}
+
+
+class _Traced(Wrapper):
+    """What the sync and async traced callables share: starting and ending spans."""
+
+    __slots__ = ("_call", "_capture", "_instruments", "_read")
+
+    def __init__(
+        self,
+        inner: ModelCallable,
+        instruments: _Instruments,
+        capture_content: bool,
+    ) -> None:
+        super().__init__(inner)
+        self._call: Callable[..., Any] = inner  # litellm boundary: results typed by overloads
+        self._instruments = instruments
+        self._capture = capture_content
+        self._read = request_reader(inner)
+
+    def _start(self, kwargs: dict[str, Any]) -> tuple[Span, dict[str, Any], dict[str, Any]]:
+        request = self._read(kwargs)
+        model = self.model
+        attributes = request_attributes(model, request_kind(request), request)
+        if self._capture:
+            rendered = input_messages(request)
+            if rendered is not None:
+                attributes["gen_ai.input.messages"] = rendered
+        operation = attributes["gen_ai.operation.name"]
+        name = f"{operation} {model}" if model is not None else operation
+        from opentelemetry.trace import SpanKind
+
+        span = self._instruments.tracer.start_span(
+            name, kind=SpanKind.CLIENT, attributes=attributes
+        )
+        return span, attributes, request
+
+    def _failed(
+        self, span: Span, attributes: dict[str, Any], error: BaseException, started: float
+    ) -> None:
+        error_type = type(error).__qualname__
+        span.set_attribute("error.type", error_type)
+        status = getattr(error, "status_code", None)
+        description = f"{error_type} (HTTP {status})" if isinstance(status, int) else error_type
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_status(Status(StatusCode.ERROR, description))
+        span.end()
+        measured = _metric_attributes({**attributes, "error.type": error_type})
+        self._instruments.duration.record(time.monotonic() - started, measured)
+
+    def _succeeded(
+        self,
+        span: Span,
+        attributes: dict[str, Any],
+        request: Mapping[str, object],
+        info: CallInfo,
+        result: object,
+        started: float,
+    ) -> None:
+        found = response_attributes(result)
+        found.update(_layers(info))
+        if self._capture:
+            rendered = output_messages(result, request)
+            if rendered is not None:
+                found["gen_ai.output.messages"] = rendered
+        span.set_attributes(found)
+        span.end()
+        self._measure({**attributes, **found}, started, info)
+
+    def _measure(self, attributes: Mapping[str, Any], started: float, info: CallInfo) -> None:
+        measured = _metric_attributes(attributes)
+        self._instruments.duration.record(time.monotonic() - started, measured)
+        if info.cache_hit:
+            return  # a hit spends no tokens: they were counted when the answer was made
+        for attribute, token_type in (
+            ("gen_ai.usage.input_tokens", "input"),
+            ("gen_ai.usage.output_tokens", "output"),
+        ):
+            count = attributes.get(attribute)
+            if isinstance(count, int):
+                self._instruments.tokens.record(
+                    count, {**measured, "gen_ai.token.type": token_type}
+                )
+
+    def _streamed(
+        self,
+        span: Span,
+        attributes: dict[str, Any],
+        info: CallInfo,
+        stream: Any,
+        started: float,
+    ) -> None:
+        def ended(end: StreamEnd) -> None:
+            found: dict[str, Any] = _layers(info)
+            response_model: object = getattr(stream, "model", None)
+            if isinstance(response_model, str) and response_model:
+                found["gen_ai.response.model"] = response_model
+            if end.usage is not None:
+                found["gen_ai.usage.input_tokens"] = end.usage.prompt_tokens
+                found["gen_ai.usage.output_tokens"] = end.usage.completion_tokens
+            if end.first_chunk_at is not None:
+                first = max(0.0, end.first_chunk_at - started)
+                found["gen_ai.response.time_to_first_chunk"] = first
+            span.set_attributes(found)
+            if end.error is not None:
+                self._failed(span, attributes, end.error, started)
+                return
+            if not end.completed:
+                span.add_event("fixedmodel.stream.abandoned", {"fixedmodel.chunks": end.chunks})
+            span.end()
+            everything = {**attributes, **found}
+            self._measure(everything, started, info)
+            if end.first_chunk_at is not None:
+                self._instruments.first_chunk.record(
+                    found["gen_ai.response.time_to_first_chunk"], _metric_attributes(everything)
+                )
+
+        watch_stream(stream, ended)
+
+
+class _AsyncTraced(_Traced):
+    __slots__ = ()
+
+    async def __call__(self, **kwargs: Any) -> Any:
+        span, attributes, request = self._start(kwargs)
+        info, opened = join_call()
+        started = time.monotonic()
+        try:
+            with self._instruments.use_span(span, end_on_exit=False):
+                result = await self._call(**kwargs)
+        except BaseException as error:
+            leave_call(opened)
+            self._failed(span, attributes, error, started)
+            raise
+        leave_call(opened)
+        if is_stream_request(request):
+            self._streamed(span, attributes, info, result, started)
+        else:
+            self._succeeded(span, attributes, request, info, result, started)
+        return result
+
+
+class _SyncTraced(_Traced):
+    __slots__ = ()
+
+    def __call__(self, **kwargs: Any) -> Any:
+        span, attributes, request = self._start(kwargs)
+        info, opened = join_call()
+        started = time.monotonic()
+        try:
+            with self._instruments.use_span(span, end_on_exit=False):
+                result = self._call(**kwargs)
+        except BaseException as error:
+            leave_call(opened)
+            self._failed(span, attributes, error, started)
+            raise
+        leave_call(opened)
+        if is_stream_request(request):
+            self._streamed(span, attributes, info, result, started)
+        else:
+            self._succeeded(span, attributes, request, info, result, started)
+        return result
+
+
+@overload
+def with_tracing(
+    fn: AFixedModelCompletion,
+    *,
+    tracer_provider: TracerProvider | None = ...,
+    meter_provider: MeterProvider | None = ...,
+    capture_content: bool = ...,
+) -> AFixedModelCompletion: ...
+@overload
+def with_tracing(
+    fn: FixedModelCompletion,
+    *,
+    tracer_provider: TracerProvider | None = ...,
+    meter_provider: MeterProvider | None = ...,
+    capture_content: bool = ...,
+) -> FixedModelCompletion: ...
+@overload
+def with_tracing(
+    fn: AFixedModelEmbedding,
+    *,
+    tracer_provider: TracerProvider | None = ...,
+    meter_provider: MeterProvider | None = ...,
+    capture_content: bool = ...,
+) -> AFixedModelEmbedding: ...
+@overload
+def with_tracing(
+    fn: FixedModelEmbedding,
+    *,
+    tracer_provider: TracerProvider | None = ...,
+    meter_provider: MeterProvider | None = ...,
+    capture_content: bool = ...,
+) -> FixedModelEmbedding: ...
+def with_tracing(
+    fn: ModelCallable,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    capture_content: bool = False,
+) -> ModelCallable:
+    """Trace every call of ``fn`` with OpenTelemetry (see the module docstring).
+
+    Args:
+        fn: A callable of one of the four kinds.
+        tracer_provider: Where spans go; the global one (``trace.set_tracer_provider``) when
+            None, which is a no-op until an SDK is configured.
+        meter_provider: Where metrics go; the global one when None.
+        capture_content: Record message content (input and output) on the span, with the
+            request's credential values redacted. Off by default: prompts and answers often
+            hold personal data.
+
+    Returns:
+        A callable of the same kind.
+
+    Raises:
+        ImportError: The OpenTelemetry API is not installed (``fixedmodel[otel]``).
+        TypeError: ``fn`` is not callable, or ``capture_content`` is not a bool.
+    """
+    check_callable(fn, "with_tracing")
+    if not isinstance(cast("object", capture_content), bool):
+        msg = f"with_tracing(capture_content=) must be a bool, got {type(capture_content).__name__}"
+        raise TypeError(msg)
+    instruments = _Instruments(tracer_provider, meter_provider)
+    if is_async_callable(fn):
+        return _AsyncTraced(fn, instruments, capture_content)
+    return _SyncTraced(fn, instruments, capture_content)
