@@ -38,6 +38,7 @@ from benchmarks import (
     overhead,
     redis_limiter,
     stack,
+    tracing,
 )
 from benchmarks._report import Check, RunConfig, SectionResult, render_report, render_section
 from benchmarks._stats import load_average
@@ -53,6 +54,7 @@ SECTIONS: dict[str, Section] = {
     "stack": stack.run,
     "cache-hit": cache_hit.run,
     "memory": memory.run,
+    "tracing": tracing.run,
 }
 """The sections, by the name ``--only`` takes, in the order they run."""
 
