@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fixedmodel import bind_completion, responses
@@ -13,6 +15,8 @@ MESSAGES = [{"role": "user", "content": "Hi"}]
 # show that the switch stops a call before it tries to connect.
 RECORD_CONNECTIONS = """
 import socket
+
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +137,10 @@ def test_the_switch_reads_the_environment_base_url(monkeypatch: pytest.MonkeyPat
     mocked = bind_completion("openai/gpt-4o-mini", mock_response="fine")
     with blocking_real_requests():
         assert responses.text(mocked(messages=MESSAGES)) == "fine"
+
+
+def test_the_documented_example_tests_pass(pytester: pytest.Pytester) -> None:
+    example = Path(__file__).parents[2] / "examples" / "pytest" / "test_app.py"
+    pytester.makepyfile(test_app=example.read_text())
+    pytester.makeini("[pytest]\nasyncio_mode = auto\n")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)

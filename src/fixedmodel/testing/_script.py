@@ -348,7 +348,13 @@ def build_stream(
         model=model,
         user=None,
         optional_params={"stream_options": options} if options is not None else {},
-        litellm_params={"custom_llm_provider": "openai"},
+        # Zero prices: litellm then prices the answer without looking the model up.
+        litellm_params={
+            "custom_llm_provider": "openai",
+            "input_cost_per_token": 0.0,
+            "output_cost_per_token": 0.0,
+        },
+        custom_llm_provider="openai",
     )
 
     def sync_chunks() -> Iterator[Any]:
