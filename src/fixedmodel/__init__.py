@@ -59,6 +59,18 @@ from fixedmodel._protocols import (
 from fixedmodel._protocols import (
     FixedModelEmbedding as FixedModelEmbedding,
 )
+from fixedmodel.batch import (
+    BatchResult as BatchResult,
+)
+from fixedmodel.batch import (
+    abatch as abatch,
+)
+from fixedmodel.batch import (
+    aiter_batch as aiter_batch,
+)
+from fixedmodel.batch import (
+    batch as batch,
+)
 from fixedmodel.middleware.cache import (
     is_cache_hit as is_cache_hit,
 )
@@ -131,6 +143,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AFixedModelCompletion",
     "AFixedModelEmbedding",
+    "BatchResult",
     "BoundACompletion",
     "BoundAEmbedding",
     "BoundCompletion",
@@ -162,6 +175,9 @@ __all__ = [
     "RedisUnavailableError",
     "ResponseContentError",
     "RetryPolicy",
+    "abatch",
+    "aiter_batch",
+    "batch",
     "bind_acompletion",
     "bind_aembedding",
     "bind_completion",

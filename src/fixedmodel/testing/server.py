@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -162,6 +162,8 @@ class OpenAIServer:
         latency: Seconds slept before each answer, to simulate model time.
         embedding_dim: Length of embedding vectors.
         models: Model ids listed by ``GET /v1/models``.
+        fault_rule: A function of each request's JSON body that returns the fault to inject
+            into it, or None for a normal answer; consulted after the queued faults.
     """
 
     def __init__(self, *, reply_text: str = DEFAULT_REPLY, embedding_dim: int = 8) -> None:
@@ -176,6 +178,7 @@ class OpenAIServer:
         self._faults: deque[Fault] = deque()
         self._rng = random.Random(0)
         self._random: tuple[float, tuple[int, ...], float | None] | None = None
+        self.fault_rule: Callable[[dict[str, Any]], Fault | None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -295,14 +298,17 @@ class OpenAIServer:
             self._random = None
 
     def reset(self) -> None:
-        """Clears recorded requests and all faults."""
+        """Clears recorded requests and all faults, the fault rule included."""
         self.clear_faults()
+        self.fault_rule = None
         with self._lock:
             self._requests.clear()
 
     def _record(self, request: web.Request, body: dict[str, Any]) -> Fault | None:
         with self._lock:
             fault = self._faults.popleft() if self._faults else None
+            if fault is None and self.fault_rule is not None:
+                fault = self.fault_rule(body)
             if fault is None and self._random and self._rng.random() < self._random[0]:
                 code = self._rng.choice(self._random[1])
                 fault = Fault.status(code, retry_after=self._random[2])

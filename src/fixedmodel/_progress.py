@@ -1,0 +1,147 @@
+"""How far a batch has come: counters, a tqdm progress bar, or the caller's callback."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["BatchProgress", "Progress", "ProgressCallback", "response_cost"]
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """A batch's counters after one more finished request.
+
+    Attributes:
+        done: Requests finished, answered or failed.
+        total: Requests in the batch, when known.
+        errors: Requests that failed.
+        cache_hits: Answers that came from a cache (no request sent).
+        elapsed: Seconds since the batch started.
+        prompt_tokens: Input tokens of the answers so far (cache hits not counted).
+        completion_tokens: Output tokens of the answers so far (cache hits not counted).
+        cost: USD spent so far, as litellm prices the answers (0 for answers it cannot
+            price and for cache hits).
+    """
+
+    done: int
+    total: int | None
+    errors: int
+    cache_hits: int
+    elapsed: float
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+
+    @property
+    def requests_per_second(self) -> float:
+        """Finished requests per second so far."""
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+
+ProgressCallback = Callable[[BatchProgress], None]
+"""Called with the counters after every finished request (from the batch's thread)."""
+
+
+def _usage(response: object) -> tuple[int, int, float, bool]:
+    hidden: object = getattr(response, "_hidden_params", None)
+    hit = False
+    cost = 0.0
+    if isinstance(hidden, dict):
+        values: dict[str, Any] = hidden  # pyright: ignore[reportUnknownVariableType]  # litellm dict
+        hit = values.get("cache_hit") is True  # how with_cache marks a hit
+        found = values.get("response_cost")
+        if isinstance(found, (int, float)) and not isinstance(found, bool):
+            cost = float(found)
+    usage: object = getattr(response, "usage", None)
+    prompt: object = getattr(usage, "prompt_tokens", 0)
+    completion: object = getattr(usage, "completion_tokens", 0)
+    if hit:
+        return 0, 0, 0.0, True
+    return (
+        prompt if isinstance(prompt, int) else 0,
+        completion if isinstance(completion, int) else 0,
+        cost,
+        False,
+    )
+
+
+def response_cost(response: object) -> float:
+    """USD litellm priced ``response`` at (0 for a cache hit or an unpriced model)."""
+    return _usage(response)[2]
+
+
+class Progress:
+    """Counts a batch's results and shows them (bar, callback or nothing)."""
+
+    def __init__(self, show: bool | ProgressCallback | None, total: int | None) -> None:
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._total = total
+        self._done = self._errors = self._hits = self._prompt = self._completion = 0
+        self._cost = 0.0
+        self._callback: ProgressCallback | None = None
+        self._bar: Any = None  # tqdm's bar; Any: tqdm's own types are loose
+        if callable(show):
+            self._callback = show
+        elif show is True or (show is None and sys.stderr.isatty()):
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="req", dynamic_ncols=True, file=sys.stderr)
+
+    def answered(self, response: object) -> None:
+        """Count an answered request."""
+        prompt, completion, cost, hit = _usage(response)
+        with self._lock:
+            self._done += 1
+            self._prompt += prompt
+            self._completion += completion
+            self._cost += cost
+            self._hits += hit
+            snapshot = self._snapshot()
+        self._show(snapshot)
+
+    def failed(self) -> None:
+        """Count a failed request."""
+        with self._lock:
+            self._done += 1
+            self._errors += 1
+            snapshot = self._snapshot()
+        self._show(snapshot)
+
+    def _snapshot(self) -> BatchProgress:
+        return BatchProgress(
+            done=self._done,
+            total=self._total,
+            errors=self._errors,
+            cache_hits=self._hits,
+            elapsed=time.monotonic() - self._started,
+            prompt_tokens=self._prompt,
+            completion_tokens=self._completion,
+            cost=self._cost,
+        )
+
+    def _show(self, snapshot: BatchProgress) -> None:
+        if self._callback is not None:
+            self._callback(snapshot)
+        if self._bar is not None:
+            tokens = snapshot.prompt_tokens + snapshot.completion_tokens
+            self._bar.set_postfix(
+                errors=snapshot.errors, tokens=tokens, cost=f"${snapshot.cost:.4f}", refresh=False
+            )
+            self._bar.update(1)
+
+    def snapshot(self) -> BatchProgress:
+        """The counters now."""
+        with self._lock:
+            return self._snapshot()
+
+    def close(self) -> None:
+        """Close the bar, if one is shown."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
