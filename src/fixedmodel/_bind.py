@@ -83,7 +83,7 @@ def _warn_unknown(names: list[str], known: frozenset[str], typed: Mapping[str, o
             continue
         _warned.add(name)
         close = difflib.get_close_matches(name, list(typed), n=1, cutoff=0.75)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = f"; did you mean {close[0]!r}?" if close else "."
         msg = (
             f"keyword {name!r} is neither a typed fixedmodel parameter nor one litellm lists: "
             f"litellm passes it to the provider, which may ignore it{hint} Pass "
