@@ -139,6 +139,9 @@ if TYPE_CHECKING:
         ChatCompletionDeltaToolCall as ChatCompletionDeltaToolCall,
     )
     from litellm.types.utils import (
+        ChatCompletionMessageCustomToolCall as ChatCompletionMessageCustomToolCall,
+    )
+    from litellm.types.utils import (
         ChatCompletionMessageToolCall as ChatCompletionMessageToolCall,
     )
     from litellm.types.utils import (
@@ -179,6 +182,7 @@ __all__ = [
     "CacheStore",
     "CallRecord",
     "ChatCompletionDeltaToolCall",
+    "ChatCompletionMessageCustomToolCall",
     "ChatCompletionMessageToolCall",
     "Choices",
     "ClosableAFixedModelCompletion",
@@ -234,6 +238,7 @@ __all__ = [
 
 _LAZY_TYPES = {
     "ChatCompletionDeltaToolCall": "litellm.types.utils",
+    "ChatCompletionMessageCustomToolCall": "litellm.types.utils",
     "ChatCompletionMessageToolCall": "litellm.types.utils",
     "Choices": "litellm.types.utils",
     "CustomStreamWrapper": "litellm.litellm_core_utils.streaming_handler",
@@ -248,16 +253,19 @@ _LAZY_TYPES = {
 }
 
 
-def __getattr__(name: str) -> object:
-    # Resolve litellm's response types on first use so that importing fixedmodel stays cheap.
-    if name in _LAZY_TYPES:
-        import importlib
+if not TYPE_CHECKING:
+    # Hidden from checkers: a module __getattr__ would make them accept any misspelled name.
 
-        from fixedmodel._litellm import litellm_module
+    def __getattr__(name: str) -> object:
+        # Resolve litellm's response types on first use so that importing fixedmodel stays cheap.
+        if name in _LAZY_TYPES:
+            import importlib
 
-        litellm_module()
-        value: object = getattr(importlib.import_module(_LAZY_TYPES[name]), name)
-        globals()[name] = value
-        return value
-    msg = f"module 'fixedmodel' has no attribute {name!r}"
-    raise AttributeError(msg)
+            from fixedmodel._litellm import litellm_module
+
+            litellm_module()
+            value: object = getattr(importlib.import_module(_LAZY_TYPES[name]), name)
+            globals()[name] = value
+            return value
+        msg = f"module 'fixedmodel' has no attribute {name!r}"
+        raise AttributeError(msg)

@@ -64,22 +64,25 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    # Resolved on first use so that ``import fixedmodel`` stays cheap; litellm_module() sets
-    # the offline cost-map default before litellm is imported.
-    if name in __all__:
-        import importlib
+if not TYPE_CHECKING:
+    # Hidden from checkers: a module __getattr__ would make them accept any misspelled name.
 
-        from fixedmodel._litellm import litellm_module
+    def __getattr__(name: str) -> object:
+        # Resolved on first use so that ``import fixedmodel`` stays cheap; litellm_module() sets
+        # the offline cost-map default before litellm is imported.
+        if name in __all__:
+            import importlib
 
-        litellm_module()
-        exceptions = importlib.import_module("litellm.exceptions")
-        try:
-            value: object = getattr(exceptions, name)
-        except AttributeError:
-            msg = f"the installed litellm has no exception class {name!r}"
-            raise AttributeError(msg) from None
-        globals()[name] = value
-        return value
-    msg = f"module 'fixedmodel.errors' has no attribute {name!r}"
-    raise AttributeError(msg)
+            from fixedmodel._litellm import litellm_module
+
+            litellm_module()
+            exceptions = importlib.import_module("litellm.exceptions")
+            try:
+                value: object = getattr(exceptions, name)
+            except AttributeError:
+                msg = f"the installed litellm has no exception class {name!r}"
+                raise AttributeError(msg) from None
+            globals()[name] = value
+            return value
+        msg = f"module 'fixedmodel.errors' has no attribute {name!r}"
+        raise AttributeError(msg)

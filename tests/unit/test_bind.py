@@ -353,6 +353,7 @@ def test_litellm_response_classes_and_errors_resolve_lazily() -> None:
         "Delta",
         "Usage",
         "ChatCompletionMessageToolCall",
+        "ChatCompletionMessageCustomToolCall",
         "ChatCompletionDeltaToolCall",
         "Function",
         "ModelResponseStream",
