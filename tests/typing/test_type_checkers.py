@@ -1,8 +1,9 @@
 """Run mypy --strict and pyright over the call-site files and check what they report.
 
-Good call sites (``tests/typing/good`` and ``examples/migrating.py``) must produce no error at all. Each line of a bad call
-site file (``tests/typing/bad``) that ends in ``# expect-error`` must be reported by both
-checkers at that line, and no other line may be reported, so an error cannot hide behind
+Good call sites (``tests/typing/good`` and ``examples/migrating.py``) must produce no error
+at all. Each line of a bad call site file (``tests/typing/bad``) that ends in
+``# expect-error`` must be reported by both checkers at that line, and no other line may be
+reported, so an error cannot hide behind
 another one.
 """
 

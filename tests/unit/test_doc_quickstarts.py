@@ -52,3 +52,20 @@ def test_the_headline_middleware_snippet_names_the_extra_it_needs() -> None:
     snippet_at = text.index("DiskCacheStore(")
     lead_in = text[text.index("## Middleware") : snippet_at]
     assert "fixedmodel[disk]" in lead_in
+
+
+def test_the_observe_example_prints_no_litellm_line_twice() -> None:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "observe.py")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    litellm_lines = [line for line in lines if "LiteLLM" in line]
+    assert len(litellm_lines) == len(set(litellm_lines)), litellm_lines
+    assert any(line.startswith("fixedmodel INFO") for line in lines)
