@@ -103,3 +103,30 @@ def test_mypy_suggests_the_right_keyword_for_a_typo() -> None:
     typo_line = next(n for n, line in enumerate(lines, 1) if "temprature=0.2" in line)
     messages = _mypy(tuple(BAD))[path.resolve()][typo_line]
     assert any('did you mean "temperature"' in message for message in messages), messages
+
+
+def test_annotating_with_fixedmodel_names_needs_no_litellm_stubs(tmp_path: Path) -> None:
+    # The project config silences reportMissingTypeStubs for litellm; a user's does not.
+    # Importing litellm's classes from litellm.types.utils is then an error, from fixedmodel not.
+    config = tmp_path / "pyrightconfig.json"
+    config.write_text(
+        json.dumps(
+            {"typeCheckingMode": "strict", "pythonVersion": "3.10", "reportMissingTypeStubs": True}
+        )
+    )
+    direct = tmp_path / "direct.py"
+    direct.write_text("from litellm.types.utils import Message\n\nMESSAGE: Message | None = None\n")
+    corpus = sorted((HERE / "good").glob("corpus_*.py"))
+    result = subprocess.run(
+        [sys.executable, "-m", "pyright", "--outputjson", "-p", str(config)]
+        + [str(path) for path in [*corpus, direct]],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    errors = [
+        d for d in json.loads(result.stdout)["generalDiagnostics"] if d["severity"] == "error"
+    ]
+    assert {Path(d["file"]).name for d in errors} == {"direct.py"}, errors
+    assert all(d["rule"] == "reportMissingTypeStubs" for d in errors), errors
