@@ -72,7 +72,7 @@ class CompletionParams(TypedDict, total=False):
     max_completion_tokens: int | None
     presence_penalty: float | None
     frequency_penalty: float | None
-    logit_bias: Mapping[str, float] | None
+    logit_bias: Mapping[str, float] | Mapping[int, float] | None
     seed: int | None
     logprobs: bool | None
     top_logprobs: int | None

@@ -187,6 +187,13 @@ async def several_choices(chat: AFixedModelCompletion, n: int | None) -> list[st
     return [responses.text(response, index=i) for i in range(len(response.choices))]
 
 
+# 11b. Token bias keyed by token id (ints, as tokenizers return them) or by its string.
+async def biased_tokens(chat: AFixedModelCompletion, banned: list[int]) -> ModelResponse:
+    by_id = {token: -100.0 for token in banned}
+    await chat(messages=[USER], logit_bias={"50256": -100})
+    return await chat(messages=[USER], logit_bias=by_id, max_completion_tokens=None)
+
+
 # 12. Multimodal content parts: text and an image URL in one user message.
 async def multimodal(chat: AFixedModelCompletion, image_url: str) -> str:
     content: list[dict[str, Any]] = [
