@@ -23,7 +23,7 @@ from fixedmodel import (
     AFixedModelCompletion,
     CacheStore,
     InMemoryMetrics,
-    Message,
+    MessageParam,
     RateLimit,
     RateLimiter,
     with_cache,
@@ -83,7 +83,7 @@ def full_stack(
     return with_logging(with_metrics(cached, metrics), logger=logger)
 
 
-def unique_messages(prefix: str) -> Iterator[list[Message]]:
+def unique_messages(prefix: str) -> Iterator[list[MessageParam]]:
     """Endless message lists, each new (so each is a cache miss), as long as ``MESSAGES``."""
     text = MESSAGES[0]["content"]
     for number in itertools.count():

@@ -26,7 +26,7 @@ from benchmarks._litellm import MODEL, close_clients
 from benchmarks._report import RunConfig, SectionResult, Table
 from benchmarks._stack import full_stack, null_logger, unique_messages
 from benchmarks._stats import settle
-from fixedmodel import InMemoryMetrics, MemoryCacheStore, Message, bind_acompletion
+from fixedmodel import InMemoryMetrics, MemoryCacheStore, MessageParam, bind_acompletion
 
 TITLE = "Memory: RSS over many calls through the full stack (bounded memory cache)"
 
@@ -88,10 +88,10 @@ def run(config: RunConfig) -> SectionResult:
     return result
 
 
-def _requests(rng: random.Random) -> Iterator[list[Message]]:
+def _requests(rng: random.Random) -> Iterator[list[MessageParam]]:
     """New requests and repeats of recent ones, alternating."""
     fresh = unique_messages("memory")
-    recent: list[list[Message]] = []
+    recent: list[list[MessageParam]] = []
     while True:
         messages = next(fresh)
         recent = [*recent[-(RECENT - 1) :], messages]

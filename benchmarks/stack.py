@@ -57,7 +57,7 @@ from fixedmodel import (
     AFixedModelCompletion,
     InMemoryMetrics,
     MemoryCacheStore,
-    Message,
+    MessageParam,
     RateLimiter,
     bind_acompletion,
     with_cache,
@@ -251,7 +251,7 @@ async def _probe_stack(base_url: str, calls: int, rng: random.Random) -> StackPr
             bound, RateLimiter(TOKEN_BUDGET)
         ),
     }  # fmt: skip
-    messages: Iterator[list[Message]] = unique_messages("probe")
+    messages: Iterator[list[MessageParam]] = unique_messages("probe")
 
     def block_of(chain: AFixedModelCompletion) -> Callable[[], Awaitable[None]]:
         async def block() -> None:

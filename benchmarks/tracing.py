@@ -44,7 +44,7 @@ from benchmarks._stats import (
     time_calls,
     time_interleaved,
 )
-from fixedmodel import AFixedModelCompletion, Message, bind_acompletion, with_tracing
+from fixedmodel import AFixedModelCompletion, MessageParam, bind_acompletion, with_tracing
 
 TITLE = "with_tracing vs the same bound call"
 
@@ -139,7 +139,7 @@ async def _measure(
     return batches, probe, spans
 
 
-def _caller(chat: AFixedModelCompletion, messages: Iterator[list[Message]]) -> Call:
+def _caller(chat: AFixedModelCompletion, messages: Iterator[list[MessageParam]]) -> Call:
     async def call() -> object:
         return await chat(messages=next(messages))
 

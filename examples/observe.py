@@ -9,7 +9,10 @@ from fixedmodel import InMemoryMetrics, bind_acompletion, with_cache, with_loggi
 
 
 async def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
+    # INFO for fixedmodel's records only: litellm's logger has its own handler, so a root
+    # logger at INFO (basicConfig(level=INFO)) would print each litellm line twice.
+    logging.basicConfig(format="%(name)s %(levelname)s %(message)s")
+    logging.getLogger("fixedmodel").setLevel(logging.INFO)
     metrics = InMemoryMetrics()
     async with bind_acompletion("openai/gpt-4o-mini", mock_response="Observed.") as bound:
         chat = with_logging(with_metrics(with_cache(bound), metrics))

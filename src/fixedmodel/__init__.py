@@ -1,13 +1,15 @@
 """Strictly typed, model-bound callables over litellm.
 
 ``import fixedmodel`` does not import litellm; the response types below are resolved from
-litellm on first access.
+litellm on first access, and litellm's exception classes from :mod:`fixedmodel.errors`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from fixedmodel import errors as errors
+from fixedmodel import responses as responses
 from fixedmodel._bind import (
     BoundACompletion as BoundACompletion,
 )
@@ -19,6 +21,9 @@ from fixedmodel._bind import (
 )
 from fixedmodel._bind import (
     BoundEmbedding as BoundEmbedding,
+)
+from fixedmodel._bind import (
+    UnknownKeywordWarning as UnknownKeywordWarning,
 )
 from fixedmodel._bind import (
     bind_acompletion as bind_acompletion,
@@ -42,7 +47,7 @@ from fixedmodel._params import (
     EmbeddingParams as EmbeddingParams,
 )
 from fixedmodel._params import (
-    Message as Message,
+    MessageParam as MessageParam,
 )
 from fixedmodel._params import (
     Messages as Messages,
@@ -52,6 +57,18 @@ from fixedmodel._protocols import (
 )
 from fixedmodel._protocols import (
     AFixedModelEmbedding as AFixedModelEmbedding,
+)
+from fixedmodel._protocols import (
+    ClosableAFixedModelCompletion as ClosableAFixedModelCompletion,
+)
+from fixedmodel._protocols import (
+    ClosableAFixedModelEmbedding as ClosableAFixedModelEmbedding,
+)
+from fixedmodel._protocols import (
+    ClosableFixedModelCompletion as ClosableFixedModelCompletion,
+)
+from fixedmodel._protocols import (
+    ClosableFixedModelEmbedding as ClosableFixedModelEmbedding,
 )
 from fixedmodel._protocols import (
     FixedModelCompletion as FixedModelCompletion,
@@ -134,10 +151,40 @@ if TYPE_CHECKING:
         CustomStreamWrapper as CustomStreamWrapper,
     )
     from litellm.types.utils import (
+        ChatCompletionDeltaToolCall as ChatCompletionDeltaToolCall,
+    )
+    from litellm.types.utils import (
+        ChatCompletionMessageCustomToolCall as ChatCompletionMessageCustomToolCall,
+    )
+    from litellm.types.utils import (
+        ChatCompletionMessageToolCall as ChatCompletionMessageToolCall,
+    )
+    from litellm.types.utils import (
+        Choices as Choices,
+    )
+    from litellm.types.utils import (
+        Delta as Delta,
+    )
+    from litellm.types.utils import (
         EmbeddingResponse as EmbeddingResponse,
     )
     from litellm.types.utils import (
+        Function as Function,
+    )
+    from litellm.types.utils import (
+        Message as Message,
+    )
+    from litellm.types.utils import (
         ModelResponse as ModelResponse,
+    )
+    from litellm.types.utils import (
+        ModelResponseStream as ModelResponseStream,
+    )
+    from litellm.types.utils import (
+        StreamingChoices as StreamingChoices,
+    )
+    from litellm.types.utils import (
+        Usage as Usage,
     )
 
 __all__ = [
@@ -150,23 +197,35 @@ __all__ = [
     "BoundEmbedding",
     "CacheStore",
     "CallRecord",
+    "ChatCompletionDeltaToolCall",
+    "ChatCompletionMessageCustomToolCall",
+    "ChatCompletionMessageToolCall",
+    "Choices",
+    "ClosableAFixedModelCompletion",
+    "ClosableAFixedModelEmbedding",
+    "ClosableFixedModelCompletion",
+    "ClosableFixedModelEmbedding",
     "CompletionParams",
     "CustomStreamWrapper",
+    "Delta",
     "DiskCacheStore",
     "EmbeddingInput",
     "EmbeddingParams",
     "EmbeddingResponse",
     "FixedModelCompletion",
     "FixedModelEmbedding",
+    "Function",
     "InMemoryMetrics",
     "LimiterStore",
     "MemoryCacheStore",
     "MemoryLimiterStore",
     "Message",
+    "MessageParam",
     "Messages",
     "MetricsSink",
     "MetricsSummary",
     "ModelResponse",
+    "ModelResponseStream",
     "Permit",
     "RateLimit",
     "RateLimiter",
@@ -175,6 +234,9 @@ __all__ = [
     "RedisUnavailableError",
     "ResponseContentError",
     "RetryPolicy",
+    "StreamingChoices",
+    "UnknownKeywordWarning",
+    "Usage",
     "abatch",
     "aiter_batch",
     "batch",
@@ -183,7 +245,9 @@ __all__ = [
     "bind_completion",
     "bind_embedding",
     "default_metrics",
+    "errors",
     "is_cache_hit",
+    "responses",
     "with_cache",
     "with_logging",
     "with_metrics",
@@ -193,22 +257,35 @@ __all__ = [
 ]
 
 _LAZY_TYPES = {
-    "ModelResponse": "litellm.types.utils",
-    "EmbeddingResponse": "litellm.types.utils",
+    "ChatCompletionDeltaToolCall": "litellm.types.utils",
+    "ChatCompletionMessageCustomToolCall": "litellm.types.utils",
+    "ChatCompletionMessageToolCall": "litellm.types.utils",
+    "Choices": "litellm.types.utils",
     "CustomStreamWrapper": "litellm.litellm_core_utils.streaming_handler",
+    "Delta": "litellm.types.utils",
+    "EmbeddingResponse": "litellm.types.utils",
+    "Function": "litellm.types.utils",
+    "Message": "litellm.types.utils",
+    "ModelResponse": "litellm.types.utils",
+    "ModelResponseStream": "litellm.types.utils",
+    "StreamingChoices": "litellm.types.utils",
+    "Usage": "litellm.types.utils",
 }
 
 
-def __getattr__(name: str) -> object:
-    # Resolve litellm's response types on first use so that importing fixedmodel stays cheap.
-    if name in _LAZY_TYPES:
-        import importlib
+if not TYPE_CHECKING:
+    # Hidden from checkers: a module __getattr__ would make them accept any misspelled name.
 
-        from fixedmodel._litellm import litellm_module
+    def __getattr__(name: str) -> object:
+        # Resolve litellm's response types on first use so that importing fixedmodel stays cheap.
+        if name in _LAZY_TYPES:
+            import importlib
 
-        litellm_module()
-        value: object = getattr(importlib.import_module(_LAZY_TYPES[name]), name)
-        globals()[name] = value
-        return value
-    msg = f"module 'fixedmodel' has no attribute {name!r}"
-    raise AttributeError(msg)
+            from fixedmodel._litellm import litellm_module
+
+            litellm_module()
+            value: object = getattr(importlib.import_module(_LAZY_TYPES[name]), name)
+            globals()[name] = value
+            return value
+        msg = f"module 'fixedmodel' has no attribute {name!r}"
+        raise AttributeError(msg)

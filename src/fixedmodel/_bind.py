@@ -8,9 +8,13 @@ does not re-wrap what litellm returns.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import inspect
+import warnings
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 from typing_extensions import Self, Unpack
 
@@ -34,6 +38,7 @@ __all__ = [
     "BoundAEmbedding",
     "BoundCompletion",
     "BoundEmbedding",
+    "UnknownKeywordWarning",
     "bind_acompletion",
     "bind_aembedding",
     "bind_completion",
@@ -41,6 +46,51 @@ __all__ = [
 ]
 
 _EXTRA = "extra_params"
+
+
+class UnknownKeywordWarning(UserWarning):
+    """A keyword that neither fixedmodel types nor litellm lists was passed at the top level.
+
+    litellm hands such keywords to the provider, which may ignore them silently (a typo such
+    as ``temprature``) or reject them. The call still goes ahead: provider-specific keywords
+    are legitimate. Pass them through ``extra_params={...}`` to say so and silence this
+    warning, which is given once per keyword name and process.
+    """
+
+
+_warned: set[str] = set()
+
+
+def _known_keywords(
+    litellm: Any, function: Callable[..., Any], typed: Mapping[str, object]
+) -> frozenset[str]:
+    """Keywords litellm knows for ``function``: its signature, its lists, fixedmodel's types."""
+    known = set(typed)
+    # A litellm build whose function has no signature leaves the lists and the types.
+    with contextlib.suppress(TypeError, ValueError):
+        known.update(inspect.signature(function).parameters)
+    # litellm reads many documented keywords out of **kwargs and keeps a list of them.
+    types_utils: object = getattr(getattr(litellm, "types", None), "utils", None)
+    listed: object = getattr(types_utils, "all_litellm_params", None)
+    if isinstance(listed, (list, tuple, set, frozenset)):
+        known.update(name for name in listed if isinstance(name, str))  # pyright: ignore[reportUnknownVariableType]
+    known.discard("kwargs")
+    return frozenset(known)
+
+
+def _warn_unknown(names: list[str], known: frozenset[str], typed: Mapping[str, object]) -> None:
+    for name in names:
+        if name in _warned:
+            continue
+        _warned.add(name)
+        close = difflib.get_close_matches(name, list(typed), n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        msg = (
+            f"keyword {name!r} is neither a typed fixedmodel parameter nor one litellm lists: "
+            f"litellm passes it to the provider, which may ignore it{hint} Pass "
+            f"provider-specific keywords through {_EXTRA}={{{name!r}: ...}} to silence this."
+        )
+        warnings.warn(msg, UnknownKeywordWarning, stacklevel=5)
 
 
 def _check_model(model: object, factory: str) -> str:
@@ -113,6 +163,10 @@ class _Bound:
 
     _factory = ""
     _function_name = ""
+    _typed: ClassVar[Mapping[str, object]] = {}
+    _positional: ClassVar[frozenset[str]] = frozenset()
+    # Per bound class, filled on first bind: see _known_keywords.
+    _known: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, model: str, defaults: Mapping[str, object]) -> None:
         self._model = _check_model(model, self._factory)
@@ -127,10 +181,21 @@ class _Bound:
         # functions are untyped (Any) for checkers; the bound classes type the results.
         litellm = litellm_module()
         self._function: Callable[..., Any] = getattr(litellm, self._function_name)
+        if type(self)._known is None:
+            type(self)._known = _known_keywords(litellm, self._function, self._typed) | (
+                self._positional
+            )
+        self._check_names(params)
         # Below every bound default (extra_params included): the caller's choice wins.
         self._hint = _provider_hint(litellm, model, {**self._extra, **params})
         # What a call without extra_params on either side starts from.
         self._sent: dict[str, object] = {**self._hint, **params}
+
+    def _check_names(self, kwargs: Mapping[str, object]) -> None:
+        """Warn once per name about top-level keywords nobody knows (see the warning class)."""
+        known = type(self)._known
+        if known is not None and not known.issuperset(kwargs):
+            _warn_unknown([name for name in kwargs if name not in known], known, self._typed)
 
     def _aliased(self) -> bool:
         """Whether litellm's global ``model_alias_map`` renames this model (read per call)."""
@@ -165,6 +230,7 @@ class _Bound:
                 f"(bind another model with {self._factory}() instead)"
             )
             raise TypeError(msg)
+        self._check_names(kwargs)
         # A global model alias renames the model before litellm resolves its provider,
         # so the hint would no longer match: leave it out then.
         hint = hint and bool(self._hint) and not self._aliased()
@@ -244,6 +310,8 @@ class BoundACompletion(_AsyncBound):
     __slots__ = ()
     _factory = "bind_acompletion"
     _function_name = "acompletion"
+    _typed = CompletionParams.__annotations__
+    _positional = frozenset({"messages", "stream"})
 
     @overload
     async def __call__(
@@ -285,6 +353,8 @@ class BoundCompletion(_SyncBound):
     __slots__ = ()
     _factory = "bind_completion"
     _function_name = "completion"
+    _typed = CompletionParams.__annotations__
+    _positional = frozenset({"messages", "stream"})
 
     @overload
     def __call__(
@@ -326,6 +396,8 @@ class BoundAEmbedding(_AsyncBound):
     __slots__ = ()
     _factory = "bind_aembedding"
     _function_name = "aembedding"
+    _typed = EmbeddingParams.__annotations__
+    _positional = frozenset({"input"})
 
     async def __call__(
         self, *, input: EmbeddingInput, **kwargs: Unpack[EmbeddingParams]
@@ -342,6 +414,8 @@ class BoundEmbedding(_SyncBound):
     __slots__ = ()
     _factory = "bind_embedding"
     _function_name = "embedding"
+    _typed = EmbeddingParams.__annotations__
+    _positional = frozenset({"input"})
 
     def __call__(
         self, *, input: EmbeddingInput, **kwargs: Unpack[EmbeddingParams]

@@ -7,13 +7,18 @@ a middleware wrapper, or a small fake written for a test.
 The completion Protocols are overloaded on ``stream`` the way openai-python is: ``stream``
 omitted, ``None`` or ``False`` gives a ``ModelResponse``; ``True`` gives a
 ``CustomStreamWrapper``; a plain ``bool`` gives the union of both.
+
+The ``Closable...`` Protocols add what a bound object and a middleware stack over one have:
+the ``model`` name, ``close()``/``aclose()`` and the context-manager protocol. The middleware
+functions return them when given them, so a wrapped stack stays closable for the checker.
 """
 
 from __future__ import annotations
 
+from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Protocol, overload, runtime_checkable
 
-from typing_extensions import Unpack
+from typing_extensions import Self, Unpack
 
 from fixedmodel._params import CompletionParams, EmbeddingInput, EmbeddingParams, Messages
 
@@ -24,6 +29,10 @@ if TYPE_CHECKING:
 __all__ = [
     "AFixedModelCompletion",
     "AFixedModelEmbedding",
+    "ClosableAFixedModelCompletion",
+    "ClosableAFixedModelEmbedding",
+    "ClosableFixedModelCompletion",
+    "ClosableFixedModelEmbedding",
     "FixedModelCompletion",
     "FixedModelEmbedding",
 ]
@@ -109,3 +118,66 @@ class FixedModelEmbedding(Protocol):
     def __call__(
         self, *, input: EmbeddingInput, **kwargs: Unpack[EmbeddingParams]
     ) -> EmbeddingResponse: ...
+
+
+class _AsyncClosable(Protocol):
+    @property
+    def model(self) -> str:
+        """The model the innermost bound object calls."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the HTTP clients litellm cached on the running event loop."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class _SyncClosable(Protocol):
+    @property
+    def model(self) -> str:
+        """The model the innermost bound object calls."""
+        ...
+
+    def close(self) -> None:
+        """Release the HTTP clients litellm cached for synchronous calls."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+@runtime_checkable
+class ClosableAFixedModelCompletion(AFixedModelCompletion, _AsyncClosable, Protocol):
+    """An ``AFixedModelCompletion`` that tells its model and can be closed (``async with``).
+
+    ``bind_acompletion`` returns one, and so does every middleware function given one.
+    """
+
+
+@runtime_checkable
+class ClosableFixedModelCompletion(FixedModelCompletion, _SyncClosable, Protocol):
+    """A ``FixedModelCompletion`` that tells its model and can be closed (``with``)."""
+
+
+@runtime_checkable
+class ClosableAFixedModelEmbedding(AFixedModelEmbedding, _AsyncClosable, Protocol):
+    """An ``AFixedModelEmbedding`` that tells its model and can be closed (``async with``)."""
+
+
+@runtime_checkable
+class ClosableFixedModelEmbedding(FixedModelEmbedding, _SyncClosable, Protocol):
+    """A ``FixedModelEmbedding`` that tells its model and can be closed (``with``)."""

@@ -22,7 +22,10 @@ __all__ = [
     "ResponseContentError",
     "TokenUsage",
     "ToolCall",
+    "acollect",
     "atext_deltas",
+    "chunk_usage",
+    "collect",
     "embeddings",
     "parse_json",
     "text",
@@ -139,12 +142,36 @@ def parse_json(response: ModelResponse, model: type[ModelT], *, index: int = 0) 
 def usage(response: ModelResponse | EmbeddingResponse) -> TokenUsage:
     """Return the token usage the provider reported.
 
+    For a stream, read it from the assembled answer (:func:`acollect`/:func:`collect`) or
+    from the last chunk (:func:`chunk_usage`); providers report it only when asked with
+    ``stream_options={"include_usage": True}``.
+
     Raises:
         ResponseContentError: The response carries no usage.
     """
+    found = _usage_of(response)
+    if found is None:
+        raise ResponseContentError("the response carries no token usage")
+    return found
+
+
+def chunk_usage(chunk: ModelResponseStream) -> TokenUsage | None:
+    """Return the usage a stream chunk carries, or ``None`` (all chunks but the last).
+
+    With ``stream_options={"include_usage": True}`` the provider sends the usage of the
+    whole call in the last chunk::
+
+        last = None
+        async for chunk in stream:
+            last = responses.chunk_usage(chunk) or last
+    """
+    return _usage_of(chunk)
+
+
+def _usage_of(response: object) -> TokenUsage | None:
     reported: object = getattr(response, "usage", None)
     if reported is None:
-        raise ResponseContentError("the response carries no token usage")
+        return None
     prompt = int(getattr(reported, "prompt_tokens", 0) or 0)
     completion = int(getattr(reported, "completion_tokens", 0) or 0)
     total = int(getattr(reported, "total_tokens", 0) or 0) or prompt + completion
@@ -183,24 +210,70 @@ def _field(item: object, name: str) -> object:
     return getattr(item, name, None)
 
 
-def _delta_text(chunk: ModelResponseStream) -> str | None:
-    if not chunk.choices:
-        return None
-    content = chunk.choices[0].delta.content
-    return content or None
+def _delta_text(chunk: ModelResponseStream, index: int) -> str | None:
+    # With n > 1 the choices of a stream arrive interleaved, each chunk naming its choice by
+    # ``index``; a chunk usually carries one choice, not necessarily at position 0.
+    for choice in chunk.choices:
+        if choice.index == index:
+            return choice.delta.content or None
+    return None
 
 
-def text_deltas(stream: CustomStreamWrapper) -> Iterator[str]:
-    """Yield the text pieces of a synchronous stream (``stream=True`` on a sync callable)."""
+def text_deltas(stream: CustomStreamWrapper, *, index: int = 0) -> Iterator[str]:
+    """Yield the text pieces of one choice of a synchronous stream, the first by default.
+
+    Args:
+        stream: What a sync callable returns for ``stream=True``.
+        index: The choice to follow when ``n`` > 1 (choices are numbered from 0).
+    """
     for chunk in stream:
-        piece = _delta_text(chunk)
+        piece = _delta_text(chunk, index)
         if piece is not None:
             yield piece
 
 
-async def atext_deltas(stream: CustomStreamWrapper) -> AsyncIterator[str]:
-    """Yield the text pieces of an async stream (``stream=True`` on an async callable)."""
+async def atext_deltas(stream: CustomStreamWrapper, *, index: int = 0) -> AsyncIterator[str]:
+    """Yield the text pieces of one choice of an async stream, the first by default.
+
+    Args:
+        stream: What an async callable returns for ``stream=True``.
+        index: The choice to follow when ``n`` > 1 (choices are numbered from 0).
+    """
     async for chunk in stream:
-        piece = _delta_text(chunk)
+        piece = _delta_text(chunk, index)
         if piece is not None:
             yield piece
+
+
+def _assemble(chunks: list[ModelResponseStream]) -> ModelResponse:
+    from fixedmodel._litellm import litellm_module
+
+    if not chunks:
+        raise ResponseContentError("the stream ended without any chunk")
+    built: ModelResponse | None = litellm_module().stream_chunk_builder(chunks=chunks)
+    if built is None:
+        raise ResponseContentError("litellm could not assemble the stream's chunks")
+    return built
+
+
+def collect(stream: CustomStreamWrapper) -> ModelResponse:
+    """Read a synchronous stream to its end and return the answer as one ``ModelResponse``.
+
+    The result works with every helper here: :func:`text` (any choice when ``n`` > 1),
+    :func:`tool_calls`, and :func:`usage` when the stream reported it
+    (``stream_options={"include_usage": True}``). Assembled by litellm's
+    ``stream_chunk_builder``.
+
+    Raises:
+        ResponseContentError: The stream yielded no chunk.
+    """
+    return _assemble(list(stream))
+
+
+async def acollect(stream: CustomStreamWrapper) -> ModelResponse:
+    """Read an async stream to its end and return the answer; see :func:`collect`.
+
+    Raises:
+        ResponseContentError: The stream yielded no chunk.
+    """
+    return _assemble([chunk async for chunk in stream])

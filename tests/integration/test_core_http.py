@@ -164,3 +164,74 @@ async def test_a_bound_call_sends_what_the_raw_litellm_call_sends(
     }
     assert bound._hidden_params["custom_llm_provider"] == raw._hidden_params["custom_llm_provider"]
     assert bound._hidden_params.get("response_cost") == raw._hidden_params.get("response_cost")
+
+
+# None means "not given": a bound default applies. Checked at the wire for all four kinds.
+async def test_none_at_call_time_keeps_the_bound_temperature_and_key(
+    server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    async with bind_acompletion(
+        "openai/test-model", api_base=server.base_url, api_key=SECRET, temperature=0.2
+    ) as chat:
+        await chat(messages=MESSAGES, temperature=None, api_key=None, max_tokens=None)
+        stream = await chat(messages=MESSAGES, stream=True, temperature=None, api_key=None)
+        _ = [piece async for piece in responses.atext_deltas(stream)]
+    for request in server.requests:
+        assert request.body["temperature"] == 0.2
+        assert request.headers["authorization"] == f"Bearer {SECRET}"
+        assert "max_tokens" not in request.body
+
+
+def test_none_at_call_time_keeps_the_bound_defaults_of_a_sync_call(
+    server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    with bind_completion(
+        "openai/test-model", api_base=server.base_url, api_key=SECRET, temperature=0.2
+    ) as chat:
+        chat(messages=MESSAGES, temperature=None, api_key=None, extra_params={"seed": None})
+    (request,) = server.requests
+    assert request.body["temperature"] == 0.2
+    assert "seed" not in request.body
+    assert request.headers["authorization"] == f"Bearer {SECRET}"
+
+
+async def test_none_at_call_time_keeps_the_bound_defaults_of_embeddings(
+    server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    async with bind_aembedding(
+        "openai/text-embedding-3-small", api_base=server.base_url, api_key=SECRET, dimensions=4
+    ) as aembed:
+        await aembed(input="a", api_key=None, dimensions=None, user=None)
+    with bind_embedding(
+        "openai/text-embedding-3-small", api_base=server.base_url, api_key=SECRET, dimensions=4
+    ) as embed:
+        embed(input="b", api_key=None, dimensions=None)
+    assert len(server.requests) == 2
+    for request in server.requests:
+        assert request.body["dimensions"] == 4
+        assert "user" not in request.body
+        assert request.headers["authorization"] == f"Bearer {SECRET}"
+
+
+async def test_message_models_reach_the_server_as_plain_messages(server: OpenAIServer) -> None:
+    from openai.types.chat import ChatCompletionMessage
+
+    async with bind_acompletion(
+        "openai/test-model", api_base=server.base_url, api_key="sk-x"
+    ) as chat:
+        reply = (await chat(messages=MESSAGES)).choices[0].message
+        await chat(
+            messages=[
+                *MESSAGES,
+                reply,
+                ChatCompletionMessage(role="assistant", content="from the SDK"),
+                {"role": "user", "content": "More?"},
+            ]
+        )
+    sent = server.requests[-1].body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "assistant", "user"]
+    assert sent[1]["content"] == server.reply_text
+    assert sent[2]["content"] == "from the SDK"

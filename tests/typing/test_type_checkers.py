@@ -1,8 +1,9 @@
 """Run mypy --strict and pyright over the call-site files and check what they report.
 
-Good call sites (``tests/typing/good``) must produce no error at all. Each line of a bad call
-site file (``tests/typing/bad``) that ends in ``# expect-error`` must be reported by both
-checkers at that line, and no other line may be reported, so an error cannot hide behind
+Good call sites (``tests/typing/good`` and ``examples/migrating.py``) must produce no error
+at all. Each line of a bad call site file (``tests/typing/bad``) that ends in
+``# expect-error`` must be reported by both checkers at that line, and no other line may be
+reported, so an error cannot hide behind
 another one.
 """
 
@@ -19,7 +20,8 @@ import pytest
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
-GOOD = sorted((HERE / "good").glob("*.py"))
+# The migration guide's "after" snippets (docs/migrating.md) are checked as good call sites.
+GOOD = [*sorted((HERE / "good").glob("*.py")), ROOT / "examples" / "migrating.py"]
 BAD = sorted((HERE / "bad").glob("*.py"))
 MARK = "# expect-error"
 
@@ -101,3 +103,30 @@ def test_mypy_suggests_the_right_keyword_for_a_typo() -> None:
     typo_line = next(n for n, line in enumerate(lines, 1) if "temprature=0.2" in line)
     messages = _mypy(tuple(BAD))[path.resolve()][typo_line]
     assert any('did you mean "temperature"' in message for message in messages), messages
+
+
+def test_annotating_with_fixedmodel_names_needs_no_litellm_stubs(tmp_path: Path) -> None:
+    # The project config silences reportMissingTypeStubs for litellm; a user's does not.
+    # Importing litellm's classes from litellm.types.utils is then an error, from fixedmodel not.
+    config = tmp_path / "pyrightconfig.json"
+    config.write_text(
+        json.dumps(
+            {"typeCheckingMode": "strict", "pythonVersion": "3.10", "reportMissingTypeStubs": True}
+        )
+    )
+    direct = tmp_path / "direct.py"
+    direct.write_text("from litellm.types.utils import Message\n\nMESSAGE: Message | None = None\n")
+    corpus = sorted((HERE / "good").glob("corpus_*.py"))
+    result = subprocess.run(
+        [sys.executable, "-m", "pyright", "--outputjson", "-p", str(config)]
+        + [str(path) for path in [*corpus, direct]],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    errors = [
+        d for d in json.loads(result.stdout)["generalDiagnostics"] if d["severity"] == "error"
+    ]
+    assert {Path(d["file"]).name for d in errors} == {"direct.py"}, errors
+    assert all(d["rule"] == "reportMissingTypeStubs" for d in errors), errors

@@ -120,14 +120,16 @@ async def test_cancelling_keeps_what_finished_and_cancels_the_rest() -> None:
             return number
 
     kept: list[int] = []
+    two_kept = asyncio.Event()
 
     async def consume() -> None:
         async for result in aiter_batch(Slow(), _ten(), concurrency=4, progress=False):  # type: ignore[call-overload]
             kept.append(result.response)
+            if len(kept) == 2:
+                two_kept.set()
 
     task = asyncio.ensure_future(consume())
-    while len(kept) < 2:
-        await asyncio.sleep(0.001)
+    await asyncio.wait_for(two_kept.wait(), timeout=30)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 
@@ -339,3 +340,148 @@ def test_layers_read_the_request_litellm_will_receive() -> None:
         "messages": MESSAGES,
         "top_k": 4,
     }
+
+
+def test_litellm_response_classes_and_errors_resolve_lazily() -> None:
+    from litellm import exceptions
+    from litellm.types import utils
+
+    for name in (
+        "Message",
+        "Choices",
+        "StreamingChoices",
+        "Delta",
+        "Usage",
+        "ChatCompletionMessageToolCall",
+        "ChatCompletionMessageCustomToolCall",
+        "ChatCompletionDeltaToolCall",
+        "Function",
+        "ModelResponseStream",
+    ):
+        assert getattr(fixedmodel, name) is getattr(utils, name), name
+        assert name in fixedmodel.__all__
+    for name in fixedmodel.errors.__all__:
+        assert getattr(fixedmodel.errors, name) is getattr(exceptions, name), name
+    assert issubclass(
+        fixedmodel.errors.ContextWindowExceededError, fixedmodel.errors.BadRequestError
+    )
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = fixedmodel.errors.Nope  # type: ignore[attr-defined]  # the failure under test
+
+
+def test_errors_import_litellm_only_when_used_and_after_the_cost_map_default() -> None:
+    code = textwrap.dedent(
+        """
+        import os, sys
+        os.environ.pop("LITELLM_LOCAL_MODEL_COST_MAP", None)
+        from fixedmodel import errors
+        assert "litellm" not in sys.modules, "fixedmodel.errors imported litellm"
+        try:
+            raise errors.RateLimitError("slow down", llm_provider="openai", model="m")
+        except errors.RateLimitError:
+            pass
+        assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_messages_may_be_message_models_as_litellm_accepts() -> None:
+    from openai.types.chat import ChatCompletionMessage
+    from pydantic import BaseModel
+
+    class Note(BaseModel):
+        role: str
+        content: str
+
+    chat = bind_completion("openai/gpt-4o-mini", mock_response="ok")
+    reply = chat(messages=MESSAGES).choices[0].message  # a litellm Message
+    history = [
+        *MESSAGES,
+        reply,
+        ChatCompletionMessage(role="assistant", content="sdk model"),
+        Note(role="user", content="own model"),
+    ]
+    assert responses.text(chat(messages=history)) == "ok"
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fixedmodel._bind._warned", set())
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_a_keyword_nobody_knows_is_warned_about_once_and_still_sent() -> None:
+    seen: list[object] = []
+    chat = bind_completion("openai/gpt-4o-mini", mock_response="ok")
+    chat._function = lambda **kwargs: seen.append(kwargs)  # type: ignore[method-assign]  # record what litellm would get
+    with pytest.warns(fixedmodel.UnknownKeywordWarning, match=r"'temprature'.*'temperature'"):
+        chat(messages=MESSAGES, temprature=0.2)  # type: ignore[call-overload]  # the typo under test
+    assert seen[-1]["temprature"] == 0.2  # type: ignore[index]  # forwarded: never rejected
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chat(messages=MESSAGES, temprature=0.3)  # type: ignore[call-overload]  # once per name
+        # Typed keywords, litellm's own listed keywords and the escape hatch never warn.
+        chat(messages=MESSAGES, temperature=0.1, fallbacks=["openai/m2"], mock_timeout=False)
+        chat(messages=MESSAGES, extra_params={"top_k": 40})
+        chat(messages=MESSAGES, **{"litellm_call_id": "abc"})  # type: ignore[call-overload]  # litellm lists it
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_an_unknown_bound_default_is_warned_about_at_bind_time() -> None:
+    with pytest.warns(fixedmodel.UnknownKeywordWarning, match=r"'dimension'.*'dimensions'"):
+        bind_aembedding("openai/e", dimension=5)  # type: ignore[call-arg]  # the typo under test
+    with pytest.warns(fixedmodel.UnknownKeywordWarning, match="'input_type'"):
+        bind_embedding("openai/e", mock_response=[0.0])(input="a", input_type="query")  # type: ignore[call-arg]  # provider keyword at top level
+
+
+async def test_a_stack_tells_its_model_and_closes_the_bound_object() -> None:
+    closed: list[str] = []
+    bound = bind_acompletion("openai/gpt-4o-mini", mock_response="ok")
+    stack = with_retries(with_retries(bound))
+    assert stack.model == "openai/gpt-4o-mini"
+
+    async def aclose() -> None:
+        closed.append("aclose")
+
+    bound_type = type(bound)
+    original = bound_type.aclose
+    bound_type.aclose = lambda self: aclose()  # type: ignore[method-assign,assignment]  # observe the call
+    try:
+        await stack.aclose()
+        async with stack as entered:
+            assert entered is stack
+            assert responses.text(await entered(messages=MESSAGES)) == "ok"
+    finally:
+        bound_type.aclose = original  # type: ignore[method-assign]
+    assert closed == ["aclose", "aclose"]
+
+    sync_bound = bind_completion("openai/gpt-4o-mini", mock_response="ok")
+    with with_retries(sync_bound) as sync_stack:
+        assert responses.text(sync_stack(messages=MESSAGES)) == "ok"
+    sync_stack.close()
+
+
+async def test_closing_a_stack_over_a_fake_is_a_no_op() -> None:
+    async def fake(**kwargs: object) -> object:
+        return kwargs
+
+    stack = with_retries(fake)  # type: ignore[call-overload]  # a bare function stands in
+    await stack.aclose()
+    stack.close()
+    assert stack.model is None
+
+
+def test_repr_of_a_stack_names_public_things_only() -> None:
+    from fixedmodel import with_logging, with_metrics
+
+    stack = with_logging(with_metrics(with_retries(bind_acompletion("openai/m"))))
+    shown = repr(stack)
+    assert not shown.startswith("_"), shown
+    assert "(_" not in shown, shown
+    assert "BoundACompletion(model='openai/m'" in shown

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 from pydantic import BaseModel
 
-from fixedmodel import ModelResponse, ResponseContentError, bind_completion, responses
+from fixedmodel import (
+    ModelResponse,
+    ModelResponseStream,
+    ResponseContentError,
+    bind_acompletion,
+    bind_completion,
+    responses,
+)
 
 
 class Weather(BaseModel):
@@ -104,3 +113,64 @@ def test_embeddings_in_input_order_and_base64_refused() -> None:
         responses.embeddings(encoded)
     with pytest.raises(ResponseContentError, match="no embeddings"):
         responses.embeddings(EmbeddingResponse(data=[]))
+
+
+def _chunk(index: int, content: str) -> ModelResponseStream:
+    return ModelResponseStream(
+        choices=[{"index": index, "delta": {"role": "assistant", "content": content}}]
+    )
+
+
+# n=2: the two choices arrive interleaved, each chunk naming its choice by index.
+INTERLEAVED = [_chunk(0, "Alpha"), _chunk(1, "Beta"), _chunk(0, " one"), _chunk(1, " uno")]
+
+
+def test_text_deltas_follow_one_choice_of_an_n2_stream() -> None:
+    # A list stands in for the stream: the helpers only iterate it.
+    assert "".join(responses.text_deltas(INTERLEAVED)) == "Alpha one"  # type: ignore[arg-type]
+    assert "".join(responses.text_deltas(INTERLEAVED, index=1)) == "Beta uno"  # type: ignore[arg-type]
+    assert list(responses.text_deltas(INTERLEAVED, index=2)) == []  # type: ignore[arg-type]
+
+
+async def test_atext_deltas_follow_one_choice_of_an_n2_stream() -> None:
+    async def stream() -> AsyncIterator[ModelResponseStream]:
+        for chunk in INTERLEAVED:
+            yield chunk
+
+    assert [p async for p in responses.atext_deltas(stream())] == ["Alpha", " one"]  # type: ignore[arg-type]
+    assert [p async for p in responses.atext_deltas(stream(), index=1)] == ["Beta", " uno"]  # type: ignore[arg-type]
+
+
+def test_a_chunk_holding_several_choices_gives_the_asked_one() -> None:
+    both = ModelResponseStream(
+        choices=[
+            {"index": 1, "delta": {"content": "second"}},
+            {"index": 0, "delta": {"content": "first"}},
+        ]
+    )
+    assert list(responses.text_deltas([both])) == ["first"]  # type: ignore[arg-type]
+    assert list(responses.text_deltas([both], index=1)) == ["second"]  # type: ignore[arg-type]
+
+
+async def test_usage_of_a_stream_from_its_last_chunk_or_the_collected_answer() -> None:
+    chat = bind_acompletion("openai/gpt-4o-mini", mock_response="one two three")
+    asked = {"stream": True, "stream_options": {"include_usage": True}}
+    last = None
+    async for chunk in await chat(messages=[{"role": "user", "content": "Hi"}], **asked):  # type: ignore[call-overload]
+        last = responses.chunk_usage(chunk) or last
+    assert last is not None and last.completion_tokens == 3
+
+    collected = await responses.acollect(
+        await chat(messages=[{"role": "user", "content": "Hi"}], **asked)  # type: ignore[call-overload]
+    )
+    assert responses.text(collected) == "one two three"
+    assert responses.usage(collected) == last
+    await chat.aclose()
+
+
+def test_collect_a_sync_stream() -> None:
+    chat = bind_completion("openai/gpt-4o-mini", mock_response="sync words")
+    collected = responses.collect(chat(messages=[{"role": "user", "content": "Hi"}], stream=True))
+    assert responses.text(collected) == "sync words"
+    with pytest.raises(ResponseContentError, match="without any chunk"):
+        responses.collect([])  # type: ignore[arg-type]

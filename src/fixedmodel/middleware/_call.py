@@ -8,11 +8,14 @@ wait, and the logging/metrics layers (outermost) read it when the call ends.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Literal, TypeAlias, cast
+
+from typing_extensions import Self
 
 from fixedmodel._bind import BOUND_KINDS
 from fixedmodel._protocols import (
@@ -104,7 +107,12 @@ def check_callable(function: object, wrapper: str) -> None:
 
 
 class Wrapper:
-    """Base of the middleware wrappers: keeps the inner callable and shows it in ``repr``."""
+    """Base of the middleware wrappers: keeps the inner callable, forwards what a stack shares.
+
+    A stack tells the model of its innermost bound object and closes like one: ``close()``,
+    ``aclose()``, ``with`` and ``async with`` reach the layer below, and so down to the bound
+    object (nothing happens over a callable that cannot close, such as a test fake).
+    """
 
     __slots__ = ("_inner",)
 
@@ -117,8 +125,44 @@ class Wrapper:
         model = getattr(self._inner, "model", None)
         return model if isinstance(model, str) else None
 
+    def close(self) -> None:
+        """Close the layer below: at the bottom, the bound object's synchronous clients."""
+        close = getattr(self._inner, "close", None)
+        if callable(close):
+            close()
+
+    async def aclose(self) -> None:
+        """Close the layer below: at the bottom, the bound object's clients on this loop."""
+        aclose: Callable[[], Awaitable[object]] | None = getattr(self._inner, "aclose", None)
+        if callable(aclose):
+            await aclose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._inner!r})"
+        # Layers name themselves after their with_* function; the class name is the fallback,
+        # shown without the underscore of a private class.
+        return f"{type(self).__name__.lstrip('_')}({self._inner!r})"
 
 
 def innermost(function: object) -> object:

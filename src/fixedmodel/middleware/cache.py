@@ -30,6 +30,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from fixedmodel._protocols import (
     AFixedModelCompletion,
     AFixedModelEmbedding,
+    ClosableAFixedModelCompletion,
+    ClosableAFixedModelEmbedding,
+    ClosableFixedModelCompletion,
+    ClosableFixedModelEmbedding,
     FixedModelCompletion,
     FixedModelEmbedding,
 )
@@ -300,6 +304,50 @@ class SyncCache(_Cache[SyncFlight]):
                 if self._flights.get(key) is flight:
                     del self._flights[key]
             flight.land()
+
+
+@overload
+def with_cache(
+    fn: ClosableAFixedModelCompletion,
+    store: CacheStore | None = None,
+    *,
+    ttl: float | None = None,
+    validator: Callable[[ModelResponse], bool] | None = None,
+    namespace: str | None = None,
+) -> ClosableAFixedModelCompletion: ...
+
+
+@overload
+def with_cache(
+    fn: ClosableFixedModelCompletion,
+    store: CacheStore | None = None,
+    *,
+    ttl: float | None = None,
+    validator: Callable[[ModelResponse], bool] | None = None,
+    namespace: str | None = None,
+) -> ClosableFixedModelCompletion: ...
+
+
+@overload
+def with_cache(
+    fn: ClosableAFixedModelEmbedding,
+    store: CacheStore | None = None,
+    *,
+    ttl: float | None = None,
+    validator: Callable[[EmbeddingResponse], bool] | None = None,
+    namespace: str | None = None,
+) -> ClosableAFixedModelEmbedding: ...
+
+
+@overload
+def with_cache(
+    fn: ClosableFixedModelEmbedding,
+    store: CacheStore | None = None,
+    *,
+    ttl: float | None = None,
+    validator: Callable[[EmbeddingResponse], bool] | None = None,
+    namespace: str | None = None,
+) -> ClosableFixedModelEmbedding: ...
 
 
 @overload

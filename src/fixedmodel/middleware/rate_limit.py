@@ -35,6 +35,10 @@ from fixedmodel._bind import BOUND_KINDS
 from fixedmodel._protocols import (
     AFixedModelCompletion,
     AFixedModelEmbedding,
+    ClosableAFixedModelCompletion,
+    ClosableAFixedModelEmbedding,
+    ClosableFixedModelCompletion,
+    ClosableFixedModelEmbedding,
     FixedModelCompletion,
     FixedModelEmbedding,
 )
@@ -408,6 +412,22 @@ def _as_limiter(limit: object) -> RateLimiter:
     raise TypeError(msg)
 
 
+@overload
+def with_rate_limit(
+    function: ClosableAFixedModelCompletion, limit: RateLimiter | RateLimit
+) -> ClosableAFixedModelCompletion: ...
+@overload
+def with_rate_limit(
+    function: ClosableFixedModelCompletion, limit: RateLimiter | RateLimit
+) -> ClosableFixedModelCompletion: ...
+@overload
+def with_rate_limit(
+    function: ClosableAFixedModelEmbedding, limit: RateLimiter | RateLimit
+) -> ClosableAFixedModelEmbedding: ...
+@overload
+def with_rate_limit(
+    function: ClosableFixedModelEmbedding, limit: RateLimiter | RateLimit
+) -> ClosableFixedModelEmbedding: ...
 @overload
 def with_rate_limit(
     function: AFixedModelCompletion, limit: RateLimiter | RateLimit

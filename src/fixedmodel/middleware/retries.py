@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from fixedmodel._protocols import (
         AFixedModelCompletion,
         AFixedModelEmbedding,
+        ClosableAFixedModelCompletion,
+        ClosableAFixedModelEmbedding,
+        ClosableFixedModelCompletion,
+        ClosableFixedModelEmbedding,
         FixedModelCompletion,
         FixedModelEmbedding,
     )
@@ -368,6 +372,22 @@ def _check_policy(policy: object) -> None:
         raise TypeError(msg)
 
 
+@overload
+def with_retries(
+    fn: ClosableAFixedModelCompletion, policy: RetryPolicy = ...
+) -> ClosableAFixedModelCompletion: ...
+@overload
+def with_retries(
+    fn: ClosableFixedModelCompletion, policy: RetryPolicy = ...
+) -> ClosableFixedModelCompletion: ...
+@overload
+def with_retries(
+    fn: ClosableAFixedModelEmbedding, policy: RetryPolicy = ...
+) -> ClosableAFixedModelEmbedding: ...
+@overload
+def with_retries(
+    fn: ClosableFixedModelEmbedding, policy: RetryPolicy = ...
+) -> ClosableFixedModelEmbedding: ...
 @overload
 def with_retries(fn: AFixedModelCompletion, policy: RetryPolicy = ...) -> AFixedModelCompletion: ...
 @overload

@@ -61,6 +61,10 @@ if TYPE_CHECKING:
     from fixedmodel._protocols import (
         AFixedModelCompletion,
         AFixedModelEmbedding,
+        ClosableAFixedModelCompletion,
+        ClosableAFixedModelEmbedding,
+        ClosableFixedModelCompletion,
+        ClosableFixedModelEmbedding,
         FixedModelCompletion,
         FixedModelEmbedding,
     )
@@ -557,6 +561,38 @@ class _SyncTraced(_Traced):
         return result
 
 
+@overload
+def with_tracing(
+    fn: ClosableAFixedModelCompletion,
+    *,
+    tracer_provider: TracerProvider | None = ...,
+    meter_provider: MeterProvider | None = ...,
+    capture_content: bool = ...,
+) -> ClosableAFixedModelCompletion: ...
+@overload
+def with_tracing(
+    fn: ClosableFixedModelCompletion,
+    *,
+    tracer_provider: TracerProvider | None = ...,
+    meter_provider: MeterProvider | None = ...,
+    capture_content: bool = ...,
+) -> ClosableFixedModelCompletion: ...
+@overload
+def with_tracing(
+    fn: ClosableAFixedModelEmbedding,
+    *,
+    tracer_provider: TracerProvider | None = ...,
+    meter_provider: MeterProvider | None = ...,
+    capture_content: bool = ...,
+) -> ClosableAFixedModelEmbedding: ...
+@overload
+def with_tracing(
+    fn: ClosableFixedModelEmbedding,
+    *,
+    tracer_provider: TracerProvider | None = ...,
+    meter_provider: MeterProvider | None = ...,
+    capture_content: bool = ...,
+) -> ClosableFixedModelEmbedding: ...
 @overload
 def with_tracing(
     fn: AFixedModelCompletion,

@@ -7,6 +7,10 @@ from typing_extensions import assert_type
 from fixedmodel import (
     AFixedModelCompletion,
     AFixedModelEmbedding,
+    ClosableAFixedModelCompletion,
+    ClosableAFixedModelEmbedding,
+    ClosableFixedModelCompletion,
+    ClosableFixedModelEmbedding,
     CustomStreamWrapper,
     EmbeddingResponse,
     FixedModelCompletion,
@@ -55,7 +59,7 @@ class DictStore:
 
 async def async_sites(flag: bool) -> None:
     chat = with_cache(bind_acompletion("openai/gpt-4o-mini", api_key="sk-test"))
-    assert_type(chat, AFixedModelCompletion)
+    assert_type(chat, ClosableAFixedModelCompletion)
     assert_type(await chat(messages=MESSAGES), ModelResponse)
     assert_type(await chat(messages=MESSAGES, stream=False), ModelResponse)
     assert_type(await chat(messages=MESSAGES, stream=True), CustomStreamWrapper)
@@ -69,27 +73,29 @@ async def async_sites(flag: bool) -> None:
         validator=finished,
         namespace="prompts-v2",
     )
-    assert_type(configured, AFixedModelCompletion)
-    assert_type(with_cache(configured), AFixedModelCompletion)
+    assert_type(configured, ClosableAFixedModelCompletion)
+    assert_type(with_cache(configured), ClosableAFixedModelCompletion)
 
     embed = with_cache(bind_aembedding("openai/text-embedding-3-small"), DictStore(), ttl=3600.0)
-    assert_type(embed, AFixedModelEmbedding)
+    assert_type(embed, ClosableAFixedModelEmbedding)
     assert_type(await embed(input=["a", "b"]), EmbeddingResponse)
-    assert_type(with_cache(embed, validator=has_vectors), AFixedModelEmbedding)
+    assert_type(with_cache(embed, validator=has_vectors), ClosableAFixedModelEmbedding)
 
 
 def sync_sites(flag: bool) -> None:
     store: CacheStore = DiskCacheStore("/tmp/fixedmodel-typing-cache")
     chat = with_cache(bind_completion("openai/gpt-4o-mini"), store, validator=finished)
-    assert_type(chat, FixedModelCompletion)
+    assert_type(chat, ClosableFixedModelCompletion)
     assert_type(chat(messages=MESSAGES), ModelResponse)
     assert_type(chat(messages=MESSAGES, stream=True), CustomStreamWrapper)
     assert_type(chat(messages=MESSAGES, stream=flag), ModelResponse | CustomStreamWrapper)
 
     embed = with_cache(bind_embedding("openai/text-embedding-3-small"))
-    assert_type(embed, FixedModelEmbedding)
+    assert_type(embed, ClosableFixedModelEmbedding)
     assert_type(embed(input="one"), EmbeddingResponse)
-    assert_type(with_cache(embed, MemoryCacheStore(), validator=has_vectors), FixedModelEmbedding)
+    assert_type(
+        with_cache(embed, MemoryCacheStore(), validator=has_vectors), ClosableFixedModelEmbedding
+    )
 
 
 def through_protocols(

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing_extensions import assert_type
 
 from fixedmodel import (
-    AFixedModelCompletion,
-    AFixedModelEmbedding,
+    ClosableAFixedModelCompletion,
+    ClosableAFixedModelEmbedding,
+    ClosableFixedModelCompletion,
+    ClosableFixedModelEmbedding,
     CustomStreamWrapper,
     EmbeddingResponse,
-    FixedModelCompletion,
-    FixedModelEmbedding,
     ModelResponse,
     bind_acompletion,
     bind_aembedding,
@@ -27,7 +27,7 @@ MESSAGES = [{"role": "user", "content": "Hi"}]
 async def rate_limited_sites(flag: bool) -> None:
     quota = RateLimiter(RateLimit(requests=500, tokens=200_000), key="openai")
     chat = with_rate_limit(bind_acompletion("openai/m"), quota)
-    assert_type(chat, AFixedModelCompletion)
+    assert_type(chat, ClosableAFixedModelCompletion)
     assert_type(await chat(messages=MESSAGES), ModelResponse)
     assert_type(await chat(messages=MESSAGES, stream=False), ModelResponse)
     assert_type(await chat(messages=MESSAGES, stream=True), CustomStreamWrapper)
@@ -35,20 +35,20 @@ async def rate_limited_sites(flag: bool) -> None:
     assert_type(await chat(messages=MESSAGES, max_tokens=64, n=2), ModelResponse)
 
     sync_chat = with_rate_limit(bind_completion("openai/m"), quota)
-    assert_type(sync_chat, FixedModelCompletion)
+    assert_type(sync_chat, ClosableFixedModelCompletion)
     assert_type(sync_chat(messages=MESSAGES), ModelResponse)
     assert_type(sync_chat(messages=MESSAGES, stream=True), CustomStreamWrapper)
 
     aembed = with_rate_limit(bind_aembedding("openai/e"), quota)
-    assert_type(aembed, AFixedModelEmbedding)
+    assert_type(aembed, ClosableAFixedModelEmbedding)
     assert_type(await aembed(input=["x", "y"], dimensions=8), EmbeddingResponse)
 
     embed = with_rate_limit(bind_embedding("openai/e"), RateLimit(requests=60, period=1.0))
-    assert_type(embed, FixedModelEmbedding)
+    assert_type(embed, ClosableFixedModelEmbedding)
     assert_type(embed(input="x"), EmbeddingResponse)
 
     twice = with_rate_limit(chat, RateLimit(tokens=10_000))
-    assert_type(twice, AFixedModelCompletion)
+    assert_type(twice, ClosableAFixedModelCompletion)
 
 
 async def limiter_sites() -> None:

@@ -7,8 +7,8 @@ import redis.asyncio
 from typing_extensions import assert_type
 
 from fixedmodel import (
-    AFixedModelCompletion,
-    FixedModelEmbedding,
+    ClosableAFixedModelCompletion,
+    ClosableFixedModelEmbedding,
     ModelResponse,
     bind_acompletion,
     bind_embedding,
@@ -42,13 +42,13 @@ async def redis_sites(url: str) -> None:
 
     cache = RedisCacheStore(url, namespace="app:cache:")
     chat = with_cache(with_rate_limit(bind_acompletion("openai/m"), limiter), store=cache, ttl=60)
-    assert_type(chat, AFixedModelCompletion)
+    assert_type(chat, ClosableAFixedModelCompletion)
     assert_type(await chat(messages=MESSAGES), ModelResponse)
     assert_type(cache.get("k"), bytes | None)
     assert_type(await cache.aget("k"), bytes | None)
 
     embed = with_cache(bind_embedding("openai/e"), RedisCacheStore(url))
-    assert_type(embed, FixedModelEmbedding)
+    assert_type(embed, ClosableFixedModelEmbedding)
 
     assert_type(shares_a_quota(store), LimiterStore)
     assert_type(shares_answers(cache), CacheStore)

@@ -6,11 +6,12 @@ from typing_extensions import assert_type
 
 from fixedmodel import (
     AFixedModelCompletion,
-    AFixedModelEmbedding,
+    ClosableAFixedModelCompletion,
+    ClosableAFixedModelEmbedding,
+    ClosableFixedModelCompletion,
+    ClosableFixedModelEmbedding,
     CustomStreamWrapper,
     EmbeddingResponse,
-    FixedModelCompletion,
-    FixedModelEmbedding,
     ModelResponse,
     bind_acompletion,
     bind_aembedding,
@@ -24,7 +25,7 @@ MESSAGES = [{"role": "user", "content": "Hi"}]
 
 async def retried_sites(flag: bool) -> None:
     chat = with_retries(bind_acompletion("openai/m"))
-    assert_type(chat, AFixedModelCompletion)
+    assert_type(chat, ClosableAFixedModelCompletion)
     assert_type(await chat(messages=MESSAGES), ModelResponse)
     assert_type(await chat(messages=MESSAGES, stream=False), ModelResponse)
     assert_type(await chat(messages=MESSAGES, stream=True), CustomStreamWrapper)
@@ -33,16 +34,16 @@ async def retried_sites(flag: bool) -> None:
 
     policy = RetryPolicy(max_attempts=5, initial_wait=0.5, deadline=30.0, max_retry_after=10)
     sync_chat = with_retries(bind_completion("openai/m"), policy)
-    assert_type(sync_chat, FixedModelCompletion)
+    assert_type(sync_chat, ClosableFixedModelCompletion)
     assert_type(sync_chat(messages=MESSAGES), ModelResponse)
     assert_type(sync_chat(messages=MESSAGES, stream=True), CustomStreamWrapper)
 
     aembed = with_retries(bind_aembedding("openai/e"), policy=RetryPolicy(jitter=0.0))
-    assert_type(aembed, AFixedModelEmbedding)
+    assert_type(aembed, ClosableAFixedModelEmbedding)
     assert_type(await aembed(input=["x", "y"], dimensions=8), EmbeddingResponse)
 
     embed = with_retries(bind_embedding("openai/e"))
-    assert_type(embed, FixedModelEmbedding)
+    assert_type(embed, ClosableFixedModelEmbedding)
     assert_type(embed(input="x"), EmbeddingResponse)
 
     assert_type(policy.max_attempts, int)
