@@ -112,6 +112,28 @@ class RedisCacheStore:
         """Prefix of this store's keys."""
         return self._namespace
 
+    def check_for(self, *, asynchronous: bool) -> None:
+        """Refuse, when a cache is built, a callable kind this store has no client for.
+
+        Any client serves async calls (a sync one on the store's threads); sync calls need
+        a sync client, from ``client=`` or a URL.
+
+        Raises:
+            TypeError: ``asynchronous`` is false and the store was given only
+                ``async_client=``.
+        """
+        if asynchronous:
+            return
+        try:
+            self._clients.sync()
+        except TypeError:
+            msg = (
+                "this RedisCacheStore was given only async_client= (a redis.asyncio.Redis), "
+                "so it cannot serve a synchronous callable: pass client= (a redis.Redis) as "
+                "well, or build the store from a URL"
+            )
+            raise TypeError(msg) from None
+
     def get(self, key: str) -> bytes | None:
         """Return the entry under ``key``; ``None`` when absent, expired or Redis is down.
 
