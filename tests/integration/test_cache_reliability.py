@@ -37,6 +37,12 @@ class KeyCheckingServer(OpenAIServer):
             return Fault.status(401, message="Incorrect API key provided.")
         return fault
 
+    async def _fault_response(
+        self, request: web.Request, body: dict[str, Any], fault: Fault
+    ) -> web.StreamResponse:
+        await asyncio.sleep(self.latency)  # The refusal comes as late as an answer would.
+        return await super()._fault_response(request, body, fault)
+
 
 class ShapedServer(OpenAIServer):
     """Answers chat completions with the body ``shape`` (plus the usual envelope)."""
@@ -84,8 +90,14 @@ async def test_a_good_key_is_not_failed_by_a_concurrent_bad_key(
     ("bad", "good"),
     [
         ({"extra_params": {"api_key": BAD}}, {"extra_params": {"api_key": GOOD}}),
-        ({"extra_headers": {"Authorization": f"Bearer {BAD}"}}, {}),
-        ({"extra_headers": {"Ocp-Apim-Subscription-Key": BAD}}, {}),
+        (
+            {"extra_headers": {"Authorization": f"Bearer {BAD}"}},
+            {"extra_headers": {"Authorization": f"Bearer {GOOD}"}},
+        ),
+        (
+            {"extra_headers": {"Ocp-Apim-Subscription-Key": BAD}},
+            {"extra_headers": {"Ocp-Apim-Subscription-Key": GOOD}},
+        ),
     ],
     ids=["extra_params", "authorization-header", "apim-header"],
 )
