@@ -449,15 +449,16 @@ async def test_followers_of_a_leader_that_answers_after_retries(server: OpenAISe
     assert sum(call.cache_hit for call in records.calls) == 9
 
 
-def test_sync_followers_of_a_failed_leader_record_no_attempt(server: OpenAIServer) -> None:
-    server.latency = 0.2
-    server.enqueue(Fault.status(400))
+def test_sync_followers_of_a_failed_leader_record_no_attempt(
+    checking: KeyCheckingServer,
+) -> None:
+    checking.latency = 0.3
     records = _Records()
-    with bind_completion(MODEL, api_base=server.base_url, api_key=GOOD) as bound:
+    with bind_completion(MODEL, api_base=checking.base_url, api_key=BAD, max_retries=0) as bound:
         chat = with_metrics(with_cache(bound), records)
 
         def call() -> None:
-            with contextlib.suppress(litellm.BadRequestError):
+            with contextlib.suppress(litellm.AuthenticationError):
                 chat(messages=MESSAGES)
 
         threads = [threading.Thread(target=call) for _ in range(5)]
@@ -465,5 +466,25 @@ def test_sync_followers_of_a_failed_leader_record_no_attempt(server: OpenAIServe
             thread.start()
         for thread in threads:
             thread.join()
-    assert server.request_count() == 1
+    assert checking.request_count() == 1
+    assert len(records.calls) == 5
     assert sum(call.attempts for call in records.calls) == 1
+
+
+async def test_attempts_add_up_with_retries_outside_the_cache(server: OpenAIServer) -> None:
+    server.latency = 0.1
+    server.enqueue(Fault.status(503), Fault.status(503))
+    records = _Records()
+    policy = RetryPolicy(max_attempts=4, initial_wait=0.01, max_wait=0.01, jitter=0.0)
+    async with bind_acompletion(MODEL, api_base=server.base_url, api_key=GOOD) as bound:
+        chat = with_metrics(with_retries(with_cache(bound), policy), records)
+        results = await asyncio.gather(*(chat(messages=MESSAGES) for _ in range(10)))
+        assert {responses.text(r) for r in results} == {server.reply_text}
+        sequential = _Records()
+        hit = with_metrics(with_retries(with_cache(bound), policy), sequential)
+        await hit(messages=MESSAGES)
+        await hit(messages=MESSAGES)
+    assert server.request_count() == 4
+    assert sum(call.attempts for call in records.calls) == 3
+    assert [call.attempts for call in sequential.calls] == [1, 0]
+    assert [call.cache_hit for call in sequential.calls] == [False, True]

@@ -60,6 +60,7 @@ from fixedmodel.middleware._cache_codec import (
 from fixedmodel.middleware._cache_flight import AsyncFlight, Flight, SyncFlight
 from fixedmodel.middleware._cache_key import KeyMaker, UncacheableRequestError, flight_key
 from fixedmodel.middleware._call import (
+    CallInfo,
     ModelCallable,
     Wrapper,
     check_callable,
@@ -85,6 +86,78 @@ __all__ = ["AsyncCache", "SyncCache", "is_cache_hit", "with_cache"]
 _log = logging.getLogger("fixedmodel.cache")
 _FlightT = TypeVar("_FlightT", AsyncFlight, SyncFlight)
 _WARNED_MAX = 1024  # Parameter names warned about, per cache; a safeguard, names are few.
+
+
+class _NoRequestMade(CallInfo):
+    """The record of a call whose last pass through the cache made no request (armed).
+
+    See :func:`_served`: the next increment of ``attempts`` is an outer layer counting that
+    pass after it ended, and is dropped (once); the record then turns back into a plain
+    :class:`CallInfo`, as it does when the next pass through the cache begins.
+    """
+
+    @property  # Overrides the dataclass field of the same name, on purpose.
+    def attempts(self) -> int:  # pyright: ignore[reportIncompatibleVariableOverride]
+        """Requests made for this call."""
+        counted: int = vars(self)["attempts"]
+        return counted
+
+    @attempts.setter
+    def attempts(self, value: int) -> None:  # pyright: ignore[reportIncompatibleVariableOverride]
+        fields = vars(self)
+        _become(self, CallInfo)
+        if value != fields["attempts"] + 1:  # Not the outer count of the pass: keep it.
+            fields["attempts"] = value
+
+
+# In a call record: its attempts when the call's last pass through a cache ended.
+_PASS_END = "_fixedmodel_cache_pass_end"
+
+
+def _passing(info: CallInfo | None) -> int:
+    """A pass through the cache begins: return the call's attempts counted so far."""
+    if info is None:
+        return 0
+    if type(info) is _NoRequestMade:
+        _become(info, CallInfo)
+    return info.attempts
+
+
+def _served(info: CallInfo | None, start: int) -> None:
+    """Record that a pass through the cache was answered without a request.
+
+    The caller got a stored answer, or shared another call's answer or error. It made no
+    request, so its record is a cache hit and the pass is no attempt. Layers inside the
+    cache never ran; a ``with_retries`` outside it counts every pass as an attempt, either
+    before the pass (tenacity's ``before`` hook, from the second pass on) or after it (the
+    first pass): an increment since the previous pass ended is undone now, otherwise the
+    next increment is dropped. So the attempts of all the call records add up to the
+    requests on the wire, whatever the order of the layers.
+    """
+    if info is None:
+        return
+    info.cache_hit = True
+    fields: dict[str, Any] | None = getattr(info, "__dict__", None)
+    if fields is None:  # A record without a __dict__ cannot be corrected.
+        return
+    previous = fields.get(_PASS_END)
+    if isinstance(previous, int) and start > previous and fields["attempts"] == start:
+        fields["attempts"] = start - 1  # Counted before it began: not an attempt.
+    elif type(info) is CallInfo:
+        _become(info, _NoRequestMade)  # May be counted after it ends: drop that count.
+    fields[_PASS_END] = fields["attempts"]
+
+
+def _pass_ended(info: CallInfo | None) -> None:
+    """Record where a pass through the cache that made a request left the attempts."""
+    fields: dict[str, Any] | None = getattr(info, "__dict__", None)
+    if fields is not None:
+        fields[_PASS_END] = fields["attempts"]
+
+
+def _become(info: CallInfo, kind: type[CallInfo]) -> None:
+    # Both classes have the same layout (the subclass adds only a property).
+    object.__setattr__(info, "__class__", kind)
 
 
 class _Request:
@@ -167,13 +240,14 @@ class _Cache(Wrapper, Generic[_FlightT]):
             return None
         return _Request(key, flight_key(key, request), kind)
 
-    def _hit(self, template: Template) -> Any:
-        info = current_call()
-        if info is not None:
-            info.cache_hit = True
+    @staticmethod
+    def _hit(template: Template, info: CallInfo | None, start: int) -> Any:
+        _served(info, start)
         return template.copy()
 
-    def _followed(self, flight: Flight, kind: EntryKind) -> Template | None:
+    def _followed(
+        self, flight: Flight, kind: EntryKind, info: CallInfo | None, start: int
+    ) -> Template | None:
         """A waiter's share of a landed flight: the answer's template, or the leader's error.
 
         ``None``: the leader left nothing to share (cancelled, or an answer that cannot be
@@ -182,16 +256,13 @@ class _Cache(Wrapper, Generic[_FlightT]):
         attempts of all the calls add up to the requests on the wire.
         """
         if flight.error is not None:
-            info = current_call()
-            if info is not None:
-                info.cache_hit = True
+            _served(info, start)
             flight.reraise()
         return self._shared(flight.entry, kind)
 
     @staticmethod
-    def _leading() -> None:
+    def _leading(info: CallInfo | None) -> None:
         # A retry of a call that waited before may now lead: its record must say so.
-        info = current_call()
         if info is not None and info.cache_hit:
             info.cache_hit = False
 
@@ -276,6 +347,8 @@ class AsyncCache(_Cache[AsyncFlight]):
 
     async def __call__(self, **kwargs: Any) -> Any:
         """Answer from the cache, join an identical call in progress, or call the model."""
+        info = current_call()
+        start = _passing(info)
         request = self._request(kwargs)
         if request is None:
             return await self._call(**kwargs)
@@ -285,17 +358,17 @@ class AsyncCache(_Cache[AsyncFlight]):
             if flight is None:
                 template = await self._lookup(key, kind)
                 if template is not None:
-                    return self._hit(template)
+                    return self._hit(template, info, start)
                 flight = self._flights.get(flights)  # One may have started during the lookup.
                 if flight is None:
-                    return await self._lead(request, kwargs, register=True)
+                    return await self._lead(request, kwargs, info, register=True)
             if flight.loop is not asyncio.get_running_loop():
                 # Another event loop's call cannot be awaited from here: go alone.
-                return await self._lead(request, kwargs, register=False)
+                return await self._lead(request, kwargs, info, register=False)
             await flight.wait()
-            template = self._followed(flight, kind)
+            template = self._followed(flight, kind, info, start)
             if template is not None:
-                return self._hit(template)
+                return self._hit(template, info, start)
             # The leader was cancelled or its answer is not cacheable: try again.
 
     async def _lookup(self, key: str, kind: EntryKind) -> Template | None:
@@ -308,13 +381,20 @@ class AsyncCache(_Cache[AsyncFlight]):
             self._store_failed("aget", exc)
         return None
 
-    async def _lead(self, request: _Request, kwargs: dict[str, Any], *, register: bool) -> Any:
+    async def _lead(
+        self,
+        request: _Request,
+        kwargs: dict[str, Any],
+        info: CallInfo | None,
+        *,
+        register: bool,
+    ) -> Any:
         key, kind = request.key, request.kind
         flight = AsyncFlight(asyncio.get_running_loop())
         flights = self._flights  # The table of this process (a fork makes a new one).
         if register:
             flights[request.flight] = flight
-        self._leading()
+        self._leading(info)
         try:
             try:
                 response = await self._call(**kwargs)
@@ -333,6 +413,7 @@ class AsyncCache(_Cache[AsyncFlight]):
             if register and flights.get(request.flight) is flight:
                 del flights[request.flight]
             flight.land()
+            _pass_ended(info)
 
 
 class SyncCache(_Cache[SyncFlight]):
@@ -342,6 +423,8 @@ class SyncCache(_Cache[SyncFlight]):
 
     def __call__(self, **kwargs: Any) -> Any:
         """Answer from the cache, join an identical call in progress, or call the model."""
+        info = current_call()
+        start = _passing(info)
         request = self._request(kwargs)
         if request is None:
             return self._call(**kwargs)
@@ -351,7 +434,7 @@ class SyncCache(_Cache[SyncFlight]):
             if flight is None:
                 template = self._lookup(key, kind)
                 if template is not None:
-                    return self._hit(template)
+                    return self._hit(template, info, start)
                 with self._lock:
                     flight = self._flights.get(flights)
                     if flight is None:
@@ -360,11 +443,11 @@ class SyncCache(_Cache[SyncFlight]):
                     else:
                         leading = False
                 if leading:
-                    return self._lead(request, kwargs, flight)
+                    return self._lead(request, kwargs, flight, info)
             flight.wait()
-            template = self._followed(flight, kind)
+            template = self._followed(flight, kind, info, start)
             if template is not None:
-                return self._hit(template)
+                return self._hit(template, info, start)
             # The leader was interrupted or its answer is not cacheable: try again.
 
     def _lookup(self, key: str, kind: EntryKind) -> Template | None:
@@ -377,10 +460,16 @@ class SyncCache(_Cache[SyncFlight]):
             self._store_failed("get", exc)
         return None
 
-    def _lead(self, request: _Request, kwargs: dict[str, Any], flight: SyncFlight) -> Any:
+    def _lead(
+        self,
+        request: _Request,
+        kwargs: dict[str, Any],
+        flight: SyncFlight,
+        info: CallInfo | None,
+    ) -> Any:
         key, kind = request.key, request.kind
         flights = self._flights  # The table of this process (a fork makes a new one).
-        self._leading()
+        self._leading(info)
         try:
             try:
                 response = self._call(**kwargs)
@@ -400,6 +489,7 @@ class SyncCache(_Cache[SyncFlight]):
                 if flights.get(request.flight) is flight:
                     del flights[request.flight]
             flight.land()
+            _pass_ended(info)
 
 
 @overload
