@@ -50,6 +50,10 @@ class CacheStore(Protocol):
     logs it and calls the model instead, so a store never needs to swallow its own errors.
     A ``get`` that finds an unreadable value may raise :class:`CorruptEntryError`; the
     cache then counts a corrupt entry (a miss that the fresh answer overwrites).
+
+    Optionally, a store may define ``check_for(*, asynchronous: bool) -> None`` (not part
+    of the Protocol): ``with_cache`` calls it when wrapping, and it raises ``TypeError``
+    when the store cannot serve callables of that kind, naming what is missing.
     """
 
     def get(self, key: str) -> bytes | None:
