@@ -14,6 +14,7 @@ from typing import Any
 import litellm
 import pytest
 from aiohttp import web
+from pydantic import BaseModel
 
 from fixedmodel import bind_acompletion, bind_aembedding, bind_completion, responses
 from fixedmodel.middleware.cache import with_cache
@@ -337,13 +338,31 @@ async def test_a_hit_equals_the_live_answer(shaped: ShapedServer, shape: str) ->
     assert hit.model_dump() == live.model_dump()
     assert hit.model_dump(mode="json") == live.model_dump(mode="json")
     assert json.loads(hit.model_dump_json()) == json.loads(live.model_dump_json())
-    for live_choice, hit_choice in zip(live.choices, hit.choices, strict=True):
-        assert vars(hit_choice).keys() == vars(live_choice).keys()
-        assert vars(hit_choice.message).keys() == vars(live_choice.message).keys()
-        assert getattr(hit_choice, "logprobs", "absent") == getattr(
-            live_choice, "logprobs", "absent"
-        )
+    _same_attributes(live, hit, "response")
     assert shaped.request_count() == 1
+
+
+_ABSENT = object()
+
+
+def _same_attributes(live: object, hit: object, path: str) -> None:
+    """Every field reads the same on the hit as on the live answer, all the way down."""
+    if isinstance(live, BaseModel):
+        assert type(hit) is type(live), path
+        names = set(type(live).model_fields) | set(live.model_extra or {})
+        for name in names:
+            live_value = getattr(live, name, _ABSENT)
+            hit_value = getattr(hit, name, _ABSENT)
+            assert (live_value is _ABSENT) == (hit_value is _ABSENT), f"{path}.{name}"
+            if live_value is not _ABSENT:
+                _same_attributes(live_value, hit_value, f"{path}.{name}")
+    elif isinstance(live, list):
+        assert isinstance(hit, list), path
+        assert len(hit) == len(live), path
+        for index, (one, other) in enumerate(zip(live, hit, strict=True)):
+            _same_attributes(one, other, f"{path}[{index}]")
+    else:
+        assert hit == live, path
 
 
 async def test_a_followers_copy_equals_the_live_answer(shaped: ShapedServer) -> None:
@@ -355,6 +374,7 @@ async def test_a_followers_copy_equals_the_live_answer(shaped: ShapedServer) -> 
     assert follower._hidden_params["cache_hit"] is True
     assert follower.model_dump() == leader.model_dump()
     assert follower.choices[0].logprobs is None
+    _same_attributes(leader, follower, "follower")
 
 
 async def test_an_embedding_hit_equals_the_live_answer(server: OpenAIServer) -> None:
@@ -366,6 +386,7 @@ async def test_an_embedding_hit_equals_the_live_answer(server: OpenAIServer) -> 
         hit = await embed(input=["a", "b"])
     assert hit._hidden_params["cache_hit"] is True
     assert hit.model_dump() == live.model_dump()
+    _same_attributes(live, hit, "embedding")
 
 
 # Item 8: a raising validator keeps the answer out of the store, not from the callers.

@@ -95,7 +95,8 @@ def _restore(value: object, data: object) -> None:
     The constructors are not a faithful inverse of ``model_dump``: ``Choices`` deletes a
     ``logprobs`` of ``None`` (which the live answer keeps, and dumps), and others drop or
     rename fields given as ``None``. Every field of the stored dump that the rebuilt model
-    lacks is set again, all the way down; fields the constructors added are removed.
+    lacks is set again, all the way down; fields the constructors marked as set that the
+    live answer had not set are unmarked (they keep their value).
     """
     base_model = loaded_base_model()
     if base_model is not None and isinstance(value, base_model) and isinstance(data, dict):
@@ -109,10 +110,9 @@ def _restore(value: object, data: object) -> None:
                 _restore(extra[name], item)
             else:
                 setattr(value, name, item)
-        added = value.model_fields_set - stored.keys()
-        for name in added:
-            if name in present:
-                delattr(value, name)
+        # Set by a constructor but not by the live answer: keep the value (the live answer
+        # has its default), but not as set, so model_dump() leaves it out as it does live.
+        value.__pydantic_fields_set__.difference_update(value.model_fields_set - stored.keys())
     elif isinstance(value, list) and isinstance(data, list):
         items = cast("list[object]", value)
         stored_items = cast("list[object]", data)
