@@ -363,6 +363,23 @@ def test_a_redis_store_works_in_a_child_forked_after_an_async_call() -> None:
         _in_child(child)
 
 
+@fork_only
+@pytest.mark.parametrize("lock", ["clients", "health"])
+def test_a_redis_store_lock_held_at_the_fork_does_not_hold_the_child(lock: str) -> None:
+    fake = AsyncFake()
+    with RedisCacheStore("redis://127.0.0.1:1/0", timeout=0.05) as store:
+        chat = with_cache(fake, store)
+        asyncio.run(chat(messages=MESSAGES))  # Redis is down: the health record is failing.
+        held = store._clients._lock if lock == "clients" else store._health._lock  # type: ignore[attr-defined]
+
+        def child() -> None:
+            answer = asyncio.run(chat(messages=MESSAGES))
+            assert responses.text(answer).startswith("00000002")
+
+        with held:  # As if another thread were inside the lock when the process forked.
+            _in_child(child, timeout=10.0)
+
+
 # Item 16: callers that waited made no request.
 
 

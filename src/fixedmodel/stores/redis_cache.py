@@ -16,11 +16,12 @@ store uses Redis again as soon as it answers.
 from __future__ import annotations
 
 import math
+import threading
 from typing import TYPE_CHECKING
 
 from typing_extensions import Self
 
-from fixedmodel.stores._cache_store import CorruptEntryError
+from fixedmodel.stores._cache_store import CorruptEntryError, after_fork_in_child
 from fixedmodel.stores._redis import (
     DEFAULT_TIMEOUT,
     Health,
@@ -90,7 +91,7 @@ class RedisCacheStore:
         ValueError: ``namespace`` is empty or ``timeout`` is out of range.
     """
 
-    __slots__ = ("_clients", "_errors", "_health", "_namespace")
+    __slots__ = ("__weakref__", "_clients", "_errors", "_health", "_namespace")
 
     def __init__(
         self,
@@ -106,6 +107,14 @@ class RedisCacheStore:
         self._clients = RedisClients("RedisCacheStore", url, client, async_client, timeout)
         self._errors = redis_errors()
         self._health = Health("RedisCacheStore", self._clients.endpoint)
+        after_fork_in_child(self)
+
+    def _after_fork(self) -> None:
+        # The worker pool is started afresh by the clients themselves when they see a new
+        # process id, and redis-py reconnects; but a lock another thread held at the fork
+        # (starting the pool, or logging Redis's health) would stay locked in the child.
+        self._clients._lock = threading.Lock()  # pyright: ignore[reportPrivateUsage]  # fork reset
+        self._health._lock = threading.Lock()  # pyright: ignore[reportPrivateUsage]  # fork reset
 
     @property
     def namespace(self) -> str:
