@@ -509,3 +509,37 @@ async def test_attempts_add_up_with_retries_outside_the_cache(server: OpenAIServ
     assert sum(call.attempts for call in records.calls) == 3
     assert [call.attempts for call in sequential.calls] == [1, 0]
     assert [call.cache_hit for call in sequential.calls] == [False, True]
+
+
+@pytest.mark.parametrize("retries_outside", [False, True], ids=["cache-outside", "retries-outside"])
+def test_sync_attempts_add_up_whatever_the_order(
+    checking: KeyCheckingServer, retries_outside: bool
+) -> None:
+    server = checking  # Its refusals come after the latency, while the followers wait.
+    server.latency = 0.2
+    server.enqueue(Fault.status(503), Fault.status(503))
+    records = _Records()
+    policy = RetryPolicy(max_attempts=4, initial_wait=0.01, max_wait=0.01, jitter=0.0)
+    with bind_completion(MODEL, api_base=server.base_url, api_key=GOOD) as bound:
+        stack = (
+            with_retries(with_cache(bound), policy)
+            if retries_outside
+            else with_cache(with_retries(bound, policy))
+        )
+        chat = with_metrics(stack, records)
+        outcomes: list[object] = []
+
+        def call() -> None:
+            try:
+                outcomes.append(chat(messages=MESSAGES))
+            except Exception as exc:  # Recorded: the count below is what is checked.
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=call) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(records.calls) == 6
+    assert server.request_count() >= 3
+    assert sum(call.attempts for call in records.calls) == server.request_count()
