@@ -279,14 +279,14 @@ class _Cache(Wrapper, Generic[_FlightT]):
         except (TypeError, ValueError) as exc:
             self._uncacheable(exc)
             return None, None
-        if self._validator is not None and not self._accepts(response):
+        validator = self._validator
+        if validator is not None and not self._accepts(validator, response):
             return None, entry
         return entry, entry
 
-    def _accepts(self, response: object) -> bool:
-        assert self._validator is not None
+    def _accepts(self, validator: Callable[[Any], object], response: object) -> bool:
         try:
-            verdict = self._validator(response)
+            verdict = validator(response)
         except Exception as exc:  # The validator decides what is stored, not what is answered.
             _log.warning(
                 "the validator raised %s on an answer of %s; the answer is returned but not stored",
