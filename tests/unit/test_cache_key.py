@@ -15,6 +15,7 @@ from fixedmodel.middleware._cache_key import (
     KEY_FORMAT_VERSION,
     KeyMaker,
     UncacheableRequestError,
+    flight_key,
 )
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -281,3 +282,83 @@ def test_a_reference_cycle_is_uncacheable() -> None:
 
 def test_the_key_holds_no_secret() -> None:
     assert SECRET not in key(base(api_key=SECRET))
+
+
+# Single flight: the flight key adds what the cache key leaves out (issue 10, item 5).
+
+
+def _token_provider() -> str:
+    return "token"
+
+
+def _other_provider() -> str:
+    return "other token"
+
+
+def flight(kwargs: dict[str, Any]) -> str:
+    maker = KeyMaker(None, "openai/m", None)
+    request = maker.read(kwargs)
+    return flight_key(maker.request_key("completion", request), request)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"api_key": "sk-other"},
+        {"extra_params": {"api_key": "sk-other"}},
+        {"timeout": 0.2},
+        {"max_retries": 0},
+        {"client": object()},
+        {"azure_ad_token_provider": _other_provider},
+        {"extra_headers": {"Authorization": "Bearer other"}},
+        {"extra_headers": {"Ocp-Apim-Subscription-Key": "other"}},
+        {"extra_body": {"top_k": 40, "api_key": "other"}},
+    ],
+    ids=[
+        "api_key",
+        "extra_params-api_key",
+        "timeout",
+        "max_retries",
+        "client",
+        "token-provider",
+        "authorization-header",
+        "apim-header",
+        "extra_body-secret",
+    ],
+)
+def test_credentials_and_transport_split_the_flight_not_the_entry(
+    change: dict[str, Any],
+) -> None:
+    reference = base(
+        api_key=SECRET,
+        timeout=30.0,
+        azure_ad_token_provider=_token_provider,
+        extra_headers={"Authorization": f"Bearer {SECRET}", "Ocp-Apim-Subscription-Key": "k"},
+        extra_body={"top_k": 40, "api_key": SECRET},
+    )
+    changed = {**reference, **change}
+    if "extra_params" in change:
+        del changed["api_key"]
+    assert key(reference) == key(changed)
+    assert flight(reference) != flight(changed)
+    assert flight(reference) == flight(dict(reference))  # Identical requests still share.
+
+
+def test_the_flight_key_holds_no_secret_in_the_clear() -> None:
+    request = base(api_key=SECRET, extra_headers={"x-api-key": SECRET})
+    flown = flight(request)
+    assert SECRET not in flown
+    assert flown.startswith(key(request))
+
+
+def test_requests_without_credentials_fly_under_their_cache_key() -> None:
+    assert flight(base(temperature=0.2)) == key(base(temperature=0.2))
+
+
+@pytest.mark.parametrize(
+    "header", ["Ocp-Apim-Subscription-Key", "x-goog-api-key", "X-Subscription-Token", "x-key"]
+)
+def test_credential_headers_never_change_the_key(header: str) -> None:
+    one = base(extra_headers={header: SECRET})
+    other = base(extra_headers={header: "another-secret"})
+    assert key(one) == key(other)

@@ -19,6 +19,7 @@ from fixedmodel._pydantic import loaded_base_model, read_attribute
 from fixedmodel.stores._cache_store import (
     CorruptEntryError,
     EntryKind,
+    after_fork_in_child,
     decode_entry,
     encode_json_entry,
 )
@@ -27,7 +28,15 @@ if TYPE_CHECKING:
     from litellm.types.utils import EmbeddingResponse, ModelResponse
     from pydantic import BaseModel
 
-__all__ = ["DecodedAnswers", "Template", "encode_answer", "is_answer", "is_cache_hit"]
+__all__ = [
+    "MEMO_BYTES",
+    "MEMO_ENTRIES",
+    "DecodedAnswers",
+    "Template",
+    "encode_answer",
+    "is_answer",
+    "is_cache_hit",
+]
 
 _ATOMIC: frozenset[type] = frozenset({str, int, float, bool, type(None)})
 _set_attribute = object.__setattr__
@@ -71,12 +80,44 @@ def _decode(data: object, kind: EntryKind) -> ModelResponse | EmbeddingResponse:
     arguments: dict[str, Any] = fields
     try:
         response = build(**arguments)
+        _restore(response, fields)
     except Exception as exc:  # Any failure to rebuild means the stored data is unusable.
         msg = f"cache entry does not rebuild into a {kind} answer ({type(exc).__name__})"
         raise CorruptEntryError(msg) from None
     # Marked the way litellm marks answers from its own cache.
     response._hidden_params = {"cache_hit": True}  # pyright: ignore[reportPrivateUsage]
     return response
+
+
+def _restore(value: object, data: object) -> None:
+    """Put back what litellm's constructors drop, so a hit equals the live answer.
+
+    The constructors are not a faithful inverse of ``model_dump``: ``Choices`` deletes a
+    ``logprobs`` of ``None`` (which the live answer keeps, and dumps), and others drop or
+    rename fields given as ``None``. Every field of the stored dump that the rebuilt model
+    lacks is set again, all the way down; fields the constructors marked as set that the
+    live answer had not set are unmarked (they keep their value).
+    """
+    base_model = loaded_base_model()
+    if base_model is not None and isinstance(value, base_model) and isinstance(data, dict):
+        stored = cast("dict[str, object]", data)
+        present = vars(value)
+        extra = value.__pydantic_extra__ or {}
+        for name, item in stored.items():
+            if name in present:
+                _restore(present[name], item)
+            elif name in extra:
+                _restore(extra[name], item)
+            else:
+                setattr(value, name, item)
+        # Set by a constructor but not by the live answer: keep the value (the live answer
+        # has its default), but not as set, so model_dump() leaves it out as it does live.
+        value.__pydantic_fields_set__.difference_update(value.model_fields_set - stored.keys())
+    elif isinstance(value, list) and isinstance(data, list):
+        items = cast("list[object]", value)
+        stored_items = cast("list[object]", data)
+        for item, stored_item in zip(items, stored_items, strict=False):
+            _restore(item, stored_item)
 
 
 _answer_classes: dict[str, type] = {}  # By kind, resolved on first use (litellm loads late).
@@ -123,6 +164,16 @@ class Template:
         self.copy: Callable[[], ModelResponse | EmbeddingResponse] = _model_copier(answer)
 
 
+MEMO_ENTRIES = 256
+"""Most decoded answers a cache keeps in memory (fewer if its store keeps fewer entries)."""
+
+MEMO_BYTES = 16 * 2**20
+"""Most bytes of stored entries (16 MiB) whose decoded answers a cache keeps in memory.
+
+A larger entry is decoded on each hit instead of being kept.
+"""
+
+
 class DecodedAnswers:
     """A bounded memo from stored entry bytes to the template answer they decode to.
 
@@ -131,14 +182,31 @@ class DecodedAnswers:
 
     Args:
         size: Most decoded answers kept; the oldest is dropped first.
+        max_bytes: Most bytes of entries kept, their sum; an entry larger than this is
+            never kept.
     """
 
-    __slots__ = ("_answers", "_lock", "_size")
+    __slots__ = ("__weakref__", "_answers", "_bytes", "_lock", "_max_bytes", "_size")
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = MEMO_ENTRIES, max_bytes: int = MEMO_BYTES) -> None:
         self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._answers: dict[bytes, Template] = {}
         self._lock = threading.Lock()  # eviction iterates the dict; sync caches use threads
+        after_fork_in_child(self)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # Another thread may have held it at the fork.
+
+    def __len__(self) -> int:
+        """Count the decoded answers kept."""
+        return len(self._answers)
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of the entries whose decoded answers are kept."""
+        return self._bytes
 
     def get(self, data: object, kind: EntryKind) -> Template:
         """Return the template of ``data``, decoding it on first sight.
@@ -155,11 +223,20 @@ class DecodedAnswers:
         return template
 
     def remember(self, data: bytes, template: Template) -> None:
-        """Keep ``template`` as the decoded form of ``data``."""
+        """Keep ``template`` as the decoded form of ``data``, within the memo's bounds."""
+        size = len(data)
+        if size > self._max_bytes:
+            return
         with self._lock:
-            if len(self._answers) >= self._size:
-                self._answers.pop(next(iter(self._answers)), None)
-            self._answers[data] = template
+            if data in self._answers:
+                return
+            answers = self._answers
+            while answers and (len(answers) >= self._size or self._bytes + size > self._max_bytes):
+                oldest = next(iter(answers))
+                del answers[oldest]
+                self._bytes -= len(oldest)
+            answers[data] = template
+            self._bytes += size
 
 
 # A copier makes one structural copy of the value it was planned for; None means the value

@@ -8,24 +8,30 @@ JSON schema and a pydantic object as its JSON dump.
 
 Left out, because they do not change the answer or must not be stored: credentials (any
 name :func:`fixedmodel._secrets.is_secret` flags, also one level down in ``extra_body`` and
-in headers), the transport settings in :data:`EXCLUDED_PARAMS` (timeouts, retry counts,
-sessions), per-request tracing headers, bookkeeping (``metadata``) and the streaming
-switches. Everything else is in,
-provider-specific parameters included: an unknown parameter is assumed to matter.
+in headers; a callable credential such as ``azure_ad_token_provider`` included), the
+transport settings in :data:`EXCLUDED_PARAMS` (timeouts, retry counts, sessions), per-request
+tracing headers, bookkeeping (``metadata``) and the streaming switches. Everything else is
+in, provider-specific parameters included: an unknown parameter is assumed to matter.
+
+Single flight needs more than the cache key: callers may wait for one another's call only
+when they would send the same request, credentials and transport included (a bad key or a
+short timeout must not fail the caller that had a good one). :func:`flight_key` adds a hash
+of those left-out values, kept in memory only.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
 
-from fixedmodel._bind import BOUND_KINDS
 from fixedmodel._pydantic import loaded_base_model
 from fixedmodel._secrets import is_secret
+from fixedmodel.middleware._call import request_reader
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -35,13 +41,13 @@ __all__ = [
     "KEY_FORMAT_VERSION",
     "KeyMaker",
     "UncacheableRequestError",
+    "flight_key",
 ]
 
 KEY_FORMAT_VERSION = 1
 """Version of the key layout; raising it makes every older entry unreachable."""
 
 _PREFIX = f"fixedmodel:cache:v{KEY_FORMAT_VERSION}:"
-_EXTRA = "extra_params"
 
 EXCLUDED_PARAMS: frozenset[str] = frozenset(
     {
@@ -73,21 +79,44 @@ EXCLUDED_PARAMS: frozenset[str] = frozenset(
 )
 """Request parameters that never enter the key (credentials are left out as well)."""
 
-_kept_names: dict[str, bool] = {}
+_TRANSPORT_PARAMS = frozenset(
+    {"timeout", "stream_timeout", "max_retries", "num_retries", "shared_session", "client"}
+)
+# Parameter name -> (in the cache key, in the flight key only).
+_names: dict[str, tuple[bool, bool]] = {}
 _schemas: weakref.WeakKeyDictionary[type[BaseModel], dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 class UncacheableRequestError(ValueError):
-    """A request parameter has no canonical JSON form, so the request cannot be keyed."""
+    """A request parameter has no canonical JSON form, so the request cannot be keyed.
+
+    Attributes:
+        parameter: The name of that parameter, when one could be singled out.
+    """
+
+    def __init__(self, message: str, parameter: str | None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+def _classify(name: str) -> tuple[bool, bool]:
+    found = _names.get(name)
+    if found is None:
+        secret = is_secret(name)
+        found = (name not in EXCLUDED_PARAMS and not secret, secret or name in _TRANSPORT_PARAMS)
+        if len(_names) < 4096:  # Parameter names are few; the bound is a safeguard.
+            _names[name] = found
+    return found
 
 
 def _kept(name: str) -> bool:
-    kept = _kept_names.get(name)
-    if kept is None:
-        kept = name not in EXCLUDED_PARAMS and not is_secret(name)
-        if len(_kept_names) < 4096:  # Parameter names are few; the bound is a safeguard.
-            _kept_names[name] = kept
-    return kept
+    """Whether ``name`` is part of the cache key."""
+    return _classify(name)[0]
+
+
+def _private(name: str) -> bool:
+    """Whether ``name`` is a credential or transport setting (in the flight key only)."""
+    return _classify(name)[1]
 
 
 def _schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -171,19 +200,13 @@ class KeyMaker:
         namespace: A user-chosen label keyed with the model, or ``None``.
     """
 
-    __slots__ = ("_bound", "_defaults", "_head")
+    __slots__ = ("_head", "read")
 
     def __init__(self, innermost: object, model: str | None, namespace: str | None) -> None:
-        self._bound = innermost if isinstance(innermost, BOUND_KINDS) else None
         self._head = (KEY_FORMAT_VERSION, model, namespace)
-        # The keyed part of the bound defaults, for the usual call (no extra_params on either
-        # side): whether a name is keyed depends on the name alone, so filtering the defaults
-        # once and the call's keywords per call keys the same as filtering their merge.
-        self._defaults: dict[str, Any] | None = None
-        bound = self._bound
-        if bound is not None and not bound._extra:  # pyright: ignore[reportPrivateUsage]
-            defaults = bound._defaults  # pyright: ignore[reportPrivateUsage]
-            self._defaults = {name: value for name, value in defaults.items() if _kept(name)}
+        # What litellm will receive for a call's keywords (bound defaults and extra_params
+        # merged, None meaning "not given"): the key describes that request.
+        self.read: Callable[[dict[str, Any]], dict[str, Any]] = request_reader(innermost)
 
     def key(self, kind: str, kwargs: dict[str, Any]) -> str:
         """Return the key of a request made with ``kwargs`` (the caller's keywords).
@@ -196,45 +219,74 @@ class KeyMaker:
             TypeError: ``model=`` was passed to a bound callable (the same error the call
                 itself would raise).
         """
-        kept: dict[str, object]
-        if self._defaults is not None and _EXTRA not in kwargs and "model" not in kwargs:
-            kept = self._defaults.copy()
-            for name, value in kwargs.items():
-                if _kept(name):
-                    kept[name] = value
-        else:
-            kept = {name: value for name, value in self._arguments(kwargs).items() if _kept(name)}
+        return self.request_key(kind, self.read(kwargs))
+
+    def request_key(self, kind: str, request: Mapping[str, Any]) -> str:
+        """:meth:`key` of ``request``, the request as :attr:`read` gives it.
+
+        Raises:
+            UncacheableRequestError: A parameter has no canonical JSON form.
+        """
+        kept = {name: value for name, value in request.items() if _kept(name)}
         for name in _SCRUBBED:
             if name in kept:
                 kept[name] = _scrubbed(name, kept[name])
         try:
             text = _encode((*self._head, kind, kept))
         except (TypeError, ValueError) as exc:
-            raise UncacheableRequestError(_culprit(kept, exc)) from None
+            raise _culprit(kept, exc) from None
         return _PREFIX + hashlib.sha256(text.encode()).hexdigest()
 
-    def _arguments(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        if self._bound is not None:
-            # The bound object's own merge, so the key sees what litellm will receive.
-            # Without the provider hint: it follows from the model, which is keyed anyway,
-            # so keys stay those of the request as the caller wrote it.
-            return self._bound._arguments(kwargs, hint=False)  # pyright: ignore[reportPrivateUsage]
-        extra = kwargs.get(_EXTRA)
-        if not isinstance(extra, Mapping):
-            return kwargs
-        # An unbound callable: flatten the escape hatch the way a bound object does
-        # (an explicit keyword wins over the same name inside extra_params).
-        merged = {name: value for name, value in kwargs.items() if name != _EXTRA}
-        for name, value in extra.items():  # pyright: ignore[reportUnknownVariableType]
-            merged.setdefault(str(name), value)  # pyright: ignore[reportUnknownArgumentType]
-        return merged
+
+def flight_key(key: str, request: Mapping[str, Any]) -> str:
+    """The single-flight key of a request: its cache key plus what the cache key leaves out.
+
+    Callers may wait for one another's call only when they would send the same request:
+    the same credentials (``api_key``, a token provider, an ``Authorization`` header...) and
+    the same transport settings (``timeout``, ``client``...), not only the same question.
+    Those values enter a hash held in memory only, never stored or logged. A value with no
+    canonical JSON form (a token provider, an HTTP client) counts by identity: callers
+    share a flight only when they pass the very same object.
+    """
+    private: dict[str, object] = {}
+    for name, value in request.items():
+        if _private(name):
+            private[name] = value
+        elif name in _SCRUBBED and isinstance(value, Mapping):
+            items: Mapping[object, object] = value  # pyright: ignore[reportUnknownVariableType]
+            hidden = {str(k): v for k, v in items.items() if not _keyed_name(k, headers=False)}
+            if hidden:
+                private[name] = hidden
+    if not private:
+        return key
+    try:
+        text = _identity_encode(private)
+    except (TypeError, ValueError):  # E.g. a reference cycle: never share this flight.
+        return f"{key}:unique:{next(_unique)}"
+    return f"{key}:{hashlib.sha256(text.encode()).hexdigest()}"
 
 
-def _culprit(params: Mapping[str, object], error: Exception) -> str:
+def _by_identity(value: object) -> object:
+    try:
+        return _canonical(value)
+    except TypeError:
+        # Alive for as long as the caller's request holds it, so the id is not reused
+        # while a flight that compares it is in progress.
+        return f"<{_type_name(value)} at {id(value):#x}>"
+
+
+_identity_encode = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_by_identity
+).encode
+_unique = itertools.count()
+
+
+def _culprit(params: Mapping[str, object], error: Exception) -> UncacheableRequestError:
     """Name the parameter that cannot be encoded, for a useful log message."""
     for name, value in params.items():
         try:
             _encode(value)
         except (TypeError, ValueError) as exc:
-            return f"request parameter {name!r} cannot be part of a cache key: {exc}"
-    return f"the request cannot be part of a cache key: {error}"
+            msg = f"request parameter {name!r} cannot be part of a cache key: {exc}"
+            return UncacheableRequestError(msg, name)
+    return UncacheableRequestError(f"the request cannot be part of a cache key: {error}", None)

@@ -4,23 +4,38 @@
 non-streamed request up in a store (memory by default) under a key made of the model and
 every parameter that can change the answer (see :mod:`fixedmodel.middleware._cache_key`).
 A hit returns a new ``ModelResponse``/``EmbeddingResponse`` rebuilt from the stored JSON,
-marked ``response._hidden_params["cache_hit"] = True`` and in the call record
+equal to the live answer field for field (``model_dump()``), marked
+``response._hidden_params["cache_hit"] = True`` and in the call record
 (:class:`~fixedmodel.middleware._call.CallInfo`), and makes no upstream request.
 
+- Every decision is made on the request litellm will receive (the call's keywords, the bound
+  defaults and ``extra_params`` merged), not on the call's keywords alone.
 - Only complete answers are stored: never an error, never an answer the ``validator``
-  rejects (it decides what is stored, not what the caller gets).
-- ``stream=True`` calls bypass the cache: they are neither answered from it nor stored.
+  rejects or raises on (it decides what is stored, not what the caller gets).
+- Streamed calls bypass the cache: they are neither answered from it nor stored.
 - Single flight: identical requests made while one is in progress wait for it and get
-  copies of its answer (marked as cache hits), or its exception. If the leader is
-  cancelled, the waiters start over. Async calls coalesce per event loop, sync calls
-  across threads; separate processes do not coalesce.
+  copies of its answer (marked as cache hits), or its exception. Identical means the same
+  request on the wire: callers whose credentials or transport settings (``api_key``,
+  ``timeout``...) differ never wait for one another, though they share stored entries. If
+  the leader is cancelled, the waiters start over. Async calls coalesce per event loop,
+  sync calls across threads; separate processes do not coalesce. A caller that waited
+  made no request: its call record says so (a cache hit, 0 attempts), whether it got the
+  answer or the error.
+- A request with a parameter that has no JSON form (a callable, an open file) is sent
+  without the cache, with one warning per parameter name; credentials, callable ones such
+  as ``azure_ad_token_provider`` included, are never keyed, so they never prevent caching.
 - A corrupt entry is logged (``fixedmodel.cache``) and is a miss; the fresh answer
   overwrites it. A failing store is logged and bypassed: it never fails a call.
+- Memory: besides its store, a cache keeps at most ``MEMO_ENTRIES`` decoded answers (no more
+  than a ``MemoryCacheStore`` keeps entries) of at most ``MEMO_BYTES`` in all, and one
+  record per call in flight.
+- ``os.fork()``: a child inherits no call in flight and uses the stores on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import threading
@@ -38,24 +53,33 @@ from fixedmodel._protocols import (
     FixedModelEmbedding,
 )
 from fixedmodel.middleware._cache_codec import (
+    MEMO_BYTES,
+    MEMO_ENTRIES,
     DecodedAnswers,
     Template,
     encode_answer,
     is_answer,
     is_cache_hit,
 )
-from fixedmodel.middleware._cache_flight import AsyncFlight, SyncFlight
-from fixedmodel.middleware._cache_key import KeyMaker, UncacheableRequestError
+from fixedmodel.middleware._cache_flight import AsyncFlight, Flight, SyncFlight
+from fixedmodel.middleware._cache_key import KeyMaker, UncacheableRequestError, flight_key
 from fixedmodel.middleware._call import (
+    CallInfo,
     ModelCallable,
     Wrapper,
     check_callable,
     current_call,
     innermost,
     is_async_callable,
+    is_stream_request,
     request_kind,
 )
-from fixedmodel.stores._cache_store import CacheStore, CorruptEntryError, EntryKind
+from fixedmodel.stores._cache_store import (
+    CacheStore,
+    CorruptEntryError,
+    EntryKind,
+    after_fork_in_child,
+)
 from fixedmodel.stores.memory import MemoryCacheStore
 
 if TYPE_CHECKING:
@@ -65,12 +89,107 @@ __all__ = ["AsyncCache", "SyncCache", "is_cache_hit", "with_cache"]
 
 _log = logging.getLogger("fixedmodel.cache")
 _FlightT = TypeVar("_FlightT", AsyncFlight, SyncFlight)
+_WARNED_MAX = 1024  # Parameter names warned about, per cache; a safeguard, names are few.
+
+
+class _NoRequestMade(CallInfo):
+    """The record of a call whose last pass through the cache made no request (armed).
+
+    See :func:`_served`: the next increment of ``attempts`` is an outer layer counting that
+    pass after it ended, and is dropped (once); the record then turns back into a plain
+    :class:`CallInfo`, as it does when the next pass through the cache begins.
+    """
+
+    @property  # Overrides the dataclass field of the same name, on purpose.
+    def attempts(self) -> int:  # pyright: ignore[reportIncompatibleVariableOverride]
+        """Requests made for this call."""
+        counted: int = vars(self)["attempts"]
+        return counted
+
+    @attempts.setter
+    def attempts(self, value: int) -> None:  # pyright: ignore[reportIncompatibleVariableOverride]
+        fields = vars(self)
+        _become(self, CallInfo)
+        if value != fields["attempts"] + 1:  # Not the outer count of the pass: keep it.
+            fields["attempts"] = value
+
+
+# In a call record: its attempts when the call's last pass through a cache ended.
+_PASS_END = "_fixedmodel_cache_pass_end"
+
+
+def _passing(info: CallInfo | None) -> int:
+    """A pass through the cache begins: return the call's attempts counted so far."""
+    if info is None:
+        return 0
+    if type(info) is _NoRequestMade:
+        _become(info, CallInfo)
+    return info.attempts
+
+
+def _served(info: CallInfo | None, start: int) -> None:
+    """Record that a pass through the cache was answered without a request.
+
+    The caller got a stored answer, or shared another call's answer or error. It made no
+    request, so its record is a cache hit and the pass is no attempt. Layers inside the
+    cache never ran; a ``with_retries`` outside it counts every pass as an attempt, either
+    before the pass (tenacity's ``before`` hook, from the second pass on) or after it (the
+    first pass): an increment since the previous pass ended is undone now, otherwise the
+    next increment is dropped. So the attempts of all the call records add up to the
+    requests on the wire, whatever the order of the layers.
+    """
+    if info is None:
+        return
+    info.cache_hit = True
+    fields: dict[str, Any] | None = getattr(info, "__dict__", None)
+    if fields is None:  # A record without a __dict__ cannot be corrected.
+        return
+    previous = fields.get(_PASS_END)
+    if isinstance(previous, int) and start > previous and fields["attempts"] == start:
+        fields["attempts"] = start - 1  # Counted before it began: not an attempt.
+    elif type(info) is CallInfo:
+        _become(info, _NoRequestMade)  # May be counted after it ends: drop that count.
+    fields[_PASS_END] = fields["attempts"]
+
+
+def _pass_ended(info: CallInfo | None) -> None:
+    """Record where a pass through the cache that made a request left the attempts."""
+    fields: dict[str, Any] | None = getattr(info, "__dict__", None)
+    if fields is not None:
+        fields[_PASS_END] = fields["attempts"]
+
+
+def _become(info: CallInfo, kind: type[CallInfo]) -> None:
+    # Both classes have the same layout (the subclass adds only a property).
+    object.__setattr__(info, "__class__", kind)
+
+
+class _Request:
+    """A cacheable request: its cache key, its single-flight key and its kind."""
+
+    __slots__ = ("flight", "key", "kind")
+
+    def __init__(self, key: str, flight: str, kind: EntryKind) -> None:
+        self.key = key
+        self.flight = flight
+        self.kind: EntryKind = kind
 
 
 class _Cache(Wrapper, Generic[_FlightT]):
     """What the sync and async cache wrappers share: keys, lookups, encoding, logging."""
 
-    __slots__ = ("_answers", "_call", "_flights", "_keys", "_lock", "_store", "_ttl", "_validator")
+    __slots__ = (
+        "__weakref__",
+        "_answers",
+        "_call",
+        "_flights",
+        "_keys",
+        "_lock",
+        "_store",
+        "_ttl",
+        "_validator",
+        "_warned",
+    )
 
     def __init__(
         self,
@@ -89,31 +208,67 @@ class _Cache(Wrapper, Generic[_FlightT]):
         # parameter type to the kind of the wrapped callable.
         self._validator = validator
         self._keys = KeyMaker(innermost(inner), self.model, namespace)
-        self._answers = DecodedAnswers()
-        self._flights: dict[str, _FlightT] = {}  # In-progress misses, by key.
+        self._answers = DecodedAnswers(_memo_size(store), MEMO_BYTES)
+        self._flights: dict[str, _FlightT] = {}  # In-progress misses, by flight key.
         self._lock = threading.Lock()  # Guards starting a flight across threads.
+        self._warned: set[str | None] = set()  # Uncacheable parameters already logged.
+        after_fork_in_child(self)
+
+    def _after_fork(self) -> None:
+        # The leaders of the parent's flights do not exist in the child: waiting for one
+        # would never end. Another thread may have held the lock at the fork.
+        self._flights = {}
+        self._lock = threading.Lock()
 
     @property
     def store(self) -> CacheStore:
         """The store holding this cache's entries."""
         return self._store
 
-    def _request(self, kwargs: dict[str, Any]) -> tuple[str, EntryKind] | None:
-        """Return the key and kind of a cacheable request, or ``None`` to bypass the cache."""
-        if kwargs.get("stream"):
+    def _request(self, kwargs: dict[str, Any]) -> _Request | None:
+        """Return the keys and kind of a cacheable request, or ``None`` to bypass the cache."""
+        request = self._keys.read(kwargs)
+        if is_stream_request(request):
             return None
-        kind = request_kind(kwargs)
+        kind: EntryKind = request_kind(request)
         try:
-            return self._keys.key(kind, kwargs), kind
+            key = self._keys.request_key(kind, request)
         except UncacheableRequestError as exc:
-            _log.warning("%s; calling %s without the cache", exc, self._label())
+            if exc.parameter not in self._warned and len(self._warned) < _WARNED_MAX:
+                self._warned.add(exc.parameter)
+                _log.warning(
+                    "%s; calling %s without the cache (logged once per parameter)",
+                    exc,
+                    self._label(),
+                )
             return None
+        return _Request(key, flight_key(key, request), kind)
 
-    def _hit(self, template: Template) -> Any:
-        info = current_call()
-        if info is not None:
-            info.cache_hit = True
+    @staticmethod
+    def _hit(template: Template, info: CallInfo | None, start: int) -> Any:
+        _served(info, start)
         return template.copy()
+
+    def _followed(
+        self, flight: Flight, kind: EntryKind, info: CallInfo | None, start: int
+    ) -> Template | None:
+        """A waiter's share of a landed flight: the answer's template, or the leader's error.
+
+        ``None``: the leader left nothing to share (cancelled, or an answer that cannot be
+        cached), and the waiter starts over. A waiter made no request: its call record
+        says it was served by the cache whether it gets the answer or the error, so the
+        attempts of all the calls add up to the requests on the wire.
+        """
+        if flight.error is not None:
+            _served(info, start)
+            flight.reraise()
+        return self._shared(flight.entry, kind)
+
+    @staticmethod
+    def _leading(info: CallInfo | None) -> None:
+        # A retry of a call that waited before may now lead: its record must say so.
+        if info is not None and info.cache_hit:
+            info.cache_hit = False
 
     def _prepare(self, kind: EntryKind, response: object) -> tuple[bytes | None, bytes | None]:
         """Encode a fresh answer: the entry to store (if any) and the one for the waiters.
@@ -128,10 +283,24 @@ class _Cache(Wrapper, Generic[_FlightT]):
         except (TypeError, ValueError) as exc:
             self._uncacheable(exc)
             return None, None
-        if self._validator is not None and not self._validator(response):
-            _log.debug("the validator rejected an answer of %s; not stored", self._label())
+        validator = self._validator
+        if validator is not None and not self._accepts(validator, response):
             return None, entry
         return entry, entry
+
+    def _accepts(self, validator: Callable[[Any], object], response: object) -> bool:
+        try:
+            verdict = validator(response)
+        except Exception as exc:  # The validator decides what is stored, not what is answered.
+            _log.warning(
+                "the validator raised %s on an answer of %s; the answer is returned but not stored",
+                type(exc).__name__,
+                self._label(),
+            )
+            return False
+        if not verdict:
+            _log.debug("the validator rejected an answer of %s; not stored", self._label())
+        return bool(verdict)
 
     def _shared(self, entry: bytes | None, kind: EntryKind) -> Template | None:
         """The template of a leader's answer for its waiters; ``None``: they start over."""
@@ -182,27 +351,28 @@ class AsyncCache(_Cache[AsyncFlight]):
 
     async def __call__(self, **kwargs: Any) -> Any:
         """Answer from the cache, join an identical call in progress, or call the model."""
+        info = current_call()
+        start = _passing(info)
         request = self._request(kwargs)
         if request is None:
             return await self._call(**kwargs)
-        key, kind = request
+        key, flights, kind = request.key, request.flight, request.kind
         while True:
-            flight = self._flights.get(key)
+            flight = self._flights.get(flights)
             if flight is None:
                 template = await self._lookup(key, kind)
                 if template is not None:
-                    return self._hit(template)
-                flight = self._flights.get(key)  # One may have started during the lookup.
+                    return self._hit(template, info, start)
+                flight = self._flights.get(flights)  # One may have started during the lookup.
                 if flight is None:
-                    return await self._lead(key, kind, kwargs, register=True)
+                    return await self._lead(request, kwargs, info, register=True)
             if flight.loop is not asyncio.get_running_loop():
                 # Another event loop's call cannot be awaited from here: go alone.
-                return await self._lead(key, kind, kwargs, register=False)
+                return await self._lead(request, kwargs, info, register=False)
             await flight.wait()
-            flight.reraise()
-            template = self._shared(flight.entry, kind)
+            template = self._followed(flight, kind, info, start)
             if template is not None:
-                return self._hit(template)
+                return self._hit(template, info, start)
             # The leader was cancelled or its answer is not cacheable: try again.
 
     async def _lookup(self, key: str, kind: EntryKind) -> Template | None:
@@ -216,11 +386,19 @@ class AsyncCache(_Cache[AsyncFlight]):
         return None
 
     async def _lead(
-        self, key: str, kind: EntryKind, kwargs: dict[str, Any], *, register: bool
+        self,
+        request: _Request,
+        kwargs: dict[str, Any],
+        info: CallInfo | None,
+        *,
+        register: bool,
     ) -> Any:
+        key, kind = request.key, request.kind
         flight = AsyncFlight(asyncio.get_running_loop())
+        flights = self._flights  # The table of this process (a fork makes a new one).
         if register:
-            self._flights[key] = flight
+            flights[request.flight] = flight
+        self._leading(info)
         try:
             try:
                 response = await self._call(**kwargs)
@@ -236,9 +414,10 @@ class AsyncCache(_Cache[AsyncFlight]):
                     self._store_failed("aset", exc)
             return response
         finally:
-            if register and self._flights.get(key) is flight:
-                del self._flights[key]
+            if register and flights.get(request.flight) is flight:
+                del flights[request.flight]
             flight.land()
+            _pass_ended(info)
 
 
 class SyncCache(_Cache[SyncFlight]):
@@ -248,30 +427,31 @@ class SyncCache(_Cache[SyncFlight]):
 
     def __call__(self, **kwargs: Any) -> Any:
         """Answer from the cache, join an identical call in progress, or call the model."""
+        info = current_call()
+        start = _passing(info)
         request = self._request(kwargs)
         if request is None:
             return self._call(**kwargs)
-        key, kind = request
+        key, flights, kind = request.key, request.flight, request.kind
         while True:
-            flight = self._flights.get(key)
+            flight = self._flights.get(flights)
             if flight is None:
                 template = self._lookup(key, kind)
                 if template is not None:
-                    return self._hit(template)
+                    return self._hit(template, info, start)
                 with self._lock:
-                    flight = self._flights.get(key)
+                    flight = self._flights.get(flights)
                     if flight is None:
-                        flight = self._flights[key] = SyncFlight()
+                        flight = self._flights[flights] = SyncFlight()
                         leading = True
                     else:
                         leading = False
                 if leading:
-                    return self._lead(key, kind, kwargs, flight)
+                    return self._lead(request, kwargs, flight, info)
             flight.wait()
-            flight.reraise()
-            template = self._shared(flight.entry, kind)
+            template = self._followed(flight, kind, info, start)
             if template is not None:
-                return self._hit(template)
+                return self._hit(template, info, start)
             # The leader was interrupted or its answer is not cacheable: try again.
 
     def _lookup(self, key: str, kind: EntryKind) -> Template | None:
@@ -284,7 +464,16 @@ class SyncCache(_Cache[SyncFlight]):
             self._store_failed("get", exc)
         return None
 
-    def _lead(self, key: str, kind: EntryKind, kwargs: dict[str, Any], flight: SyncFlight) -> Any:
+    def _lead(
+        self,
+        request: _Request,
+        kwargs: dict[str, Any],
+        flight: SyncFlight,
+        info: CallInfo | None,
+    ) -> Any:
+        key, kind = request.key, request.kind
+        flights = self._flights  # The table of this process (a fork makes a new one).
+        self._leading(info)
         try:
             try:
                 response = self._call(**kwargs)
@@ -301,9 +490,10 @@ class SyncCache(_Cache[SyncFlight]):
             return response
         finally:
             with self._lock:
-                if self._flights.get(key) is flight:
-                    del self._flights[key]
+                if flights.get(request.flight) is flight:
+                    del flights[request.flight]
             flight.land()
+            _pass_ended(info)
 
 
 @overload
@@ -410,8 +600,10 @@ def with_cache(
             (1024 entries, LRU) when omitted. Share one store between callables to share
             entries (keys include the model, so different models never collide).
         ttl: Seconds an entry stays valid; ``None`` keeps it until the store evicts it.
-        validator: Called with each fresh answer; a falsy result keeps that answer out of
-            the store (the caller still gets it). E.g. reject ``finish_reason="length"``.
+        validator: Called with each fresh answer; a falsy result, or an exception, keeps
+            that answer out of the store (the caller, and every identical call waiting for
+            it, still gets it; an exception is logged). E.g. reject
+            ``finish_reason="length"``.
         namespace: A label keyed with the model: different namespaces never share entries.
             Required when ``fn`` has no ``model`` attribute (a hand-written fake), since the
             key must name what answers.
@@ -420,23 +612,34 @@ def with_cache(
         A callable of the same kind as ``fn`` that consults the cache first.
 
     Raises:
-        TypeError: ``fn`` is not callable, ``store`` is not a store instance, ``ttl`` is not
-            a number, ``validator`` is not callable, or neither ``fn.model`` nor
+        TypeError: ``fn`` is not callable, ``store`` is not a store instance or cannot
+            serve ``fn``'s kind (e.g. a ``RedisCacheStore`` given only ``async_client=``
+            for a sync ``fn``; the message names the missing client), ``ttl`` is not a
+            number, ``validator`` is not callable, or neither ``fn.model`` nor
             ``namespace`` names the model.
         ValueError: ``ttl`` is not a positive finite number, or ``namespace`` is empty.
     """
     check_callable(fn, "with_cache")
-    chosen = _check_store(store)
+    asynchronous = is_async_callable(fn)
+    chosen = _check_store(store, asynchronous=asynchronous)
     _check_ttl(ttl)
     if validator is not None and not callable(validator):
         msg = f"with_cache() validator must be callable or None, got {type(validator).__name__}"
         raise TypeError(msg)
     _check_namespace(fn, namespace)
-    kind = AsyncCache if is_async_callable(fn) else SyncCache
+    kind = AsyncCache if asynchronous else SyncCache
     return kind(fn, chosen, ttl, validator, namespace)
 
 
-def _check_store(store: object) -> CacheStore:
+def _memo_size(store: CacheStore) -> int:
+    # Never keep more decoded answers than the store keeps entries.
+    bound: object = getattr(store, "max_entries", None)
+    if isinstance(bound, int) and not isinstance(bound, bool) and bound > 0:
+        return min(MEMO_ENTRIES, bound)
+    return MEMO_ENTRIES
+
+
+def _check_store(store: object, *, asynchronous: bool) -> CacheStore:
     if store is None:
         return MemoryCacheStore()
     if isinstance(store, type):
@@ -448,7 +651,24 @@ def _check_store(store: object) -> CacheStore:
             f"{type(store).__name__}; use e.g. MemoryCacheStore() or DiskCacheStore(path)"
         )
         raise TypeError(msg)
+    _check_store_kind(store, asynchronous=asynchronous)
     return store
+
+
+def _check_store_kind(store: CacheStore, *, asynchronous: bool) -> None:
+    """Refuse at wrap time a store whose methods for ``fn``'s kind cannot work."""
+    name = type(store).__name__
+    methods = ("aget", "aset") if asynchronous else ("get", "set")
+    for method in methods:
+        coroutine = inspect.iscoroutinefunction(getattr(store, method))
+        if coroutine != asynchronous:
+            want = "a coroutine function (async def)" if asynchronous else "a plain function"
+            kind = "an async" if asynchronous else "a sync"
+            msg = f"with_cache() store {name}.{method} must be {want} to serve {kind} callable"
+            raise TypeError(msg)
+    check = getattr(store, "check_for", None)
+    if callable(check):
+        check(asynchronous=asynchronous)
 
 
 def _check_ttl(ttl: object) -> None:

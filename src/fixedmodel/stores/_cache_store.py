@@ -17,6 +17,9 @@ headers or request data, hence no secrets).
 from __future__ import annotations
 
 import json
+import logging
+import os
+import weakref
 from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "CacheStore",
     "CorruptEntryError",
     "EntryKind",
+    "after_fork_in_child",
     "decode_entry",
     "encode_entry",
     "encode_json_entry",
@@ -46,6 +50,10 @@ class CacheStore(Protocol):
     logs it and calls the model instead, so a store never needs to swallow its own errors.
     A ``get`` that finds an unreadable value may raise :class:`CorruptEntryError`; the
     cache then counts a corrupt entry (a miss that the fresh answer overwrites).
+
+    Optionally, a store may define ``check_for(*, asynchronous: bool) -> None`` (not part
+    of the Protocol): ``with_cache`` calls it when wrapping, and it raises ``TypeError``
+    when the store cannot serve callables of that kind, naming what is missing.
     """
 
     def get(self, key: str) -> bytes | None:
@@ -139,3 +147,36 @@ def _header_problem(data: bytes) -> str:
         if version.isdigit():
             return f"cache entry has format version {int(version)}, expected {expected!r}"
     return f"cache entry does not start with the header {expected!r}"
+
+
+class _ForkAware(Protocol):
+    def _after_fork(self) -> None: ...
+
+
+# Objects whose in-process state (locks, worker threads, calls in flight) does not survive
+# os.fork(): each gets its _after_fork() called in the child, before any other code runs.
+_fork_aware: weakref.WeakSet[_ForkAware] = weakref.WeakSet()
+
+
+def after_fork_in_child(obj: _ForkAware) -> None:
+    """Have ``obj._after_fork()`` called in the child of every later ``os.fork()``.
+
+    In a forked child only the forking thread exists: a lock another thread held stays
+    locked forever, a worker thread is gone, a call in flight never lands. ``_after_fork``
+    replaces such state (it must not block or do I/O); ``obj`` is held weakly.
+    """
+    _fork_aware.add(obj)
+
+
+def _reset_in_child() -> None:
+    # Only this thread runs in the child, and the fork happened while it held the GIL, so
+    # no other thread is halfway through changing the set.
+    for obj in list(_fork_aware):
+        try:
+            obj._after_fork()  # pyright: ignore[reportPrivateUsage]
+        except Exception:  # A hook must never break the child; the object then fails late.
+            logging.getLogger("fixedmodel.cache").exception("resetting %r after fork failed", obj)
+
+
+if hasattr(os, "register_at_fork"):  # Not on Windows, which has no fork.
+    os.register_at_fork(after_in_child=_reset_in_child)

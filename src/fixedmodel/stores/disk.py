@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 
 from typing_extensions import Self
 
-from fixedmodel.stores._cache_store import CorruptEntryError
+from fixedmodel.stores._cache_store import CorruptEntryError, after_fork_in_child
 
 __all__ = ["DiskCacheStore"]
 
@@ -67,6 +67,8 @@ class DiskCacheStore:
     until their TTL passes or the directory outgrows ``size_limit`` (then the least recently
     stored entries go first). The async methods run the SQLite work on one worker thread
     owned by the store, so the event loop never blocks on disk or on another process's lock.
+    A store may be used in a forked child: it starts its own worker thread and SQLite
+    connection there.
 
     Args:
         directory: Where the entries live; created if missing.
@@ -79,7 +81,7 @@ class DiskCacheStore:
         ValueError: ``size_limit`` or ``timeout`` is out of range.
     """
 
-    __slots__ = ("_cache", "_directory", "_executor", "_executor_lock")
+    __slots__ = ("__weakref__", "_cache", "_directory", "_executor", "_executor_lock")
 
     def __init__(
         self,
@@ -95,6 +97,14 @@ class DiskCacheStore:
         self._directory = os.fspath(directory)
         self._cache = _open_cache(self._directory, float(timeout), size_limit)
         self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        after_fork_in_child(self)
+
+    def _after_fork(self) -> None:
+        # The worker thread does not exist in a forked child (an executor that believes it
+        # has one would queue work forever), and another thread may have held the lock.
+        # diskcache itself reconnects to SQLite when it sees a new process id.
+        self._executor = None
         self._executor_lock = threading.Lock()
 
     @property

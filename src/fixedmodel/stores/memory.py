@@ -13,6 +13,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from fixedmodel.stores._cache_store import after_fork_in_child
+
 __all__ = ["MemoryCacheStore"]
 
 
@@ -22,7 +24,8 @@ class MemoryCacheStore:
     Conforms to :class:`~fixedmodel.stores.CacheStore`. Reading an entry makes it the most
     recently used; storing into a full map evicts the least recently used one. Expired
     entries read as absent and are dropped when met. Safe to share between threads; the
-    async methods never wait (everything is in memory).
+    async methods never wait (everything is in memory). A forked child keeps a copy of the
+    entries and uses it on its own.
 
     Args:
         max_entries: Most entries kept; at least 1.
@@ -33,7 +36,7 @@ class MemoryCacheStore:
         TypeError: ``max_entries`` is not an int, or ``clock`` is not callable.
     """
 
-    __slots__ = ("_clock", "_entries", "_lock", "_max_entries")
+    __slots__ = ("__weakref__", "_clock", "_entries", "_lock", "_max_entries")
 
     def __init__(
         self, max_entries: int = 1024, *, clock: Callable[[], float] = time.monotonic
@@ -46,6 +49,12 @@ class MemoryCacheStore:
         self._clock = clock
         # key -> (value, expiry in clock seconds or inf); ordered oldest use first.
         self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        after_fork_in_child(self)
+
+    def _after_fork(self) -> None:
+        # The entries are the parent's, copied, and stay valid; a lock another thread held
+        # at the fork would stay locked in the child forever.
         self._lock = threading.Lock()
 
     @property

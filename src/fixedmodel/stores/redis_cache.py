@@ -16,11 +16,12 @@ store uses Redis again as soon as it answers.
 from __future__ import annotations
 
 import math
+import threading
 from typing import TYPE_CHECKING
 
 from typing_extensions import Self
 
-from fixedmodel.stores._cache_store import CorruptEntryError
+from fixedmodel.stores._cache_store import CorruptEntryError, after_fork_in_child
 from fixedmodel.stores._redis import (
     DEFAULT_TIMEOUT,
     Health,
@@ -90,7 +91,7 @@ class RedisCacheStore:
         ValueError: ``namespace`` is empty or ``timeout`` is out of range.
     """
 
-    __slots__ = ("_clients", "_errors", "_health", "_namespace")
+    __slots__ = ("__weakref__", "_clients", "_errors", "_health", "_namespace")
 
     def __init__(
         self,
@@ -106,11 +107,41 @@ class RedisCacheStore:
         self._clients = RedisClients("RedisCacheStore", url, client, async_client, timeout)
         self._errors = redis_errors()
         self._health = Health("RedisCacheStore", self._clients.endpoint)
+        after_fork_in_child(self)
+
+    def _after_fork(self) -> None:
+        # The worker pool is started afresh by the clients themselves when they see a new
+        # process id, and redis-py reconnects; but a lock another thread held at the fork
+        # (starting the pool, or logging Redis's health) would stay locked in the child.
+        self._clients._lock = threading.Lock()  # pyright: ignore[reportPrivateUsage]  # fork reset
+        self._health._lock = threading.Lock()  # pyright: ignore[reportPrivateUsage]  # fork reset
 
     @property
     def namespace(self) -> str:
         """Prefix of this store's keys."""
         return self._namespace
+
+    def check_for(self, *, asynchronous: bool) -> None:
+        """Refuse, when a cache is built, a callable kind this store has no client for.
+
+        Any client serves async calls (a sync one on the store's threads); sync calls need
+        a sync client, from ``client=`` or a URL.
+
+        Raises:
+            TypeError: ``asynchronous`` is false and the store was given only
+                ``async_client=``.
+        """
+        if asynchronous:
+            return
+        try:
+            self._clients.sync()
+        except TypeError:
+            msg = (
+                "this RedisCacheStore was given only async_client= (a redis.asyncio.Redis), "
+                "so it cannot serve a synchronous callable: pass client= (a redis.Redis) as "
+                "well, or build the store from a URL"
+            )
+            raise TypeError(msg) from None
 
     def get(self, key: str) -> bytes | None:
         """Return the entry under ``key``; ``None`` when absent, expired or Redis is down.
