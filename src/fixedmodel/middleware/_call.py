@@ -38,14 +38,30 @@ class CallInfo:
     """What the layers of one call found out, read by logging and metrics.
 
     Attributes:
-        attempts: Requests made for this call (0 for a cache hit).
-        cache_hit: The answer came from a cache.
+        attempts: Passes through the layers below ``with_retries``, counted by it (0 without
+            it). A pass the cache answered is counted too; see ``unsent``.
+        cache_hit: The answer came from a cache (a stored answer, or another call's).
         rate_limit_wait: Seconds spent waiting for the rate limiter.
+        unsent: Passes a cache answered without a request (a hit, or sharing another
+            call's answer or error).
     """
 
     attempts: int = 0
     cache_hit: bool = False
     rate_limit_wait: float = 0.0
+    unsent: int = 0
+
+
+def requests_made(info: CallInfo) -> int:
+    """Requests this call put on the wire, as far as the layers know.
+
+    With ``with_retries`` in the stack, its passes less those a cache answered; without
+    it, one request unless a cache answered. Summed over concurrent identical calls that
+    share one flight, this is the number of requests the provider saw.
+    """
+    if info.attempts:
+        return max(0, info.attempts - info.unsent)
+    return 0 if info.cache_hit else 1
 
 
 _current: ContextVar[CallInfo | None] = ContextVar("fixedmodel_call_info", default=None)

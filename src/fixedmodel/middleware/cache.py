@@ -92,76 +92,17 @@ _FlightT = TypeVar("_FlightT", AsyncFlight, SyncFlight)
 _WARNED_MAX = 1024  # Parameter names warned about, per cache; a safeguard, names are few.
 
 
-class _NoRequestMade(CallInfo):
-    """The record of a call whose last pass through the cache made no request (armed).
-
-    See :func:`_served`: the next increment of ``attempts`` is an outer layer counting that
-    pass after it ended, and is dropped (once); the record then turns back into a plain
-    :class:`CallInfo`, as it does when the next pass through the cache begins.
-    """
-
-    @property  # Overrides the dataclass field of the same name, on purpose.
-    def attempts(self) -> int:  # pyright: ignore[reportIncompatibleVariableOverride]
-        """Requests made for this call."""
-        counted: int = vars(self)["attempts"]
-        return counted
-
-    @attempts.setter
-    def attempts(self, value: int) -> None:  # pyright: ignore[reportIncompatibleVariableOverride]
-        fields = vars(self)
-        _become(self, CallInfo)
-        if value != fields["attempts"] + 1:  # Not the outer count of the pass: keep it.
-            fields["attempts"] = value
-
-
-# In a call record: its attempts when the call's last pass through a cache ended.
-_PASS_END = "_fixedmodel_cache_pass_end"
-
-
-def _passing(info: CallInfo | None) -> int:
-    """A pass through the cache begins: return the call's attempts counted so far."""
-    if info is None:
-        return 0
-    if type(info) is _NoRequestMade:
-        _become(info, CallInfo)
-    return info.attempts
-
-
-def _served(info: CallInfo | None, start: int) -> None:
+def _served(info: CallInfo | None) -> None:
     """Record that a pass through the cache was answered without a request.
 
-    The caller got a stored answer, or shared another call's answer or error. It made no
-    request, so its record is a cache hit and the pass is no attempt. Layers inside the
-    cache never ran; a ``with_retries`` outside it counts every pass as an attempt, either
-    before the pass (tenacity's ``before`` hook, from the second pass on) or after it (the
-    first pass): an increment since the previous pass ended is undone now, otherwise the
-    next increment is dropped. So the attempts of all the call records add up to the
-    requests on the wire, whatever the order of the layers.
+    The caller got a stored answer, or shared another call's answer or error: its record is
+    a cache hit, and the pass is counted as unsent, so that a ``with_retries`` outside the
+    cache, which counts every pass as an attempt, does not count it as a request (see
+    :func:`~fixedmodel.middleware._call.requests_made`).
     """
-    if info is None:
-        return
-    info.cache_hit = True
-    fields: dict[str, Any] | None = getattr(info, "__dict__", None)
-    if fields is None:  # A record without a __dict__ cannot be corrected.
-        return
-    previous = fields.get(_PASS_END)
-    if isinstance(previous, int) and start > previous and fields["attempts"] == start:
-        fields["attempts"] = start - 1  # Counted before it began: not an attempt.
-    elif type(info) is CallInfo:
-        _become(info, _NoRequestMade)  # May be counted after it ends: drop that count.
-    fields[_PASS_END] = fields["attempts"]
-
-
-def _pass_ended(info: CallInfo | None) -> None:
-    """Record where a pass through the cache that made a request left the attempts."""
-    fields: dict[str, Any] | None = getattr(info, "__dict__", None)
-    if fields is not None:
-        fields[_PASS_END] = fields["attempts"]
-
-
-def _become(info: CallInfo, kind: type[CallInfo]) -> None:
-    # Both classes have the same layout (the subclass adds only a property).
-    object.__setattr__(info, "__class__", kind)
+    if info is not None:
+        info.cache_hit = True
+        info.unsent += 1
 
 
 class _Request:
@@ -245,13 +186,11 @@ class _Cache(Wrapper, Generic[_FlightT]):
         return _Request(key, flight_key(key, request), kind)
 
     @staticmethod
-    def _hit(template: Template, info: CallInfo | None, start: int) -> Any:
-        _served(info, start)
+    def _hit(template: Template, info: CallInfo | None) -> Any:
+        _served(info)
         return template.copy()
 
-    def _followed(
-        self, flight: Flight, kind: EntryKind, info: CallInfo | None, start: int
-    ) -> Template | None:
+    def _followed(self, flight: Flight, kind: EntryKind, info: CallInfo | None) -> Template | None:
         """A waiter's share of a landed flight: the answer's template, or the leader's error.
 
         ``None``: the leader left nothing to share (cancelled, or an answer that cannot be
@@ -260,7 +199,7 @@ class _Cache(Wrapper, Generic[_FlightT]):
         attempts of all the calls add up to the requests on the wire.
         """
         if flight.error is not None:
-            _served(info, start)
+            _served(info)
             flight.reraise()
         return self._shared(flight.entry, kind)
 
@@ -352,7 +291,6 @@ class AsyncCache(_Cache[AsyncFlight]):
     async def __call__(self, **kwargs: Any) -> Any:
         """Answer from the cache, join an identical call in progress, or call the model."""
         info = current_call()
-        start = _passing(info)
         request = self._request(kwargs)
         if request is None:
             return await self._call(**kwargs)
@@ -362,7 +300,7 @@ class AsyncCache(_Cache[AsyncFlight]):
             if flight is None:
                 template = await self._lookup(key, kind)
                 if template is not None:
-                    return self._hit(template, info, start)
+                    return self._hit(template, info)
                 flight = self._flights.get(flights)  # One may have started during the lookup.
                 if flight is None:
                     return await self._lead(request, kwargs, info, register=True)
@@ -370,9 +308,9 @@ class AsyncCache(_Cache[AsyncFlight]):
                 # Another event loop's call cannot be awaited from here: go alone.
                 return await self._lead(request, kwargs, info, register=False)
             await flight.wait()
-            template = self._followed(flight, kind, info, start)
+            template = self._followed(flight, kind, info)
             if template is not None:
-                return self._hit(template, info, start)
+                return self._hit(template, info)
             # The leader was cancelled or its answer is not cacheable: try again.
 
     async def _lookup(self, key: str, kind: EntryKind) -> Template | None:
@@ -417,7 +355,6 @@ class AsyncCache(_Cache[AsyncFlight]):
             if register and flights.get(request.flight) is flight:
                 del flights[request.flight]
             flight.land()
-            _pass_ended(info)
 
 
 class SyncCache(_Cache[SyncFlight]):
@@ -428,7 +365,6 @@ class SyncCache(_Cache[SyncFlight]):
     def __call__(self, **kwargs: Any) -> Any:
         """Answer from the cache, join an identical call in progress, or call the model."""
         info = current_call()
-        start = _passing(info)
         request = self._request(kwargs)
         if request is None:
             return self._call(**kwargs)
@@ -438,7 +374,7 @@ class SyncCache(_Cache[SyncFlight]):
             if flight is None:
                 template = self._lookup(key, kind)
                 if template is not None:
-                    return self._hit(template, info, start)
+                    return self._hit(template, info)
                 with self._lock:
                     flight = self._flights.get(flights)
                     if flight is None:
@@ -449,9 +385,9 @@ class SyncCache(_Cache[SyncFlight]):
                 if leading:
                     return self._lead(request, kwargs, flight, info)
             flight.wait()
-            template = self._followed(flight, kind, info, start)
+            template = self._followed(flight, kind, info)
             if template is not None:
-                return self._hit(template, info, start)
+                return self._hit(template, info)
             # The leader was interrupted or its answer is not cacheable: try again.
 
     def _lookup(self, key: str, kind: EntryKind) -> Template | None:
@@ -493,7 +429,6 @@ class SyncCache(_Cache[SyncFlight]):
                 if flights.get(request.flight) is flight:
                     del flights[request.flight]
             flight.land()
-            _pass_ended(info)
 
 
 @overload

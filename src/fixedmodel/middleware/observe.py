@@ -39,6 +39,7 @@ from fixedmodel.middleware._call import (
     join_call,
     leave_call,
     request_kind,
+    requests_made,
 )
 
 __all__ = [
@@ -261,7 +262,7 @@ def _record(
         completion_tokens=completion,
         cost=cost,
         cache_hit=info.cache_hit,
-        attempts=info.attempts or (0 if info.cache_hit else 1),
+        attempts=requests_made(info),
         rate_limit_wait=info.rate_limit_wait,
         error=None if error is None else type(error).__name__,
     )

@@ -51,6 +51,7 @@ from fixedmodel.middleware._call import (
     leave_call,
     request_kind,
     request_reader,
+    requests_made,
 )
 from fixedmodel.middleware._streams import StreamEnd, watch_stream
 
@@ -380,7 +381,7 @@ class _Instruments:
 
 def _layers(info: CallInfo) -> dict[str, Any]:
     return {
-        "fixedmodel.attempts": info.attempts or (0 if info.cache_hit else 1),
+        "fixedmodel.attempts": requests_made(info),
         "fixedmodel.cache_hit": info.cache_hit,
         "fixedmodel.rate_limit.wait": info.rate_limit_wait,
     }
