@@ -497,7 +497,7 @@ def test_a_429_pauses_every_caller_then_is_reraised_unchanged() -> None:
         chat: AFixedModelCompletion = with_rate_limit(UsageReporter(10, error), limiter)
         other: AFixedModelCompletion = with_rate_limit(UsageReporter(10), limiter)
         with pytest.raises(litellm.RateLimitError) as caught:
-            await chat(messages=MESSAGES)
+            await chat(messages=MESSAGES, max_retries=0)  # As under with_retries.
         assert caught.value is error
         await asyncio.gather(*(other(messages=MESSAGES) for _ in range(3)))
         assert loop.time() == pytest.approx(5.0)
@@ -510,11 +510,130 @@ def test_a_runaway_retry_after_is_capped() -> None:
         limiter = limiter_on(loop, RateLimit(requests=100, period=1.0))
         chat = with_rate_limit(UsageReporter(10, rate_limit_error("86400")), limiter)
         with pytest.raises(litellm.RateLimitError):
-            await chat(messages=MESSAGES)
+            await chat(messages=MESSAGES, max_retries=0)
         await limiter.aacquire()
         assert loop.time() == pytest.approx(60.0)
 
     run_virtual(main)
+
+
+# --- the retries the SDK would make: one permit per request ---------------------------------
+
+
+class Failing:
+    """A chat whose first ``failures`` calls raise ``error``; records what it was passed."""
+
+    model = "openai/gpt-4o-mini"
+
+    def __init__(self, error: BaseException, failures: int = 10**9) -> None:
+        self.error = error
+        self.failures = failures
+        self.seen: list[dict[str, Any]] = []
+
+    async def __call__(self, **kwargs: Any) -> ModelResponse:
+        self.seen.append(kwargs)
+        if len(self.seen) <= self.failures:
+            raise self.error
+        return ModelResponse(usage=Usage(prompt_tokens=1, completion_tokens=1))
+
+    def sync(self, **kwargs: Any) -> ModelResponse:
+        return asyncio.run(self(**kwargs))
+
+
+def server_error() -> litellm.InternalServerError:
+    return litellm.InternalServerError("boom", llm_provider="openai", model="m")
+
+
+def test_the_sdk_retries_become_ours_each_with_its_own_permit() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        limiter = limiter_on(loop, RateLimit(requests=2, period=10.0))
+        inner = Failing(server_error())
+        chat: AFixedModelCompletion = with_rate_limit(inner, limiter)
+        with call_scope() as info, pytest.raises(litellm.InternalServerError):
+            await chat(messages=MESSAGES)
+        # The default max_retries=2: three requests, the third waiting for the next window.
+        assert len(inner.seen) == 3
+        assert all(seen["max_retries"] == 0 and seen["num_retries"] == 0 for seen in inner.seen)
+        assert loop.time() >= 10.0
+        assert info.attempts == 3
+
+    run_virtual(main)
+
+
+@pytest.mark.parametrize(
+    ("keywords", "requests"),
+    [({}, 3), ({"max_retries": 0}, 1), ({"max_retries": 4}, 5), ({"num_retries": 1}, 2)],
+)
+def test_the_retries_asked_for_are_made_and_no_more(
+    keywords: dict[str, Any], requests: int
+) -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        inner = Failing(server_error())
+        chat: AFixedModelCompletion = with_rate_limit(
+            inner, limiter_on(loop, RateLimit(requests=100))
+        )
+        with pytest.raises(litellm.InternalServerError):
+            await chat(messages=MESSAGES, **keywords)
+        assert len(inner.seen) == requests
+
+    run_virtual(main)
+
+
+def test_a_call_that_the_sdk_retry_would_save_still_succeeds() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        inner = Failing(server_error(), failures=2)
+        chat: AFixedModelCompletion = with_rate_limit(
+            inner, limiter_on(loop, RateLimit(requests=100))
+        )
+        await chat(messages=MESSAGES)
+        assert len(inner.seen) == 3
+
+    run_virtual(main)
+
+
+def test_errors_the_sdk_would_not_retry_are_raised_at_once() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        error = litellm.AuthenticationError("no", llm_provider="openai", model="m")
+        inner = Failing(error)
+        chat: AFixedModelCompletion = with_rate_limit(
+            inner, limiter_on(loop, RateLimit(requests=100))
+        )
+        with pytest.raises(litellm.AuthenticationError):
+            await chat(messages=MESSAGES)
+        assert len(inner.seen) == 1
+
+    run_virtual(main)
+
+
+def test_a_429_retry_waits_for_the_shared_pause() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        limiter = limiter_on(loop, RateLimit(requests=100, period=1.0))
+        inner = Failing(rate_limit_error("5"), failures=1)
+        chat: AFixedModelCompletion = with_rate_limit(inner, limiter)
+        await chat(messages=MESSAGES)
+        assert len(inner.seen) == 2
+        assert loop.time() == pytest.approx(5.0)
+
+    run_virtual(main)
+
+
+def test_sync_callables_retry_the_same_way() -> None:
+    inner = Failing(server_error(), failures=1)
+    chat = with_rate_limit(inner.sync, RateLimit(requests=100))
+    chat(messages=MESSAGES)
+    assert len(inner.seen) == 2
+    assert inner.seen[0]["max_retries"] == 0
+
+
+def test_with_retries_inside_the_limiter_is_refused() -> None:
+    from fixedmodel.middleware.retries import with_retries
+
+    chat = bind_acompletion("openai/gpt-4o-mini", mock_response="ok")
+    with pytest.raises(TypeError, match=r"inside with_retries\(\), not over it"):
+        with_rate_limit(with_retries(chat), RateLimit(requests=5))
+    limiter = RateLimiter(RateLimit(requests=5))
+    # Retries over this limiter's own layer: every request holds a permit already.
+    with_rate_limit(with_retries(with_rate_limit(chat, limiter)), limiter)
 
 
 # --- threads -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from fixedmodel.stores._limiter_store import SEGMENTS_PER_PERIOD, Acquisition
 
 if TYPE_CHECKING:
-    from fixedmodel.middleware.rate_limit import RateLimit
+    from fixedmodel._limits import RateLimit
 
 __all__ = ["MemoryLimiterStore"]
 

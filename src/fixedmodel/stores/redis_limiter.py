@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from redis import Redis
     from redis.asyncio import Redis as AsyncRedis
 
-    from fixedmodel.middleware.rate_limit import RateLimit
+    from fixedmodel._limits import RateLimit
 
 __all__ = ["OnError", "RedisLimiterStore", "RedisUnavailableError"]
 
@@ -270,6 +270,26 @@ class RedisLimiterStore:
     def on_error(self) -> OnError:
         """What happens to a request when Redis cannot decide on it."""
         return self._on_error
+
+    def require_sync_client(self, user: str) -> None:
+        """Check that the sync methods have a client (a URL, or ``client=``).
+
+        Args:
+            user: Who needs them, for the message (e.g. "with_rate_limit() was given a sync
+                callable").
+
+        Raises:
+            TypeError: The store was built with only ``async_client=``; the message names the
+                missing ``client=``.
+        """
+        try:
+            self._clients.sync()
+        except TypeError:
+            msg = (
+                f"{user}, but its RedisLimiterStore was built with only async_client=, so it "
+                "has no client for sync calls: pass client= (a redis.Redis) as well, or a URL"
+            )
+            raise TypeError(msg) from None
 
     def acquire(self, key: str, limit: RateLimit, tokens: int) -> Acquisition:
         """Admit one request of ``tokens`` tokens under ``limit`` now, or say when to retry.
