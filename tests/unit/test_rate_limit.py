@@ -713,3 +713,55 @@ def test_settle_without_a_token_budget_changes_nothing() -> None:
     permit = limiter.acquire()
     limiter.settle(permit, 10_000)
     assert permit == Permit(tokens=0, segment=permit.segment, waited=permit.waited)
+
+
+# --- the estimate does no I/O ---------------------------------------------------------------
+
+MEDIA_PARTS: list[dict[str, Any]] = [
+    {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/cat.png", "detail": "high"}},
+    {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/cat.png"}},
+    {"type": "image_url", "image_url": "http://127.0.0.1:9/cat.png"},
+    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    {"type": "image", "source": {"type": "url", "url": "http://127.0.0.1:9/cat.png"}},
+    {"type": "input_audio", "input_audio": {"data": "UklGRg==" * 1000, "format": "wav"}},
+    {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0=" * 10}},
+    {"type": "file", "file": {"file_id": "file-123"}},
+    {"type": "document", "source": {"type": "url", "url": "http://127.0.0.1:9/doc.pdf"}},
+    {"type": "video_url", "video_url": {"url": "http://127.0.0.1:9/clip.mp4"}},
+    {"type": "something_new", "url": "http://127.0.0.1:9/what"},
+]
+
+
+@pytest.mark.parametrize("part", MEDIA_PARTS, ids=lambda part: str(part["type"]))
+def test_the_estimate_of_a_media_part_opens_no_connection(
+    part: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    attempts: list[object] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(args)  # Recorded: litellm would swallow an exception raised here.
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    messages = [{"role": "user", "content": [{"type": "text", "text": "What is it?"}, part]}]
+    text_only = estimate_tokens({"messages": MESSAGES}, "openai/gpt-4o-mini", 0)
+    estimate = estimate_tokens({"messages": messages}, "openai/gpt-4o-mini", 0)
+    assert attempts == []
+    assert estimate > text_only  # The part is charged, not ignored.
+
+
+def test_images_are_charged_by_openai_rule_without_being_fetched() -> None:
+    def with_image(detail: str) -> list[dict[str, Any]]:
+        url = {"url": "http://127.0.0.1:9/cat.png", "detail": detail}
+        return [{"role": "user", "content": [{"type": "image_url", "image_url": url}]}]
+
+    empty = estimate_tokens(
+        {"messages": [{"role": "user", "content": ""}]}, "openai/gpt-4o-mini", 0
+    )
+    low = estimate_tokens({"messages": with_image("low")}, "openai/gpt-4o-mini", 0)
+    high = estimate_tokens({"messages": with_image("high")}, "openai/gpt-4o-mini", 0)
+    assert (low - empty, high - empty) == (85, 85 + 170 * 8)
