@@ -12,7 +12,10 @@ arrivals span more than ``period - spread`` exactly when the sends obey the limi
 from __future__ import annotations
 
 import asyncio
+import gc
+import http.server
 import itertools
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +25,7 @@ import pytest
 
 from fixedmodel import bind_acompletion, bind_aembedding, bind_completion
 from fixedmodel.middleware.rate_limit import RateLimit, RateLimiter, with_rate_limit
+from fixedmodel.stores.limiter_memory import MemoryLimiterStore
 from tests.support.openai_server import Fault, OpenAIServer
 
 LIMIT, PERIOD = 10, 1.0
@@ -183,3 +187,166 @@ def test_sync_callers_wait_for_the_window(server: OpenAIServer) -> None:
     assert second - first < 0.25
     assert third - sent[0] >= 0.5  # the third waited for the window
     assert third - first >= 0.5 - 0.05  # arrivals: less the unevenness of send delays
+
+
+# --- every request on the wire holds a permit ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault.status(503), Fault.status(429, retry_after=0.2), Fault.status(500)],
+    ids=["503", "429 with Retry-After", "500"],
+)
+async def test_the_sdk_retries_hold_permits_too(server: OpenAIServer, fault: Fault) -> None:
+    # No max_retries bound: the openai SDK would retry each request twice under one permit.
+    server.enqueue(*([fault] * 50))
+    async with bind_acompletion(
+        "openai/test", api_base=server.base_url, api_key="sk-x"
+    ) as chat:
+        limited = with_rate_limit(chat, RateLimit(requests=5, period=10.0))
+        calls = [
+            asyncio.create_task(limited(messages=[{"role": "user", "content": f"{n}"}]))
+            for n in range(5)
+        ]
+        await asyncio.sleep(2.5)  # The SDK's retries would all have gone out by now.
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+    assert server.request_count() == 5
+
+
+async def test_a_call_the_sdk_retry_would_save_still_succeeds(server: OpenAIServer) -> None:
+    server.enqueue(Fault.status(503))
+    async with bind_acompletion(
+        "openai/test", api_base=server.base_url, api_key="sk-x"
+    ) as chat:
+        limited = with_rate_limit(chat, RateLimit(requests=5, period=10.0))
+        answer = await limited(messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content == server.reply_text
+    assert server.request_count() == 2
+
+
+# --- streams settle their charge from the usage they report ---------------------------------
+
+
+STREAM_USAGE = {"stream": True, "stream_options": {"include_usage": True}, "max_tokens": 100}
+
+
+async def test_a_stream_is_charged_the_usage_it_reports(server: OpenAIServer) -> None:
+    server.usage_completion_tokens = 1499  # With the one-word prompt: 1,500 tokens a call.
+    async with bind_acompletion(
+        "openai/test", api_base=server.base_url, api_key="sk-x", max_retries=0
+    ) as chat:
+        limited = with_rate_limit(chat, RateLimit(tokens=2000, period=5.0))
+        for n in range(2):
+            stream = await limited(messages=[{"role": "user", "content": f"{n}"}], **STREAM_USAGE)
+            async for _ in stream:
+                pass
+        # 3,000 tokens were used: the third waits for the window, as it would unstreamed.
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                limited(messages=[{"role": "user", "content": "third"}], **STREAM_USAGE), 1.0
+            )
+    assert server.request_count() == 2
+
+
+async def test_a_bound_stream_and_an_abandoned_one_are_settled_too(server: OpenAIServer) -> None:
+    server.usage_completion_tokens = 1499
+    async with bind_acompletion(
+        "openai/test",
+        api_base=server.base_url,
+        api_key="sk-x",
+        max_retries=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        max_tokens=100,
+    ) as chat:
+        limited = with_rate_limit(chat, RateLimit(tokens=2000, period=5.0))
+        stream = await limited(messages=[{"role": "user", "content": "bound"}])
+        async for chunk in stream:
+            if getattr(chunk, "usage", None) is not None:
+                break  # Left unfinished, after the usage arrived.
+        del stream, chunk
+        gc.collect()
+        await asyncio.sleep(0.1)  # The settlement is scheduled on the loop.
+        stream = await limited(messages=[{"role": "user", "content": "second"}])
+        async for _ in stream:
+            pass
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(limited(messages=[{"role": "user", "content": "3"}]), 1.0)
+
+
+def test_a_sync_stream_is_charged_the_usage_it_reports(server: OpenAIServer) -> None:
+    server.usage_completion_tokens = 1499
+    limit = RateLimit(tokens=2000, period=5.0)
+    store = MemoryLimiterStore()
+    with bind_completion(
+        "openai/test", api_base=server.base_url, api_key="sk-x", max_retries=0
+    ) as chat:
+        limited = with_rate_limit(chat, RateLimiter(limit, store=store))
+        for n in range(2):
+            for _ in limited(messages=[{"role": "user", "content": f"{n}"}], **STREAM_USAGE):
+                pass
+    assert not store.acquire("default", limit, 100).granted
+
+
+# --- the estimate never blocks the loop -----------------------------------------------------
+
+
+class SlowImageHost:
+    """A loopback HTTP server that takes 1.5 s to answer, and counts the requests it gets."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        host = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                host.hits += 1
+                time.sleep(1.5)
+                self.send_response(404)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> SlowImageHost:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+
+async def test_an_image_part_is_not_fetched_and_the_loop_keeps_running(
+    server: OpenAIServer,
+) -> None:
+    with SlowImageHost() as host:
+        image = {"url": host.url("cat.png"), "detail": "high"}
+        parts = [{"type": "text", "text": "What is it?"}, {"type": "image_url", "image_url": image}]
+        async with bind_acompletion(
+            "openai/test", api_base=server.base_url, api_key="sk-x", max_retries=0
+        ) as chat:
+            limited = with_rate_limit(chat, RateLimit(tokens=100_000))
+            loop = asyncio.get_running_loop()
+            ticks: list[float] = []
+
+            async def ticker() -> None:
+                while True:
+                    ticks.append(loop.time())
+                    await asyncio.sleep(0.01)
+
+            ticking = asyncio.create_task(ticker())
+            await asyncio.sleep(0.05)
+            await limited(messages=[{"role": "user", "content": parts}])
+            ticking.cancel()
+        gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
+    assert host.hits == 0
+    assert max(gaps) < 1.0, f"the event loop stalled for {max(gaps):.2f} s"
