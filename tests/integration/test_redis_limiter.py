@@ -160,21 +160,48 @@ def test_keys_expire_when_idle_and_hold_no_request_data(
     namespace = servers.unique_namespace("ttl")
     limit = RateLimit(requests=5, tokens=1000, period=0.05)
     client = redis.Redis.from_url(redis_server.url)
+    state = {"head", "next", "requests", "tokens", "paused", "offset", "last"}
     with RedisLimiterStore(redis_server.url, namespace=namespace) as store:
         for _ in range(3):
             assert store.acquire("quota", limit, 7).granted
         fields = {name.decode() for name in client.hkeys(namespace + "quota")}
-        assert {"head", "next", "requests", "tokens", "paused"} <= fields
-        assert all(
-            name.startswith("s")
-            for name in fields - {"head", "next", "requests", "tokens", "paused"}
-        )
-        assert 0 < client.pttl(namespace + "quota") <= 1051
-        deadline = time.monotonic() + 3.0
-        while client.exists(namespace + "quota") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not client.exists(namespace + "quota")
+        assert state <= fields
+        assert all(name.startswith("s") for name in fields - state)
+        # An hour and a period: long enough to outlive a forward step of the server clock.
+        assert 3600_000 < client.pttl(namespace + "quota") <= 3600_000 + 1051
     client.close()
+
+
+# --- clock steps ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", [-1200.0, -5.0, 1200.0, 5.0], ids=["back 20 min", "back 5 s",
+                                                                    "forward 20 min",
+                                                                    "forward 5 s"])
+def test_a_clock_step_keeps_the_window_within_one_period(
+    redis_server: servers.RedisServer, step: float
+) -> None:
+    limit = RateLimit(requests=5, period=1.0)
+    hold = limit.period * (1 + 1 / SEGMENTS_PER_PERIOD)
+    namespace = servers.unique_namespace("step")
+    with (
+        RedisLimiterStore(redis_server.url, namespace=namespace) as first,
+        RedisLimiterStore(redis_server.url, namespace=namespace) as second,
+    ):
+        assert second.acquire("quota", limit, 0).granted
+        for _ in range(4):
+            assert first.acquire("quota", limit, 0).granted
+        started = time.monotonic()
+        for store in (first, second):
+            store._clock.skew = int(step * 1_000_000)  # The server's clock steps.
+        for store in (first, second):
+            decision = store.acquire("quota", limit, 0)
+            assert not decision.granted  # Stepped forward: no second budget at once.
+            assert decision.retry_in <= hold  # Stepped back: not refused for the step.
+        time.sleep(max(0.0, hold - (time.monotonic() - started)) + 0.05)
+        for _ in range(5):  # One period on, the window admits a full budget again.
+            assert first.acquire("quota", limit, 0).granted
+        assert not second.acquire("quota", limit, 0).granted
 
 
 PAUSE_PROBE = """
