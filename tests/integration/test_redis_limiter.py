@@ -23,6 +23,7 @@ import pytest
 import redis
 import redis.asyncio
 
+from fixedmodel import bind_acompletion, bind_completion, bind_embedding
 from fixedmodel.middleware.rate_limit import RateLimit, RateLimiter, with_rate_limit
 from fixedmodel.stores._limiter_store import SEGMENTS_PER_PERIOD, Acquisition, LimiterStore
 from fixedmodel.stores._redis import redact_url
@@ -280,6 +281,31 @@ def test_an_async_client_of_your_own(redis_server: servers.RedisServer) -> None:
         await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_store_without_a_sync_client_is_refused_for_a_sync_callable_at_wrap_time(
+    redis_server: servers.RedisServer,
+) -> None:
+    async_only = RedisLimiterStore(
+        async_client=redis.asyncio.Redis.from_url(redis_server.url),
+        namespace=servers.unique_namespace("kinds"),
+    )
+    limiter = RateLimiter(LIMIT, store=async_only)
+    for sync_callable in (
+        bind_completion("openai/gpt-4o-mini", mock_response="ok"),
+        bind_embedding("openai/text-embedding-3-small", mock_response=[0.1]),
+        _trivial,
+    ):
+        with pytest.raises(TypeError, match=r"only async_client=.*pass client="):
+            with_rate_limit(sync_callable, limiter)  # type: ignore[call-overload]
+    # Async callables are served by either client: an async-only store, or a sync-only one
+    # (whose async methods run the sync client on threads).
+    with_rate_limit(bind_acompletion("openai/gpt-4o-mini", mock_response="ok"), limiter)
+    with RedisLimiterStore(redis_server.url, namespace=servers.unique_namespace("kinds")) as url:
+        chat = with_rate_limit(
+            bind_acompletion("openai/gpt-4o-mini", mock_response="ok"), RateLimiter(LIMIT, store=url)
+        )
+        asyncio.run(chat(messages=[{"role": "user", "content": "hi"}]))
 
 
 def _timed(action: Callable[[], object]) -> tuple[float, object]:
