@@ -8,7 +8,9 @@ time. Thread tests use real time with short periods.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -765,3 +767,73 @@ def test_images_are_charged_by_openai_rule_without_being_fetched() -> None:
     low = estimate_tokens({"messages": with_image("low")}, "openai/gpt-4o-mini", 0)
     high = estimate_tokens({"messages": with_image("high")}, "openai/gpt-4o-mini", 0)
     assert (low - empty, high - empty) == (85, 85 + 170 * 8)
+
+
+# --- fork: the child works or fails clearly, never hangs --------------------------------------
+
+
+def in_forked_child(work: Callable[[], object], timeout: float = 10.0) -> int:
+    """Run ``work`` in a forked child; its exit status (0: done, 1: raised, -1: hung)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            work()
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return -1
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_while_a_thread_waits_in_line_is_served() -> None:
+    limiter = RateLimiter(RateLimit(requests=1, period=0.5))
+    limiter.acquire()
+    waiting = threading.Thread(target=limiter.acquire)
+    waiting.start()
+    while limiter._line.is_empty():  # pyright: ignore[reportPrivateUsage]
+        time.sleep(0.01)
+    # The parent's waiting thread does not exist in the child: it must not hold the line.
+    assert in_forked_child(limiter.acquire) == 0
+    waiting.join()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_while_another_thread_holds_a_lock_is_served() -> None:
+    limiter = RateLimiter(RateLimit(requests=5, period=0.5))
+    store = limiter.store
+    assert isinstance(store, MemoryLimiterStore)
+    for lock in (store._lock, limiter._line._lock):  # pyright: ignore[reportPrivateUsage]
+        taken, release = threading.Event(), threading.Event()
+
+        def hold(lock: threading.Lock = lock) -> None:
+            with lock:
+                taken.set()
+                release.wait()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        taken.wait()
+        assert in_forked_child(lambda: (limiter.acquire(), limiter.acquire())) == 0
+        release.set()
+        holder.join()
+
+
+def test_an_async_child_after_async_calls_in_the_parent_is_served() -> None:
+    limiter = RateLimiter(RateLimit(requests=3, tokens=10_000, period=0.5))
+    chat = with_rate_limit(bind_acompletion("openai/gpt-4o-mini", mock_response="ok"), limiter)
+
+    async def calls() -> None:
+        for _ in range(4):
+            await chat(messages=MESSAGES)
+
+    asyncio.run(calls())
+    assert in_forked_child(lambda: asyncio.run(calls())) == 0
