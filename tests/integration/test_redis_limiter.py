@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.queues import Queue
@@ -407,3 +410,93 @@ def test_conforms_and_rejects_misconfiguration(redis_server: servers.RedisServer
     with pytest.raises(TypeError, match="not both"):
         RedisLimiterStore(redis_server.url, client=client)
     client.close()
+
+
+# --- fork: the child works or fails clearly, never hangs --------------------------------------
+
+
+def in_forked_child(work: Callable[[], object], timeout: float = 10.0) -> int:
+    """Run ``work`` in a forked child; its exit status (0: done, 1: raised, -1: hung)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            work()
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return -1
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_uses_a_url_store_even_with_its_locks_held_at_the_fork(
+    redis_server: servers.RedisServer,
+) -> None:
+    limit = RateLimit(requests=1000, period=1.0)
+    with RedisLimiterStore(redis_server.url, namespace=servers.unique_namespace("fork")) as store:
+        assert store.acquire("q", limit, 0).granted
+        assert asyncio.run(store.aacquire("q", limit, 0)).granted  # Its worker threads run.
+        internals = (store._clients._lock, store._health._lock)  # pyright: ignore[reportPrivateUsage]
+        taken, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with internals[0], internals[1]:
+                taken.set()
+                release.wait()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        taken.wait()
+
+        def child() -> None:
+            assert store.acquire("q", limit, 0).granted
+            assert asyncio.run(store.aacquire("q", limit, 0)).granted
+            store._health.failed("acquire", OSError("x"), "test")  # pyright: ignore[reportPrivateUsage]
+            store._health.succeeded()  # pyright: ignore[reportPrivateUsage]
+
+        try:
+            assert in_forked_child(child) == 0
+        finally:
+            release.set()
+            holder.join()
+
+
+def test_a_forked_child_refuses_the_parents_async_client_clearly(
+    redis_server: servers.RedisServer,
+) -> None:
+    limit = RateLimit(requests=1000, period=1.0)
+    namespace = servers.unique_namespace("fork")
+
+    async def use(store: RedisLimiterStore) -> None:
+        assert (await store.aacquire("q", limit, 0)).granted
+
+    def expect_clear_error(store: RedisLimiterStore) -> None:
+        with pytest.raises(RuntimeError, match=r"async_client= was made in process \d+.*fork"):
+            asyncio.run(use(store))
+
+    loop = asyncio.new_event_loop()
+    async_only = RedisLimiterStore(
+        async_client=redis.asyncio.Redis.from_url(redis_server.url), namespace=namespace
+    )
+    both = RedisLimiterStore(
+        client=redis.Redis.from_url(redis_server.url),
+        async_client=redis.asyncio.Redis.from_url(redis_server.url),
+        namespace=namespace,
+    )
+    try:
+        loop.run_until_complete(use(async_only))
+        loop.run_until_complete(use(both))
+        assert in_forked_child(lambda: expect_clear_error(async_only)) == 0
+        # With a sync client too, the child goes through it (redis-py reconnects after a fork).
+        assert in_forked_child(lambda: asyncio.run(use(both))) == 0
+        loop.run_until_complete(use(async_only))  # The parent's connection is intact.
+    finally:
+        loop.close()
