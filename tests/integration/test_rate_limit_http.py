@@ -200,9 +200,7 @@ def test_sync_callers_wait_for_the_window(server: OpenAIServer) -> None:
 async def test_the_sdk_retries_hold_permits_too(server: OpenAIServer, fault: Fault) -> None:
     # No max_retries bound: the openai SDK would retry each request twice under one permit.
     server.enqueue(*([fault] * 50))
-    async with bind_acompletion(
-        "openai/test", api_base=server.base_url, api_key="sk-x"
-    ) as chat:
+    async with bind_acompletion("openai/test", api_base=server.base_url, api_key="sk-x") as chat:
         limited = with_rate_limit(chat, RateLimit(requests=5, period=10.0))
         calls = [
             asyncio.create_task(limited(messages=[{"role": "user", "content": f"{n}"}]))
@@ -217,9 +215,7 @@ async def test_the_sdk_retries_hold_permits_too(server: OpenAIServer, fault: Fau
 
 async def test_a_call_the_sdk_retry_would_save_still_succeeds(server: OpenAIServer) -> None:
     server.enqueue(Fault.status(503))
-    async with bind_acompletion(
-        "openai/test", api_base=server.base_url, api_key="sk-x"
-    ) as chat:
+    async with bind_acompletion("openai/test", api_base=server.base_url, api_key="sk-x") as chat:
         limited = with_rate_limit(chat, RateLimit(requests=5, period=10.0))
         answer = await limited(messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content == server.reply_text

@@ -179,9 +179,11 @@ def test_keys_expire_when_idle_and_hold_no_request_data(
 # --- clock steps ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("step", [-1200.0, -5.0, 1200.0, 5.0], ids=["back 20 min", "back 5 s",
-                                                                    "forward 20 min",
-                                                                    "forward 5 s"])
+@pytest.mark.parametrize(
+    "step",
+    [-1200.0, -5.0, 1200.0, 5.0],
+    ids=["back 20 min", "back 5 s", "forward 20 min", "forward 5 s"],
+)
 def test_a_clock_step_keeps_the_window_within_one_period(
     redis_server: servers.RedisServer, step: float
 ) -> None:
@@ -306,7 +308,8 @@ def test_a_store_without_a_sync_client_is_refused_for_a_sync_callable_at_wrap_ti
     with_rate_limit(bind_acompletion("openai/gpt-4o-mini", mock_response="ok"), limiter)
     with RedisLimiterStore(redis_server.url, namespace=servers.unique_namespace("kinds")) as url:
         chat = with_rate_limit(
-            bind_acompletion("openai/gpt-4o-mini", mock_response="ok"), RateLimiter(LIMIT, store=url)
+            bind_acompletion("openai/gpt-4o-mini", mock_response="ok"),
+            RateLimiter(LIMIT, store=url),
         )
         asyncio.run(chat(messages=[{"role": "user", "content": "hi"}]))
 

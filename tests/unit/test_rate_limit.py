@@ -814,7 +814,11 @@ def test_a_child_forked_while_another_thread_holds_a_lock_is_served() -> None:
     for lock in (store._lock, limiter._line._lock):  # pyright: ignore[reportPrivateUsage]
         taken, release = threading.Event(), threading.Event()
 
-        def hold(lock: threading.Lock = lock) -> None:
+        def hold(
+            lock: threading.Lock = lock,
+            taken: threading.Event = taken,
+            release: threading.Event = release,
+        ) -> None:
             with lock:
                 taken.set()
                 release.wait()

@@ -110,7 +110,7 @@ def _mapping(value: object) -> Mapping[str, object] | None:
     dump = getattr(value, "model_dump", None)  # A pydantic message or part (litellm's types).
     if callable(dump):
         dumped: object = dump()
-        return _mapping(dumped) if isinstance(dumped, Mapping) else None
+        return _mapping(dumped) if isinstance(dumped, Mapping) else None  # pyright: ignore[reportUnknownArgumentType]
     return None
 
 

@@ -242,9 +242,10 @@ def _pause_args(seconds: float) -> list[str | int]:
 def _reply(reply: object) -> tuple[int, int, int]:
     if isinstance(reply, list):
         items: list[object] = reply  # pyright: ignore[reportUnknownVariableType]
-        if len(items) == 3 and all(isinstance(item, int) for item in items):
+        if len(items) == 3:
             granted, value, now = items
-            return int(granted), int(value), int(now)  # pyright: ignore[reportArgumentType]
+            if isinstance(granted, int) and isinstance(value, int) and isinstance(now, int):
+                return granted, value, now
     # Narrowed by the isinstance above to list[Unknown] | object, which pyright reports.
     kind: str = type(reply).__name__  # pyright: ignore[reportUnknownArgumentType]
     msg = f"unexpected reply from the rate limit script: {kind}"
