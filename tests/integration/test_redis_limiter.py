@@ -291,10 +291,8 @@ def test_an_async_client_of_your_own(redis_server: servers.RedisServer) -> None:
 def test_a_store_without_a_sync_client_is_refused_for_a_sync_callable_at_wrap_time(
     redis_server: servers.RedisServer,
 ) -> None:
-    async_only = RedisLimiterStore(
-        async_client=redis.asyncio.Redis.from_url(redis_server.url),
-        namespace=servers.unique_namespace("kinds"),
-    )
+    unused = redis.asyncio.Redis.from_url(redis_server.url)  # Never connects: nothing to close.
+    async_only = RedisLimiterStore(async_client=unused, namespace=servers.unique_namespace("kinds"))
     limiter = RateLimiter(LIMIT, store=async_only)
     for sync_callable in (
         bind_completion("openai/gpt-4o-mini", mock_response="ok"),
@@ -486,14 +484,10 @@ def test_a_forked_child_refuses_the_parents_async_client_clearly(
             asyncio.run(use(store))
 
     loop = asyncio.new_event_loop()
-    async_only = RedisLimiterStore(
-        async_client=redis.asyncio.Redis.from_url(redis_server.url), namespace=namespace
-    )
-    both = RedisLimiterStore(
-        client=redis.Redis.from_url(redis_server.url),
-        async_client=redis.asyncio.Redis.from_url(redis_server.url),
-        namespace=namespace,
-    )
+    async_clients = [redis.asyncio.Redis.from_url(redis_server.url) for _ in range(2)]
+    sync_client = redis.Redis.from_url(redis_server.url)
+    async_only = RedisLimiterStore(async_client=async_clients[0], namespace=namespace)
+    both = RedisLimiterStore(client=sync_client, async_client=async_clients[1], namespace=namespace)
     try:
         loop.run_until_complete(use(async_only))
         loop.run_until_complete(use(both))
@@ -502,4 +496,8 @@ def test_a_forked_child_refuses_the_parents_async_client_clearly(
         assert in_forked_child(lambda: asyncio.run(use(both))) == 0
         loop.run_until_complete(use(async_only))  # The parent's connection is intact.
     finally:
+        for client in async_clients:
+            loop.run_until_complete(client.aclose())
+        sync_client.close()
+        both.close()
         loop.close()
