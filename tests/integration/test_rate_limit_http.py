@@ -213,6 +213,21 @@ async def test_the_sdk_retries_hold_permits_too(server: OpenAIServer, fault: Fau
     assert server.request_count() == 5
 
 
+async def test_the_sdk_retries_of_embeddings_hold_permits_too(server: OpenAIServer) -> None:
+    # litellm's embedding path turns a plain max_retries=0 back into 2 (see docs/design.md).
+    server.enqueue(*([Fault.status(503)] * 50))
+    async with bind_aembedding(
+        "openai/text-embedding-3-small", api_base=server.base_url, api_key="sk-x"
+    ) as embed:
+        limited = with_rate_limit(embed, RateLimit(requests=2, period=10.0))
+        calls = [asyncio.create_task(limited(input=f"text {n}")) for n in range(2)]
+        await asyncio.sleep(2.5)
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+    assert server.request_count("/embeddings") == 2
+
+
 async def test_a_call_the_sdk_retry_would_save_still_succeeds(server: OpenAIServer) -> None:
     server.enqueue(Fault.status(503))
     async with bind_acompletion("openai/test", api_base=server.base_url, api_key="sk-x") as chat:
