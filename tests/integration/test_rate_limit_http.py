@@ -25,6 +25,7 @@ import pytest
 
 from fixedmodel import bind_acompletion, bind_aembedding, bind_completion
 from fixedmodel.middleware.rate_limit import RateLimit, RateLimiter, with_rate_limit
+from fixedmodel.stores._limiter_store import Acquisition
 from fixedmodel.stores.limiter_memory import MemoryLimiterStore
 from tests.support.openai_server import Fault, OpenAIServer
 
@@ -295,9 +296,57 @@ def test_a_sync_stream_is_charged_the_usage_it_reports(server: OpenAIServer) -> 
         "openai/test", api_base=server.base_url, api_key="sk-x", max_retries=0
     ) as chat:
         limited = with_rate_limit(chat, RateLimiter(limit, store=store))
+        stream = limited(messages=[{"role": "user", "content": "left"}], **STREAM_USAGE)
+        for chunk in stream:
+            if getattr(chunk, "usage", None) is not None:
+                break
+        stream.close()  # Closed early, after the usage: settled by the limiter's thread.
+        for _ in limited(messages=[{"role": "user", "content": "read"}], **STREAM_USAGE):
+            pass
+        time.sleep(0.1)
+    assert not store.acquire("default", limit, 100).granted
+
+
+class RemoteLikeStore:
+    """A store the limiter treats as remote (its settlements are scheduled, not inline)."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryLimiterStore()
+
+    def acquire(self, key: str, limit: RateLimit, tokens: int) -> Acquisition:
+        return self.inner.acquire(key, limit, tokens)
+
+    async def aacquire(self, key: str, limit: RateLimit, tokens: int) -> Acquisition:
+        await asyncio.sleep(0)  # A round trip.
+        return self.inner.acquire(key, limit, tokens)
+
+    def adjust(self, key: str, limit: RateLimit, segment: int, tokens: int) -> None:
+        self.inner.adjust(key, limit, segment, tokens)
+
+    async def aadjust(self, key: str, limit: RateLimit, segment: int, tokens: int) -> None:
+        await asyncio.sleep(0)
+        self.inner.adjust(key, limit, segment, tokens)
+
+    def pause(self, key: str, seconds: float) -> None:
+        self.inner.pause(key, seconds)
+
+    async def apause(self, key: str, seconds: float) -> None:
+        self.inner.pause(key, seconds)
+
+
+async def test_a_stream_over_a_remote_store_is_settled_on_the_loop(server: OpenAIServer) -> None:
+    server.usage_completion_tokens = 1499
+    limit = RateLimit(tokens=2000, period=5.0)
+    store = RemoteLikeStore()
+    async with bind_acompletion(
+        "openai/test", api_base=server.base_url, api_key="sk-x", max_retries=0
+    ) as chat:
+        limited = with_rate_limit(chat, RateLimiter(limit, store=store))
         for n in range(2):
-            for _ in limited(messages=[{"role": "user", "content": f"{n}"}], **STREAM_USAGE):
+            stream = await limited(messages=[{"role": "user", "content": f"{n}"}], **STREAM_USAGE)
+            async for _ in stream:
                 pass
+        await asyncio.sleep(0.05)
     assert not store.acquire("default", limit, 100).granted
 
 
