@@ -12,7 +12,10 @@ arrivals span more than ``period - spread`` exactly when the sends obey the limi
 from __future__ import annotations
 
 import asyncio
+import gc
+import http.server
 import itertools
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +25,8 @@ import pytest
 
 from fixedmodel import bind_acompletion, bind_aembedding, bind_completion
 from fixedmodel.middleware.rate_limit import RateLimit, RateLimiter, with_rate_limit
+from fixedmodel.stores._limiter_store import Acquisition
+from fixedmodel.stores.limiter_memory import MemoryLimiterStore
 from tests.support.openai_server import Fault, OpenAIServer
 
 LIMIT, PERIOD = 10, 1.0
@@ -183,3 +188,228 @@ def test_sync_callers_wait_for_the_window(server: OpenAIServer) -> None:
     assert second - first < 0.25
     assert third - sent[0] >= 0.5  # the third waited for the window
     assert third - first >= 0.5 - 0.05  # arrivals: less the unevenness of send delays
+
+
+# --- every request on the wire holds a permit ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault.status(503), Fault.status(429, retry_after=0.2), Fault.status(500)],
+    ids=["503", "429 with Retry-After", "500"],
+)
+async def test_the_sdk_retries_hold_permits_too(server: OpenAIServer, fault: Fault) -> None:
+    # No max_retries bound: the openai SDK would retry each request twice under one permit.
+    server.enqueue(*([fault] * 50))
+    async with bind_acompletion("openai/test", api_base=server.base_url, api_key="sk-x") as chat:
+        limited = with_rate_limit(chat, RateLimit(requests=5, period=10.0))
+        calls = [
+            asyncio.create_task(limited(messages=[{"role": "user", "content": f"{n}"}]))
+            for n in range(5)
+        ]
+        await asyncio.sleep(2.5)  # The SDK's retries would all have gone out by now.
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+    assert server.request_count() == 5
+
+
+async def test_the_sdk_retries_of_embeddings_hold_permits_too(server: OpenAIServer) -> None:
+    # litellm's embedding path turns a plain max_retries=0 back into 2 (see docs/design.md).
+    server.enqueue(*([Fault.status(503)] * 50))
+    async with bind_aembedding(
+        "openai/text-embedding-3-small", api_base=server.base_url, api_key="sk-x"
+    ) as embed:
+        limited = with_rate_limit(embed, RateLimit(requests=2, period=10.0))
+        calls = [asyncio.create_task(limited(input=f"text {n}")) for n in range(2)]
+        await asyncio.sleep(2.5)
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+    assert server.request_count("/embeddings") == 2
+
+
+async def test_a_call_the_sdk_retry_would_save_still_succeeds(server: OpenAIServer) -> None:
+    server.enqueue(Fault.status(503))
+    async with bind_acompletion("openai/test", api_base=server.base_url, api_key="sk-x") as chat:
+        limited = with_rate_limit(chat, RateLimit(requests=5, period=10.0))
+        answer = await limited(messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content == server.reply_text
+    assert server.request_count() == 2
+
+
+# --- streams settle their charge from the usage they report ---------------------------------
+
+
+STREAM_USAGE = {"stream": True, "stream_options": {"include_usage": True}, "max_tokens": 100}
+
+
+async def test_a_stream_is_charged_the_usage_it_reports(server: OpenAIServer) -> None:
+    server.usage_completion_tokens = 1499  # With the one-word prompt: 1,500 tokens a call.
+    async with bind_acompletion(
+        "openai/test", api_base=server.base_url, api_key="sk-x", max_retries=0
+    ) as chat:
+        limited = with_rate_limit(chat, RateLimit(tokens=2000, period=5.0))
+        for n in range(2):
+            stream = await limited(messages=[{"role": "user", "content": f"{n}"}], **STREAM_USAGE)
+            async for _ in stream:
+                pass
+        # 3,000 tokens were used: the third waits for the window, as it would unstreamed.
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                limited(messages=[{"role": "user", "content": "third"}], **STREAM_USAGE), 1.0
+            )
+    assert server.request_count() == 2
+
+
+async def test_a_bound_stream_and_an_abandoned_one_are_settled_too(server: OpenAIServer) -> None:
+    server.usage_completion_tokens = 1499
+    async with bind_acompletion(
+        "openai/test",
+        api_base=server.base_url,
+        api_key="sk-x",
+        max_retries=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        max_tokens=100,
+    ) as chat:
+        limited = with_rate_limit(chat, RateLimit(tokens=2000, period=5.0))
+        stream = await limited(messages=[{"role": "user", "content": "bound"}])
+        async for chunk in stream:
+            if getattr(chunk, "usage", None) is not None:
+                break  # Left unfinished, after the usage arrived.
+        del stream, chunk
+        gc.collect()
+        await asyncio.sleep(0.1)  # The settlement is scheduled on the loop.
+        stream = await limited(messages=[{"role": "user", "content": "second"}])
+        async for _ in stream:
+            pass
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(limited(messages=[{"role": "user", "content": "3"}]), 1.0)
+
+
+def test_a_sync_stream_is_charged_the_usage_it_reports(server: OpenAIServer) -> None:
+    server.usage_completion_tokens = 1499
+    limit = RateLimit(tokens=2000, period=5.0)
+    store = MemoryLimiterStore()
+    with bind_completion(
+        "openai/test", api_base=server.base_url, api_key="sk-x", max_retries=0
+    ) as chat:
+        limited = with_rate_limit(chat, RateLimiter(limit, store=store))
+        stream = limited(messages=[{"role": "user", "content": "left"}], **STREAM_USAGE)
+        for chunk in stream:
+            if getattr(chunk, "usage", None) is not None:
+                break
+        stream.close()  # Closed early, after the usage: settled by the limiter's thread.
+        for _ in limited(messages=[{"role": "user", "content": "read"}], **STREAM_USAGE):
+            pass
+        time.sleep(0.1)
+    assert not store.acquire("default", limit, 100).granted
+
+
+class RemoteLikeStore:
+    """A store the limiter treats as remote (its settlements are scheduled, not inline)."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryLimiterStore()
+
+    def acquire(self, key: str, limit: RateLimit, tokens: int) -> Acquisition:
+        return self.inner.acquire(key, limit, tokens)
+
+    async def aacquire(self, key: str, limit: RateLimit, tokens: int) -> Acquisition:
+        await asyncio.sleep(0)  # A round trip.
+        return self.inner.acquire(key, limit, tokens)
+
+    def adjust(self, key: str, limit: RateLimit, segment: int, tokens: int) -> None:
+        self.inner.adjust(key, limit, segment, tokens)
+
+    async def aadjust(self, key: str, limit: RateLimit, segment: int, tokens: int) -> None:
+        await asyncio.sleep(0)
+        self.inner.adjust(key, limit, segment, tokens)
+
+    def pause(self, key: str, seconds: float) -> None:
+        self.inner.pause(key, seconds)
+
+    async def apause(self, key: str, seconds: float) -> None:
+        self.inner.pause(key, seconds)
+
+
+async def test_a_stream_over_a_remote_store_is_settled_on_the_loop(server: OpenAIServer) -> None:
+    server.usage_completion_tokens = 1499
+    limit = RateLimit(tokens=2000, period=5.0)
+    store = RemoteLikeStore()
+    async with bind_acompletion(
+        "openai/test", api_base=server.base_url, api_key="sk-x", max_retries=0
+    ) as chat:
+        limited = with_rate_limit(chat, RateLimiter(limit, store=store))
+        for n in range(2):
+            stream = await limited(messages=[{"role": "user", "content": f"{n}"}], **STREAM_USAGE)
+            async for _ in stream:
+                pass
+        await asyncio.sleep(0.05)
+    assert not store.acquire("default", limit, 100).granted
+
+
+# --- the estimate never blocks the loop -----------------------------------------------------
+
+
+class SlowImageHost:
+    """A loopback HTTP server that takes 1.5 s to answer, and counts the requests it gets."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        host = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                host.hits += 1
+                time.sleep(1.5)
+                self.send_response(404)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> SlowImageHost:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+
+async def test_an_image_part_is_not_fetched_and_the_loop_keeps_running(
+    server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # litellm refuses to fetch from private addresses; with that check off, a loopback host
+    # stands for the public image host of the report.
+    monkeypatch.setattr(litellm, "user_url_validation", False, raising=False)
+    with SlowImageHost() as host:
+        image = {"url": host.url("cat.png"), "detail": "high"}
+        parts = [{"type": "text", "text": "What is it?"}, {"type": "image_url", "image_url": image}]
+        async with bind_acompletion(
+            "openai/test", api_base=server.base_url, api_key="sk-x", max_retries=0
+        ) as chat:
+            limited = with_rate_limit(chat, RateLimit(tokens=100_000))
+            loop = asyncio.get_running_loop()
+            ticks: list[float] = []
+
+            async def ticker() -> None:
+                while True:
+                    ticks.append(loop.time())
+                    await asyncio.sleep(0.01)
+
+            ticking = asyncio.create_task(ticker())
+            await asyncio.sleep(0.05)
+            await limited(messages=[{"role": "user", "content": parts}])
+            ticking.cancel()
+        gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
+    assert host.hits == 0
+    assert max(gaps) < 1.0, f"the event loop stalled for {max(gaps):.2f} s"

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.queues import Queue
@@ -23,6 +26,7 @@ import pytest
 import redis
 import redis.asyncio
 
+from fixedmodel import bind_acompletion, bind_completion, bind_embedding
 from fixedmodel.middleware.rate_limit import RateLimit, RateLimiter, with_rate_limit
 from fixedmodel.stores._limiter_store import SEGMENTS_PER_PERIOD, Acquisition, LimiterStore
 from fixedmodel.stores._redis import redact_url
@@ -160,21 +164,50 @@ def test_keys_expire_when_idle_and_hold_no_request_data(
     namespace = servers.unique_namespace("ttl")
     limit = RateLimit(requests=5, tokens=1000, period=0.05)
     client = redis.Redis.from_url(redis_server.url)
+    state = {"head", "next", "requests", "tokens", "paused", "offset", "last"}
     with RedisLimiterStore(redis_server.url, namespace=namespace) as store:
         for _ in range(3):
             assert store.acquire("quota", limit, 7).granted
         fields = {name.decode() for name in client.hkeys(namespace + "quota")}
-        assert {"head", "next", "requests", "tokens", "paused"} <= fields
-        assert all(
-            name.startswith("s")
-            for name in fields - {"head", "next", "requests", "tokens", "paused"}
-        )
-        assert 0 < client.pttl(namespace + "quota") <= 1051
-        deadline = time.monotonic() + 3.0
-        while client.exists(namespace + "quota") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not client.exists(namespace + "quota")
+        assert state <= fields
+        assert all(name.startswith("s") for name in fields - state)
+        # An hour and a period: long enough to outlive a forward step of the server clock.
+        assert 3600_000 < client.pttl(namespace + "quota") <= 3600_000 + 1051
     client.close()
+
+
+# --- clock steps ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "step",
+    [-1200.0, -5.0, 1200.0, 5.0],
+    ids=["back 20 min", "back 5 s", "forward 20 min", "forward 5 s"],
+)
+def test_a_clock_step_keeps_the_window_within_one_period(
+    redis_server: servers.RedisServer, step: float
+) -> None:
+    limit = RateLimit(requests=5, period=1.0)
+    hold = limit.period * (1 + 1 / SEGMENTS_PER_PERIOD)
+    namespace = servers.unique_namespace("step")
+    with (
+        RedisLimiterStore(redis_server.url, namespace=namespace) as first,
+        RedisLimiterStore(redis_server.url, namespace=namespace) as second,
+    ):
+        assert second.acquire("quota", limit, 0).granted
+        for _ in range(4):
+            assert first.acquire("quota", limit, 0).granted
+        started = time.monotonic()
+        for store in (first, second):
+            store._clock.skew = int(step * 1_000_000)  # The server's clock steps.
+        for store in (first, second):
+            decision = store.acquire("quota", limit, 0)
+            assert not decision.granted  # Stepped forward: no second budget at once.
+            assert decision.retry_in <= hold  # Stepped back: not refused for the step.
+        time.sleep(max(0.0, hold - (time.monotonic() - started)) + 0.05)
+        for _ in range(5):  # One period on, the window admits a full budget again.
+            assert first.acquire("quota", limit, 0).granted
+        assert not second.acquire("quota", limit, 0).granted
 
 
 PAUSE_PROBE = """
@@ -253,6 +286,30 @@ def test_an_async_client_of_your_own(redis_server: servers.RedisServer) -> None:
         await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_store_without_a_sync_client_is_refused_for_a_sync_callable_at_wrap_time(
+    redis_server: servers.RedisServer,
+) -> None:
+    unused = redis.asyncio.Redis.from_url(redis_server.url)  # Never connects: nothing to close.
+    async_only = RedisLimiterStore(async_client=unused, namespace=servers.unique_namespace("kinds"))
+    limiter = RateLimiter(LIMIT, store=async_only)
+    for sync_callable in (
+        bind_completion("openai/gpt-4o-mini", mock_response="ok"),
+        bind_embedding("openai/text-embedding-3-small", mock_response=[0.1]),
+        _trivial,
+    ):
+        with pytest.raises(TypeError, match=r"only async_client=.*pass client="):
+            with_rate_limit(sync_callable, limiter)  # type: ignore[call-overload]
+    # Async callables are served by either client: an async-only store, or a sync-only one
+    # (whose async methods run the sync client on threads).
+    with_rate_limit(bind_acompletion("openai/gpt-4o-mini", mock_response="ok"), limiter)
+    with RedisLimiterStore(redis_server.url, namespace=servers.unique_namespace("kinds")) as url:
+        chat = with_rate_limit(
+            bind_acompletion("openai/gpt-4o-mini", mock_response="ok"),
+            RateLimiter(LIMIT, store=url),
+        )
+        asyncio.run(chat(messages=[{"role": "user", "content": "hi"}]))
 
 
 def _timed(action: Callable[[], object]) -> tuple[float, object]:
@@ -354,3 +411,93 @@ def test_conforms_and_rejects_misconfiguration(redis_server: servers.RedisServer
     with pytest.raises(TypeError, match="not both"):
         RedisLimiterStore(redis_server.url, client=client)
     client.close()
+
+
+# --- fork: the child works or fails clearly, never hangs --------------------------------------
+
+
+def in_forked_child(work: Callable[[], object], timeout: float = 10.0) -> int:
+    """Run ``work`` in a forked child; its exit status (0: done, 1: raised, -1: hung)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            work()
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return -1
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_uses_a_url_store_even_with_its_locks_held_at_the_fork(
+    redis_server: servers.RedisServer,
+) -> None:
+    limit = RateLimit(requests=1000, period=1.0)
+    with RedisLimiterStore(redis_server.url, namespace=servers.unique_namespace("fork")) as store:
+        assert store.acquire("q", limit, 0).granted
+        assert asyncio.run(store.aacquire("q", limit, 0)).granted  # Its worker threads run.
+        internals = (store._clients._lock, store._health._lock)  # pyright: ignore[reportPrivateUsage]
+        taken, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with internals[0], internals[1]:
+                taken.set()
+                release.wait()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        taken.wait()
+
+        def child() -> None:
+            assert store.acquire("q", limit, 0).granted
+            assert asyncio.run(store.aacquire("q", limit, 0)).granted
+            store._health.failed("acquire", OSError("x"), "test")  # pyright: ignore[reportPrivateUsage]
+            store._health.succeeded()  # pyright: ignore[reportPrivateUsage]
+
+        try:
+            assert in_forked_child(child) == 0
+        finally:
+            release.set()
+            holder.join()
+
+
+def test_a_forked_child_refuses_the_parents_async_client_clearly(
+    redis_server: servers.RedisServer,
+) -> None:
+    limit = RateLimit(requests=1000, period=1.0)
+    namespace = servers.unique_namespace("fork")
+
+    async def use(store: RedisLimiterStore) -> None:
+        assert (await store.aacquire("q", limit, 0)).granted
+
+    def expect_clear_error(store: RedisLimiterStore) -> None:
+        with pytest.raises(RuntimeError, match=r"async_client= was made in process \d+.*fork"):
+            asyncio.run(use(store))
+
+    loop = asyncio.new_event_loop()
+    async_clients = [redis.asyncio.Redis.from_url(redis_server.url) for _ in range(2)]
+    sync_client = redis.Redis.from_url(redis_server.url)
+    async_only = RedisLimiterStore(async_client=async_clients[0], namespace=namespace)
+    both = RedisLimiterStore(client=sync_client, async_client=async_clients[1], namespace=namespace)
+    try:
+        loop.run_until_complete(use(async_only))
+        loop.run_until_complete(use(both))
+        assert in_forked_child(lambda: expect_clear_error(async_only)) == 0
+        # With a sync client too, the child goes through it (redis-py reconnects after a fork).
+        assert in_forked_child(lambda: asyncio.run(use(both))) == 0
+        loop.run_until_complete(use(async_only))  # The parent's connection is intact.
+    finally:
+        for client in async_clients:
+            loop.run_until_complete(client.aclose())
+        sync_client.close()
+        both.close()
+        loop.close()

@@ -8,7 +8,9 @@ time. Thread tests use real time with short periods.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -497,7 +499,7 @@ def test_a_429_pauses_every_caller_then_is_reraised_unchanged() -> None:
         chat: AFixedModelCompletion = with_rate_limit(UsageReporter(10, error), limiter)
         other: AFixedModelCompletion = with_rate_limit(UsageReporter(10), limiter)
         with pytest.raises(litellm.RateLimitError) as caught:
-            await chat(messages=MESSAGES)
+            await chat(messages=MESSAGES, max_retries=0)  # As under with_retries.
         assert caught.value is error
         await asyncio.gather(*(other(messages=MESSAGES) for _ in range(3)))
         assert loop.time() == pytest.approx(5.0)
@@ -510,11 +512,130 @@ def test_a_runaway_retry_after_is_capped() -> None:
         limiter = limiter_on(loop, RateLimit(requests=100, period=1.0))
         chat = with_rate_limit(UsageReporter(10, rate_limit_error("86400")), limiter)
         with pytest.raises(litellm.RateLimitError):
-            await chat(messages=MESSAGES)
+            await chat(messages=MESSAGES, max_retries=0)
         await limiter.aacquire()
         assert loop.time() == pytest.approx(60.0)
 
     run_virtual(main)
+
+
+# --- the retries the SDK would make: one permit per request ---------------------------------
+
+
+class Failing:
+    """A chat whose first ``failures`` calls raise ``error``; records what it was passed."""
+
+    model = "openai/gpt-4o-mini"
+
+    def __init__(self, error: BaseException, failures: int = 10**9) -> None:
+        self.error = error
+        self.failures = failures
+        self.seen: list[dict[str, Any]] = []
+
+    async def __call__(self, **kwargs: Any) -> ModelResponse:
+        self.seen.append(kwargs)
+        if len(self.seen) <= self.failures:
+            raise self.error
+        return ModelResponse(usage=Usage(prompt_tokens=1, completion_tokens=1))
+
+    def sync(self, **kwargs: Any) -> ModelResponse:
+        return asyncio.run(self(**kwargs))
+
+
+def server_error() -> litellm.InternalServerError:
+    return litellm.InternalServerError("boom", llm_provider="openai", model="m")
+
+
+def test_the_sdk_retries_become_ours_each_with_its_own_permit() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        limiter = limiter_on(loop, RateLimit(requests=2, period=10.0))
+        inner = Failing(server_error())
+        chat: AFixedModelCompletion = with_rate_limit(inner, limiter)
+        with call_scope() as info, pytest.raises(litellm.InternalServerError):
+            await chat(messages=MESSAGES)
+        # The default max_retries=2: three requests, the third waiting for the next window.
+        assert len(inner.seen) == 3
+        assert all(seen["max_retries"] == 0 and seen["num_retries"] == 0 for seen in inner.seen)
+        assert loop.time() >= 10.0
+        assert info.attempts == 3
+
+    run_virtual(main)
+
+
+@pytest.mark.parametrize(
+    ("keywords", "requests"),
+    [({}, 3), ({"max_retries": 0}, 1), ({"max_retries": 4}, 5), ({"num_retries": 1}, 2)],
+)
+def test_the_retries_asked_for_are_made_and_no_more(
+    keywords: dict[str, Any], requests: int
+) -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        inner = Failing(server_error())
+        chat: AFixedModelCompletion = with_rate_limit(
+            inner, limiter_on(loop, RateLimit(requests=100))
+        )
+        with pytest.raises(litellm.InternalServerError):
+            await chat(messages=MESSAGES, **keywords)
+        assert len(inner.seen) == requests
+
+    run_virtual(main)
+
+
+def test_a_call_that_the_sdk_retry_would_save_still_succeeds() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        inner = Failing(server_error(), failures=2)
+        chat: AFixedModelCompletion = with_rate_limit(
+            inner, limiter_on(loop, RateLimit(requests=100))
+        )
+        await chat(messages=MESSAGES)
+        assert len(inner.seen) == 3
+
+    run_virtual(main)
+
+
+def test_errors_the_sdk_would_not_retry_are_raised_at_once() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        error = litellm.AuthenticationError("no", llm_provider="openai", model="m")
+        inner = Failing(error)
+        chat: AFixedModelCompletion = with_rate_limit(
+            inner, limiter_on(loop, RateLimit(requests=100))
+        )
+        with pytest.raises(litellm.AuthenticationError):
+            await chat(messages=MESSAGES)
+        assert len(inner.seen) == 1
+
+    run_virtual(main)
+
+
+def test_a_429_retry_waits_for_the_shared_pause() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        limiter = limiter_on(loop, RateLimit(requests=100, period=1.0))
+        inner = Failing(rate_limit_error("5"), failures=1)
+        chat: AFixedModelCompletion = with_rate_limit(inner, limiter)
+        await chat(messages=MESSAGES)
+        assert len(inner.seen) == 2
+        assert loop.time() == pytest.approx(5.0)
+
+    run_virtual(main)
+
+
+def test_sync_callables_retry_the_same_way() -> None:
+    inner = Failing(server_error(), failures=1)
+    chat = with_rate_limit(inner.sync, RateLimit(requests=100))
+    chat(messages=MESSAGES)
+    assert len(inner.seen) == 2
+    assert inner.seen[0]["max_retries"] == 0
+
+
+def test_with_retries_inside_the_limiter_is_refused() -> None:
+    from fixedmodel.middleware.retries import with_retries
+
+    chat = bind_acompletion("openai/gpt-4o-mini", mock_response="ok")
+    with pytest.raises(TypeError, match=r"inside with_retries\(\), not over it"):
+        with_rate_limit(with_retries(chat), RateLimit(requests=5))
+    limiter = RateLimiter(RateLimit(requests=5))
+    # Retries over this limiter's own layer: every request holds a permit already.
+    with_rate_limit(with_retries(with_rate_limit(chat, limiter)), limiter)
 
 
 # --- threads -------------------------------------------------------------------------------
@@ -594,3 +715,129 @@ def test_settle_without_a_token_budget_changes_nothing() -> None:
     permit = limiter.acquire()
     limiter.settle(permit, 10_000)
     assert permit == Permit(tokens=0, segment=permit.segment, waited=permit.waited)
+
+
+# --- the estimate does no I/O ---------------------------------------------------------------
+
+MEDIA_PARTS: list[dict[str, Any]] = [
+    {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/cat.png", "detail": "high"}},
+    {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/cat.png"}},
+    {"type": "image_url", "image_url": "http://127.0.0.1:9/cat.png"},
+    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    {"type": "image", "source": {"type": "url", "url": "http://127.0.0.1:9/cat.png"}},
+    {"type": "input_audio", "input_audio": {"data": "UklGRg==" * 1000, "format": "wav"}},
+    {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0=" * 10}},
+    {"type": "file", "file": {"file_id": "file-123"}},
+    {"type": "document", "source": {"type": "url", "url": "http://127.0.0.1:9/doc.pdf"}},
+    {"type": "video_url", "video_url": {"url": "http://127.0.0.1:9/clip.mp4"}},
+    {"type": "something_new", "url": "http://127.0.0.1:9/what"},
+]
+
+
+@pytest.mark.parametrize("part", MEDIA_PARTS, ids=lambda part: str(part["type"]))
+def test_the_estimate_of_a_media_part_opens_no_connection(
+    part: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    attempts: list[object] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(args)  # Recorded: litellm would swallow an exception raised here.
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    messages = [{"role": "user", "content": [{"type": "text", "text": "What is it?"}, part]}]
+    text_only = estimate_tokens({"messages": MESSAGES}, "openai/gpt-4o-mini", 0)
+    estimate = estimate_tokens({"messages": messages}, "openai/gpt-4o-mini", 0)
+    assert attempts == []
+    assert estimate > text_only  # The part is charged, not ignored.
+
+
+def test_images_are_charged_by_openai_rule_without_being_fetched() -> None:
+    def with_image(detail: str) -> list[dict[str, Any]]:
+        url = {"url": "http://127.0.0.1:9/cat.png", "detail": detail}
+        return [{"role": "user", "content": [{"type": "image_url", "image_url": url}]}]
+
+    empty = estimate_tokens(
+        {"messages": [{"role": "user", "content": ""}]}, "openai/gpt-4o-mini", 0
+    )
+    low = estimate_tokens({"messages": with_image("low")}, "openai/gpt-4o-mini", 0)
+    high = estimate_tokens({"messages": with_image("high")}, "openai/gpt-4o-mini", 0)
+    assert (low - empty, high - empty) == (85, 85 + 170 * 8)
+
+
+# --- fork: the child works or fails clearly, never hangs --------------------------------------
+
+
+def in_forked_child(work: Callable[[], object], timeout: float = 10.0) -> int:
+    """Run ``work`` in a forked child; its exit status (0: done, 1: raised, -1: hung)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            work()
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return -1
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_while_a_thread_waits_in_line_is_served() -> None:
+    limiter = RateLimiter(RateLimit(requests=1, period=0.5))
+    limiter.acquire()
+    waiting = threading.Thread(target=limiter.acquire)
+    waiting.start()
+    while limiter._line.is_empty():  # pyright: ignore[reportPrivateUsage]
+        time.sleep(0.01)
+    # The parent's waiting thread does not exist in the child: it must not hold the line.
+    assert in_forked_child(limiter.acquire) == 0
+    waiting.join()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_while_another_thread_holds_a_lock_is_served() -> None:
+    limiter = RateLimiter(RateLimit(requests=5, period=0.5))
+    store = limiter.store
+    assert isinstance(store, MemoryLimiterStore)
+    for lock in (store._lock, limiter._line._lock):  # pyright: ignore[reportPrivateUsage]
+        taken, release = threading.Event(), threading.Event()
+
+        def hold(
+            lock: threading.Lock = lock,
+            taken: threading.Event = taken,
+            release: threading.Event = release,
+        ) -> None:
+            with lock:
+                taken.set()
+                release.wait()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        taken.wait()
+        assert in_forked_child(lambda: (limiter.acquire(), limiter.acquire())) == 0
+        release.set()
+        holder.join()
+
+
+def test_an_async_child_after_async_calls_in_the_parent_is_served() -> None:
+    limiter = RateLimiter(RateLimit(requests=3, tokens=10_000, period=0.5))
+    chat = with_rate_limit(bind_acompletion("openai/gpt-4o-mini", mock_response="ok"), limiter)
+
+    async def calls() -> None:
+        for _ in range(4):
+            await chat(messages=MESSAGES)
+
+    asyncio.run(calls())
+    assert in_forked_child(lambda: asyncio.run(calls())) == 0

@@ -9,12 +9,20 @@ the line, served or cancelled. A wake-up from another thread reaches an event lo
 
 Joining and leaving cost O(1): a waiter that leaves from the middle of the line is only
 marked, and dropped when it reaches the front.
+
+After ``os.fork()`` the child has only the thread that forked: the waiters of the parent's
+other threads would stay at the front of a copied line for ever, and a lock one of them held
+would never be released. So in the child every line gets a new lock and an empty queue (a new
+*generation*). A task of the forking thread's event loop that was waiting is woken and joins
+the new line at its next look; nothing else of the parent's waits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import weakref
 from collections import deque
 from typing import TypeAlias
 
@@ -24,11 +32,12 @@ __all__ = ["Line", "TaskWaiter", "ThreadWaiter"]
 class ThreadWaiter:
     """A caller waiting in a thread."""
 
-    __slots__ = ("_event", "active")
+    __slots__ = ("_event", "active", "generation")
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self.active = True
+        self.generation = 0
 
     def notify(self) -> bool:
         """Wake the waiter (from any thread); always succeeds."""
@@ -54,12 +63,13 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 class TaskWaiter:
     """A caller waiting in a task of the running event loop."""
 
-    __slots__ = ("_future", "_loop", "active")
+    __slots__ = ("_future", "_loop", "active", "generation")
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._future: asyncio.Future[None] = self._loop.create_future()
         self.active = True
+        self.generation = 0
 
     def notify(self) -> bool:
         """Wake the waiter (from any thread); ``False`` if its event loop is closed."""
@@ -97,18 +107,21 @@ Waiter: TypeAlias = ThreadWaiter | TaskWaiter
 class Line:
     """The waiters of one limiter, in arrival order; safe from any thread."""
 
-    __slots__ = ("_lock", "_waiters", "nudges")
+    __slots__ = ("__weakref__", "_generation", "_lock", "_waiters", "nudges")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: deque[Waiter] = deque()
+        self._generation = 0  # Counts the forks this line was copied through.
         # Counts nudges, so that a caller refused before joining can tell that capacity came
         # back in between (a nudge then found nobody to wake).
         self.nudges = 0
+        _lines.add(self)
 
     def join(self, waiter: Waiter) -> None:
         """Put ``waiter`` at the end of the line."""
         with self._lock:
+            waiter.generation = self._generation
             self._waiters.append(waiter)
 
     def is_empty(self) -> bool:
@@ -118,12 +131,17 @@ class Line:
     def is_first(self, waiter: Waiter) -> bool:
         """Tell whether it is ``waiter``'s turn to ask the store."""
         with self._lock:
+            if waiter.generation != self._generation:  # Joined in the parent of a fork.
+                waiter.generation = self._generation
+                self._waiters.append(waiter)
             return bool(self._waiters) and self._waiters[0] is waiter
 
     def leave(self, waiter: Waiter) -> None:
         """Take ``waiter`` out of the line (served, failed or cancelled); wake the next."""
         with self._lock:
             waiter.active = False
+            if waiter.generation != self._generation:
+                return  # Not in this line: it was joined in the parent of a fork.
             if self._waiters and self._waiters[0] is waiter:
                 self._waiters.popleft()
                 self._wake_first()
@@ -139,3 +157,26 @@ class Line:
         waiters = self._waiters
         while waiters and not (waiters[0].active and waiters[0].notify()):
             waiters.popleft().active = False
+
+    def after_fork(self) -> None:
+        """Start a new generation in a forked child (see the module docstring)."""
+        copied = self._waiters
+        self._lock = threading.Lock()
+        self._waiters = deque()
+        self._generation += 1
+        for waiter in copied:
+            # Only the forking thread lives on; a task of its event loop may be waiting.
+            if isinstance(waiter, TaskWaiter) and waiter.active:
+                waiter.notify()
+
+
+_lines: weakref.WeakSet[Line] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for line in list(_lines):
+        line.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

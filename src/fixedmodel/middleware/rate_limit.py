@@ -1,21 +1,25 @@
 """Rate limiting: requests and tokens per period, shared by every callable of one quota.
 
-``with_rate_limit(chat, RateLimit(requests=500, tokens=200_000))`` admits each call through a
-:class:`RateLimiter`. One limiter can serve several callables (sync and async, completion and
-embedding) that draw on one provider quota.
+``with_rate_limit(chat, RateLimit(requests=500, tokens=200_000))`` admits each request
+through a :class:`RateLimiter`. One limiter can serve several callables (sync and async,
+completion and embedding) that draw on one provider quota.
 
 How a call goes through:
 
-1. Its tokens are estimated: ``litellm.token_counter`` over the messages (or the embedding
-   input) plus ``n`` times the requested ``max_completion_tokens``/``max_tokens``, or
-   :attr:`RateLimit.assumed_completion_tokens` when the call sets neither.
-2. It waits its turn. Callers are served first come, first served, across threads and event
-   loops. Only the first in line asks the store; when the store refuses it sleeps exactly
-   until the time the store named (one timer, or ``Event.wait(timeout)`` in a thread) and
-   asks again; the others sleep on a future or an Event until the one before them is served
-   or gives up (cancelled waiters leave the line and give their place to the next).
-3. After the call, the charge is corrected with the real ``usage`` (a refund wakes the line).
-   A 429 with ``Retry-After`` pauses the whole limiter for that long, then is re-raised.
+1. Its tokens are estimated, without I/O (:mod:`fixedmodel.middleware._tokens`): the text
+   of the request litellm will receive, a fixed count per image or other media part, plus
+   ``n`` times the completion tokens it allows.
+2. It waits its turn (:class:`RateLimiter`): first come, first served, across threads and
+   event loops, without polling.
+3. Every request on the wire holds a permit of its own. The openai SDK would retry a failed
+   request twice under one permit (``max_retries=2`` by default), so the request is sent
+   with the SDK's and litellm's retries switched off and this layer makes the retries the
+   request asked for (``max_retries``, else ``num_retries``, else the SDK's 2), on the
+   same errors and with the SDK's backoff, each retry waiting for a permit of its own.
+   Under ``with_retries`` (which passes ``max_retries=0``) it makes none.
+4. After the call, the charge is corrected with the real ``usage``; for a stream, when the
+   stream ends, from the usage its last chunk reports (a refund wakes the line). A 429 with
+   ``Retry-After`` pauses the whole limiter for that long.
 
 The window rule and the argument that no window of length ``period`` ever admits more than
 the budget, while a saturated limiter still reaches 98 % of it, are in
@@ -25,13 +29,16 @@ the budget, while a saturated limiter still reaches 98 % of it, are in
 from __future__ import annotations
 
 import asyncio
-import math
+import logging
+import os
+import queue
+import random
+import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeGuard, overload
+from collections.abc import Awaitable, Callable
+from typing import Any, overload
 
-from fixedmodel._bind import BOUND_KINDS
+from fixedmodel._limits import RateLimit
 from fixedmodel._protocols import (
     AFixedModelCompletion,
     AFixedModelEmbedding,
@@ -43,272 +50,70 @@ from fixedmodel._protocols import (
     FixedModelEmbedding,
 )
 from fixedmodel.middleware._call import (
+    CallInfo,
     ModelCallable,
     Wrapper,
     check_callable,
     current_call,
-    innermost,
     is_async_callable,
+    is_stream_request,
+    request_reader,
 )
-from fixedmodel.middleware._errors import is_rate_limit, retry_after
+from fixedmodel.middleware._errors import is_rate_limit, is_retryable, retry_after
+from fixedmodel.middleware._limiter import Permit, RateLimiter
+from fixedmodel.middleware._streams import StreamEnd, watch_stream
 from fixedmodel.middleware._tokens import estimate_tokens, used_tokens, warm_tokenizer
-from fixedmodel.middleware._waiting import Line, TaskWaiter, ThreadWaiter
-from fixedmodel.stores._limiter_store import Acquisition, LimiterStore
-from fixedmodel.stores.limiter_memory import MemoryLimiterStore
+from fixedmodel.middleware.retries import (
+    _Retries,  # pyright: ignore[reportPrivateUsage]
+    _without_inner_retries,  # pyright: ignore[reportPrivateUsage]
+)
+from fixedmodel.stores.redis_limiter import RedisLimiterStore
 
 __all__ = ["Permit", "RateLimit", "RateLimiter", "with_rate_limit"]
+
+_LOGGER = logging.getLogger("fixedmodel.rate_limit")
 
 # A provider's Retry-After pauses every caller of the limiter, so a runaway value is capped at
 # the longer of this and one period; the retry layer decides whether to wait longer.
 _MAX_PAUSE = 60.0
 
+# The retries this layer makes in place of the openai SDK's, with the SDK's numbers
+# (openai-python ``_constants.py``: DEFAULT_MAX_RETRIES, INITIAL_RETRY_DELAY, MAX_RETRY_DELAY;
+# ``_base_client.py``: ``_calculate_retry_timeout`` honours a Retry-After of up to 60 s).
+_SDK_RETRIES = 2
+_SDK_INITIAL_DELAY = 0.5
+_SDK_MAX_DELAY = 8.0
+_SDK_MAX_RETRY_AFTER = 60.0
 
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_count(name: str, value: object, *, minimum: int, optional: bool) -> None:
-    if value is None and optional:
-        return
-    if not _is_int(value):
-        kind = "an int or None" if optional else "an int"
-        msg = f"RateLimit.{name} must be {kind}, got {type(value).__name__}"
-        raise TypeError(msg)
-    if value < minimum:
-        unset = f" (or None for no {name} budget)" if optional else ""
-        msg = f"RateLimit.{name} must be >= {minimum}{unset}, got {value}"
-        raise ValueError(msg)
+# How this layer sleeps between its retries. Looked up on every retry, so that tests can put
+# a recording fake clock in their place.
+_async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+_sync_sleep: Callable[[float], None] = time.sleep
 
 
-def _check_seconds(name: str, value: object, *, zero: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"{name} must be a number of seconds, got {type(value).__name__}"
-        raise TypeError(msg)
-    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
-        msg = f"{name} must be a finite number of seconds {'>=' if zero else '>'} 0, got {value}"
-        raise ValueError(msg)
-    return float(value)
+def _retries_asked(request: dict[str, Any]) -> int:
+    """The retries the SDK (or litellm) would have made for ``request``."""
+    for name in ("max_retries", "num_retries"):
+        value = request.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return int(value)
+    return _SDK_RETRIES
 
 
-@dataclass(frozen=True)
-class RateLimit:
-    """A budget of requests and/or tokens per period.
-
-    Attributes:
-        requests: Requests allowed in any window of ``period`` seconds; ``None`` for no limit.
-        tokens: Tokens (prompt and completion) allowed in any window of ``period`` seconds;
-            ``None`` for no limit.
-        period: Length of the window in seconds.
-        assumed_completion_tokens: Completion tokens charged up front for a call that sets
-            neither ``max_completion_tokens`` nor ``max_tokens``; corrected after the call.
-
-    Raises:
-        ValueError: Neither budget is set, or a value is out of range.
-        TypeError: A value has the wrong type.
-    """
-
-    requests: int | None = None
-    tokens: int | None = None
-    period: float = 60.0
-    assumed_completion_tokens: int = 1024
-
-    def __post_init__(self) -> None:
-        _check_count("requests", self.requests, minimum=1, optional=True)
-        _check_count("tokens", self.tokens, minimum=1, optional=True)
-        if self.requests is None and self.tokens is None:
-            msg = "RateLimit needs requests=, tokens= or both, e.g. RateLimit(requests=500)"
-            raise ValueError(msg)
-        _check_seconds("RateLimit.period", self.period, zero=False)
-        _check_count(
-            "assumed_completion_tokens", self.assumed_completion_tokens, minimum=0, optional=False
-        )
+def _one_request(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keywords that make litellm send exactly one request (this layer retries)."""
+    # The caller's own max_retries/num_retries were read by _retries_asked: replaced here.
+    given = {k: v for k, v in kwargs.items() if k not in ("max_retries", "num_retries")}
+    return _without_inner_retries(given)
 
 
-@dataclass(frozen=True)
-class Permit:
-    """One admission by a :class:`RateLimiter`; hand it back to ``settle`` after the call.
-
-    Attributes:
-        tokens: Tokens charged (the estimate).
-        segment: Where the store recorded the charge.
-        waited: Seconds spent waiting for the admission.
-    """
-
-    tokens: int
-    segment: int
-    waited: float
-
-
-def _check_tokens(tokens: object) -> int:
-    if not _is_int(tokens):
-        msg = f"tokens must be an int, got {type(tokens).__name__}"
-        raise TypeError(msg)
-    if tokens < 0:
-        msg = f"tokens must be >= 0, got {tokens}"
-        raise ValueError(msg)
-    return tokens
-
-
-def _limiter_parts(
-    limit: object, store: object, key: object
-) -> tuple[RateLimit, LimiterStore, str]:
-    if not isinstance(limit, RateLimit):
-        msg = f"RateLimiter() needs a RateLimit, got {type(limit).__name__}"
-        raise TypeError(msg)
-    if store is None:
-        store = MemoryLimiterStore()
-    elif not isinstance(store, LimiterStore):
-        msg = (
-            "store must implement LimiterStore (acquire/aacquire, adjust/aadjust, "
-            f"pause/apause), got {type(store).__name__}"
-        )
-        raise TypeError(msg)
-    if not isinstance(key, str) or not key:
-        msg = f"key must be a non-empty str naming the quota, got {key!r}"
-        raise TypeError(msg)
-    return limit, store, key
-
-
-class RateLimiter:
-    """Admit calls within one :class:`RateLimit`, in arrival order; share it across callables.
-
-    Args:
-        limit: The budget.
-        store: Where the window state lives; a private in-process store by default. A store
-            shared by processes (Redis) enforces one quota across all of them.
-        key: Name of the quota in the store; limiters with the same store and key share it.
-
-    Raises:
-        TypeError: ``limit`` is not a RateLimit, ``store`` is not a LimiterStore, or ``key``
-            is not a non-empty str.
-    """
-
-    __slots__ = ("_direct", "_key", "_limit", "_line", "_store")
-
-    def __init__(
-        self, limit: RateLimit, *, store: LimiterStore | None = None, key: str = "default"
-    ) -> None:
-        self._limit, self._store, self._key = _limiter_parts(limit, store, key)
-        self._line = Line()
-        # A caller who finds the line empty may ask the store before joining it only when
-        # the store answers in microseconds (in process). Over a network round trip a later
-        # caller could overtake it, so with other stores everyone queues.
-        self._direct = isinstance(self._store, MemoryLimiterStore)
-
-    @property
-    def limit(self) -> RateLimit:
-        """The budget this limiter enforces."""
-        return self._limit
-
-    def acquire(self, tokens: int = 0) -> Permit:
-        """Wait, in this thread, until one request of ``tokens`` tokens fits, and charge it.
-
-        Raises:
-            ValueError: ``tokens`` is negative.
-        """
-        _check_tokens(tokens)
-        started = time.monotonic()
-        refused: Acquisition | None = None  # The store's last answer, not yet waited out.
-        nudges = self._line.nudges
-        if self._direct and self._line.is_empty():  # Nobody to let go first: try at once.
-            refused = self._store.acquire(self._key, self._limit, tokens)
-            if refused.granted:
-                return Permit(tokens, refused.segment, time.monotonic() - started)
-        waiter = ThreadWaiter()
-        self._line.join(waiter)
-        if self._line.nudges != nudges:  # Capacity came back before this caller was in line.
-            refused = None
-        try:
-            while True:
-                if not self._line.is_first(waiter):
-                    waiter.wait(None)
-                    refused = None  # Out of date once others were served.
-                    continue
-                if refused is None:
-                    waiter.clear()
-                    decision = self._store.acquire(self._key, self._limit, tokens)
-                    if decision.granted:
-                        break
-                    refused = decision
-                waiter.wait(refused.retry_in)
-                refused = None
-        finally:
-            self._line.leave(waiter)
-        return Permit(tokens, decision.segment, time.monotonic() - started)
-
-    async def aacquire(self, tokens: int = 0) -> Permit:
-        """Wait, without blocking the event loop, until one request fits, and charge it.
-
-        Cancelling the wait gives the caller's place in line to the next one.
-
-        Raises:
-            ValueError: ``tokens`` is negative.
-        """
-        _check_tokens(tokens)
-        clock = asyncio.get_running_loop().time  # The waits are timed by the loop's clock.
-        started = clock()
-        refused: Acquisition | None = None  # The store's last answer, not yet waited out.
-        nudges = self._line.nudges
-        if self._direct and self._line.is_empty():  # Nobody to let go first: try at once.
-            refused = await self._store.aacquire(self._key, self._limit, tokens)
-            if refused.granted:
-                return Permit(tokens, refused.segment, clock() - started)
-        waiter = TaskWaiter()
-        self._line.join(waiter)
-        if self._line.nudges != nudges:  # Capacity came back before this caller was in line.
-            refused = None
-        try:
-            while True:
-                if not self._line.is_first(waiter):
-                    await waiter.wait(None)
-                    refused = None  # Out of date once others were served.
-                    continue
-                if refused is None:
-                    waiter.clear()
-                    decision = await self._store.aacquire(self._key, self._limit, tokens)
-                    if decision.granted:
-                        break
-                    refused = decision
-                await waiter.wait(refused.retry_in)
-                refused = None
-        finally:
-            self._line.leave(waiter)
-        return Permit(tokens, decision.segment, clock() - started)
-
-    def settle(self, permit: Permit, used_tokens: int) -> None:
-        """Correct the charge of ``permit`` to the tokens the call really used."""
-        change = self._correction(permit, used_tokens)
-        if change:
-            self._store.adjust(self._key, self._limit, permit.segment, change)
-            if change < 0:
-                self._line.nudge()
-
-    async def asettle(self, permit: Permit, used_tokens: int) -> None:
-        """Async :meth:`settle`."""
-        change = self._correction(permit, used_tokens)
-        if change:
-            await self._store.aadjust(self._key, self._limit, permit.segment, change)
-            if change < 0:
-                self._line.nudge()
-
-    def _correction(self, permit: Permit, used_tokens: int) -> int:
-        _check_tokens(used_tokens)
-        return 0 if self._limit.tokens is None else used_tokens - permit.tokens
-
-    def pause(self, seconds: float) -> None:
-        """Admit nobody through this limiter's quota for the next ``seconds``."""
-        self._store.pause(self._key, _check_seconds("seconds", seconds, zero=True))
-
-    async def apause(self, seconds: float) -> None:
-        """Async :meth:`pause`."""
-        await self._store.apause(self._key, _check_seconds("seconds", seconds, zero=True))
-
-    def __repr__(self) -> str:
-        return f"RateLimiter({self._limit!r}, store={self._store!r}, key={self._key!r})"
-
-
-def _as_given(kwargs: dict[str, Any]) -> Mapping[str, object]:
-    return kwargs
+def _retry_wait(retry: int, exc: BaseException) -> float:
+    """Seconds the openai SDK would sleep before its ``retry``-th retry (from 1)."""
+    advice = retry_after(exc)
+    if advice is not None and 0 < advice <= _SDK_MAX_RETRY_AFTER:
+        return advice
+    backoff = min(_SDK_INITIAL_DELAY * 2.0 ** (retry - 1), _SDK_MAX_DELAY)
+    return backoff * (1.0 - 0.25 * random.random())
 
 
 def _requested_pause(exc: BaseException, limit: RateLimit) -> float | None:
@@ -318,39 +123,106 @@ def _requested_pause(exc: BaseException, limit: RateLimit) -> float | None:
     return None if seconds is None else min(seconds, max(_MAX_PAUSE, limit.period))
 
 
-def _note_wait(permit: Permit) -> None:
-    info = current_call()
+def _note(info: CallInfo | None, permit: Permit, *, counts_attempts: bool) -> None:
     if info is not None:
         info.rate_limit_wait += permit.waited
+        if counts_attempts:  # No with_retries above (it passes max_retries=0): we count.
+            info.attempts += 1
+
+
+class _Later:
+    """Runs the settlements of abandoned streams on a thread of its own.
+
+    A stream abandoned unfinished is reported from the garbage collector, which can run in
+    the middle of any code, the limiter's own critical sections included: taking a lock there
+    could deadlock. ``SimpleQueue.put`` is safe in that place (its documentation says so); the
+    thread does the rest. After ``fork()`` the child starts afresh (the thread is not copied).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def ready(self) -> None:
+        """Start the thread if it is not running (from ordinary code, before it is needed)."""
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="fixedmodel-rate-limit-settle", daemon=True
+                )
+                self._thread.start()
+
+    def put(self, work: Callable[[], None]) -> None:
+        """Hand ``work`` to the thread; safe from a garbage collector callback."""
+        self._queue.put(work)
+
+    def _run(self) -> None:
+        while True:
+            work = self._queue.get()
+            try:
+                work()
+            except Exception as exc:  # Best effort: the call it concerns is over.
+                _LOGGER.warning("with_rate_limit: a stream's charge was not settled: %r", exc)
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._queue = queue.SimpleQueue()
+        self._thread = None
+
+
+_later = _Later()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_later.after_fork)
+
+_settling: set[asyncio.Task[None]] = set()  # Keeps scheduled settlements alive until done.
+
+
+def _spawn(settle: Callable[[], Awaitable[None]]) -> None:
+    async def run() -> None:
+        try:
+            await settle()
+        except Exception as exc:  # Best effort, as in _Later.
+            _LOGGER.warning("with_rate_limit: a stream's charge was not settled: %r", exc)
+
+    task = asyncio.get_running_loop().create_task(run())
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
 
 
 class _RateLimited(Wrapper):
     """What the sync and async rate-limited callables share."""
 
-    __slots__ = ("_call", "_limiter", "_request")
+    __slots__ = ("_call", "_limiter", "_read")
 
     def __init__(self, inner: ModelCallable, limiter: RateLimiter) -> None:
         super().__init__(inner)
         # litellm boundary: the four kinds return litellm objects; typed by the overloads.
         self._call: Callable[..., Any] = inner
         self._limiter = limiter
-        # The request litellm will receive: over a bound object, its defaults merged in (a
-        # bound max_tokens counts like one passed on the call).
-        bottom = innermost(inner)
-        self._request: Callable[[dict[str, Any]], Mapping[str, object]] = (
-            bottom._arguments  # pyright: ignore[reportPrivateUsage]
-            if isinstance(bottom, BOUND_KINDS)
-            else _as_given
-        )
+        # The request litellm will receive (bound defaults and extra_params merged): a bound
+        # max_tokens or stream=True counts like one passed on the call.
+        self._read = request_reader(inner)
 
     @property
     def limiter(self) -> RateLimiter:
         """The limiter this callable is admitted by."""
         return self._limiter
 
-    def _estimate(self, kwargs: dict[str, Any]) -> int:
+    def _estimate(self, request: dict[str, Any]) -> int:
         limit = self._limiter.limit
-        return estimate_tokens(self._request(kwargs), self.model, limit.assumed_completion_tokens)
+        if limit.tokens is None:  # Without a token budget nothing is charged.
+            return 0
+        return estimate_tokens(request, self.model, limit.assumed_completion_tokens)
+
+    def _settled(self, request: dict[str, Any], result: object) -> int | None:
+        """Tokens to settle a finished non-stream call at, or None to keep the estimate."""
+        if self._limiter.limit.tokens is None:
+            return None
+        return used_tokens(request, result)
 
     def __repr__(self) -> str:
         return f"with_rate_limit({self._inner!r}, {self._limiter!r})"
@@ -361,21 +233,55 @@ class _AsyncRateLimited(_RateLimited):
 
     async def __call__(self, **kwargs: Any) -> Any:
         limiter = self._limiter
-        counted = limiter.limit.tokens is not None
-        permit = await limiter.aacquire(self._estimate(kwargs) if counted else 0)
-        _note_wait(permit)
-        try:
-            result = await self._call(**kwargs)
-        except Exception as exc:
-            pause = _requested_pause(exc, limiter.limit)
-            if pause is not None:
-                await limiter.apause(pause)
-            raise
-        if counted:  # Without a token budget there is no charge to correct.
-            used = used_tokens(kwargs, result)
-            if used is not None:
-                await limiter.asettle(permit, used)
-        return result
+        request = self._read(kwargs)
+        retries = _retries_asked(request)
+        arguments = _one_request(kwargs)
+        estimate = self._estimate(request)
+        info = current_call()
+        retry = 0
+        while True:
+            permit = await limiter.aacquire(estimate)
+            _note(info, permit, counts_attempts=retries > 0)
+            try:
+                result = await self._call(**arguments)
+            except Exception as exc:
+                pause = _requested_pause(exc, limiter.limit)
+                if pause is not None:
+                    await limiter.apause(pause)
+                if retry >= retries or not is_retryable(exc):
+                    raise
+                retry += 1
+                if pause is None:  # A pause already holds the next permit back.
+                    await _async_sleep(_retry_wait(retry, exc))
+                continue
+            if is_stream_request(request):
+                self._watch(result, permit)
+            else:
+                used = self._settled(request, result)
+                if used is not None:
+                    await limiter.asettle(permit, used)
+            return result
+
+    def _watch(self, stream: Any, permit: Permit) -> None:
+        limiter = self._limiter
+        if limiter.limit.tokens is None:
+            return
+        loop = asyncio.get_running_loop()
+        _later.ready()
+
+        def ended(end: StreamEnd) -> None:
+            if end.usage is None:  # Ended without usage: the estimate stands.
+                return
+            used = end.usage.total_tokens
+            if (end.completed or end.error is not None) and limiter.in_process:
+                limiter.settle(permit, used)  # In the caller's iteration: no I/O, no wait.
+                return
+            try:
+                loop.call_soon_threadsafe(_spawn, lambda: limiter.asettle(permit, used))
+            except RuntimeError:  # The loop is closed: settle from the thread.
+                _later.put(lambda: limiter.settle(permit, used))
+
+        watch_stream(stream, ended)
 
 
 class _SyncRateLimited(_RateLimited):
@@ -383,21 +289,51 @@ class _SyncRateLimited(_RateLimited):
 
     def __call__(self, **kwargs: Any) -> Any:
         limiter = self._limiter
-        counted = limiter.limit.tokens is not None
-        permit = limiter.acquire(self._estimate(kwargs) if counted else 0)
-        _note_wait(permit)
-        try:
-            result = self._call(**kwargs)
-        except Exception as exc:
-            pause = _requested_pause(exc, limiter.limit)
-            if pause is not None:
-                limiter.pause(pause)
-            raise
-        if counted:  # Without a token budget there is no charge to correct.
-            used = used_tokens(kwargs, result)
-            if used is not None:
-                limiter.settle(permit, used)
-        return result
+        request = self._read(kwargs)
+        retries = _retries_asked(request)
+        arguments = _one_request(kwargs)
+        estimate = self._estimate(request)
+        info = current_call()
+        retry = 0
+        while True:
+            permit = limiter.acquire(estimate)
+            _note(info, permit, counts_attempts=retries > 0)
+            try:
+                result = self._call(**arguments)
+            except Exception as exc:
+                pause = _requested_pause(exc, limiter.limit)
+                if pause is not None:
+                    limiter.pause(pause)
+                if retry >= retries or not is_retryable(exc):
+                    raise
+                retry += 1
+                if pause is None:
+                    _sync_sleep(_retry_wait(retry, exc))
+                continue
+            if is_stream_request(request):
+                self._watch(result, permit)
+            else:
+                used = self._settled(request, result)
+                if used is not None:
+                    limiter.settle(permit, used)
+            return result
+
+    def _watch(self, stream: Any, permit: Permit) -> None:
+        limiter = self._limiter
+        if limiter.limit.tokens is None:
+            return
+        _later.ready()
+
+        def ended(end: StreamEnd) -> None:
+            if end.usage is None:  # Ended without usage: the estimate stands.
+                return
+            used = end.usage.total_tokens
+            if end.completed or end.error is not None:
+                limiter.settle(permit, used)  # In the caller's own iteration.
+            else:  # Closed early or collected: perhaps inside the garbage collector.
+                _later.put(lambda: limiter.settle(permit, used))
+
+        watch_stream(stream, ended)
 
 
 def _as_limiter(limit: object) -> RateLimiter:
@@ -410,6 +346,30 @@ def _as_limiter(limit: object) -> RateLimiter:
         f"e.g. RateLimit(requests=500), got {type(limit).__name__}"
     )
     raise TypeError(msg)
+
+
+def _check_stack(function: object, limiter: RateLimiter) -> None:
+    """Refuse a stack in which requests would reach the wire without this limiter's permit."""
+    layer, retrying = function, False
+    while isinstance(layer, Wrapper):
+        if isinstance(layer, _RateLimited) and layer.limiter is limiter:
+            return  # Every request below holds a permit of this limiter already.
+        retrying = retrying or isinstance(layer, _Retries)
+        layer = layer._inner  # pyright: ignore[reportPrivateUsage]
+    if retrying:
+        msg = (
+            "with_rate_limit() must be inside with_retries(), not over it: "
+            "with_retries(with_rate_limit(chat, limit)); over it, every retry would reach "
+            "the provider without a permit"
+        )
+        raise TypeError(msg)
+
+
+def _check_store(limiter: RateLimiter, *, is_async: bool) -> None:
+    """Refuse, at wrap time, a store that cannot serve this kind of callable."""
+    store = limiter.store
+    if not is_async and isinstance(store, RedisLimiterStore):
+        store.require_sync_client("with_rate_limit() was given a sync callable")
 
 
 @overload
@@ -456,12 +416,17 @@ def with_rate_limit(function: ModelCallable, limit: RateLimiter | RateLimit) -> 
         A callable of the same kind that waits its turn, then calls ``function``.
 
     Raises:
-        TypeError: ``function`` is not callable, or ``limit`` is neither a RateLimiter nor a
-            RateLimit.
+        TypeError: ``function`` is not callable; ``limit`` is neither a RateLimiter nor a
+            RateLimit; ``function`` has ``with_retries`` inside it (its retries would go out
+            without a permit: put ``with_retries`` outside); or ``function`` is sync and the
+            limiter's Redis store has no sync client (built with only ``async_client=``).
     """
     check_callable(function, "with_rate_limit")
     limiter = _as_limiter(limit)
-    kind = _AsyncRateLimited if is_async_callable(function) else _SyncRateLimited
+    is_async = is_async_callable(function)
+    _check_stack(function, limiter)
+    _check_store(limiter, is_async=is_async)
+    kind = _AsyncRateLimited if is_async else _SyncRateLimited
     wrapped = kind(function, limiter)
     if limiter.limit.tokens is not None:
         warm_tokenizer(wrapped.model)

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from fixedmodel.middleware.rate_limit import RateLimit
+    from fixedmodel._limits import RateLimit
 
 __all__ = ["SEGMENTS_PER_PERIOD", "Acquisition", "LimiterStore"]
 

@@ -27,6 +27,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
@@ -172,7 +173,17 @@ class RedisClients:
         ValueError: ``url`` is not a Redis URL, or ``timeout`` is out of range.
     """
 
-    __slots__ = ("_async", "_executor", "_executor_pid", "_lock", "_owned", "_sync", "endpoint")
+    __slots__ = (
+        "__weakref__",
+        "_async",
+        "_async_pid",
+        "_executor",
+        "_executor_pid",
+        "_lock",
+        "_owned",
+        "_sync",
+        "endpoint",
+    )
 
     def __init__(
         self,
@@ -190,9 +201,11 @@ class RedisClients:
             msg = f"{owner} takes a URL or clients (client=, async_client=), not both"
             raise TypeError(msg)
         self._lock = threading.Lock()
+        _locked.add(self)
         self._executor: ThreadPoolExecutor | None = None
         self._executor_pid = 0
         self._async = async_client
+        self._async_pid = os.getpid()  # Its connections belong to this process.
         if url is not None:
             _check_url(owner, url)
             self.endpoint = redact_url(url)
@@ -222,9 +235,23 @@ class RedisClients:
         with_sync: Callable[[Redis], _T],
         with_async: Callable[[AsyncRedis], Awaitable[_T]],
     ) -> _T:
-        """Run one operation for an async method, natively or on the store's threads."""
+        """Run one operation for an async method, natively or on the store's threads.
+
+        Raises:
+            RuntimeError: This process is a fork of the one that made the store, and the
+                store has only an async client (whose connections are the parent's).
+        """
         if self._async is not None:
-            return await with_async(self._async)
+            if self._async_pid == os.getpid():
+                return await with_async(self._async)
+            if self._sync is None:
+                msg = (
+                    "this Redis store's async_client= was made in process "
+                    f"{self._async_pid}, and this process ({os.getpid()}) is a fork of it: the "
+                    "client's connections belong to the parent. Make the store in the child, "
+                    "or give it client= too (a sync client reconnects after a fork)"
+                )
+                raise RuntimeError(msg)
         client = self.sync()
         return await asyncio.get_running_loop().run_in_executor(self._pool(), with_sync, client)
 
@@ -295,12 +322,21 @@ class Health:
     keys, values or credentials.
     """
 
-    __slots__ = ("_down_since", "_endpoint", "_failures", "_lock", "_next_warning", "_store")
+    __slots__ = (
+        "__weakref__",
+        "_down_since",
+        "_endpoint",
+        "_failures",
+        "_lock",
+        "_next_warning",
+        "_store",
+    )
 
     def __init__(self, store: str, endpoint: str) -> None:
         self._store = store
         self._endpoint = endpoint
         self._lock = threading.Lock()
+        _locked.add(self)
         self._down_since: float | None = None
         self._next_warning = 0.0
         self._failures = 0
@@ -344,3 +380,18 @@ class Health:
                 time.monotonic() - since,
                 failures,
             )
+
+
+# After os.fork() only the forking thread exists in the child: a lock another thread held
+# at that moment would never be released there. Every object of this module that holds a
+# lock gets a new one in the child.
+_locked: weakref.WeakSet[RedisClients | Health] = weakref.WeakSet()
+
+
+def _renew_locks_in_child() -> None:
+    for holder in list(_locked):
+        holder._lock = threading.Lock()  # pyright: ignore[reportPrivateUsage]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks_in_child)

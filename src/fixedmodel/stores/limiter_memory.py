@@ -1,13 +1,17 @@
 """The in-process rate limiter store: the window rule of ``_limiter_store`` over a deque.
 
 Shared by the threads and event loops of one process; for a quota shared by several
-processes or hosts use a Redis store.
+processes or hosts use a Redis store. A child made by ``os.fork()`` keeps a copy of the
+parent's window (what the parent admitted still counts in the child) under a new lock: a lock
+some other thread of the parent held at the fork would never be released in the child.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +20,7 @@ from typing import TYPE_CHECKING
 from fixedmodel.stores._limiter_store import SEGMENTS_PER_PERIOD, Acquisition
 
 if TYPE_CHECKING:
-    from fixedmodel.middleware.rate_limit import RateLimit
+    from fixedmodel._limits import RateLimit
 
 __all__ = ["MemoryLimiterStore"]
 
@@ -76,6 +80,10 @@ class MemoryLimiterStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}
+        _stores.add(self)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def acquire(self, key: str, limit: RateLimit, tokens: int) -> Acquisition:
         """Admit one request of ``tokens`` tokens under ``limit`` now, or say when to retry."""
@@ -148,3 +156,15 @@ class MemoryLimiterStore:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+_stores: weakref.WeakSet[MemoryLimiterStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_stores):
+        store._after_fork()  # pyright: ignore[reportPrivateUsage]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

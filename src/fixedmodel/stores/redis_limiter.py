@@ -8,10 +8,25 @@ server's own clock (``TIME``): hosts whose clocks disagree still share one windo
 What is stored, per quota: one hash ``<namespace><key>`` (default namespace
 ``fixedmodel:rl:``) with the fields ``head`` and ``next`` (ids of the oldest live segment and
 of the next one), ``requests`` and ``tokens`` (totals of the live segments), ``paused``
-(server microseconds until which the quota is paused) and one field ``s<id>`` per live segment
-(``"<start µs> <requests> <tokens>"``; at most ``SEGMENTS_PER_PERIOD + 2``). Nothing else: no
-prompt, no parameter, no credential. The key expires one second after its last segment and
-its pause, so an idle quota leaves nothing behind.
+(microseconds until which the quota is paused), ``offset`` and ``last`` (the correction of
+the server clock and the last time the key saw, see below) and one field ``s<id>`` per live
+segment (``"<start µs> <requests> <tokens>"``; at most ``SEGMENTS_PER_PERIOD + 2``). Nothing
+else: no prompt, no parameter, no credential. The key expires an hour after its last segment
+and its pause (a few hundred bytes), so an idle quota leaves nothing behind for long; the
+hour lets the key outlive a forward step of the server clock, which Redis's own expiry
+follows.
+
+Clock steps. The window is timed by the server's ``TIME`` plus the key's ``offset``. When
+``TIME`` steps back (NTP, VM resume, failover to a replica), the script sees a time before
+``last`` and adds the difference to ``offset``: the key's time goes on from ``last`` and the
+window stays exact (without this, a step back of 20 minutes refused every request for 20
+minutes). A step forward cannot be told from idle time by the server alone, so each client
+sends, with every request, the server time of its previous reply for that key and how much
+time its own monotonic clock measured since it sent that request: when the server's time
+moved more than that (and one second for the request to arrive), the script takes the
+client's measure and lowers ``offset``, so admissions of the last period stay counted. A
+client's first request for a key carries no measure; a step forward before any client that
+has used the key asks again can still free the budget once.
 
 When Redis cannot be reached (down, too slow, refusing) the store follows ``on_error``:
 ``"open"`` (the default) admits the request and logs a WARNING; ``"closed"`` raises
@@ -22,6 +37,7 @@ and the store uses Redis again as soon as it answers.
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING, Literal
 
 from typing_extensions import Self
@@ -43,30 +59,39 @@ if TYPE_CHECKING:
     from redis import Redis
     from redis.asyncio import Redis as AsyncRedis
 
-    from fixedmodel.middleware.rate_limit import RateLimit
+    from fixedmodel._limits import RateLimit
 
 __all__ = ["OnError", "RedisLimiterStore", "RedisUnavailableError"]
 
 OnError = Literal["open", "closed"]
 """What a limiter does when Redis cannot decide: let the call through, or fail it."""
 
-# Times are integer microseconds of the server clock; Lua numbers are doubles, exact up to
-# 2**53 (about 285 years of microseconds). Segment ids of a new key start at the current
-# time, so an id handed out before the key expired never names a segment of its successor.
+# Times are integer microseconds of the server clock, plus the key's ``offset`` (see "Clock
+# steps" in the class docstring); Lua numbers are doubles, exact up to 2**53 (about 285 years
+# of microseconds). Segment ids of a new key start at the current time, so an id handed out
+# before the key expired never names a segment of its successor.
+#
+# ARGV: op, then for the ops that read the clock (acquire, pause): skew (µs added to TIME;
+# 0 except in tests), seen (this client's last reply time, -1 if none), elapsed (µs by this
+# client's monotonic clock since it sent that request), then the op's own arguments.
 _SCRIPT = LuaScript(
     """
 local key = KEYS[1]
 local op = ARGV[1]
-local MARGIN = 1000000
+local MARGIN = 3600000000
+local TOLERANCE = 1000000
 local MAX_LIVE = 4096
 
 local function fmt(n) return string.format('%.0f', n) end
 local function field(id) return 's' .. fmt(id) end
 
-local state = redis.call('HMGET', key, 'head', 'next', 'requests', 'tokens', 'paused')
+local state = redis.call('HMGET', key, 'head', 'next', 'requests', 'tokens', 'paused',
+  'offset', 'last')
 local head, nxt = tonumber(state[1]), tonumber(state[2])
 local requests, tokens = tonumber(state[3]) or 0, tonumber(state[4]) or 0
 local paused = tonumber(state[5]) or 0
+local offset, last = tonumber(state[6]) or 0, tonumber(state[7])
+local stored_offset = offset
 
 local function segment(id)
   local value = redis.call('HGET', key, field(id))
@@ -77,7 +102,8 @@ end
 
 local function save(now, ttl)
   redis.call('HSET', key, 'head', fmt(head), 'next', fmt(nxt),
-    'requests', fmt(requests), 'tokens', fmt(tokens), 'paused', fmt(paused))
+    'requests', fmt(requests), 'tokens', fmt(tokens), 'paused', fmt(paused),
+    'offset', fmt(offset), 'last', fmt(now))
   redis.call('PEXPIRE', key, math.ceil(ttl / 1000))
 end
 
@@ -95,7 +121,20 @@ end
 -- Scripts that read TIME must be replicated as their effects (the default from Redis 5).
 if redis.replicate_commands then redis.replicate_commands() end
 local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2]) + tonumber(ARGV[2]) + offset
+if last and now < last then
+  -- The server clock stepped back: carry on from the last time this key saw.
+  offset = offset + last - now
+  now = last
+end
+local seen, elapsed = tonumber(ARGV[3]), tonumber(ARGV[4])
+if last and seen >= 0 and now > seen + elapsed + TOLERANCE then
+  -- More time passed on the server than on this client since its last request: the server
+  -- clock stepped forward. Take the client's measure (never going back before last).
+  local target = math.max(last, seen + elapsed + TOLERANCE)
+  offset = offset - (now - target)
+  now = target
+end
 if not head or not nxt or nxt - head > MAX_LIVE then
   -- A new key; or a state no rule can produce, dropped rather than scanned.
   if head then
@@ -105,15 +144,15 @@ if not head or not nxt or nxt - head > MAX_LIVE then
 end
 
 if op == 'pause' then
-  paused = math.max(paused, now + tonumber(ARGV[2]))
+  paused = math.max(paused, now + tonumber(ARGV[5]))
   local left = redis.call('PTTL', key) * 1000
   save(now, math.max(left, paused - now + MARGIN))
-  return 0
+  return {0, 0, now}
 end
 
 -- op == 'acquire'
-local length, life = tonumber(ARGV[2]), tonumber(ARGV[3])
-local max_requests, max_tokens, cost = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local length, life = tonumber(ARGV[5]), tonumber(ARGV[6])
+local max_requests, max_tokens, cost = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 
 local function fits(count, charged)
   if max_requests >= 0 and count + 1 > max_requests then return false end
@@ -133,10 +172,11 @@ while head < nxt do
 end
 if head >= nxt then requests, tokens = 0, 0 end
 local ttl = math.max(life, paused - now) + MARGIN
+dirty = dirty or now ~= last or offset ~= stored_offset
 
 if now < paused then
   if dirty then save(now, ttl) end
-  return {0, paused - now}
+  return {0, paused - now, now}
 end
 
 if fits(requests, tokens) then
@@ -150,7 +190,7 @@ if fits(requests, tokens) then
     fmt(start) .. ' ' .. fmt(count + 1) .. ' ' .. fmt(charged + cost))
   requests, tokens = requests + 1, tokens + cost
   save(now, ttl)
-  return {1, id}
+  return {1, id, now}
 end
 
 if dirty then save(now, ttl) end
@@ -159,10 +199,10 @@ for id = head, nxt - 1 do
   local start, count, charged = segment(id)
   if start then
     left_requests, left_tokens = left_requests - count, left_tokens - charged
-    if fits(left_requests, left_tokens) then return {0, start + life - now} end
+    if fits(left_requests, left_tokens) then return {0, start + life - now, now} end
   end
 end
-return {0, life}
+return {0, life, now}
 """
 )
 
@@ -188,7 +228,7 @@ def _acquire_args(limit: RateLimit, tokens: int) -> list[str | int]:
     length = max(1, math.ceil(period / SEGMENTS_PER_PERIOD))
     requests = -1 if limit.requests is None else limit.requests
     budget = -1 if limit.tokens is None else limit.tokens
-    return ["acquire", length, length + period, requests, budget, tokens]
+    return [length, length + period, requests, budget, tokens]
 
 
 def _adjust_args(segment: int, tokens: int) -> list[str | int]:
@@ -196,19 +236,49 @@ def _adjust_args(segment: int, tokens: int) -> list[str | int]:
 
 
 def _pause_args(seconds: float) -> list[str | int]:
-    return ["pause", math.ceil(seconds * 1_000_000)]
+    return [math.ceil(seconds * 1_000_000)]
 
 
-def _decision(reply: object) -> Acquisition:
+def _reply(reply: object) -> tuple[int, int, int]:
     if isinstance(reply, list):
         items: list[object] = reply  # pyright: ignore[reportUnknownVariableType]
-        if len(items) == 2 and isinstance(items[0], int) and isinstance(items[1], int):
-            granted, value = items[0], items[1]
-            return Acquisition.admit(value) if granted else Acquisition.refuse(value / 1e6)
+        if len(items) == 3:
+            granted, value, now = items
+            if isinstance(granted, int) and isinstance(value, int) and isinstance(now, int):
+                return granted, value, now
     # Narrowed by the isinstance above to list[Unknown] | object, which pyright reports.
     kind: str = type(reply).__name__  # pyright: ignore[reportUnknownArgumentType]
     msg = f"unexpected reply from the rate limit script: {kind}"
     raise RuntimeError(msg)
+
+
+class _ClockHints:
+    """What this client saw of each key's clock, so that the script can detect a step forward.
+
+    For each key: the server time of this client's last reply, and the ``time.monotonic()``
+    at which that request was sent. The server cannot have advanced more since then than this
+    client's own monotonic clock did (plus the time a request takes to arrive).
+    """
+
+    __slots__ = ("_seen", "skew")
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, float]] = {}
+        self.skew = 0  # Microseconds added to the server's TIME: tests only.
+
+    def args(self, key: str, op: str) -> tuple[list[str | int], float]:
+        sent = time.monotonic()
+        seen = self._seen.get(key)
+        if seen is None:
+            return [op, self.skew, -1, 0], sent
+        return [op, self.skew, seen[0], math.ceil((sent - seen[1]) * 1_000_000)], sent
+
+    def saw(self, key: str, now: int, sent: float) -> None:
+        self._seen[key] = (now, sent)
+
+
+def _decision(granted: int, value: int) -> Acquisition:
+    return Acquisition.admit(value) if granted else Acquisition.refuse(value / 1e6)
 
 
 class RedisLimiterStore:
@@ -242,7 +312,7 @@ class RedisLimiterStore:
             range.
     """
 
-    __slots__ = ("_clients", "_errors", "_health", "_namespace", "_on_error")
+    __slots__ = ("_clients", "_clock", "_errors", "_health", "_namespace", "_on_error")
 
     def __init__(
         self,
@@ -260,6 +330,7 @@ class RedisLimiterStore:
         self._clients = RedisClients("RedisLimiterStore", url, client, async_client, timeout)
         self._errors = redis_errors()
         self._health = Health("RedisLimiterStore", self._clients.endpoint)
+        self._clock = _ClockHints()
 
     @property
     def namespace(self) -> str:
@@ -271,33 +342,57 @@ class RedisLimiterStore:
         """What happens to a request when Redis cannot decide on it."""
         return self._on_error
 
+    def require_sync_client(self, user: str) -> None:
+        """Check that the sync methods have a client (a URL, or ``client=``).
+
+        Args:
+            user: Who needs them, for the message (e.g. "with_rate_limit() was given a sync
+                callable").
+
+        Raises:
+            TypeError: The store was built with only ``async_client=``; the message names the
+                missing ``client=``.
+        """
+        try:
+            self._clients.sync()
+        except TypeError:
+            msg = (
+                f"{user}, but its RedisLimiterStore was built with only async_client=, so it "
+                "has no client for sync calls: pass client= (a redis.Redis) as well, or a URL"
+            )
+            raise TypeError(msg) from None
+
     def acquire(self, key: str, limit: RateLimit, tokens: int) -> Acquisition:
         """Admit one request of ``tokens`` tokens under ``limit`` now, or say when to retry.
 
         Raises:
             RedisUnavailableError: Redis did not answer and ``on_error`` is ``"closed"``.
         """
-        keys, args = [self._namespace + key], _acquire_args(limit, tokens)
+        head, sent = self._clock.args(key, "acquire")
+        keys, args = [self._namespace + key], [*head, *_acquire_args(limit, tokens)]
         try:
-            decision = _decision(_SCRIPT.run(self._clients.sync(), keys, args))
+            granted, value, now = _reply(_SCRIPT.run(self._clients.sync(), keys, args))
         except self._errors as exc:
             return self._unavailable(exc)
+        self._clock.saw(key, now, sent)
         self._health.succeeded()
-        return decision
+        return _decision(granted, value)
 
     async def aacquire(self, key: str, limit: RateLimit, tokens: int) -> Acquisition:
         """Async :meth:`acquire`."""
-        keys, args = [self._namespace + key], _acquire_args(limit, tokens)
+        head, sent = self._clock.args(key, "acquire")
+        keys, args = [self._namespace + key], [*head, *_acquire_args(limit, tokens)]
         try:
             reply = await self._clients.run(
                 lambda client: _SCRIPT.run(client, keys, args),
                 lambda client: _SCRIPT.arun(client, keys, args),
             )
-            decision = _decision(reply)
+            granted, value, now = _reply(reply)
         except self._errors as exc:
             return self._unavailable(exc)
+        self._clock.saw(key, now, sent)
         self._health.succeeded()
-        return decision
+        return _decision(granted, value)
 
     def _unavailable(self, exc: Exception) -> Acquisition:
         if self._on_error == "open":
@@ -346,27 +441,32 @@ class RedisLimiterStore:
         """
         if seconds <= 0:
             return
-        args = _pause_args(seconds)
+        head, sent = self._clock.args(key, "pause")
+        keys, args = [self._namespace + key], [*head, *_pause_args(seconds)]
         try:
-            _SCRIPT.run(self._clients.sync(), [self._namespace + key], args)
+            _, _, now = _reply(_SCRIPT.run(self._clients.sync(), keys, args))
         except self._errors as exc:
             self._health.failed("pause", exc, "the pause is not shared")
             return
+        self._clock.saw(key, now, sent)
         self._health.succeeded()
 
     async def apause(self, key: str, seconds: float) -> None:
         """Async :meth:`pause`."""
         if seconds <= 0:
             return
-        keys, args = [self._namespace + key], _pause_args(seconds)
+        head, sent = self._clock.args(key, "pause")
+        keys, args = [self._namespace + key], [*head, *_pause_args(seconds)]
         try:
-            await self._clients.run(
+            reply = await self._clients.run(
                 lambda client: _SCRIPT.run(client, keys, args),
                 lambda client: _SCRIPT.arun(client, keys, args),
             )
+            _, _, now = _reply(reply)
         except self._errors as exc:
             self._health.failed("pause", exc, "the pause is not shared")
             return
+        self._clock.saw(key, now, sent)
         self._health.succeeded()
 
     def close(self) -> None:
