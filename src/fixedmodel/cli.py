@@ -354,7 +354,8 @@ async def _batch(args: argparse.Namespace) -> int:
     spent = 0.0
     lines = _read_lines(args.input, [kind], skip)
     unsendable: list[_Line] = []
-    custom_ids: dict[int, str] = {}
+    custom_ids: dict[int, str] = {}  # by the runner's index of the request
+    sent = 0
 
     async def requests() -> AsyncIterator[CompletionRequest]:
         # Lines that cannot be sent are kept aside (written as errors) and skipped.
@@ -364,7 +365,9 @@ async def _batch(args: argparse.Namespace) -> int:
                 continue
             if args.max_cost is not None and spent >= args.max_cost:
                 raise _Stopped
-            custom_ids[len(custom_ids)] = line.custom_id
+            nonlocal sent
+            custom_ids[sent] = line.custom_id
+            sent += 1
             yield cast("CompletionRequest", line.request)
 
     output: TextIO
