@@ -248,6 +248,14 @@ class _Bound:
         arguments["model"] = self._model
         return arguments
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt in the other process by the same factory call: the model and the defaults
+        # (credentials included: the worker needs them to call the model).
+        defaults: dict[str, object] = dict(self._defaults)
+        if self._extra:
+            defaults[_EXTRA] = dict(self._extra)
+        return (_rebind, (type(self), self._model, defaults))
+
     def _checked(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """``arguments``, after the test switch that blocks real requests had its say."""
         if is_blocking():
@@ -424,6 +432,11 @@ class BoundEmbedding(_SyncBound):
             **self._checked(self._arguments({"input": input, **kwargs}))
         )
         return response
+
+
+def _rebind(kind: type[_Bound], model: str, defaults: dict[str, object]) -> _Bound:
+    """Unpickle a bound object: bind its model and defaults again."""
+    return kind(model, defaults)
 
 
 def bind_acompletion(model: str, /, **defaults: Unpack[CompletionParams]) -> BoundACompletion:

@@ -208,6 +208,12 @@ class KeyMaker:
         # merged, None meaning "not given"): the key describes that request.
         self.read: Callable[[dict[str, Any]], dict[str, Any]] = request_reader(innermost)
 
+    @property
+    def namespace(self) -> str | None:
+        """The user-chosen label keyed with the model, or ``None``."""
+        namespace: str | None = self._head[2]
+        return namespace
+
     def key(self, kind: str, kwargs: dict[str, Any]) -> str:
         """Return the key of a request made with ``kwargs`` (the caller's keywords).
 

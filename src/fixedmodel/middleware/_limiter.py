@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from fixedmodel._limits import RateLimit, check_seconds, is_int
 from fixedmodel.middleware._waiting import Line, TaskWaiter, ThreadWaiter
@@ -96,6 +97,11 @@ class RateLimiter:
     def limit(self) -> RateLimit:
         """The budget this limiter enforces."""
         return self._limit
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A new waiting line in the other process, over the same (shared) store; the
+        # in-process store refuses to be sent (its window would not be shared).
+        return (_rebuild_limiter, (self._limit, self._store, self._key))
 
     @property
     def store(self) -> LimiterStore:
@@ -212,3 +218,8 @@ class RateLimiter:
 
     def __repr__(self) -> str:
         return f"RateLimiter({self._limit!r}, store={self._store!r}, key={self._key!r})"
+
+
+def _rebuild_limiter(limit: RateLimit, store: LimiterStore, key: str) -> RateLimiter:
+    """Unpickle a limiter: the same limit, store and key."""
+    return RateLimiter(limit, store=store, key=key)

@@ -166,6 +166,11 @@ class _Cache(Wrapper, Generic[_FlightT]):
         """The store holding this cache's entries."""
         return self._store
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt around the same store (a memory store refuses to travel).
+        options = (self._ttl, self._validator, self._keys.namespace)
+        return (_rebuild_cache, (self._inner, self._store, options))
+
     def _request(self, kwargs: dict[str, Any]) -> _Request | None:
         """Return the keys and kind of a cacheable request, or ``None`` to bypass the cache."""
         request = self._keys.read(kwargs)
@@ -631,3 +636,13 @@ def _check_namespace(fn: object, namespace: object) -> None:
             "'model' attribute): pass namespace='...' to name it in the cache keys"
         )
         raise TypeError(msg)
+
+
+def _rebuild_cache(
+    inner: ModelCallable,
+    store: CacheStore,
+    options: tuple[float | None, Callable[[Any], bool] | None, str | None],
+) -> ModelCallable:
+    """Unpickle a cached callable: wrap the same callable and store again."""
+    ttl, validator, namespace = options
+    return with_cache(inner, store, ttl=ttl, validator=validator, namespace=namespace)

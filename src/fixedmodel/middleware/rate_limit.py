@@ -227,6 +227,9 @@ class _RateLimited(Wrapper):
     def __repr__(self) -> str:
         return f"with_rate_limit({self._inner!r}, {self._limiter!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (with_rate_limit, (self._inner, self._limiter))
+
 
 class _AsyncRateLimited(_RateLimited):
     __slots__ = ()

@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast, overload
 from urllib.parse import urlsplit
 
+from fixedmodel._pickling import refuse_pickling
 from fixedmodel._secrets import is_secret
 from fixedmodel.middleware._call import (
     CallInfo,
@@ -327,7 +328,15 @@ def output_messages(result: object, request: Mapping[str, object]) -> str | None
 class _Instruments:
     """The tracer and the three histograms of one ``with_tracing`` wrapper."""
 
-    __slots__ = ("duration", "first_chunk", "status_error", "tokens", "tracer", "use_span")
+    __slots__ = (
+        "duration",
+        "explicit",
+        "first_chunk",
+        "status_error",
+        "tokens",
+        "tracer",
+        "use_span",
+    )
 
     def __init__(
         self, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
@@ -335,6 +344,9 @@ class _Instruments:
         trace, metrics = _otel()
         from fixedmodel import __name__ as package
 
+        # Providers given by the caller live in this process; the global ones are looked up
+        # again wherever the wrapper is rebuilt (see _Traced.__reduce__).
+        self.explicit = tracer_provider is not None or meter_provider is not None
         self.tracer: Tracer = trace.get_tracer(
             package, tracer_provider=tracer_provider, schema_url=SCHEMA_URL
         )
@@ -416,6 +428,15 @@ class _Traced(Wrapper):
         self._instruments = instruments
         self._capture = capture_content
         self._read = request_reader(inner)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self._instruments.explicit:
+            refuse_pickling(
+                "with_tracing() given tracer_provider=/meter_provider=",
+                "with_tracing() without providers, and configure OpenTelemetry's global "
+                "providers in each worker process",
+            )
+        return (_rebuild_traced, (self._inner, self._capture))
 
     def _start(self, kwargs: dict[str, Any]) -> tuple[Span, dict[str, Any], dict[str, Any]]:
         request = self._read(kwargs)
@@ -659,3 +680,8 @@ def with_tracing(
     if is_async_callable(fn):
         return _AsyncTraced(fn, instruments, capture_content)
     return _SyncTraced(fn, instruments, capture_content)
+
+
+def _rebuild_traced(inner: ModelCallable, capture_content: bool) -> ModelCallable:
+    """Unpickle a traced callable: trace it again with this process's global providers."""
+    return with_tracing(inner, capture_content=capture_content)

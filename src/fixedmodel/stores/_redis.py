@@ -30,7 +30,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
@@ -182,7 +182,9 @@ class RedisClients:
         "_lock",
         "_owned",
         "_sync",
+        "_url",
         "endpoint",
+        "timeout",
     )
 
     def __init__(
@@ -206,6 +208,9 @@ class RedisClients:
         self._executor_pid = 0
         self._async = async_client
         self._async_pid = os.getpid()  # Its connections belong to this process.
+        # Kept to rebuild the store in another process (never shown: it may hold a password).
+        self._url = url
+        self.timeout = seconds
         if url is not None:
             _check_url(owner, url)
             self.endpoint = redact_url(url)
@@ -215,6 +220,21 @@ class RedisClients:
             self._sync = client
             self._owned = False
             self.endpoint = _describe_client(client if client is not None else async_client)
+
+    def url_for_pickling(self, owner: str) -> str:
+        """The URL the store was built from, to build it again in another process.
+
+        Raises:
+            TypeError: The store was given client objects, which cannot leave the process.
+        """
+        if self._url is None:
+            msg = (
+                f"this {owner} was given client objects, which cannot be sent to another "
+                f"process (pickled); build it from a URL, {owner}('redis://host:6379/0'), "
+                "to share it with worker processes"
+            )
+            raise TypeError(msg)
+        return self._url
 
     def sync(self) -> Redis:
         """The client for sync methods.
@@ -395,3 +415,8 @@ def _renew_locks_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_renew_locks_in_child)
+
+
+def rebuild_store(kind: Callable[..., _T], url: str, options: dict[str, Any]) -> _T:
+    """Unpickle a Redis store: build it again from its URL and options."""
+    return kind(url, **options)

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from typing_extensions import Self
 
@@ -81,7 +81,15 @@ class DiskCacheStore:
         ValueError: ``size_limit`` or ``timeout`` is out of range.
     """
 
-    __slots__ = ("__weakref__", "_cache", "_directory", "_executor", "_executor_lock")
+    __slots__ = (
+        "__weakref__",
+        "_cache",
+        "_directory",
+        "_executor",
+        "_executor_lock",
+        "_size_limit",
+        "_timeout",
+    )
 
     def __init__(
         self,
@@ -95,10 +103,17 @@ class DiskCacheStore:
             msg = f"timeout must be a positive number of seconds, got {timeout!r}"
             raise ValueError(msg)
         self._directory = os.fspath(directory)
+        self._timeout = float(timeout)
+        self._size_limit = size_limit
         self._cache = _open_cache(self._directory, float(timeout), size_limit)
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
         after_fork_in_child(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The entries live in the directory: another process opens the same one.
+        options = {"size_limit": self._size_limit, "timeout": self._timeout}
+        return (_reopen, (self._directory, options))
 
     def _after_fork(self) -> None:
         # The worker thread does not exist in a forked child (an executor that believes it
@@ -173,3 +188,8 @@ class DiskCacheStore:
 
     def __repr__(self) -> str:
         return f"DiskCacheStore({self._directory!r})"
+
+
+def _reopen(directory: str, options: dict[str, Any]) -> DiskCacheStore:
+    """Unpickle a disk store: open its directory again."""
+    return DiskCacheStore(directory, **options)

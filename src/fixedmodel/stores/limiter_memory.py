@@ -15,8 +15,9 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
+from fixedmodel._pickling import refuse_pickling
 from fixedmodel.stores._limiter_store import SEGMENTS_PER_PERIOD, Acquisition
 
 if TYPE_CHECKING:
@@ -81,6 +82,12 @@ class MemoryLimiterStore:
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}
         _stores.add(self)
+
+    def __reduce__(self) -> NoReturn:
+        refuse_pickling(
+            "A rate limiter on the in-process store (MemoryLimiterStore)",
+            "RateLimiter(limit, store=RedisLimiterStore(url))",
+        )
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()

@@ -12,7 +12,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import NoReturn
 
+from fixedmodel._pickling import refuse_pickling
 from fixedmodel.stores._cache_store import after_fork_in_child
 
 __all__ = ["MemoryCacheStore"]
@@ -51,6 +53,9 @@ class MemoryCacheStore:
         self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._lock = threading.Lock()
         after_fork_in_child(self)
+
+    def __reduce__(self) -> NoReturn:
+        refuse_pickling("MemoryCacheStore", "DiskCacheStore(path) or RedisCacheStore(url)")
 
     def _after_fork(self) -> None:
         # The entries are the parent's, copied, and stay valid; a lock another thread held

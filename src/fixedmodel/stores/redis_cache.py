@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Self
 
@@ -27,6 +27,7 @@ from fixedmodel.stores._redis import (
     Health,
     RedisClients,
     check_namespace,
+    rebuild_store,
     redis_errors,
     require_redis,
 )
@@ -120,6 +121,12 @@ class RedisCacheStore:
     def namespace(self) -> str:
         """Prefix of this store's keys."""
         return self._namespace
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Another process gets its own connections to the same Redis (only from a URL).
+        url = self._clients.url_for_pickling("RedisCacheStore")
+        options = {"namespace": self._namespace, "timeout": self._clients.timeout}
+        return (rebuild_store, (RedisCacheStore, url, options))
 
     def check_for(self, *, asynchronous: bool) -> None:
         """Refuse, when a cache is built, a callable kind this store has no client for.

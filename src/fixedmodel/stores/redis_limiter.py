@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from typing_extensions import Self
 
@@ -49,6 +49,7 @@ from fixedmodel.stores._redis import (
     LuaScript,
     RedisClients,
     check_namespace,
+    rebuild_store,
     redis_errors,
     require_redis,
 )
@@ -336,6 +337,16 @@ class RedisLimiterStore:
     def namespace(self) -> str:
         """Prefix of this store's keys."""
         return self._namespace
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Another process gets its own connections to the same Redis (only from a URL).
+        url = self._clients.url_for_pickling("RedisLimiterStore")
+        options = {
+            "namespace": self._namespace,
+            "on_error": self._on_error,
+            "timeout": self._clients.timeout,
+        }
+        return (rebuild_store, (RedisLimiterStore, url, options))
 
     @property
     def on_error(self) -> OnError:
