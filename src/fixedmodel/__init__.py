@@ -76,6 +76,9 @@ from fixedmodel._protocols import (
 from fixedmodel._protocols import (
     FixedModelEmbedding as FixedModelEmbedding,
 )
+from fixedmodel._workers import (
+    batch_on as batch_on,
+)
 from fixedmodel.batch import (
     BatchResult as BatchResult,
 )
@@ -240,6 +243,7 @@ __all__ = [
     "abatch",
     "aiter_batch",
     "batch",
+    "batch_on",
     "bind_acompletion",
     "bind_aembedding",
     "bind_completion",
