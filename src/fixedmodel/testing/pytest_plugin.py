@@ -14,11 +14,15 @@ Marker ``no_real_requests`` does the same as the fixture; the ini option
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from fixedmodel._guard import blocking_real_requests
-from fixedmodel.testing.server import DEFAULT_REPLY, OpenAIServer
+
+if TYPE_CHECKING:
+    # The server imports aiohttp: loaded only by a test that uses the fixture.
+    from fixedmodel.testing.server import OpenAIServer
 
 _INI = "fixedmodel_no_real_requests"
 _MARKER = "no_real_requests"
@@ -42,6 +46,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def _fixedmodel_openai_server() -> Iterator[OpenAIServer]:
+    from fixedmodel.testing.server import OpenAIServer
+
     with OpenAIServer() as server:
         yield server
 
@@ -49,6 +55,8 @@ def _fixedmodel_openai_server() -> Iterator[OpenAIServer]:
 @pytest.fixture
 def openai_server(_fixedmodel_openai_server: OpenAIServer) -> Iterator[OpenAIServer]:
     """The loopback OpenAI-compatible server, reset for this test."""
+    from fixedmodel.testing.server import DEFAULT_REPLY
+
     server = _fixedmodel_openai_server
     server.reset()
     server.reply_text = DEFAULT_REPLY
