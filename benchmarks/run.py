@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from benchmarks import (
+    batch,
     cache_hit,
     import_time,
     limiter,
@@ -55,6 +56,7 @@ SECTIONS: dict[str, Section] = {
     "cache-hit": cache_hit.run,
     "memory": memory.run,
     "tracing": tracing.run,
+    "batch": batch.run,
 }
 """The sections, by the name ``--only`` takes, in the order they run."""
 
