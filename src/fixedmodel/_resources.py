@@ -26,14 +26,18 @@ makes closing a no-op, never an error, and closing never waits without a bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fixedmodel._litellm import litellm_module
+
+if TYPE_CHECKING:
+    from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 
 LOGGER = logging.getLogger("fixedmodel")
 
@@ -117,10 +121,9 @@ def _end_async(loop: asyncio.AbstractEventLoop, scope: _Scope, epoch: int) -> No
     if running is loop:
         _start_closing(scope, due)
     elif not loop.is_closed():  # a stream ended in another thread or in the collector
-        try:
+        # The loop may close meanwhile: then the collector gets the clients.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(_start_closing, scope, due)
-        except RuntimeError:  # the loop closed meanwhile: the collector gets the clients
-            pass
 
 
 def _start_closing(scope: _Scope, clients: list[object]) -> None:
@@ -147,7 +150,7 @@ def _hold_until_stream_ends(result: object, release: Callable[[], None]) -> bool
         return False
     from fixedmodel.middleware._streams import watch_stream  # the middleware imports us
 
-    watch_stream(result, lambda _end: release())
+    watch_stream(cast("CustomStreamWrapper", result), lambda _end: release())
     return True
 
 
