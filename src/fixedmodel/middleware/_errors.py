@@ -137,9 +137,19 @@ def _is_client_side_http_error(error: BaseException) -> bool:
 
 
 def _is_wire_error(error: BaseException) -> bool:
-    """Whether ``error`` shows that an HTTP exchange was attempted or made."""
+    """Whether ``error`` shows that an HTTP exchange was attempted or made.
+
+    The openai SDK's ``APIConnectionError`` is no such evidence by itself: the SDK wraps
+    whatever its HTTP client raised in it, a ``ValueError`` about the URL included (openai
+    2.x). It counts only when nothing lies under it to judge by.
+    """
     if _raised_before_sending(error):
         return False
+    if _top_module(error) == "openai":
+        import openai
+
+        if isinstance(error, openai.APIConnectionError):
+            return (error.__cause__ or error.__context__) is None
     return isinstance(error, OSError | TimeoutError) or _top_module(error) in _WIRE_PACKAGES
 
 
@@ -233,20 +243,24 @@ def _error_object(exc: BaseException) -> Mapping[str, object] | None:
 
 
 def _payloads(exc: BaseException) -> Iterator[Mapping[str, object]]:
-    body: object = getattr(exc, "body", None)
-    if isinstance(body, Mapping):
-        yield body  # pyright: ignore[reportReturnType]
-    response = getattr(exc, "response", None)
-    text: object = None
-    try:
-        text = getattr(response, "text", None)
-    except Exception:  # a response whose body was not read
-        text = None
-    for source in (text, getattr(exc, "message", None), str(exc)):
-        if isinstance(source, str):
-            parsed = _first_json_object(source)
-            if parsed is not None:
-                yield parsed
+    # Along the chain: some litellm releases (1.100) keep the body only on the openai SDK
+    # error they caught, not on the error they raise.
+    for error in _chain(exc):
+        body: object = getattr(error, "body", None)
+        if isinstance(body, Mapping):
+            yield body  # pyright: ignore[reportReturnType]
+    for error in _chain(exc):
+        response = getattr(error, "response", None)
+        text: object = None
+        try:
+            text = getattr(response, "text", None)
+        except Exception:  # a response whose body was not read
+            text = None
+        for source in (text, getattr(error, "message", None), str(error)):
+            if isinstance(source, str):
+                parsed = _first_json_object(source)
+                if parsed is not None:
+                    yield parsed
 
 
 def _first_json_object(text: str) -> Mapping[str, object] | None:
