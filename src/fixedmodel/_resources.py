@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -78,6 +79,23 @@ _sync_scope = _Scope()
 _loop_scopes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Scope] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def _after_fork_in_child() -> None:
+    """Start a forked child with fresh bookkeeping.
+
+    The parent's calls in flight, its event loops and any thread that held ``_lock`` at the
+    fork do not exist in the child: keeping their tickets would leave the child's evicted
+    clients open for good, and a lock held at the fork would never be released.
+    """
+    global _lock, _sync_scope, _loop_scopes
+    _lock = threading.Lock()
+    _sync_scope = _Scope()
+    _loop_scopes = weakref.WeakKeyDictionary()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _loop_scope(loop: asyncio.AbstractEventLoop) -> _Scope:

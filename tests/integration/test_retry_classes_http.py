@@ -185,23 +185,27 @@ async def test_an_ordinary_rate_limit_stays_retryable(
 def test_quota_is_raised_at_once_for_sync_and_embedding_kinds(errors: ErrorServer) -> None:
     errors.answer(429, OPENAI_QUOTA)
     base = errors.base_url + "/v1"
-    chat = with_retries(bind_completion("openai/m", api_base=base, api_key="k"), FAST)
-    with pytest.raises(litellm.RateLimitError):
-        chat(messages=MESSAGES)
+    with (
+        bind_completion("openai/m", api_base=base, api_key="k") as chat,
+        pytest.raises(litellm.RateLimitError),
+    ):
+        with_retries(chat, FAST)(messages=MESSAGES)
     assert errors.count == 1
     errors.answer(429, OPENAI_QUOTA)
-    embed = with_retries(bind_embedding("openai/e", api_base=base, api_key="k"), FAST)
-    with pytest.raises(litellm.RateLimitError):
-        embed(input=["a"])
+    with (
+        bind_embedding("openai/e", api_base=base, api_key="k") as embed,
+        pytest.raises(litellm.RateLimitError),
+    ):
+        with_retries(embed, FAST)(input=["a"])
     assert errors.count == 1
 
 
 async def test_quota_is_raised_at_once_for_async_embeddings(errors: ErrorServer) -> None:
     errors.answer(429, OPENAI_QUOTA)
     base = errors.base_url + "/v1"
-    embed = with_retries(bind_aembedding("openai/e", api_base=base, api_key="k"), FAST)
-    with pytest.raises(litellm.RateLimitError):
-        await embed(input=["a"])
+    async with bind_aembedding("openai/e", api_base=base, api_key="k") as embed:
+        with pytest.raises(litellm.RateLimitError):
+            await with_retries(embed, FAST)(input=["a"])
     assert errors.count == 1
 
 
@@ -245,9 +249,9 @@ def test_a_sync_failure_before_sending_is_not_retried(
 
 async def test_credentials_in_api_base_are_not_retried(server: OpenAIServer) -> None:
     with_userinfo = server.base_url.replace("http://", "http://user:secret@")
-    chat = with_retries(bind_acompletion("openai/m", api_base=with_userinfo, api_key="k"), FAST)
-    with call_scope() as info, pytest.raises(litellm.InternalServerError):
-        await chat(messages=MESSAGES)
+    async with bind_acompletion("openai/m", api_base=with_userinfo, api_key="k") as chat:
+        with call_scope() as info, pytest.raises(litellm.InternalServerError):
+            await with_retries(chat, FAST)(messages=MESSAGES)
     assert server.request_count() == 0
     assert info.attempts == 1
 
@@ -270,17 +274,15 @@ async def test_embedding_failures_before_sending_are_not_retried(
 
 async def test_a_refused_connection_is_still_retried() -> None:
     # Port 9 (discard) on loopback: nothing listens, the connection is refused.
-    chat = with_retries(
-        bind_acompletion("openai/m", api_base="http://127.0.0.1:9/v1", api_key="k"), FAST
-    )
-    with call_scope() as info, pytest.raises(litellm.InternalServerError):
-        await chat(messages=MESSAGES)
+    async with bind_acompletion("openai/m", api_base="http://127.0.0.1:9/v1", api_key="k") as c:
+        with call_scope() as info, pytest.raises(litellm.InternalServerError):
+            await with_retries(c, FAST)(messages=MESSAGES)
     assert info.attempts == 3
 
 
 async def test_a_malformed_answer_is_still_retried(server: OpenAIServer) -> None:
     server.enqueue(Fault.malformed())
-    chat = with_retries(bind_acompletion("openai/m", api_base=server.base_url, api_key="k"), FAST)
-    response = await chat(messages=MESSAGES)
+    async with bind_acompletion("openai/m", api_base=server.base_url, api_key="k") as chat:
+        response = await with_retries(chat, FAST)(messages=MESSAGES)
     assert responses.text(response) == server.reply_text
     assert server.request_count() == 2

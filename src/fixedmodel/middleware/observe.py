@@ -15,8 +15,10 @@ is recorded with 0 tokens and ``usage_reported=False``: unknown, not zero.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -188,6 +190,7 @@ class InMemoryMetrics:
             msg = f"latency_window must be at least 1, got {latency_window}"
             raise ValueError(msg)
         self._lock = threading.Lock()
+        _aggregators.add(self)
         self._latencies: deque[float] = deque(maxlen=latency_window)
         self._calls = self._errors = self._prompt = self._completion = 0
         self._hits = self._retries = 0
@@ -229,6 +232,20 @@ class InMemoryMetrics:
             self._calls = self._errors = self._prompt = self._completion = 0
             self._hits = self._retries = 0
             self._cost = 0.0
+
+
+# Every aggregator, so that a forked child gets fresh locks: a lock another thread held at
+# the fork would never be released in the child.
+_aggregators: weakref.WeakSet[InMemoryMetrics] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for aggregator in list(_aggregators):
+        aggregator._lock = threading.Lock()  # pyright: ignore[reportPrivateUsage]
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _percentile(ordered: list[float], fraction: float) -> float:
