@@ -87,7 +87,8 @@ async def test_async_with_per_request_never_breaks_another_objects_call(
 # each build a client, and the one stored first is dropped unclosed when the other is
 # stored (counted: 5-15 such overwrites per run of this test). Those orphans belong to
 # litellm and surface as "unclosed socket" warnings when collected, so this test ignores
-# ResourceWarning and collects them before it ends; test_resources.py checks that closing leaves nothing open otherwise.
+# ResourceWarning and collects them before it ends; test_resources.py checks that
+# closing leaves nothing open otherwise.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_close_from_another_thread_never_breaks_a_call_in_flight(server: OpenAIServer) -> None:
