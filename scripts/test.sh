@@ -1,18 +1,44 @@
 #!/usr/bin/env bash
 # The whole check: lint, format, types (mypy --strict, pyright strict), tests, docs build and the
-# quick benchmark. Creates .venv on first run; needs only Python 3.10+ and the package registries.
+# quick benchmark, at the newest litellm the declared range admits; then the tests again at the
+# lowest one (the floor of pyproject.toml's litellm range). Creates .venv and .venv-lowest on
+# first run; needs only Python 3.10+ and the package registries.
+#
+# Installs are hash-locked and reproducible: every package comes from a lock with sha256 hashes
+# (constraints/ci.lock, constraints/lowest.lock; see constraints/README.md for how they are made),
+# installed with --require-hashes, then the project itself with --no-deps and no build isolation
+# (its build backend is in the lock too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LITELLM_LOCAL_MODEL_COST_MAP=True
 export NO_MKDOCS_2_WARNING=1
+export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
-fi
-. .venv/bin/activate
-python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e '.[dev]' -c constraints/ci.txt
+
+# make_venv DIR LOCK: a virtualenv in DIR holding exactly LOCK and the project (editable).
+make_venv() {
+    if [ ! -x "$1/bin/python" ]; then
+        "$PYTHON" -m venv "$1"
+    fi
+    "$1/bin/python" -m pip install --quiet --require-hashes -r "$2"
+    "$1/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+}
+
+# run_pytest PYTHON...: the test suite; collecting no test at all is a failure (exit 5).
+run_pytest() {
+    set +e
+    "$@" -X dev -m pytest -p no:cacheprovider -q
+    local status=$?
+    set -e
+    if [ "$status" -eq 5 ]; then
+        echo "pytest collected no tests: failing" >&2
+        exit 1
+    fi
+    [ "$status" -eq 0 ] || exit "$status"
+}
+
+make_venv .venv constraints/ci.lock
 
 # The Redis tests need a real redis-server binary on this machine.
 if ! command -v redis-server >/dev/null 2>&1; then
@@ -21,6 +47,8 @@ if ! command -v redis-server >/dev/null 2>&1; then
     fi
 fi
 
+. .venv/bin/activate
+echo "== litellm $(python -c 'import importlib.metadata as m; print(m.version("litellm"))') (newest admitted)"
 echo "== ruff"
 ruff check .
 ruff format --check .
@@ -29,17 +57,16 @@ mypy
 echo "== pyright (strict)"
 pyright
 echo "== pytest"
-set +e
-python -X dev -m pytest -p no:cacheprovider -q
-status=$?
-set -e
-if [ "$status" -eq 5 ]; then
-    echo "pytest collected no tests: failing" >&2
-    exit 1
-fi
-[ "$status" -eq 0 ] || exit "$status"
+run_pytest python
 echo "== benchmarks (quick: checks they run, enforces no bar)"
 python benchmarks/run.py --quick --output "$(mktemp -d)/quick.md" >/dev/null
 echo "== docs"
 mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
+deactivate
+
+make_venv .venv-lowest constraints/lowest.lock
+lowest="$(.venv-lowest/bin/python -c 'import importlib.metadata as m; print(m.version("litellm"))')"
+echo "== pytest at litellm $lowest (lowest admitted)"
+# Its own PATH, so that the type-checker tests run the checkers of this venv.
+PATH="$PWD/.venv-lowest/bin:$PATH" run_pytest .venv-lowest/bin/python
 echo "== all checks passed"

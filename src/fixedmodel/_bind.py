@@ -27,7 +27,7 @@ from fixedmodel._protocols import (
     FixedModelCompletion,
     FixedModelEmbedding,
 )
-from fixedmodel._resources import release_async_clients, release_sync_clients
+from fixedmodel._resources import release_async_clients, release_sync_clients, track_calls
 
 if TYPE_CHECKING:
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
@@ -180,11 +180,13 @@ class _Bound:
         # Resolved once: litellm is imported here, not at ``import fixedmodel``. The litellm
         # functions are untyped (Any) for checkers; the bound classes type the results.
         litellm = litellm_module()
-        self._function: Callable[..., Any] = getattr(litellm, self._function_name)
+        # Each call holds a ticket while it may use a cached client: see _resources.
+        function = getattr(litellm, self._function_name)
+        self._function: Callable[..., Any] = track_calls(
+            function, is_async=isinstance(self, _AsyncBound)
+        )
         if type(self)._known is None:
-            type(self)._known = _known_keywords(litellm, self._function, self._typed) | (
-                self._positional
-            )
+            type(self)._known = _known_keywords(litellm, function, self._typed) | (self._positional)
         self._check_names(params)
         # Below every bound default (extra_params included): the caller's choice wins.
         self._hint = _provider_hint(litellm, model, {**self._extra, **params})

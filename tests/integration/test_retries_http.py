@@ -52,18 +52,27 @@ async def test_a_500_then_success_costs_exactly_two_requests(server: OpenAIServe
     assert info.attempts == 2
 
 
+# litellm 1.100.0 to 1.108.14 label an OpenAI 401 BadRequestError (1.109.0 and later:
+# AuthenticationError). Either way it is raised as litellm raised it, after one request.
 @pytest.mark.parametrize(
-    ("status", "error"),
-    [(400, litellm.BadRequestError), (401, litellm.AuthenticationError)],
+    ("status", "errors"),
+    [
+        (400, (litellm.BadRequestError,)),
+        (401, (litellm.AuthenticationError, litellm.BadRequestError)),
+        (403, (litellm.PermissionDeniedError, litellm.APIError)),  # 1.110.2: APIError
+        (404, (litellm.NotFoundError, litellm.BadRequestError)),
+        (422, (litellm.UnprocessableEntityError, litellm.BadRequestError)),
+    ],
 )
 async def test_client_errors_are_not_retried(
-    server: OpenAIServer, status: int, error: type[Exception]
+    server: OpenAIServer, status: int, errors: tuple[type[Exception], ...]
 ) -> None:
     server.enqueue(Fault.status(status))
     async with bind_acompletion(CHAT_MODEL, api_base=server.base_url, api_key="sk-x") as chat:
-        with pytest.raises(error):
+        with call_scope() as info, pytest.raises(errors):
             await with_retries(chat, FAST)(messages=MESSAGES)
     assert server.request_count() == 1
+    assert info.attempts == 1
 
 
 async def test_a_dropped_connection_is_retried(server: OpenAIServer) -> None:

@@ -125,6 +125,8 @@ def test_call_record_is_a_frozen_dataclass_of_its_fields() -> None:
         "attempts": 2,
         "rate_limit_wait": 0.0,
         "error": None,
+        "usage_reported": True,
+        "time_to_first_chunk": None,
     }
     record = CallRecord(**values)  # type: ignore[arg-type]  # the values are typed above
     assert [field.name for field in dataclasses.fields(CallRecord)] == list(values)
@@ -166,7 +168,7 @@ def test_misconfiguration_fails_at_wrap_time() -> None:
         InMemoryMetrics(latency_window=0)
 
 
-async def test_stream_is_recorded_when_returned() -> None:
+async def test_stream_is_recorded_when_read_to_its_end() -> None:
     sink = InMemoryMetrics()
     chat = with_metrics(bind_acompletion("openai/m", mock_response="x y"), sink)
     stream = await chat(messages=MESSAGES, stream=True)

@@ -2,13 +2,17 @@
 
 Classification goes by class and HTTP status, never by class-name strings, so that litellm
 subclasses (``ContextWindowExceededError`` is a ``BadRequestError``) fall on the right side.
+Two kinds of failure are never retried whatever litellm labels them: an account out of
+credit or quota (:func:`is_quota_exhausted`), and a failure that happened in this process
+before any request was sent (:func:`never_sent`).
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from fixedmodel._litellm import litellm_module
 
@@ -16,30 +20,47 @@ from fixedmodel._litellm import litellm_module
 _RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
+def _litellm_classes(*names: str) -> tuple[type[BaseException], ...]:
+    """The litellm exception classes of these names that the installed litellm has.
+
+    Looked up one by one: older litellm releases lack some (1.80.0 has no
+    ``PermissionDeniedError``), and a missing class must not turn every error into an
+    ``AttributeError``.
+    """
+    litellm = litellm_module()
+    found: list[type[BaseException]] = []
+    for name in names:
+        cls: object = getattr(litellm, name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Tell whether ``exc`` is a provider failure that can succeed when tried again.
 
     Rate limits, timeouts, connection failures and 5xx answers are; bad requests,
     authentication and permission errors, missing models, context-window and
-    content-policy errors are not.
+    content-policy errors are not, and neither are an exhausted quota or credit
+    (:func:`is_quota_exhausted`) nor a failure before any request was sent
+    (:func:`never_sent`), whatever litellm labels them.
     """
-    litellm = litellm_module()
-    never: tuple[type[BaseException], ...] = (
-        litellm.BadRequestError,
-        litellm.AuthenticationError,
-        litellm.PermissionDeniedError,
-        litellm.NotFoundError,
-        litellm.UnprocessableEntityError,
+    never = _litellm_classes(
+        "BadRequestError",
+        "AuthenticationError",
+        "PermissionDeniedError",
+        "NotFoundError",
+        "UnprocessableEntityError",
     )
-    if isinstance(exc, never) or _is_local_mistake(exc):
+    if isinstance(exc, never) or never_sent(exc) or is_quota_exhausted(exc):
         return False
-    always: tuple[type[BaseException], ...] = (
-        litellm.RateLimitError,
-        litellm.Timeout,
-        litellm.APIConnectionError,
-        litellm.InternalServerError,
-        litellm.ServiceUnavailableError,
-        litellm.BadGatewayError,
+    always = _litellm_classes(
+        "RateLimitError",
+        "Timeout",
+        "APIConnectionError",
+        "InternalServerError",
+        "ServiceUnavailableError",
+        "BadGatewayError",
     )
     if isinstance(exc, always):
         return True
@@ -47,31 +68,210 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(status, int) and status in _RETRYABLE_STATUSES
 
 
-_PROGRAMMING_ERRORS = (AttributeError, TypeError, KeyError, IndexError, NameError)
-
-
-def _is_local_mistake(exc: BaseException) -> bool:
-    """Tell an error raised in our own process before any request from a network failure.
-
-    litellm wraps a bad argument that breaks its request building (``messages="hi"`` gives
-    an ``AttributeError`` inside litellm) as ``APIConnectionError``; retrying that can never
-    help. A real connection failure carries an ``OSError`` or an HTTP-client error in its
-    chain instead.
-    """
-    if not isinstance(exc, litellm_module().APIConnectionError):
-        return False
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and its causes and contexts, outermost first, each once."""
     seen: set[int] = set()
-    cause: BaseException | None = exc.__cause__ or exc.__context__
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, OSError) or "httpx" in type(cause).__module__:
-            return False
-        if "aiohttp" in type(cause).__module__ or "openai" in type(cause).__module__:
-            return False
-        if isinstance(cause, _PROGRAMMING_ERRORS):
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _top_module(error: BaseException) -> str:
+    return type(error).__module__.split(".", 1)[0]
+
+
+# Packages whose exceptions mean an HTTP exchange was attempted or made.
+_WIRE_PACKAGES = frozenset({"httpx", "httpcore", "h11", "h2", "aiohttp", "openai", "requests"})
+
+
+def _raised_before_sending(error: BaseException) -> bool:
+    """Whether ``error`` is of a kind raised while the request is still being built.
+
+    - a lone surrogate or other text that cannot be encoded (``UnicodeEncodeError``: the
+      answer's decoding would raise ``UnicodeDecodeError``);
+    - a programming error (``TypeError``, ``AttributeError``, ``KeyError``, ...), e.g. litellm
+      failing on ``messages="hi"``;
+    - the openai SDK's bare ``OpenAIError``, which it raises only while configuring a client
+      (missing API key); every failure of a request is an ``openai.APIError`` subclass;
+    - an invalid URL or request refused by the HTTP client before connecting (httpx's
+      ``InvalidURL``, ``UnsupportedProtocol``, ``LocalProtocolError``; aiohttp's
+      ``InvalidURL``);
+    - any other ``ValueError`` (aiohttp's "Cannot combine AUTHORIZATION header with AUTH
+      argument or credentials encoded in URL" for ``http://user:pass@host``), except a
+      JSON or text decoding error or a validation error, which come from reading an answer.
+    """
+    if isinstance(error, UnicodeEncodeError | TypeError | AttributeError | KeyError):
+        return True
+    if isinstance(error, IndexError | NameError):
+        return True
+    module = _top_module(error)
+    if module == "openai":
+        import openai
+
+        return type(error) is openai.OpenAIError
+    if module in ("httpx", "aiohttp"):
+        return _is_client_side_http_error(error)
+    if not isinstance(error, ValueError):
+        return False
+    read_errors: tuple[type[BaseException], ...] = (json.JSONDecodeError, UnicodeDecodeError)
+    return not isinstance(error, read_errors) and module not in ("pydantic", "pydantic_core")
+
+
+def _is_client_side_http_error(error: BaseException) -> bool:
+    local: list[type[BaseException]] = []
+    try:
+        import httpx
+
+        local += [httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError]
+    except ImportError:  # pragma: no cover - litellm depends on httpx
+        pass
+    try:
+        import aiohttp
+
+        local.append(aiohttp.InvalidURL)
+    except ImportError:  # pragma: no cover - litellm depends on aiohttp
+        pass
+    return isinstance(error, tuple(local))
+
+
+def _is_wire_error(error: BaseException) -> bool:
+    """Whether ``error`` shows that an HTTP exchange was attempted or made.
+
+    The openai SDK's ``APIConnectionError`` is no such evidence by itself: the SDK wraps
+    whatever its HTTP client raised in it, a ``ValueError`` about the URL included (openai
+    2.x). It counts only when nothing lies under it to judge by.
+    """
+    if _raised_before_sending(error):
+        return False
+    if _top_module(error) == "openai":
+        import openai
+
+        if isinstance(error, openai.APIConnectionError):
+            return (error.__cause__ or error.__context__) is None
+    return isinstance(error, OSError | TimeoutError) or _top_module(error) in _WIRE_PACKAGES
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Tell whether ``exc`` failed in this process before any request reached the wire.
+
+    litellm labels such failures ``InternalServerError`` or ``APIConnectionError`` (a
+    missing API key, a lone surrogate in a message, credentials in ``api_base``); trying
+    again sends nothing and fails the same way. Decided from the exception chain under
+    litellm's own exceptions, by type: no HTTP-client or socket error in it, and a root
+    cause of a kind raised while the request is built (see ``_raised_before_sending``).
+    Without such evidence the answer is False, so a real server failure stays retryable.
+    """
+    below = [e for e in _chain(exc) if _top_module(e) != "litellm"]
+    if not below or any(_is_wire_error(error) for error in below):
+        return False
+    return any(_raised_before_sending(error) for error in below)
+
+
+# A 429 (or 403) that means "no credit or quota left", not "too many requests now".
+_QUOTA_CODES = frozenset({"insufficient_quota"})
+
+
+def is_quota_exhausted(exc: BaseException) -> bool:
+    """Tell whether ``exc`` says the account is out of credit or quota, not just busy.
+
+    Waiting does not help such an error, so it is raised at once, like a 401:
+
+    - OpenAI: HTTP 429 with error ``code``/``type`` ``insufficient_quota`` ("You exceeded
+      your current quota, please check your plan and billing details"), as opposed to
+      ``rate_limit_exceeded``; see https://platform.openai.com/docs/guides/error-codes.
+      OpenAI-compatible servers (vLLM, LiteLLM proxy, Azure OpenAI) send the same body.
+    - HTTP 402 Payment Required, used by OpenRouter ("insufficient credits",
+      https://openrouter.ai/docs/api-reference/errors) and DeepSeek ("Insufficient
+      Balance", https://api-docs.deepseek.com/quick_start/error_codes).
+    - Gemini and Vertex AI: ``RESOURCE_EXHAUSTED`` (429) is a rate limit, retried, unless
+      its ``google.rpc.QuotaFailure`` details name a per-day quota, which only a new day
+      refills (https://ai.google.dev/gemini-api/docs/rate-limits,
+      https://cloud.google.com/apis/design/errors#error_details).
+    - Anthropic reports a credit balance too low as HTTP 400 ``invalid_request_error``
+      (https://docs.anthropic.com/en/api/errors): a ``BadRequestError``, never retried.
+    - Azure OpenAI's 429 "exceeded token rate limit of your current pricing tier" is a true
+      rate limit with a ``Retry-After``, so it stays retryable; Azure billing and disabled
+      subscription failures are 401/403 and are not retried.
+
+    The error body is read from the exception (``body``, the HTTP response, or the JSON
+    litellm quotes in its message); wording of messages is never matched.
+    """
+    status = getattr(exc, "status_code", None)
+    if status == 402:
+        return True
+    if status not in (None, 403, 429):
+        return False
+    error = _error_object(exc)
+    if error is None:
+        return False
+    for field in ("code", "type"):
+        value = error.get(field)
+        if isinstance(value, str) and value.lower() in _QUOTA_CODES:
             return True
-        cause = cause.__cause__ or cause.__context__
+    return error.get("status") == "RESOURCE_EXHAUSTED" and _per_day_quota(error)
+
+
+def _per_day_quota(error: Mapping[str, object]) -> bool:
+    details = error.get("details")
+    if not isinstance(details, list):
+        return False
+    for detail in details:  # pyright: ignore[reportUnknownVariableType]
+        if not isinstance(detail, Mapping):
+            continue
+        violations: object = detail.get("violations")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        if not isinstance(violations, list):
+            continue
+        for violation in violations:  # pyright: ignore[reportUnknownVariableType]
+            if not isinstance(violation, Mapping):
+                continue
+            for key in ("quotaId", "quotaMetric"):
+                value: object = violation.get(key)  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+                if isinstance(value, str) and "perday" in value.lower().replace("_", ""):
+                    return True
     return False
+
+
+def _error_object(exc: BaseException) -> Mapping[str, object] | None:
+    """The provider's error object (``{"error": {...}}``'s inner part), where one is found."""
+    for payload in _payloads(exc):
+        inner: object = payload.get("error", payload)
+        if isinstance(inner, Mapping):
+            return inner  # pyright: ignore[reportUnknownVariableType]
+    return None
+
+
+def _payloads(exc: BaseException) -> Iterator[Mapping[str, object]]:
+    # Along the chain: some litellm releases (1.100) keep the body only on the openai SDK
+    # error they caught, not on the error they raise.
+    for error in _chain(exc):
+        body: object = getattr(error, "body", None)
+        if isinstance(body, Mapping):
+            yield body  # pyright: ignore[reportReturnType]
+    for error in _chain(exc):
+        response = getattr(error, "response", None)
+        text: object = None
+        try:
+            text = getattr(response, "text", None)
+        except Exception:  # a response whose body was not read
+            text = None
+        for source in (text, getattr(error, "message", None), str(error)):
+            if isinstance(source, str):
+                parsed = _first_json_object(source)
+                if parsed is not None:
+                    yield parsed
+
+
+def _first_json_object(text: str) -> Mapping[str, object] | None:
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        value: object = json.JSONDecoder().raw_decode(text, start)[0]
+    except ValueError:
+        return None
+    return value if isinstance(value, Mapping) else None  # pyright: ignore[reportUnknownVariableType]
 
 
 def is_rate_limit(exc: BaseException) -> bool:

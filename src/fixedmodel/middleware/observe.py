@@ -4,20 +4,27 @@ Both wrappers time the call, read token usage and litellm's cost from the respon
 take attempts, cache hits and limiter waits from the shared :class:`CallInfo`. Nothing from
 the request is recorded except the model name, so secrets cannot leak through here.
 
-For ``stream=True`` the record is made when litellm hands back the stream: latency is the
-time to the stream, and tokens are unknown (0) because the chunks have not been read yet.
+For a stream the record is made when the stream ends (read to its end, failed, closed
+early, or dropped unread and collected), not when litellm hands it back: its tokens are the
+usage the stream reported in its last chunk (OpenAI sends one with
+``stream_options={"include_usage": True}``), its latency runs to the end of the stream, and
+``time_to_first_chunk`` tells when the first chunk arrived. A stream that reported no usage
+is recorded with 0 tokens and ``usage_reported=False``: unknown, not zero.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, overload, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, overload, runtime_checkable
 
+from fixedmodel._litellm import litellm_module
 from fixedmodel._protocols import (
     AFixedModelCompletion,
     AFixedModelEmbedding,
@@ -36,11 +43,17 @@ from fixedmodel.middleware._call import (
     Wrapper,
     check_callable,
     is_async_callable,
+    is_stream_request,
     join_call,
     leave_call,
     request_kind,
+    request_reader,
     requests_made,
 )
+from fixedmodel.middleware._streams import StreamEnd, watch_stream
+
+if TYPE_CHECKING:
+    from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 
 __all__ = [
     "CallRecord",
@@ -72,7 +85,12 @@ class CallRecord:
         attempts: Requests made: counted by ``with_retries`` when it is in the stack, else 1
             for a call that reached the model (0 for a cache hit).
         rate_limit_wait: Seconds spent waiting for the rate limiter.
-        error: Class name of the exception the call raised, or ``None``.
+        error: Class name of the exception the call raised (for a stream, the exception
+            reading it raised), or ``None``.
+        usage_reported: The provider reported the token counts (False: they are unknown
+            and recorded as 0, e.g. a stream without ``include_usage``).
+        time_to_first_chunk: For a stream, seconds from the call to its first chunk
+            (``None`` when no chunk was read, and for other calls).
     """
 
     model: str | None
@@ -86,6 +104,8 @@ class CallRecord:
     attempts: int
     rate_limit_wait: float
     error: str | None
+    usage_reported: bool
+    time_to_first_chunk: float | None
 
     def __init__(
         self,
@@ -100,6 +120,8 @@ class CallRecord:
         attempts: int,
         rate_limit_wait: float,
         error: str | None,
+        usage_reported: bool = True,
+        time_to_first_chunk: float | None = None,
     ) -> None:
         # All fields in one assignment, where a frozen dataclass's own __init__ makes one
         # object.__setattr__ call per field: two records are made per call, and on a cache
@@ -119,6 +141,8 @@ class CallRecord:
                 "attempts": attempts,
                 "rate_limit_wait": rate_limit_wait,
                 "error": error,
+                "usage_reported": usage_reported,
+                "time_to_first_chunk": time_to_first_chunk,
             },
         )
 
@@ -171,6 +195,7 @@ class InMemoryMetrics:
             msg = f"latency_window must be at least 1, got {latency_window}"
             raise ValueError(msg)
         self._lock = threading.Lock()
+        _aggregators.add(self)
         self._latencies: deque[float] = deque(maxlen=latency_window)
         self._calls = self._errors = self._prompt = self._completion = 0
         self._hits = self._retries = 0
@@ -214,6 +239,20 @@ class InMemoryMetrics:
             self._cost = 0.0
 
 
+# Every aggregator, so that a forked child gets fresh locks: a lock another thread held at
+# the fork would never be released in the child.
+_aggregators: weakref.WeakSet[InMemoryMetrics] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for aggregator in list(_aggregators):
+        aggregator._lock = threading.Lock()  # pyright: ignore[reportPrivateUsage]
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _percentile(ordered: list[float], fraction: float) -> float:
     if not ordered:
         return 0.0
@@ -228,10 +267,10 @@ def default_metrics() -> InMemoryMetrics:
     return _DEFAULT_METRICS
 
 
-def _usage_and_cost(result: object) -> tuple[int, int, float | None]:
+def _usage_and_cost(result: object) -> tuple[int, int, float | None, bool]:
     usage = read_attribute(result, "usage")
-    prompt: object = getattr(usage, "prompt_tokens", 0)  # Declared fields: a plain lookup.
-    completion: object = getattr(usage, "completion_tokens", 0)
+    prompt: object = getattr(usage, "prompt_tokens", None)  # Declared fields: a plain lookup.
+    completion: object = getattr(usage, "completion_tokens", None)
     hidden = read_attribute(result, "_hidden_params")
     cost: object = None
     if isinstance(hidden, dict):
@@ -240,7 +279,22 @@ def _usage_and_cost(result: object) -> tuple[int, int, float | None]:
         prompt if isinstance(prompt, int) else 0,
         completion if isinstance(completion, int) else 0,
         float(cost) if isinstance(cost, (int, float)) else None,
+        isinstance(prompt, int) or isinstance(completion, int),
     )
+
+
+def _stream_cost(model: str | None, prompt: int, completion: int) -> float | None:
+    """litellm's price for a stream's reported usage, in USD; None when it has none."""
+    if model is None:
+        return None
+    try:
+        # litellm boundary: cost_per_token is untyped.
+        prices: Any = litellm_module().cost_per_token(
+            model=model, prompt_tokens=prompt, completion_tokens=completion
+        )
+        return float(prices[0]) + float(prices[1])
+    except Exception:  # a model litellm has no price for
+        return None
 
 
 def _record(
@@ -250,13 +304,19 @@ def _record(
     info: CallInfo,
     result: object,
     error: BaseException | None,
+    stream: bool,
 ) -> CallRecord:
     # A cache hit spends nothing: the usage it carries was paid for by the original call.
-    prompt, completion, cost = (0, 0, 0.0) if info.cache_hit else _usage_and_cost(result)
+    if info.cache_hit:
+        prompt, completion, cost, reported = 0, 0, 0.0, True
+    elif error is not None:
+        prompt, completion, cost, reported = 0, 0, None, False
+    else:
+        prompt, completion, cost, reported = _usage_and_cost(result)
     return CallRecord(
         model=model,
         kind=request_kind(kwargs),
-        stream=bool(kwargs.get("stream")),
+        stream=stream,
         latency=time.perf_counter() - started,
         prompt_tokens=prompt,
         completion_tokens=completion,
@@ -265,13 +325,51 @@ def _record(
         attempts=requests_made(info),
         rate_limit_wait=info.rate_limit_wait,
         error=None if error is None else type(error).__name__,
+        usage_reported=reported,
     )
+
+
+def _stream_record(
+    model: str | None,
+    kwargs: dict[str, Any],
+    started: float,
+    info: CallInfo,
+    end: StreamEnd,
+) -> CallRecord:
+    usage = None if info.cache_hit else end.usage
+    prompt = usage.prompt_tokens if usage is not None else 0
+    completion = usage.completion_tokens if usage is not None else 0
+    if info.cache_hit:
+        cost: float | None = 0.0
+    else:
+        cost = None if usage is None else _stream_cost(model, prompt, completion)
+    first = end.first_chunk_at
+    return CallRecord(
+        model=model,
+        kind=request_kind(kwargs),
+        stream=True,
+        latency=time.perf_counter() - started,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost=cost,
+        cache_hit=info.cache_hit,
+        attempts=info.attempts or (0 if info.cache_hit else 1),
+        rate_limit_wait=info.rate_limit_wait,
+        error=None if end.error is None else type(end.error).__name__,
+        usage_reported=usage is not None or info.cache_hit,
+        time_to_first_chunk=None if first is None else max(first - started, 0.0),
+    )
+
+
+def _is_stream(result: object) -> bool:
+    stream_class: object = getattr(litellm_module(), "CustomStreamWrapper", None)
+    return isinstance(stream_class, type) and isinstance(result, stream_class)
 
 
 class _Observed(Wrapper):
     """Runs the inner call in a call scope and hands the finished record to ``emit``."""
 
-    __slots__ = ("_call", "_emit", "_model", "_wants")
+    __slots__ = ("_call", "_emit", "_model", "_read", "_wants")
 
     def __init__(
         self,
@@ -284,6 +382,7 @@ class _Observed(Wrapper):
         self._emit = emit
         self._wants = wants  # asked with "did the call fail?" before a record is built
         self._model = self.model  # The stack below never changes: look it up once.
+        self._read = request_reader(inner)
 
     def _finish(
         self,
@@ -294,9 +393,25 @@ class _Observed(Wrapper):
         error: BaseException | None,
     ) -> None:
         try:
+            if error is None and _is_stream(result):
+                # Recorded when the stream ends, with the usage it reported.
+                watched = cast("CustomStreamWrapper", result)  # checked by _is_stream
+                watch_stream(watched, lambda end: self._finish_stream(kwargs, started, info, end))
+                return
             if self._wants(error is not None):
-                self._emit(_record(self._model, kwargs, started, info, result, error))
+                # The request litellm received says whether a failed call was a stream.
+                stream = error is not None and is_stream_request(self._read(kwargs))
+                self._emit(_record(self._model, kwargs, started, info, result, error, stream))
         except Exception:  # an observer must never fail the call it observes
+            LOGGER.exception("fixedmodel: recording call metrics failed")
+
+    def _finish_stream(
+        self, kwargs: dict[str, Any], started: float, info: CallInfo, end: StreamEnd
+    ) -> None:
+        try:
+            if self._wants(end.error is not None):
+                self._emit(_stream_record(self._model, kwargs, started, info, end))
+        except Exception:  # an observer must never fail the stream it observes
             LOGGER.exception("fixedmodel: recording call metrics failed")
 
 
@@ -349,7 +464,7 @@ def _observe(
 
 
 _LOG_MESSAGE = (
-    "llm %s model=%s latency_ms=%.1f prompt_tokens=%d completion_tokens=%d "
+    "llm %s model=%s latency_ms=%.1f prompt_tokens=%s completion_tokens=%s "
     "attempts=%d cache_hit=%s stream=%s error=%s"
 )
 
@@ -370,8 +485,8 @@ def _log_emitter(logger: logging.Logger, level: int) -> Callable[[CallRecord], N
                 call.kind,
                 call.model,
                 call.latency * 1000,
-                call.prompt_tokens,
-                call.completion_tokens,
+                call.prompt_tokens if call.usage_reported else "unknown",
+                call.completion_tokens if call.usage_reported else "unknown",
                 call.attempts,
                 call.cache_hit,
                 call.stream,

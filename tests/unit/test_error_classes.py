@@ -1,0 +1,168 @@
+"""How fixedmodel.middleware._errors classifies exceptions (items 14, 15 and 20 of issue 10)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import litellm
+import openai
+import pytest
+
+from fixedmodel.middleware._errors import is_quota_exhausted, is_retryable, never_sent
+
+
+def _response(status: int, body: object) -> httpx.Response:
+    return httpx.Response(
+        status, json=body, request=httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    )
+
+
+def _wrapped(cause: BaseException) -> litellm.InternalServerError:
+    """What litellm raises for ``cause``: its own error, the cause chained under it."""
+    try:
+        try:
+            raise cause
+        except BaseException as inner:
+            raise litellm.InternalServerError(
+                message=f"OpenAIException - {inner}", llm_provider="openai", model="m"
+            ) from inner
+    except litellm.InternalServerError as error:
+        return error
+
+
+def test_missing_litellm_exception_classes_do_not_break_classification(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # litellm 1.80.0 has no PermissionDeniedError: every error became an AttributeError.
+    monkeypatch.delattr(litellm, "PermissionDeniedError")
+    error = litellm.RateLimitError(message="slow", llm_provider="openai", model="m")
+    assert is_retryable(error)
+    assert not is_retryable(litellm.BadRequestError(message="b", model="m", llm_provider="x"))
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [
+        UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"),
+        openai.OpenAIError("Missing credentials. Please pass an `api_key`"),
+        ValueError("Cannot combine AUTHORIZATION header with AUTH argument or credentials"),
+        TypeError("unexpected keyword"),
+        AttributeError("'str' object has no attribute 'get'"),
+        KeyError("role"),
+        httpx.UnsupportedProtocol("Request URL is missing an 'http://' or 'https://' protocol."),
+        httpx.InvalidURL("Invalid port"),
+    ],
+    ids=lambda cause: type(cause).__name__,
+)
+def test_failures_raised_before_sending_are_not_retried(cause: BaseException) -> None:
+    error = _wrapped(cause)
+    assert never_sent(error)
+    assert not is_retryable(error)
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [
+        ConnectionRefusedError(111, "Connection refused"),
+        TimeoutError("timed out"),
+        httpx.ConnectError("refused"),
+        httpx.ReadError("reset"),
+        json.JSONDecodeError("Expecting value", "{", 1),
+        UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+    ],
+    ids=lambda cause: type(cause).__name__,
+)
+def test_failures_on_the_wire_stay_retryable(cause: BaseException) -> None:
+    error = _wrapped(cause)
+    assert not never_sent(error)
+    assert is_retryable(error)
+
+
+def test_a_local_looking_root_under_a_network_error_stays_retryable() -> None:
+    # A ValueError raised while a connection failed: the request was on its way.
+    try:
+        try:
+            raise ValueError("bad chunk")
+        except ValueError as inner:
+            raise httpx.ReadError("reset") from inner
+    except httpx.ReadError as network:
+        error = _wrapped(network)
+    assert not never_sent(error)
+    assert is_retryable(error)
+
+
+def test_an_error_without_a_chain_keeps_its_class_decision() -> None:
+    assert not never_sent(litellm.InternalServerError(message="x", llm_provider="o", model="m"))
+    assert is_retryable(litellm.InternalServerError(message="x", llm_provider="o", model="m"))
+
+
+def _rate_limit(body: object) -> litellm.RateLimitError:
+    return litellm.RateLimitError(
+        message=f"RateLimitError: GeminiException - {json.dumps(body)}",
+        llm_provider="gemini",
+        model="m",
+        response=_response(429, body),
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": {"type": "insufficient_quota", "code": "insufficient_quota", "message": "q"}},
+        {"error": {"type": "insufficient_quota", "code": None, "message": "q"}},
+        {"error": {"type": "requests", "code": "INSUFFICIENT_QUOTA", "message": "q"}},
+        {
+            "error": {
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [{"violations": [{"quotaId": "GenerateRequestsPerDayPerProject"}]}],
+            }
+        },
+        {
+            "error": {
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [{"violations": [{"quotaMetric": "x/tokens_per_day"}]}],
+            }
+        },
+    ],
+)
+def test_quota_exhaustion_is_not_retried(body: object) -> None:
+    error = _rate_limit(body)
+    assert is_quota_exhausted(error)
+    assert not is_retryable(error)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": {"type": "requests", "code": "rate_limit_exceeded", "message": "slow down"}},
+        {"error": {"status": "RESOURCE_EXHAUSTED", "message": "Resource has been exhausted"}},
+        {
+            "error": {
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [{"violations": [{"quotaId": "GenerateRequestsPerMinutePerProject"}]}],
+            }
+        },
+        "not json at all",
+    ],
+)
+def test_ordinary_rate_limits_stay_retryable(body: object) -> None:
+    error = _rate_limit(body)
+    assert not is_quota_exhausted(error)
+    assert is_retryable(error)
+
+
+def test_quota_is_read_from_the_message_when_the_body_is_not_kept() -> None:
+    body = {"error": {"code": "insufficient_quota", "type": "insufficient_quota"}}
+    error = litellm.RateLimitError(
+        message=f"OpenAIException - {json.dumps(body)}", llm_provider="openai", model="m"
+    )
+    assert is_quota_exhausted(error)
+
+
+def test_payment_required_is_not_retried() -> None:
+    error = litellm.APIError(
+        status_code=402, message="Insufficient credits", llm_provider="openrouter", model="m"
+    )
+    assert is_quota_exhausted(error)
+    assert not is_retryable(error)
