@@ -85,7 +85,11 @@ def test_the_worst_case_uses_the_model_limit_when_the_call_sets_none() -> None:
     max_output = litellm.get_model_info(MODEL)["max_output_tokens"]
     assert tokens > max_output
     info = litellm.get_model_info(MODEL)
-    highest_output = max(v for k, v in info.items() if k.startswith("output_cost_per_token") and "batches" not in k and v)
+    highest_output = max(
+        v
+        for k, v in info.items()
+        if k.startswith("output_cost_per_token") and "batches" not in k and v
+    )
     assert cost >= max_output * highest_output * 1e9
 
 
@@ -157,7 +161,9 @@ def test_cached_tokens_are_priced_the_way_litellm_prices_them() -> None:
 
 def test_unknown_prices_follow_the_policy(caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(ValueError, match="no price"):
-        with_budget(FakeCompletion(model="fake/unpriced"), Budget(max_cost=1.0, unknown_price="refuse"))
+        with_budget(
+            FakeCompletion(model="fake/unpriced"), Budget(max_cost=1.0, unknown_price="refuse")
+        )
     budget = Budget(max_cost=1.0, max_tokens=10_000)
     chat = with_budget(
         FakeCompletion(lambda call: Reply("ok", usage=USAGE), model="fake/also-unpriced"), budget

@@ -194,7 +194,9 @@ def test_bad_requests_do_not_count_and_are_not_sent_elsewhere() -> None:
     assert store.enter("default:first", CooldownPolicy()).failures == 0
 
 
-def test_when_all_cool_down_the_call_waits_for_the_earliest(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_when_all_cool_down_the_call_waits_for_the_earliest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     clock = Clock()
     store = MemoryCooldownStore(clock=clock)
     slept: list[float] = []

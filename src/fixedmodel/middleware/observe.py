@@ -68,6 +68,12 @@ class CallRecord:
             for a call that reached the model (0 for a cache hit).
         rate_limit_wait: Seconds spent waiting for the rate limiter.
         error: Class name of the exception the call raised, or ``None``.
+        served_by: Name of the routed callable that answered (``with_fallbacks``,
+            ``with_load_balancing``), or ``None``.
+        fallbacks_tried: Fallback callables tried after the primary failed.
+        deployments_tried: Deployments a load balancer sent the call to.
+        route_failures: ``(callable name, error class name)`` of every routed attempt that
+            failed, in order.
     """
 
     model: str | None
@@ -81,6 +87,10 @@ class CallRecord:
     attempts: int
     rate_limit_wait: float
     error: str | None
+    served_by: str | None
+    fallbacks_tried: int
+    deployments_tried: int
+    route_failures: tuple[tuple[str, str], ...]
 
     def __init__(
         self,
@@ -95,6 +105,10 @@ class CallRecord:
         attempts: int,
         rate_limit_wait: float,
         error: str | None,
+        served_by: str | None = None,
+        fallbacks_tried: int = 0,
+        deployments_tried: int = 0,
+        route_failures: tuple[tuple[str, str], ...] = (),
     ) -> None:
         # All fields in one assignment, where a frozen dataclass's own __init__ makes one
         # object.__setattr__ call per field: two records are made per call, and on a cache
@@ -114,6 +128,10 @@ class CallRecord:
                 "attempts": attempts,
                 "rate_limit_wait": rate_limit_wait,
                 "error": error,
+                "served_by": served_by,
+                "fallbacks_tried": fallbacks_tried,
+                "deployments_tried": deployments_tried,
+                "route_failures": route_failures,
             },
         )
 
@@ -260,6 +278,10 @@ def _record(
         attempts=info.attempts or (0 if info.cache_hit else 1),
         rate_limit_wait=info.rate_limit_wait,
         error=None if error is None else type(error).__name__,
+        served_by=info.served_by,
+        fallbacks_tried=info.fallbacks_tried,
+        deployments_tried=info.deployments_tried,
+        route_failures=info.route_failures,
     )
 
 
