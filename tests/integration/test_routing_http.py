@@ -116,7 +116,7 @@ async def test_a_stream_whose_primary_429s_is_served_by_the_fallback(
 async def test_when_all_fail_the_raised_error_carries_every_cause(
     servers: list[OpenAIServer],
 ) -> None:
-    for server, status in zip(servers, (503, 429, 500)):
+    for server, status in zip(servers, (503, 429, 500), strict=True):
         server.enqueue(Fault.status(status))
     async with _chat(servers[0]) as a, _chat(servers[1]) as b, _chat(servers[2]) as c:
         with pytest.raises(litellm.InternalServerError) as raised:

@@ -207,7 +207,7 @@ def test_one_budget_is_shared_by_several_callables() -> None:
 async def test_embeddings_reserve_their_input_only() -> None:
     budget = Budget(max_tokens=1000)
     embed = with_budget(FakeAEmbedding([[0.1, 0.2]]), budget)
-    cost, tokens = _worst_case(embed, input="one two three")
+    _, tokens = _worst_case(embed, input="one two three")
     assert 0 < tokens < 20
     await embed(input="one two three")
     assert budget.status().requests == 1

@@ -215,7 +215,7 @@ def test_mixing_kinds_is_refused_at_wrap_time() -> None:
         with_fallbacks(FakeCompletion(), "not callable")  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue, reportArgumentType]
     with pytest.raises(TypeError, match="FallbackPolicy"):
         with_fallbacks(FakeCompletion(), policy="fast")  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue, reportArgumentType]
-    with pytest.raises(TypeError, match="FallbackPolicy.content_policy"):
+    with pytest.raises(TypeError, match=r"FallbackPolicy\.content_policy"):
         FallbackPolicy(content_policy="yes")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 
 
