@@ -271,3 +271,13 @@ def test_misconfiguration_is_refused_at_wrap_time() -> None:
         CooldownPolicy(when_all_cooling="spin")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="CooldownStore"):
         with_load_balancing([_named("a")], store=object())  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue, reportArgumentType]
+
+
+def test_a_cooling_deployments_share_is_spread_over_the_others() -> None:
+    cooling = FakeCompletion([Fail(429, headers={"retry-after": "60"})], model="m")
+    chat = with_load_balancing(
+        {"cooling": cooling, "b": _named("b"), "c": _named("c")}, strategy="round_robin"
+    )
+    served = Counter(responses.text(chat(messages=MESSAGES)) for _ in range(61))
+    assert len(cooling.calls) == 1
+    assert abs(served["b"] - served["c"]) <= 1

@@ -281,11 +281,13 @@ class _Balanced(Wrapper):
 
     def _order(self, tried: set[int], now: float) -> list[_Deployment]:
         """The untried deployments, best first, that this process does not know to be cooling."""
-        deployments = self._deployments
-        size = len(deployments)
-        start = next(self._turn) % size
-        rotated = [deployments[(start + i) % size] for i in range(size)]
-        candidates = [d for d in rotated if d.index not in tried and d.skip_until <= now]
+        # Known-cooling deployments are left out before the turn is taken, so that their
+        # share is spread over the others instead of going to their neighbour.
+        usable = [d for d in self._deployments if d.index not in tried and d.skip_until <= now]
+        if not usable:
+            return usable
+        start = next(self._turn) % len(usable)
+        candidates = usable[start:] + usable[:start]
         if self._strategy == "least_busy":
             candidates.sort(key=lambda d: d.in_flight)  # Stable: ties stay round-robin.
         elif self._strategy == "usage_based":
