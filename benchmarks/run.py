@@ -37,6 +37,7 @@ from benchmarks import (
     memory,
     overhead,
     redis_limiter,
+    routing,
     stack,
     tracing,
 )
@@ -55,6 +56,7 @@ SECTIONS: dict[str, Section] = {
     "cache-hit": cache_hit.run,
     "memory": memory.run,
     "tracing": tracing.run,
+    "routing": routing.run,
 }
 """The sections, by the name ``--only`` takes, in the order they run."""
 

@@ -235,3 +235,53 @@ def test_misconfiguration_is_refused() -> None:
         with_budget(FakeCompletion(), 5.0)  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue, reportArgumentType]
     shown = repr(Budget(max_cost=2.5, period=60))
     assert "max_cost=2.5" in shown and "period=60" in shown
+
+
+TEXTS = [
+    "Hello there?",
+    "",
+    "日本語のテキストはトークンが多い。" * 20,
+    "emoji 🎉🚀✨ " * 30,
+    "def f(x):\n    return {'a': [x, x ** 2]}\n" * 10,
+    " " * 200,
+    "a" * 1000,
+    "Ünïcödé ñ ç ø ß " * 25,
+]
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-3.5-turbo", "claude-3-5-sonnet-20240620"])
+@pytest.mark.parametrize("text", TEXTS, ids=range(len(TEXTS)))
+def test_the_byte_bound_is_never_below_the_token_count(model: str, text: str) -> None:
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": text, "name": "ann"},
+    ]
+    bound = budget_module._prompt_bound({"messages": messages})
+    counted = litellm.token_counter(model=model, messages=messages)
+    assert bound is not None and bound >= counted
+    embedded = budget_module._prompt_bound({"input": [text, text]})
+    assert embedded is not None and embedded >= 2 * litellm.token_counter(model=model, text=text)
+
+
+def test_content_the_bytes_cannot_bound_is_counted() -> None:
+    image = [{"type": "image_url", "image_url": {"url": "https://x.invalid/a.png"}}]
+    assert budget_module._prompt_bound({"messages": [{"role": "user", "content": image}]}) is None
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    assert budget_module._prompt_bound({"messages": MESSAGES, "tools": tools}) is None
+    call = {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}
+    assert budget_module._prompt_bound({"messages": [call]}) is None
+    assert budget_module._prompt_bound({"input": [[1, 2, 3]]}) is None
+
+
+def test_near_the_cap_the_prompt_is_counted_exactly_before_refusing() -> None:
+    fake = FakeCompletion(lambda call: Reply("ok", usage=USAGE), model=MODEL)
+    long_prompt = [{"role": "user", "content": "word " * 400}]
+    probe: Any = with_budget(fake, Budget(max_cost=1.0))
+    exact, _ = probe._worst_case(probe._read({"messages": long_prompt, "max_tokens": 10}))
+    cheap, _ = probe._worst_case(
+        probe._read({"messages": long_prompt, "max_tokens": 10}), exact=False
+    )
+    assert cheap > exact  # 2000 bytes bound about 400 tokens.
+    budget = Budget(max_cost=exact / 1e9)
+    with_budget(fake, budget)(messages=long_prompt, max_tokens=10)  # Fits only when counted.
+    assert len(fake.calls) == 1

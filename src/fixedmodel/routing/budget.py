@@ -319,6 +319,49 @@ def _warn_unpriced(model: str | None) -> None:
     )
 
 
+# Tokens a chat message costs beyond its text, and a conversation beyond its messages:
+# above what litellm.token_counter adds (OpenAI's rule: 3 per message, 1 for a name, 3 to
+# prime the answer).
+_PER_MESSAGE = 8
+_PER_CONVERSATION = 8
+
+
+def _prompt_bound(request: dict[str, Any]) -> int | None:
+    """An upper bound of a text-only prompt's tokens, from its UTF-8 bytes; None otherwise.
+
+    Every token of a byte-level BPE tokenizer (OpenAI's, Anthropic's, Llama 3's) or of a
+    SentencePiece one with byte fallback covers at least one byte, so the bytes of a text
+    bound its tokens. This costs a microsecond where counting costs tens; the layer counts
+    exactly when the bound would be refused. Images, audio, files, tool definitions and
+    tool calls are priced by their own rules: for them there is no bound here (``None``).
+    """
+    if request_kind(request) == "embedding":
+        given = request.get("input")
+        if isinstance(given, str):
+            return len(given.encode()) + 1
+        if isinstance(given, list) and all(isinstance(item, str) for item in given):  # pyright: ignore[reportUnknownVariableType]
+            texts: list[str] = given  # pyright: ignore[reportUnknownVariableType]
+            return sum(len(text.encode()) + 1 for text in texts)
+        return None
+    messages = request.get("messages")
+    if request.get("tools") or request.get("functions") or not isinstance(messages, list):
+        return None
+    total = _PER_CONVERSATION
+    for message in messages:  # pyright: ignore[reportUnknownVariableType]
+        if not isinstance(message, dict):
+            return None
+        for name, value in message.items():  # pyright: ignore[reportUnknownVariableType]
+            if name not in ("role", "content", "name"):
+                return None
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                return None
+            total += len(value.encode())
+        total += _PER_MESSAGE
+    return total
+
+
 def _requested_output(request: dict[str, Any], default: int) -> int:
     for name in ("max_completion_tokens", "max_tokens"):
         value = request.get(name)
@@ -405,8 +448,12 @@ class _Budgeted(Wrapper):
         """The budget this callable spends from."""
         return self._budget
 
-    def _worst_case(self, request: dict[str, Any]) -> tuple[int, int]:
-        """The call's worst case: (nano-USD, tokens)."""
+    def _worst_case(self, request: dict[str, Any], *, exact: bool = True) -> tuple[int, int]:
+        """The call's worst case: (nano-USD, tokens).
+
+        With ``exact=False`` the prompt may be bounded by its UTF-8 bytes instead of counted
+        (see :func:`_prompt_bound`): never less than the count, and much cheaper.
+        """
         budget, prices = self._budget, self._prices
         limit = prices.max_output_tokens if prices is not None else None
         per_choice = _requested_output(request, limit or budget.assumed_completion_tokens)
@@ -414,8 +461,10 @@ class _Budgeted(Wrapper):
             per_choice = 0
         choices = request.get("n")
         outputs = per_choice * (choices if isinstance(choices, int) and choices > 0 else 1)
-        total = estimate_tokens(request, self._model, per_choice)
-        prompt = max(total - outputs, 0)
+        prompt = None if exact else _prompt_bound(request)
+        if prompt is None:
+            prompt = max(estimate_tokens(request, self._model, per_choice) - outputs, 0)
+        total = prompt + outputs
         if budget._caps.cost is None:  # pyright: ignore[reportPrivateUsage]
             return 0, total
         if prices is None:
@@ -486,8 +535,13 @@ class _AsyncBudgeted(_Budgeted):
         budget = self._budget
         store, key, caps = budget._store, budget._key, budget._caps  # pyright: ignore[reportPrivateUsage]
         request = self._read(kwargs)
-        cost, tokens = self._worst_case(request)
+        cost, tokens = self._worst_case(request, exact=False)
         reservation = await store.areserve(key, caps, cost, tokens)
+        if not reservation.granted:  # Near the cap: count exactly before refusing.
+            exact = self._worst_case(request)
+            if exact != (cost, tokens):
+                cost, tokens = exact
+                reservation = await store.areserve(key, caps, cost, tokens)
         if not reservation.granted:
             raise budget._refusal(reservation, cost, tokens)  # pyright: ignore[reportPrivateUsage]
         held = _Held(reservation.window, cost, tokens)
@@ -526,8 +580,13 @@ class _SyncBudgeted(_Budgeted):
         budget = self._budget
         store, key, caps = budget._store, budget._key, budget._caps  # pyright: ignore[reportPrivateUsage]
         request = self._read(kwargs)
-        cost, tokens = self._worst_case(request)
+        cost, tokens = self._worst_case(request, exact=False)
         reservation = store.reserve(key, caps, cost, tokens)
+        if not reservation.granted:  # Near the cap: count exactly before refusing.
+            exact = self._worst_case(request)
+            if exact != (cost, tokens):
+                cost, tokens = exact
+                reservation = store.reserve(key, caps, cost, tokens)
         if not reservation.granted:
             raise budget._refusal(reservation, cost, tokens)  # pyright: ignore[reportPrivateUsage]
         held = _Held(reservation.window, cost, tokens)
