@@ -49,13 +49,14 @@ def http_servers() -> Iterator[list[OpenAIServer]]:
             server.stop()
 
 
-def _balanced(urls: list[str], redis_url: str, namespace: str, store_out: list[Any]) -> Any:
+def _balanced(urls: list[str], redis_url: str, namespace: str, owned: list[Any]) -> Any:
+    """A load balancer over ``urls`` sharing cooldowns in Redis; what to close goes to owned."""
     store = RedisCooldownStore(redis_url, namespace=namespace)
-    store_out.append(store)
     deployments = {
         f"region-{i}": bind_completion(MODEL, api_base=url, api_key="k")
         for i, url in enumerate(urls)
     }
+    owned += [store, *deployments.values()]
     return with_load_balancing(deployments, "round_robin", store=store, key="gpt")
 
 
@@ -63,7 +64,8 @@ def second_process(urls: list[str], redis_url: str, namespace: str, results: Que
     stores: list[Any] = []
     chat = _balanced(urls, redis_url, namespace, stores)
     served = [responses.text(chat(messages=MESSAGES)) for _ in range(6)]
-    stores[0].close()
+    for owned in stores:
+        owned.close()
     results.put(served)
 
 
@@ -79,7 +81,8 @@ def test_a_second_process_skips_the_deployment_the_first_saw_failing(
     # The first call lands on region-0, which 429s with Retry-After: it cools down in Redis.
     assert responses.text(chat(messages=MESSAGES)) == healthy.reply_text
     assert failing.request_count() == 1
-    stores[0].close()
+    for owned in stores:
+        owned.close()
 
     results = FORK.Queue()
     worker = FORK.Process(target=second_process, args=(urls, redis_server.url, namespace, results))
