@@ -311,3 +311,62 @@ async def test_the_canonical_stack_keeps_every_contract(servers: list[OpenAIServ
         assert sum(s.request_count() for s in servers) == before + 1
     assert backup_server.request_count() == 0
     assert budget.status().requests == sum(s.request_count() for s in servers)
+
+
+async def test_a_stream_that_fails_before_its_first_chunk_falls_back(
+    servers: list[OpenAIServer],
+) -> None:
+    primary, backup, _ = servers
+    primary.enqueue(Fault.truncated_stream(chunks_before_close=0))
+    async with _chat(primary) as first, _chat(backup) as second:
+        with call_scope() as info:
+            stream = await with_fallbacks(first, second)(messages=MESSAGES, stream=True)
+        assert isinstance(stream, litellm.CustomStreamWrapper)
+        text = "".join([piece async for piece in responses.atext_deltas(stream)])
+    assert text == backup.reply_text  # The first chunk, read by the layer, is not lost.
+    assert [s.request_count() for s in (primary, backup)] == [1, 1]
+    assert info.served_by == "openai/gpt-4o-mini#1"
+
+
+async def test_a_stream_that_fails_after_its_first_chunk_is_the_callers(
+    servers: list[OpenAIServer],
+) -> None:
+    primary, backup, _ = servers
+    primary.enqueue(Fault.truncated_stream(chunks_before_close=2))
+    async with _chat(primary) as first, _chat(backup) as second:
+        stream = await with_fallbacks(first, second)(messages=MESSAGES, stream=True)
+        # litellm raises its MidStreamFallbackError (a ServiceUnavailableError) here.
+        with pytest.raises(litellm.ServiceUnavailableError):
+            async for _ in stream:
+                pass
+    assert backup.request_count() == 0
+
+
+def test_a_sync_stream_that_fails_before_its_first_chunk_falls_back(
+    servers: list[OpenAIServer],
+) -> None:
+    primary, backup, _ = servers
+    primary.enqueue(Fault.truncated_stream(chunks_before_close=0))
+    with (
+        bind_completion(MODEL, api_base=primary.base_url, api_key="k") as first,
+        bind_completion(MODEL, api_base=backup.base_url, api_key="k") as second,
+    ):
+        stream = with_fallbacks(first, second)(messages=MESSAGES, stream=True)
+        text = "".join(responses.text_deltas(stream))
+    assert text == backup.reply_text
+    assert [s.request_count() for s in (primary, backup)] == [1, 1]
+
+
+async def test_a_deployment_whose_stream_fails_before_its_first_chunk_is_replaced(
+    servers: list[OpenAIServer],
+) -> None:
+    broken, healthy, _ = servers
+    broken.enqueue(Fault.truncated_stream(chunks_before_close=0))
+    async with _chat(broken) as a, _chat(healthy) as b:
+        chat = with_load_balancing({"broken": a, "healthy": b}, strategy="round_robin")
+        with call_scope() as info:
+            stream = await chat(messages=MESSAGES, stream=True)
+        text = "".join([piece async for piece in responses.atext_deltas(stream)])
+    assert text == healthy.reply_text
+    assert info.served_by == "healthy"
+    assert [name for name, _ in info.route_failures] == ["broken"]

@@ -227,3 +227,24 @@ def test_repr_and_model_show_the_primary_without_secrets() -> None:
     shown = repr(chat)
     assert "gpt-4o-mini" in shown
     assert "sk-secret-value" not in shown
+
+
+async def test_a_stream_read_ahead_by_nested_routing_layers_loses_no_chunk() -> None:
+    from fixedmodel import with_load_balancing
+
+    one = FakeACompletion(lambda call: "one two three", model="m")
+    two = FakeACompletion(lambda call: "one two three", model="m")
+    backup = FakeACompletion([], model="b")
+    chat = with_fallbacks(with_load_balancing([one, two]), backup)
+    stream = await chat(messages=MESSAGES, stream=True)
+    assert type(stream).__name__ == "CustomStreamWrapper"
+    assert isinstance(stream, litellm.CustomStreamWrapper)
+    text = "".join([piece async for piece in responses.atext_deltas(stream)])
+    assert text == "one two three"
+
+
+def test_the_last_callables_stream_is_returned_unread() -> None:
+    only = FakeCompletion(["a b"], model="m")
+    stream = with_fallbacks(only)(messages=MESSAGES, stream=True)
+    assert "_fixedmodel_first" not in vars(stream)
+    assert "".join(responses.text_deltas(stream)) == "a b"

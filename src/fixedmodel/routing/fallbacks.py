@@ -6,10 +6,12 @@ error its :class:`FallbackPolicy` deems fallback-worthy, the same request goes t
 fails, the last error is raised, with a note per earlier failure, and
 :func:`fallback_causes` returns all of them.
 
-A stream falls back while its provider fails before litellm hands the stream back, which is
-when HTTP errors (429, 5xx, 401, ...) and connection failures arrive: litellm sends the
-request and reads the status before it returns the stream. Once the caller holds the
-stream, a failure while reading it is the caller's: chunks may already have been shown.
+A stream falls back while its provider fails before the first chunk reaches the caller:
+when litellm opens it (HTTP errors such as 429, 5xx, 401, and connection failures arrive
+then) and while its first chunk is read. Unless it is the last callable, the layer reads that
+chunk itself before returning the stream, and hands it back first (the stream stays
+litellm's own object). A failure after the first chunk is the caller's: text may already
+have been shown.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from fixedmodel.middleware._call import (
     leave_call,
 )
 from fixedmodel.middleware._errors import is_retryable
+from fixedmodel.routing._first_chunk import afirst_chunk, first_chunk, is_stream
 from fixedmodel.routing._route import (
     LOGGER,
     add_note,
@@ -221,10 +224,13 @@ class _AsyncFallbacks(_Fallbacks):
         info, opened = join_call()
         arguments = forward(kwargs)
         failures: list[tuple[str, BaseException]] = []
+        last = len(self._calls) - 1
         try:
             for index, call in enumerate(self._calls):
                 try:
                     result = await call(**arguments)
+                    if index < last and is_stream(result):
+                        await afirst_chunk(result)  # A failure before it still falls back.
                 except Exception as error:
                     if self._failed(info, index, error, failures):
                         continue
@@ -245,10 +251,13 @@ class _SyncFallbacks(_Fallbacks):
         info, opened = join_call()
         arguments = forward(kwargs)
         failures: list[tuple[str, BaseException]] = []
+        last = len(self._calls) - 1
         try:
             for index, call in enumerate(self._calls):
                 try:
                     result = call(**arguments)
+                    if index < last and is_stream(result):
+                        first_chunk(result)  # A failure before it still falls back.
                 except Exception as error:
                     if self._failed(info, index, error, failures):
                         continue

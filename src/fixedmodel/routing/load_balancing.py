@@ -50,6 +50,7 @@ from fixedmodel.middleware._errors import is_rate_limit, is_retryable, retry_aft
 from fixedmodel.middleware._streams import watch_stream
 from fixedmodel.middleware._tokens import estimate_tokens, used_tokens
 from fixedmodel.middleware.rate_limit import RateLimit, RateLimiter
+from fixedmodel.routing._first_chunk import afirst_chunk, first_chunk, is_stream
 from fixedmodel.routing._route import (
     LOGGER,
     add_note,
@@ -325,7 +326,7 @@ class _Balanced(Wrapper):
                 with self._lock:
                     deployment.usage.tokens += used - usage[1]
                     usage[1] = float(used)
-        if isinstance(result, litellm_module().CustomStreamWrapper):
+        if is_stream(result):
             # A stream keeps the deployment busy until it ends.
             stream: Any = result  # litellm's stream class, checked just above
             watch_stream(stream, lambda _end: self._finished(deployment))
@@ -404,6 +405,8 @@ class _AsyncBalanced(_Balanced):
                 usage = self._start(deployment, arguments)
                 try:
                     result = await deployment.call(**arguments)
+                    if len(tried) < len(self._deployments) and is_stream(result):
+                        await afirst_chunk(result)  # A failure before it may go elsewhere.
                 except Exception as error:
                     self._failed(info, deployment, error, failures)
                     await self._report_failure(deployment, entry, error)
@@ -470,6 +473,8 @@ class _SyncBalanced(_Balanced):
                 usage = self._start(deployment, arguments)
                 try:
                     result = deployment.call(**arguments)
+                    if len(tried) < len(self._deployments) and is_stream(result):
+                        first_chunk(result)  # A failure before it may go elsewhere.
                 except Exception as error:
                     self._failed(info, deployment, error, failures)
                     self._report_failure(deployment, entry, error)
