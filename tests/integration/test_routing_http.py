@@ -163,7 +163,7 @@ def test_a_failing_deployment_cools_down_then_gets_one_probe(
     servers: list[OpenAIServer],
 ) -> None:
     failing, healthy, _ = servers
-    policy = CooldownPolicy(failures=2, cooldown=1.0)
+    policy = CooldownPolicy(failures=2, cooldown=0.5)
     with (
         bind_completion(MODEL, api_base=failing.base_url, api_key="k") as a,
         bind_completion(MODEL, api_base=healthy.base_url, api_key="k") as b,
@@ -174,17 +174,22 @@ def test_a_failing_deployment_cools_down_then_gets_one_probe(
             assert responses.text(chat(messages=MESSAGES)) == healthy.reply_text
         assert failing.request_count() == 2  # The second failure opened the circuit.
         opened = time.monotonic()
-        while time.monotonic() - opened < 0.8:
+        while time.monotonic() - opened < 0.4:
             chat(messages=MESSAGES)
         assert failing.request_count() == 2  # Cooling: not one request.
-        time.sleep(max(0.0, opened + 1.05 - time.monotonic()))
-        failing.clear_faults()
-        for _ in range(6):
+        time.sleep(max(0.0, opened + 0.55 - time.monotonic()))
+        for _ in range(6):  # Half-open: one probe, which fails and cools it down again.
             chat(messages=MESSAGES)
-    # One probe, which succeeded; afterwards round-robin sends it its share again.
-    probe = failing.requests[2]
-    assert probe.arrived_at - opened >= 1.0 - 0.05
-    assert failing.request_count() >= 3
+        assert failing.request_count() == 3
+        reopened = time.monotonic()
+        failing.clear_faults()
+        time.sleep(max(0.0, reopened + 0.55 - time.monotonic()))
+        for _ in range(6):  # The next probe succeeds: round-robin gives it its share again.
+            chat(messages=MESSAGES)
+    first_probe, second_probe = failing.requests[2], failing.requests[3]
+    assert first_probe.arrived_at - opened >= 0.5 - 0.05
+    assert second_probe.arrived_at - first_probe.arrived_at >= 0.5 - 0.05
+    assert failing.request_count() == 3 + 3
 
 
 # Budgets
