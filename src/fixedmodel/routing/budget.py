@@ -196,7 +196,11 @@ class Budget:
         return self._caps.period
 
     def status(self) -> BudgetStatus:
-        """Where the budget stands now (a round trip to a shared store)."""
+        """Where the budget stands now (a round trip to a shared store).
+
+        Raises:
+            RedisUnavailableError: The budget's Redis store could not be read.
+        """
         return self._status(self._store.committed(self._key, self._caps))
 
     async def astatus(self) -> BudgetStatus:

@@ -292,7 +292,9 @@ class _Balanced(Wrapper):
         if self._strategy == "least_busy":
             candidates.sort(key=lambda d: d.in_flight)  # Stable: ties stay round-robin.
         elif self._strategy == "usage_based":
-            candidates.sort(key=lambda d: d.usage.used_share(now))
+            with self._lock:  # used_share drops old entries: one thread at a time.
+                shares = {d.index: d.usage.used_share(now) for d in candidates}
+            candidates.sort(key=lambda d: shares[d.index])
         return candidates
 
     def _refused(self, deployment: _Deployment, entry: Entry, now: float) -> None:

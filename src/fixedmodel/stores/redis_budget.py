@@ -50,6 +50,8 @@ _SCRIPT = LuaScript(
     """
 local base, op = KEYS[1], ARGV[1]
 local period = tonumber(ARGV[2])
+-- Scripts that read TIME must be replicated as their effects (the default from Redis 5).
+if redis.replicate_commands then redis.replicate_commands() end
 local window, resets = 0, -1
 if op ~= 'settle' then
   if period > 0 then
