@@ -18,6 +18,7 @@ from fixedmodel import (
     CallRecord,
     CooldownPolicy,
     MemoryCacheStore,
+    MemoryLimiterStore,
     RateLimit,
     RateLimiter,
     RetryPolicy,
@@ -34,6 +35,7 @@ from fixedmodel import (
     with_retries,
 )
 from fixedmodel.middleware._call import call_scope
+from fixedmodel.stores import Acquisition
 from tests.support.openai_server import Fault, OpenAIServer
 
 MESSAGES = [{"role": "user", "content": "Hello there?"}]
@@ -268,6 +270,21 @@ async def test_a_stream_is_settled_from_its_final_usage_chunk(
 # Composition: the canonical stack with the routing layers in place.
 
 
+class RecordingStore(MemoryLimiterStore):
+    """The in-process limiter store, noting the clock of every admission."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic
+        super().__init__(clock=lambda: self.now())
+        self.admitted: list[float] = []
+
+    def acquire(self, key: str, limit: RateLimit, tokens: int) -> Acquisition:
+        decision = super().acquire(key, limit, tokens)
+        if decision.granted:
+            self.admitted.append(self.now())
+        return decision
+
+
 class ListSink:
     def __init__(self) -> None:
         self.records: list[CallRecord] = []
@@ -278,7 +295,9 @@ class ListSink:
 
 async def test_the_canonical_stack_keeps_every_contract(servers: list[OpenAIServer]) -> None:
     primary_server, second_server, backup_server = servers
-    limiter = RateLimiter(RateLimit(requests=1000, period=1.0))
+    limit = RateLimit(requests=8, period=0.5)  # One quota over every deployment.
+    store = RecordingStore()
+    limiter = RateLimiter(limit, store=store)
     budget = Budget(max_requests=1000)
     sink = ListSink()
     primary_server.enqueue(Fault.status(503), Fault.status(503), Fault.status(503))
@@ -314,7 +333,18 @@ async def test_the_canonical_stack_keeps_every_contract(servers: list[OpenAIServ
         same = [{"role": "user", "content": "same question"}]
         await asyncio.gather(*(chat(messages=same) for _ in range(20)))
         assert sum(s.request_count() for s in servers) == before + 1
+        # Limits never exceeded: 24 distinct concurrent calls over one shared limiter.
+        await asyncio.gather(
+            *(chat(messages=[{"role": "user", "content": f"q{i}"}]) for i in range(24))
+        )
     assert backup_server.request_count() == 0
+    # Every request was admitted by the limiter, and no window of one period (by the
+    # store's clock) admitted more than the limit.
+    assert len(store.admitted) == sum(s.request_count() for s in servers)
+    assert limit.requests is not None
+    for start in store.admitted:
+        inside = [t for t in store.admitted if start <= t < start + limit.period]
+        assert len(inside) <= limit.requests
     assert budget.status().requests == sum(s.request_count() for s in servers)
 
 
