@@ -281,3 +281,18 @@ def test_a_cooling_deployments_share_is_spread_over_the_others() -> None:
     served = Counter(responses.text(chat(messages=MESSAGES)) for _ in range(61))
     assert len(cooling.calls) == 1
     assert abs(served["b"] - served["c"]) <= 1
+
+
+def test_a_deployment_whose_budget_is_spent_passes_the_call_on_without_cooling() -> None:
+    from fixedmodel import Budget, with_budget
+
+    spent = Budget(max_requests=1)
+    store = MemoryCooldownStore()
+    first = with_budget(_named("first"), spent)
+    chat = with_load_balancing(
+        {"first": first, "second": _named("second")}, strategy="round_robin", store=store
+    )
+    served = [responses.text(chat(messages=MESSAGES)) for _ in range(6)]
+    assert served.count("first") == 1
+    assert served.count("second") == 5
+    assert store.enter("default:first", CooldownPolicy()).failures == 0

@@ -5,7 +5,8 @@ chosen by a strategy. A deployment that fails cools down and is skipped until it
 circuit breaker per deployment (closed, open, half-open with one probe at a time; the rule is
 in :mod:`fixedmodel.stores._cooldown_store`). A call that fails on one deployment with an
 error another may not have (429, 5xx, timeout, connection, 401/403) goes to the next
-deployment at once. Cooldown state lives in a store: in process by default,
+deployment at once, as does a call a deployment's own ``with_budget`` refused. Cooldown state
+lives in a store: in process by default,
 :class:`~fixedmodel.stores.redis_cooldown.RedisCooldownStore` to share it across processes.
 
 Strategies:
@@ -217,6 +218,11 @@ def _counts_against(error: BaseException) -> bool:
     return isinstance(error, (litellm.AuthenticationError, litellm.PermissionDeniedError))
 
 
+def _is_budget_refusal(error: BaseException) -> bool:
+    """A ``with_budget`` under one deployment refused the call: another may have budget."""
+    return isinstance(error, litellm_module().BudgetExceededError)
+
+
 def _cool_for(error: BaseException, policy: CooldownPolicy) -> float | None:
     if not is_rate_limit(error):
         return None
@@ -351,7 +357,8 @@ class _Balanced(Wrapper):
         failures.append((deployment.name, error))
 
     def _goes_on(self, error: Exception, tried: set[int]) -> bool:
-        return _counts_against(error) and len(tried) < len(self._deployments)
+        untried = len(tried) < len(self._deployments)
+        return untried and (_counts_against(error) or _is_budget_refusal(error))
 
     def _wait_or_raise(
         self, tried: set[int], failures: list[tuple[str, BaseException]], waited: float
@@ -448,6 +455,9 @@ class _AsyncBalanced(_Balanced):
             )
             if cool_for is not None:
                 deployment.skip_until = time.monotonic() + min(cool_for, _REMEMBER_REFUSAL)
+        elif _is_budget_refusal(error):  # Nothing was sent: no verdict on the deployment.
+            if entry.probe:
+                await self._store.areleased(deployment.key)
         elif entry.probe or entry.failures:  # It answered: the deployment itself is fine.
             await self._store.asucceeded(deployment.key)
 
@@ -512,6 +522,9 @@ class _SyncBalanced(_Balanced):
             self._store.failed(deployment.key, self._policy, probe=entry.probe, cool_for=cool_for)
             if cool_for is not None:
                 deployment.skip_until = time.monotonic() + min(cool_for, _REMEMBER_REFUSAL)
+        elif _is_budget_refusal(error):
+            if entry.probe:
+                self._store.released(deployment.key)
         elif entry.probe or entry.failures:
             self._store.succeeded(deployment.key)
 
