@@ -285,3 +285,21 @@ def test_near_the_cap_the_prompt_is_counted_exactly_before_refusing() -> None:
     budget = Budget(max_cost=exact / 1e9)
     with_budget(fake, budget)(messages=long_prompt, max_tokens=10)  # Fits only when counted.
     assert len(fake.calls) == 1
+
+
+def test_the_worst_case_reads_the_request_litellm_will_receive() -> None:
+    # A bound default counts like a keyword of the call; n multiplies the output.
+    bound_default = with_budget(
+        FakeCompletion(["ok"], model=MODEL, max_tokens=50), Budget(max_cost=1.0)
+    )
+    _, tokens = _worst_case(bound_default, messages=MESSAGES)
+    _, explicit = _worst_case(bound_default, messages=MESSAGES, max_tokens=50)
+    assert tokens == explicit
+    _, three = _worst_case(bound_default, messages=MESSAGES, n=3)
+    assert three - tokens == 2 * 50
+    _, via_extra = _worst_case(
+        with_budget(FakeCompletion(["ok"], model=MODEL), Budget(max_cost=1.0)),
+        messages=MESSAGES,
+        extra_params={"max_tokens": 50},
+    )
+    assert via_extra == tokens
