@@ -248,3 +248,18 @@ def test_the_last_callables_stream_is_returned_unread() -> None:
     stream = with_fallbacks(only)(messages=MESSAGES, stream=True)
     assert "_fixedmodel_first" not in vars(stream)
     assert "".join(responses.text_deltas(stream)) == "a b"
+
+
+def test_the_log_line_of_a_routed_call_says_where_it_went(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from fixedmodel import with_logging
+
+    chat = with_logging(
+        with_fallbacks(FakeCompletion([Fail(503)], model="a/one"), FakeCompletion(["ok"]))
+    )
+    with caplog.at_level(logging.INFO, logger="fixedmodel"):
+        chat(messages=MESSAGES)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "fixedmodel"]
+    assert "served_by=fake/model#1 fallbacks_tried=1 deployments_tried=0" in line
+    assert "route_failures=a/one#0:ServiceUnavailableError" in line

@@ -369,6 +369,16 @@ _LOG_MESSAGE = (
     "llm %s model=%s latency_ms=%.1f prompt_tokens=%d completion_tokens=%d "
     "attempts=%d cache_hit=%s stream=%s error=%s"
 )
+# A call a routing layer handled also says where it went (added only then, so that the
+# records of other calls keep their text).
+_ROUTED = " served_by=%s fallbacks_tried=%d deployments_tried=%d route_failures=%s"
+
+
+def _routing_text(call: CallRecord) -> tuple[str, tuple[object, ...]]:
+    if call.served_by is None and not call.route_failures:
+        return "", ()
+    failures = ",".join(f"{name}:{error}" for name, error in call.route_failures) or "-"
+    return _ROUTED, (call.served_by, call.fallbacks_tried, call.deployments_tried, failures)
 
 
 def _log_emitter(logger: logging.Logger, level: int) -> Callable[[CallRecord], None]:
@@ -377,12 +387,13 @@ def _log_emitter(logger: logging.Logger, level: int) -> Callable[[CallRecord], N
         # Made and handled directly, as logger.log would after finding its caller: walking
         # the stack for that costs as much as the rest of a cache hit, and the caller is
         # always this function. (with_logging asked logger.isEnabledFor before this.)
+        routed, routing = _routing_text(call)
         record = logger.makeRecord(
             logger.name,
             log_level,
             _EMIT_FILE,
             _EMIT_LINE,
-            _LOG_MESSAGE,
+            _LOG_MESSAGE + routed,
             (
                 call.kind,
                 call.model,
@@ -393,6 +404,7 @@ def _log_emitter(logger: logging.Logger, level: int) -> Callable[[CallRecord], N
                 call.cache_hit,
                 call.stream,
                 call.error,
+                *routing,
             ),
             None,
             "emit",
