@@ -227,7 +227,7 @@ def test_when_all_cool_down_raise_says_when_one_recovers() -> None:
     from fixedmodel.middleware._errors import retry_after
 
     advice = retry_after(raised.value)
-    assert advice is not None and 0 < advice <= 1.0  # Remembered locally for at most 1 s.
+    assert advice is not None and 19.0 < advice <= 20.0  # What the store said.
     assert len(only.calls) == 1
 
 
@@ -296,3 +296,35 @@ def test_a_deployment_whose_budget_is_spent_passes_the_call_on_without_cooling()
     assert served.count("first") == 1
     assert served.count("second") == 5
     assert store.enter("default:first", CooldownPolicy()).failures == 0
+
+
+def test_a_long_cooldown_is_waited_out_in_bounded_steps_or_raised_past_max_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+
+    monkeypatch.setattr(lb_module, "_sync_sleep", sleep)
+    monkeypatch.setattr(lb_module.time, "monotonic", lambda: clock.now)
+    store = MemoryCooldownStore(clock=clock)
+    only = FakeCompletion([Fail(429, headers={"retry-after": "20"}), "ok"], model="m")
+    chat = with_load_balancing([only], store=store, cooldown=CooldownPolicy(max_wait=30.0))
+    with pytest.raises(litellm.RateLimitError):
+        chat(messages=MESSAGES)
+    assert responses.text(chat(messages=MESSAGES)) == "ok"
+    assert sum(slept) == pytest.approx(20.0, abs=0.01)
+    assert max(slept) <= 1.0  # A probe elsewhere may end early: it looks again each second.
+    impatient = with_load_balancing(
+        [FakeCompletion([Fail(429, headers={"retry-after": "60"})], model="m")],
+        cooldown=CooldownPolicy(max_wait=30.0),
+    )
+    with pytest.raises(litellm.RateLimitError):
+        impatient(messages=MESSAGES)
+    slept.clear()
+    with pytest.raises(litellm.RateLimitError, match="cooling down"):
+        impatient(messages=MESSAGES)
+    assert slept == []  # 60 s is past max_wait: raised at once.

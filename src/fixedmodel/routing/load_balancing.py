@@ -196,7 +196,17 @@ class _Usage:
 
 
 class _Deployment:
-    __slots__ = ("call", "in_flight", "index", "key", "name", "read", "skip_until", "usage")
+    __slots__ = (
+        "call",
+        "in_flight",
+        "index",
+        "key",
+        "name",
+        "read",
+        "recovers_at",
+        "skip_until",
+        "usage",
+    )
 
     def __init__(self, index: int, name: str, function: ModelCallable, group: str) -> None:
         self.index = index
@@ -205,6 +215,9 @@ class _Deployment:
         self.call: Callable[..., Any] = function
         self.key = f"{group}:{name}"
         self.in_flight = 0
+        # When the store said it could be tried again, and until when this process does not
+        # ask the store about it (at most _REMEMBER_REFUSAL later than the answer).
+        self.recovers_at = 0.0
         self.skip_until = 0.0
         self.usage = _Usage(_limit_of(function))
         self.read = request_reader(function)
@@ -228,6 +241,12 @@ def _cool_for(error: BaseException, policy: CooldownPolicy) -> float | None:
         return None
     advice = retry_after(error)
     return None if advice is None else min(max(advice, 0.001), policy.max_retry_after)
+
+
+def _cooling(deployment: _Deployment, now: float, retry_in: float) -> None:
+    """Remember that the store says ``deployment`` recovers in ``retry_in`` seconds."""
+    deployment.recovers_at = now + retry_in
+    deployment.skip_until = now + min(retry_in, _REMEMBER_REFUSAL)
 
 
 def _all_cooling(model: str | None, retry_in: float, names: Sequence[str]) -> Exception:
@@ -304,10 +323,10 @@ class _Balanced(Wrapper):
         return candidates
 
     def _refused(self, deployment: _Deployment, entry: Entry, now: float) -> None:
-        deployment.skip_until = now + min(entry.retry_in, _REMEMBER_REFUSAL)
+        _cooling(deployment, now, entry.retry_in)
 
     def _earliest(self, tried: set[int], now: float) -> float:
-        waits = [max(d.skip_until - now, 0.0) for d in self._deployments if d.index not in tried]
+        waits = [max(d.recovers_at - now, 0.0) for d in self._deployments if d.index not in tried]
         return min(waits) if waits else 0.0
 
     def _start(self, deployment: _Deployment, arguments: dict[str, Any]) -> list[float] | None:
@@ -373,7 +392,9 @@ class _Balanced(Wrapper):
         if policy.when_all_cooling == "raise" or waited + retry_in > policy.max_wait:
             raise _all_cooling(self.model, retry_in, [d.name for d in self._deployments])
         LOGGER.debug("with_load_balancing: every deployment is cooling; waiting %.3f s", retry_in)
-        return retry_in
+        # A probe out on another caller may end sooner than its lease: look again at least
+        # every _REMEMBER_REFUSAL seconds.
+        return min(retry_in, _REMEMBER_REFUSAL) if _REMEMBER_REFUSAL > 0 else retry_in
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{d.name!r}: {d.call!r}" for d in self._deployments)
@@ -454,7 +475,7 @@ class _AsyncBalanced(_Balanced):
                 deployment.key, self._policy, probe=entry.probe, cool_for=cool_for
             )
             if cool_for is not None:
-                deployment.skip_until = time.monotonic() + min(cool_for, _REMEMBER_REFUSAL)
+                _cooling(deployment, time.monotonic(), cool_for)
         elif _is_budget_refusal(error):  # Nothing was sent: no verdict on the deployment.
             if entry.probe:
                 await self._store.areleased(deployment.key)
@@ -521,7 +542,7 @@ class _SyncBalanced(_Balanced):
             cool_for = _cool_for(error, self._policy)
             self._store.failed(deployment.key, self._policy, probe=entry.probe, cool_for=cool_for)
             if cool_for is not None:
-                deployment.skip_until = time.monotonic() + min(cool_for, _REMEMBER_REFUSAL)
+                _cooling(deployment, time.monotonic(), cool_for)
         elif _is_budget_refusal(error):
             if entry.probe:
                 self._store.released(deployment.key)
