@@ -303,3 +303,18 @@ def test_the_worst_case_reads_the_request_litellm_will_receive() -> None:
         extra_params={"max_tokens": 50},
     )
     assert via_extra == tokens
+
+
+def test_a_cache_hit_under_the_budget_costs_nothing() -> None:
+    from fixedmodel import with_cache
+
+    budget = Budget(max_cost=1.0)
+    fake = FakeCompletion(lambda call: Reply("ok", usage=USAGE), model=MODEL)
+    chat = with_budget(with_cache(fake), budget)
+    chat(messages=MESSAGES, max_tokens=100)
+    spent = budget.status()
+    chat(messages=MESSAGES, max_tokens=100)  # The same request: a hit.
+    assert len(fake.calls) == 1
+    after = budget.status()
+    assert after.cost == pytest.approx(spent.cost) and after.tokens == spent.tokens
+    assert after.requests == 2  # It still went through the budget as a request.

@@ -495,6 +495,10 @@ class _Budgeted(Wrapper):
 
     def _correction(self, held: _Held, result: object) -> tuple[int, int] | None:
         """(cost, tokens) to add to the reservation of a finished, non-stream call."""
+        hidden = read_attribute(result, "_hidden_params")
+        if isinstance(hidden, dict) and cast("dict[str, object]", hidden).get("cache_hit") is True:
+            # A cache's answer (fixedmodel's or litellm's) spent nothing, whatever its usage.
+            return -held.cost, -held.tokens
         usage = read_attribute(result, "usage")
         tokens = _usage_tokens(usage)
         if tokens is None:
