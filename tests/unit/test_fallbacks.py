@@ -263,3 +263,15 @@ def test_the_log_line_of_a_routed_call_says_where_it_went(
     (line,) = [r.getMessage() for r in caplog.records if r.name == "fixedmodel"]
     assert "served_by=fake/model#1 fallbacks_tried=1 deployments_tried=0" in line
     assert "route_failures=a/one#0:ServiceUnavailableError" in line
+
+
+def test_a_load_balancer_with_every_deployment_cooling_falls_back() -> None:
+    from fixedmodel import CooldownPolicy, with_load_balancing
+
+    cooling = FakeCompletion([Fail(429, headers={"retry-after": "60"})], model="a/one")
+    balanced = with_load_balancing([cooling], cooldown=CooldownPolicy(when_all_cooling="raise"))
+    backup = FakeCompletion(lambda call: "backup", model="b/two")
+    chat = with_fallbacks(balanced, backup)
+    for _ in range(3):
+        assert responses.text(chat(messages=MESSAGES)) == "backup"
+    assert len(cooling.calls) == 1  # Cooling: the later calls went straight to the backup.
