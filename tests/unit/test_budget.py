@@ -15,7 +15,7 @@ from fixedmodel import (
     with_budget,
     with_fallbacks,
 )
-from fixedmodel.routing import budget as budget_module
+from fixedmodel.routing import _pricing as pricing
 from fixedmodel.testing import (
     Fail,
     FakeACompletion,
@@ -152,7 +152,7 @@ def test_cached_tokens_are_priced_the_way_litellm_prices_them() -> None:
         total_tokens=1010,
         prompt_tokens_details={"cached_tokens": 800},
     )
-    real = budget_module._real_cost(MODEL, None, usage)
+    real = pricing.real_cost(MODEL, None, usage)
     full = _price(1000, 10)
     assert real is not None and real < full
     expected = sum(litellm.cost_per_token(model=MODEL, usage_object=usage))
@@ -168,7 +168,7 @@ def test_unknown_prices_follow_the_policy(caplog: pytest.LogCaptureFixture) -> N
     chat = with_budget(
         FakeCompletion(lambda call: Reply("ok", usage=USAGE), model="fake/also-unpriced"), budget
     )
-    budget_module._warned.discard("fake/also-unpriced")
+    pricing._warned.discard("fake/also-unpriced")
     with caplog.at_level(logging.WARNING, logger="fixedmodel.routing"):
         for _ in range(3):
             chat(messages=MESSAGES, max_tokens=10)
@@ -256,21 +256,21 @@ def test_the_byte_bound_is_never_below_the_token_count(model: str, text: str) ->
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": text, "name": "ann"},
     ]
-    bound = budget_module._prompt_bound({"messages": messages})
+    bound = pricing.prompt_bound({"messages": messages})
     counted = litellm.token_counter(model=model, messages=messages)
     assert bound is not None and bound >= counted
-    embedded = budget_module._prompt_bound({"input": [text, text]})
+    embedded = pricing.prompt_bound({"input": [text, text]})
     assert embedded is not None and embedded >= 2 * litellm.token_counter(model=model, text=text)
 
 
 def test_content_the_bytes_cannot_bound_is_counted() -> None:
     image = [{"type": "image_url", "image_url": {"url": "https://x.invalid/a.png"}}]
-    assert budget_module._prompt_bound({"messages": [{"role": "user", "content": image}]}) is None
+    assert pricing.prompt_bound({"messages": [{"role": "user", "content": image}]}) is None
     tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
-    assert budget_module._prompt_bound({"messages": MESSAGES, "tools": tools}) is None
+    assert pricing.prompt_bound({"messages": MESSAGES, "tools": tools}) is None
     call = {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}
-    assert budget_module._prompt_bound({"messages": [call]}) is None
-    assert budget_module._prompt_bound({"input": [[1, 2, 3]]}) is None
+    assert pricing.prompt_bound({"messages": [call]}) is None
+    assert pricing.prompt_bound({"input": [[1, 2, 3]]}) is None
 
 
 def test_near_the_cap_the_prompt_is_counted_exactly_before_refusing() -> None:

@@ -26,13 +26,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import count
 from typing import Any, Literal, cast, overload
 
-from fixedmodel._litellm import litellm_module
 from fixedmodel._protocols import (
     AFixedModelCompletion,
     AFixedModelEmbedding,
@@ -45,12 +43,16 @@ from fixedmodel.middleware._call import (
     Wrapper,
     join_call,
     leave_call,
-    request_reader,
 )
-from fixedmodel.middleware._errors import is_rate_limit, is_retryable, retry_after
 from fixedmodel.middleware._streams import watch_stream
 from fixedmodel.middleware._tokens import estimate_tokens, used_tokens
-from fixedmodel.middleware.rate_limit import RateLimit, RateLimiter
+from fixedmodel.routing._deployments import (
+    Deployment,
+    all_cooling,
+    cool_for,
+    counts_against,
+    is_budget_refusal,
+)
 from fixedmodel.routing._first_chunk import afirst_chunk, first_chunk, is_stream
 from fixedmodel.routing._route import (
     LOGGER,
@@ -149,124 +151,10 @@ class CooldownPolicy:
             raise ValueError(msg)
 
 
-def _limit_of(function: object) -> RateLimit | None:
-    """The rate limit of the first ``with_rate_limit`` in a stack of middleware, if any."""
-    while isinstance(function, Wrapper):
-        limiter: object = getattr(function, "limiter", None)
-        if isinstance(limiter, RateLimiter):
-            return limiter.limit
-        function = function._inner  # pyright: ignore[reportPrivateUsage]
-    return None
-
-
-class _Usage:
-    """Requests and tokens one deployment was sent over the last period, from this process."""
-
-    __slots__ = ("limit", "period", "requests", "sent", "tokens")
-
-    def __init__(self, limit: RateLimit | None) -> None:
-        self.limit = limit
-        self.period = limit.period if limit is not None else 60.0
-        self.sent: deque[list[float]] = deque()  # [time, tokens] per call
-        self.requests = 0
-        self.tokens = 0.0
-
-    def add(self, now: float, tokens: int) -> list[float]:
-        entry = [now, float(tokens)]
-        self.sent.append(entry)
-        self.requests += 1
-        self.tokens += tokens
-        return entry
-
-    def used_share(self, now: float) -> float:
-        sent, horizon = self.sent, now - self.period
-        while sent and sent[0][0] <= horizon:
-            _, tokens = sent.popleft()
-            self.requests -= 1
-            self.tokens -= tokens
-        limit = self.limit
-        if limit is None:
-            return 0.0
-        share = 0.0
-        if limit.requests is not None:
-            share = self.requests / limit.requests
-        if limit.tokens is not None:
-            share = max(share, self.tokens / limit.tokens)
-        return share
-
-
-class _Deployment:
-    __slots__ = (
-        "call",
-        "in_flight",
-        "index",
-        "key",
-        "name",
-        "read",
-        "recovers_at",
-        "skip_until",
-        "usage",
-    )
-
-    def __init__(self, index: int, name: str, function: ModelCallable, group: str) -> None:
-        self.index = index
-        self.name = name
-        # Any: the four kinds return litellm's objects; the overloads type the results.
-        self.call: Callable[..., Any] = function
-        self.key = f"{group}:{name}"
-        self.in_flight = 0
-        # When the store said it could be tried again, and until when this process does not
-        # ask the store about it (at most _REMEMBER_REFUSAL later than the answer).
-        self.recovers_at = 0.0
-        self.skip_until = 0.0
-        self.usage = _Usage(_limit_of(function))
-        self.read = request_reader(function)
-
-
-def _counts_against(error: BaseException) -> bool:
-    """Whether a failure says the deployment is in trouble (and another may do better)."""
-    if is_retryable(error):
-        return True
-    litellm = litellm_module()
-    return isinstance(error, (litellm.AuthenticationError, litellm.PermissionDeniedError))
-
-
-def _is_budget_refusal(error: BaseException) -> bool:
-    """A ``with_budget`` under one deployment refused the call: another may have budget."""
-    return isinstance(error, litellm_module().BudgetExceededError)
-
-
-def _cool_for(error: BaseException, policy: CooldownPolicy) -> float | None:
-    if not is_rate_limit(error):
-        return None
-    advice = retry_after(error)
-    return None if advice is None else min(max(advice, 0.001), policy.max_retry_after)
-
-
-def _cooling(deployment: _Deployment, now: float, retry_in: float) -> None:
+def _cooling(deployment: Deployment, now: float, retry_in: float) -> None:
     """Remember that the store says ``deployment`` recovers in ``retry_in`` seconds."""
     deployment.recovers_at = now + retry_in
     deployment.skip_until = now + min(retry_in, _REMEMBER_REFUSAL)
-
-
-def _all_cooling(model: str | None, retry_in: float, names: Sequence[str]) -> Exception:
-    import httpx
-
-    litellm = litellm_module()
-    millis = max(1, round(retry_in * 1000))
-    response = httpx.Response(
-        429,
-        headers={"retry-after-ms": str(millis)},
-        request=httpx.Request("POST", "http://fixedmodel.invalid/load-balancing"),
-    )
-    message = (
-        f"fixedmodel.with_load_balancing: every deployment ({', '.join(names)}) is cooling "
-        f"down; the first recovers in {retry_in:.3f} s"
-    )
-    error: Exception = litellm.RateLimitError(
-        message, llm_provider="fixedmodel", model=model or "", response=response
-    )
-    return error
 
 
 class _Balanced(Wrapper):
@@ -276,7 +164,7 @@ class _Balanced(Wrapper):
 
     def __init__(
         self,
-        deployments: list[_Deployment],
+        deployments: list[Deployment],
         strategy: Strategy,
         policy: CooldownPolicy,
         store: CooldownStore,
@@ -305,7 +193,7 @@ class _Balanced(Wrapper):
         found: dict[str, Any] = {d.name: d.call for d in self._deployments}
         return found
 
-    def _order(self, tried: set[int], now: float) -> list[_Deployment]:
+    def _order(self, tried: set[int], now: float) -> list[Deployment]:
         """The untried deployments, best first, that this process does not know to be cooling."""
         # Known-cooling deployments are left out before the turn is taken, so that their
         # share is spread over the others instead of going to their neighbour.
@@ -322,14 +210,14 @@ class _Balanced(Wrapper):
             candidates.sort(key=lambda d: shares[d.index])
         return candidates
 
-    def _refused(self, deployment: _Deployment, entry: Entry, now: float) -> None:
+    def _refused(self, deployment: Deployment, entry: Entry, now: float) -> None:
         _cooling(deployment, now, entry.retry_in)
 
     def _earliest(self, tried: set[int], now: float) -> float:
         waits = [max(d.recovers_at - now, 0.0) for d in self._deployments if d.index not in tried]
         return min(waits) if waits else 0.0
 
-    def _start(self, deployment: _Deployment, arguments: dict[str, Any]) -> list[float] | None:
+    def _start(self, deployment: Deployment, arguments: dict[str, Any]) -> list[float] | None:
         with self._lock:
             deployment.in_flight += 1
             if self._strategy != "usage_based" or deployment.usage.limit is None:
@@ -346,7 +234,7 @@ class _Balanced(Wrapper):
                 )
             return deployment.usage.add(time.monotonic(), tokens)
 
-    def _done(self, deployment: _Deployment, result: object, usage: list[float] | None) -> None:
+    def _done(self, deployment: Deployment, result: object, usage: list[float] | None) -> None:
         if usage is not None:
             used = used_tokens({}, result)
             if used is not None:
@@ -360,14 +248,14 @@ class _Balanced(Wrapper):
             return
         self._finished(deployment)
 
-    def _finished(self, deployment: _Deployment) -> None:
+    def _finished(self, deployment: Deployment) -> None:
         with self._lock:
             deployment.in_flight -= 1
 
     def _failed(
         self,
         info: CallInfo,
-        deployment: _Deployment,
+        deployment: Deployment,
         error: Exception,
         failures: list[tuple[str, BaseException]],
     ) -> None:
@@ -377,7 +265,7 @@ class _Balanced(Wrapper):
 
     def _goes_on(self, error: Exception, tried: set[int]) -> bool:
         untried = len(tried) < len(self._deployments)
-        return untried and (_counts_against(error) or _is_budget_refusal(error))
+        return untried and (counts_against(error) or is_budget_refusal(error))
 
     def _wait_or_raise(
         self, tried: set[int], failures: list[tuple[str, BaseException]], waited: float
@@ -390,7 +278,7 @@ class _Balanced(Wrapper):
         retry_in = self._earliest(tried, now)
         policy = self._policy
         if policy.when_all_cooling == "raise" or waited + retry_in > policy.max_wait:
-            raise _all_cooling(self.model, retry_in, [d.name for d in self._deployments])
+            raise all_cooling(self.model, retry_in, [d.name for d in self._deployments])
         LOGGER.debug("with_load_balancing: every deployment is cooling; waiting %.3f s", retry_in)
         # A probe out on another caller may end sooner than its lease: look again at least
         # every _REMEMBER_REFUSAL seconds.
@@ -457,7 +345,7 @@ class _AsyncBalanced(_Balanced):
         finally:
             leave_call(opened)
 
-    async def _choose(self, tried: set[int]) -> tuple[_Deployment, Entry] | None:
+    async def _choose(self, tried: set[int]) -> tuple[Deployment, Entry] | None:
         now = time.monotonic()
         for deployment in self._order(tried, now):
             entry = await self._store.aenter(deployment.key, self._policy)
@@ -466,17 +354,15 @@ class _AsyncBalanced(_Balanced):
             self._refused(deployment, entry, now)
         return None
 
-    async def _report_failure(
-        self, deployment: _Deployment, entry: Entry, error: Exception
-    ) -> None:
-        if _counts_against(error):
-            cool_for = _cool_for(error, self._policy)
+    async def _report_failure(self, deployment: Deployment, entry: Entry, error: Exception) -> None:
+        if counts_against(error):
+            seconds = cool_for(error, self._policy)
             await self._store.afailed(
-                deployment.key, self._policy, probe=entry.probe, cool_for=cool_for
+                deployment.key, self._policy, probe=entry.probe, cool_for=seconds
             )
-            if cool_for is not None:
-                _cooling(deployment, time.monotonic(), cool_for)
-        elif _is_budget_refusal(error):  # Nothing was sent: no verdict on the deployment.
+            if seconds is not None:
+                _cooling(deployment, time.monotonic(), seconds)
+        elif is_budget_refusal(error):  # Nothing was sent: no verdict on the deployment.
             if entry.probe:
                 await self._store.areleased(deployment.key)
         elif entry.probe or entry.failures:  # It answered: the deployment itself is fine.
@@ -528,7 +414,7 @@ class _SyncBalanced(_Balanced):
         finally:
             leave_call(opened)
 
-    def _choose(self, tried: set[int]) -> tuple[_Deployment, Entry] | None:
+    def _choose(self, tried: set[int]) -> tuple[Deployment, Entry] | None:
         now = time.monotonic()
         for deployment in self._order(tried, now):
             entry = self._store.enter(deployment.key, self._policy)
@@ -537,13 +423,13 @@ class _SyncBalanced(_Balanced):
             self._refused(deployment, entry, now)
         return None
 
-    def _report_failure(self, deployment: _Deployment, entry: Entry, error: Exception) -> None:
-        if _counts_against(error):
-            cool_for = _cool_for(error, self._policy)
-            self._store.failed(deployment.key, self._policy, probe=entry.probe, cool_for=cool_for)
-            if cool_for is not None:
-                _cooling(deployment, time.monotonic(), cool_for)
-        elif _is_budget_refusal(error):
+    def _report_failure(self, deployment: Deployment, entry: Entry, error: Exception) -> None:
+        if counts_against(error):
+            seconds = cool_for(error, self._policy)
+            self._store.failed(deployment.key, self._policy, probe=entry.probe, cool_for=seconds)
+            if seconds is not None:
+                _cooling(deployment, time.monotonic(), seconds)
+        elif is_budget_refusal(error):
             if entry.probe:
                 self._store.released(deployment.key)
         elif entry.probe or entry.failures:
@@ -676,6 +562,6 @@ def with_load_balancing(
     if len(set(names)) != len(names):
         msg = f"with_load_balancing() deployment names must be unique, got {names}"
         raise ValueError(msg)
-    built = [_Deployment(i, n, f, key) for i, (n, f) in enumerate(named)]
+    built = [Deployment(i, n, f, key) for i, (n, f) in enumerate(named)]
     kind = _AsyncBalanced if asynchronous else _SyncBalanced
     return kind(built, strategy, cooldown, checked)
