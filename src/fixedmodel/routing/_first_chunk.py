@@ -65,8 +65,9 @@ def _hold(stream: Any, chunk: object) -> None:
 
 
 def _primed(stream: Any) -> bool:
-    """Whether an outer routing layer's read of the first chunk is already done."""
-    return "_fixedmodel_first" in getattr(stream, "__dict__", {})
+    """Whether the first chunk is already held, or cannot be (no instance ``__dict__``)."""
+    held: object = getattr(stream, "__dict__", None)
+    return not isinstance(held, dict) or "_fixedmodel_first" in held
 
 
 async def afirst_chunk(stream: Any) -> None:
@@ -75,7 +76,7 @@ async def afirst_chunk(stream: Any) -> None:
     Raises:
         Exception: What reading the first chunk raised; the stream is closed first.
     """
-    if _primed(stream):  # A routing layer inside read it already.
+    if _primed(stream):  # A routing layer inside read it already, or it cannot be held.
         return
     try:
         chunk = cast("object", await stream.__anext__())
