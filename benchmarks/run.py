@@ -38,6 +38,7 @@ from benchmarks import (
     memory,
     overhead,
     redis_limiter,
+    routing,
     stack,
     tracing,
 )
@@ -57,6 +58,7 @@ SECTIONS: dict[str, Section] = {
     "memory": memory.run,
     "tracing": tracing.run,
     "batch": batch.run,
+    "routing": routing.run,
 }
 """The sections, by the name ``--only`` takes, in the order they run."""
 

@@ -140,12 +140,26 @@ from fixedmodel.middleware.tracing import (
     with_tracing as with_tracing,
 )
 from fixedmodel.responses import ResponseContentError as ResponseContentError
+from fixedmodel.routing import Budget as Budget
+from fixedmodel.routing import BudgetStatus as BudgetStatus
+from fixedmodel.routing import CooldownPolicy as CooldownPolicy
+from fixedmodel.routing import FallbackPolicy as FallbackPolicy
+from fixedmodel.routing import fallback_causes as fallback_causes
+from fixedmodel.routing import with_budget as with_budget
+from fixedmodel.routing import with_fallbacks as with_fallbacks
+from fixedmodel.routing import with_load_balancing as with_load_balancing
+from fixedmodel.stores._budget_store import BudgetStore as BudgetStore
 from fixedmodel.stores._cache_store import CacheStore as CacheStore
+from fixedmodel.stores._cooldown_store import CooldownStore as CooldownStore
 from fixedmodel.stores._limiter_store import LimiterStore as LimiterStore
+from fixedmodel.stores.budget_memory import MemoryBudgetStore as MemoryBudgetStore
+from fixedmodel.stores.cooldown_memory import MemoryCooldownStore as MemoryCooldownStore
 from fixedmodel.stores.disk import DiskCacheStore as DiskCacheStore
 from fixedmodel.stores.limiter_memory import MemoryLimiterStore as MemoryLimiterStore
 from fixedmodel.stores.memory import MemoryCacheStore as MemoryCacheStore
+from fixedmodel.stores.redis_budget import RedisBudgetStore as RedisBudgetStore
 from fixedmodel.stores.redis_cache import RedisCacheStore as RedisCacheStore
+from fixedmodel.stores.redis_cooldown import RedisCooldownStore as RedisCooldownStore
 from fixedmodel.stores.redis_limiter import RedisLimiterStore as RedisLimiterStore
 from fixedmodel.stores.redis_limiter import RedisUnavailableError as RedisUnavailableError
 
@@ -198,6 +212,9 @@ __all__ = [
     "BoundAEmbedding",
     "BoundCompletion",
     "BoundEmbedding",
+    "Budget",
+    "BudgetStatus",
+    "BudgetStore",
     "CacheStore",
     "CallRecord",
     "ChatCompletionDeltaToolCall",
@@ -209,18 +226,23 @@ __all__ = [
     "ClosableFixedModelCompletion",
     "ClosableFixedModelEmbedding",
     "CompletionParams",
+    "CooldownPolicy",
+    "CooldownStore",
     "CustomStreamWrapper",
     "Delta",
     "DiskCacheStore",
     "EmbeddingInput",
     "EmbeddingParams",
     "EmbeddingResponse",
+    "FallbackPolicy",
     "FixedModelCompletion",
     "FixedModelEmbedding",
     "Function",
     "InMemoryMetrics",
     "LimiterStore",
+    "MemoryBudgetStore",
     "MemoryCacheStore",
+    "MemoryCooldownStore",
     "MemoryLimiterStore",
     "Message",
     "MessageParam",
@@ -232,7 +254,9 @@ __all__ = [
     "Permit",
     "RateLimit",
     "RateLimiter",
+    "RedisBudgetStore",
     "RedisCacheStore",
+    "RedisCooldownStore",
     "RedisLimiterStore",
     "RedisUnavailableError",
     "ResponseContentError",
@@ -250,9 +274,13 @@ __all__ = [
     "bind_embedding",
     "default_metrics",
     "errors",
+    "fallback_causes",
     "is_cache_hit",
     "responses",
+    "with_budget",
     "with_cache",
+    "with_fallbacks",
+    "with_load_balancing",
     "with_logging",
     "with_metrics",
     "with_rate_limit",

@@ -127,6 +127,10 @@ def test_call_record_is_a_frozen_dataclass_of_its_fields() -> None:
         "error": None,
         "usage_reported": True,
         "time_to_first_chunk": None,
+        "served_by": "m#1",
+        "fallbacks_tried": 1,
+        "deployments_tried": 0,
+        "route_failures": (("m#0", "RateLimitError"),),
     }
     record = CallRecord(**values)  # type: ignore[arg-type]  # the values are typed above
     assert [field.name for field in dataclasses.fields(CallRecord)] == list(values)

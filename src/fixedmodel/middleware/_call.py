@@ -44,11 +44,22 @@ class CallInfo:
         rate_limit_wait: Seconds spent waiting for the rate limiter.
         unsent: Passes a cache answered without a request (a hit, or sharing another
             call's answer or error).
+        served_by: Name of the routed callable that answered (set by the innermost routing
+            layer: a deployment of ``with_load_balancing`` or a callable of
+            ``with_fallbacks``), or None.
+        fallbacks_tried: Fallback callables tried after the primary failed.
+        deployments_tried: Deployments a load balancer sent the call to.
+        route_failures: ``(callable name, error class name)`` of every routed attempt that
+            failed, in order.
     """
 
     attempts: int = 0
     cache_hit: bool = False
     rate_limit_wait: float = 0.0
+    served_by: str | None = None
+    fallbacks_tried: int = 0
+    deployments_tried: int = 0
+    route_failures: tuple[tuple[str, str], ...] = ()
     unsent: int = 0
 
 

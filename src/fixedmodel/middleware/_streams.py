@@ -57,7 +57,7 @@ class StreamEnd:
         completed: The caller read the stream to its end.
         error: The exception iteration raised, or None.
         chunks: Chunks handed to the caller.
-        first_chunk_at: ``time.monotonic()`` when the first chunk reached the caller, or None.
+        first_chunk_at: ``time.perf_counter()`` when the first chunk reached the caller, or None.
     """
 
     usage: StreamUsage | None
@@ -113,7 +113,7 @@ class _Watch:
 
     def seen(self, chunk: object) -> None:
         if self.chunks == 0:
-            self.first_chunk_at = time.monotonic()
+            self.first_chunk_at = time.perf_counter()
         self.chunks += 1
         usage = _usage_of(chunk)
         if usage is not None:

@@ -91,6 +91,13 @@ class CallRecord:
             and recorded as 0, e.g. a stream without ``include_usage``).
         time_to_first_chunk: For a stream, seconds from the call to its first chunk
             (``None`` when no chunk was read, and for other calls).
+        error: Class name of the exception the call raised, or ``None``.
+        served_by: Name of the routed callable that answered (``with_fallbacks``,
+            ``with_load_balancing``), or ``None``.
+        fallbacks_tried: Fallback callables tried after the primary failed.
+        deployments_tried: Deployments a load balancer sent the call to.
+        route_failures: ``(callable name, error class name)`` of every routed attempt that
+            failed, in order.
     """
 
     model: str | None
@@ -106,6 +113,10 @@ class CallRecord:
     error: str | None
     usage_reported: bool
     time_to_first_chunk: float | None
+    served_by: str | None
+    fallbacks_tried: int
+    deployments_tried: int
+    route_failures: tuple[tuple[str, str], ...]
 
     def __init__(
         self,
@@ -122,6 +133,10 @@ class CallRecord:
         error: str | None,
         usage_reported: bool = True,
         time_to_first_chunk: float | None = None,
+        served_by: str | None = None,
+        fallbacks_tried: int = 0,
+        deployments_tried: int = 0,
+        route_failures: tuple[tuple[str, str], ...] = (),
     ) -> None:
         # All fields in one assignment, where a frozen dataclass's own __init__ makes one
         # object.__setattr__ call per field: two records are made per call, and on a cache
@@ -143,6 +158,10 @@ class CallRecord:
                 "error": error,
                 "usage_reported": usage_reported,
                 "time_to_first_chunk": time_to_first_chunk,
+                "served_by": served_by,
+                "fallbacks_tried": fallbacks_tried,
+                "deployments_tried": deployments_tried,
+                "route_failures": route_failures,
             },
         )
 
@@ -326,6 +345,10 @@ def _record(
         rate_limit_wait=info.rate_limit_wait,
         error=None if error is None else type(error).__name__,
         usage_reported=reported,
+        served_by=info.served_by,
+        fallbacks_tried=info.fallbacks_tried,
+        deployments_tried=info.deployments_tried,
+        route_failures=info.route_failures,
     )
 
 
@@ -353,11 +376,15 @@ def _stream_record(
         completion_tokens=completion,
         cost=cost,
         cache_hit=info.cache_hit,
-        attempts=info.attempts or (0 if info.cache_hit else 1),
+        attempts=requests_made(info),
         rate_limit_wait=info.rate_limit_wait,
         error=None if end.error is None else type(end.error).__name__,
         usage_reported=usage is not None or info.cache_hit,
         time_to_first_chunk=None if first is None else max(first - started, 0.0),
+        served_by=info.served_by,
+        fallbacks_tried=info.fallbacks_tried,
+        deployments_tried=info.deployments_tried,
+        route_failures=info.route_failures,
     )
 
 
@@ -467,6 +494,16 @@ _LOG_MESSAGE = (
     "llm %s model=%s latency_ms=%.1f prompt_tokens=%s completion_tokens=%s "
     "attempts=%d cache_hit=%s stream=%s error=%s"
 )
+# A call a routing layer handled also says where it went (added only then, so that the
+# records of other calls keep their text).
+_ROUTED = " served_by=%s fallbacks_tried=%d deployments_tried=%d route_failures=%s"
+
+
+def _routing_text(call: CallRecord) -> tuple[str, tuple[object, ...]]:
+    if call.served_by is None and not call.route_failures:
+        return "", ()
+    failures = ",".join(f"{name}:{error}" for name, error in call.route_failures) or "-"
+    return _ROUTED, (call.served_by, call.fallbacks_tried, call.deployments_tried, failures)
 
 
 def _log_emitter(logger: logging.Logger, level: int) -> Callable[[CallRecord], None]:
@@ -475,12 +512,13 @@ def _log_emitter(logger: logging.Logger, level: int) -> Callable[[CallRecord], N
         # Made and handled directly, as logger.log would after finding its caller: walking
         # the stack for that costs as much as the rest of a cache hit, and the caller is
         # always this function. (with_logging asked logger.isEnabledFor before this.)
+        routed, routing = _routing_text(call)
         record = logger.makeRecord(
             logger.name,
             log_level,
             _EMIT_FILE,
             _EMIT_LINE,
-            _LOG_MESSAGE,
+            _LOG_MESSAGE + routed,
             (
                 call.kind,
                 call.model,
@@ -491,6 +529,7 @@ def _log_emitter(logger: logging.Logger, level: int) -> Callable[[CallRecord], N
                 call.cache_hit,
                 call.stream,
                 call.error,
+                *routing,
             ),
             None,
             "emit",

@@ -467,7 +467,7 @@ class _Traced(Wrapper):
         span.set_status(Status(StatusCode.ERROR, description))
         span.end()
         measured = _metric_attributes({**attributes, "error.type": error_type})
-        self._instruments.duration.record(time.monotonic() - started, measured)
+        self._instruments.duration.record(time.perf_counter() - started, measured)
 
     def _succeeded(
         self,
@@ -490,7 +490,7 @@ class _Traced(Wrapper):
 
     def _measure(self, attributes: Mapping[str, Any], started: float, info: CallInfo) -> None:
         measured = _metric_attributes(attributes)
-        self._instruments.duration.record(time.monotonic() - started, measured)
+        self._instruments.duration.record(time.perf_counter() - started, measured)
         if info.cache_hit:
             return  # a hit spends no tokens: they were counted when the answer was made
         for attribute, token_type in (
@@ -545,7 +545,7 @@ class _AsyncTraced(_Traced):
     async def __call__(self, **kwargs: Any) -> Any:
         span, attributes, request = self._start(kwargs)
         info, opened = join_call()
-        started = time.monotonic()
+        started = time.perf_counter()
         try:
             with self._instruments.use_span(span, end_on_exit=False):
                 result = await self._call(**kwargs)
@@ -567,7 +567,7 @@ class _SyncTraced(_Traced):
     def __call__(self, **kwargs: Any) -> Any:
         span, attributes, request = self._start(kwargs)
         info, opened = join_call()
-        started = time.monotonic()
+        started = time.perf_counter()
         try:
             with self._instruments.use_span(span, end_on_exit=False):
                 result = self._call(**kwargs)

@@ -1,0 +1,199 @@
+"""Pricing a call for a budget: its worst case before, its real cost after.
+
+The prices are litellm's (``litellm.get_model_info``, ``litellm.cost_per_token``); nothing
+here keeps its own price list.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from fixedmodel._litellm import litellm_module
+from fixedmodel._pydantic import read_attribute
+from fixedmodel.middleware._call import request_kind
+from fixedmodel.stores._budget_store import NANOS_PER_USD
+
+__all__ = [
+    "Prices",
+    "last_usage",
+    "nanos",
+    "prices_of",
+    "prompt_bound",
+    "real_cost",
+    "requested_output",
+    "usage_tokens",
+    "warn_unpriced",
+]
+
+LOGGER = logging.getLogger("fixedmodel.routing")
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Highest USD per input and output token litellm lists for a model (None: unknown)."""
+
+    input: float
+    output: float
+    max_output_tokens: int | None
+
+
+_prices: dict[str, Prices | None] = {}
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _highest(info: dict[str, Any], prefixes: tuple[str, ...]) -> float | None:
+    found = [
+        float(value)
+        for name, value in info.items()
+        if name.startswith(prefixes)
+        and "batches" not in name
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+    ]
+    return max(found) if found else None
+
+
+def prices_of(model: str | None) -> Prices | None:
+    """The prices of ``model`` from litellm's price list, looked up once per model."""
+    if model is None:
+        return None
+    if model in _prices:
+        return _prices[model]
+    try:
+        # litellm boundary: get_model_info returns a TypedDict litellm does not export typed.
+        info: dict[str, Any] = dict(litellm_module().get_model_info(model))
+    except Exception:  # litellm raises various errors for models it does not know
+        info = {}
+    given_input = info.get("input_cost_per_token")
+    prices: Prices | None = None
+    if isinstance(given_input, (int, float)):
+        highest_input = _highest(info, ("input_cost_per_token", "cache_creation_input_token_cost"))
+        highest_output = _highest(
+            info, ("output_cost_per_token", "output_cost_per_reasoning_token")
+        )
+        limit = info.get("max_output_tokens") or info.get("max_tokens")
+        prices = Prices(
+            highest_input or 0.0,
+            highest_output or 0.0,
+            limit if isinstance(limit, int) and limit > 0 else None,
+        )
+    _prices[model] = prices
+    return prices
+
+
+def warn_unpriced(model: str | None) -> None:
+    name = model or "<a callable without a model>"
+    with _warned_lock:
+        if name in _warned:
+            return
+        _warned.add(name)
+    LOGGER.warning(
+        "with_budget: litellm has no price for %s; its calls count toward max_tokens and "
+        "max_requests only, not max_cost (Budget(unknown_price='refuse') refuses them)",
+        name,
+    )
+
+
+# Tokens a chat message costs beyond its text, and a conversation beyond its messages:
+# above what litellm.token_counter adds (OpenAI's rule: 3 per message, 1 for a name, 3 to
+# prime the answer).
+_PER_MESSAGE = 8
+_PER_CONVERSATION = 8
+
+
+def prompt_bound(request: dict[str, Any]) -> int | None:
+    """An upper bound of a text-only prompt's tokens, from its UTF-8 bytes; None otherwise.
+
+    Every token of a byte-level BPE tokenizer (OpenAI's, Anthropic's, Llama 3's) or of a
+    SentencePiece one with byte fallback covers at least one byte, so the bytes of a text
+    bound its tokens. This costs a microsecond where counting costs tens; the layer counts
+    exactly when the bound would be refused. Images, audio, files, tool definitions and
+    tool calls are priced by their own rules: for them there is no bound here (``None``).
+    """
+    if request_kind(request) == "embedding":
+        given = request.get("input")
+        if isinstance(given, str):
+            return len(given.encode()) + 1
+        if isinstance(given, list) and all(isinstance(item, str) for item in given):  # pyright: ignore[reportUnknownVariableType]
+            texts: list[str] = given  # pyright: ignore[reportUnknownVariableType]
+            return sum(len(text.encode()) + 1 for text in texts)
+        return None
+    messages = request.get("messages")
+    if request.get("tools") or request.get("functions") or not isinstance(messages, list):
+        return None
+    total = _PER_CONVERSATION
+    for message in messages:  # pyright: ignore[reportUnknownVariableType]
+        if not isinstance(message, dict):
+            return None
+        for name, value in message.items():  # pyright: ignore[reportUnknownVariableType]
+            if name not in ("role", "content", "name"):
+                return None
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                return None
+            total += len(value.encode())
+        total += _PER_MESSAGE
+    return total
+
+
+def requested_output(request: dict[str, Any], default: int) -> int:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = request.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return default
+
+
+def nanos(usd: float) -> int:
+    return math.ceil(usd * NANOS_PER_USD)
+
+
+def real_cost(model: str | None, result: object, usage: object) -> float | None:
+    """What litellm prices a finished call at (USD), or None when it cannot."""
+    hidden = read_attribute(result, "_hidden_params") if result is not None else None
+    if isinstance(hidden, dict):
+        cost: object = hidden.get("response_cost")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+            return float(cost)
+    if model is None or usage is None or prices_of(model) is None:
+        return None
+    prompt = getattr(usage, "prompt_tokens", 0)
+    completion = getattr(usage, "completion_tokens", 0)
+    try:
+        # litellm boundary: cost_per_token returns (prompt USD, completion USD), untyped.
+        priced: Any = litellm_module().cost_per_token(
+            model=model,
+            prompt_tokens=prompt if isinstance(prompt, int) else 0,
+            completion_tokens=completion if isinstance(completion, int) else 0,
+            usage_object=usage,
+        )
+        return float(priced[0]) + float(priced[1])
+    except Exception:  # litellm raises various errors on prices it cannot compute
+        return None
+
+
+def usage_tokens(usage: object) -> int | None:
+    total = getattr(usage, "total_tokens", None)
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
+    parts = [p for p in (prompt, completion) if isinstance(p, int)]
+    if isinstance(total, int) and total > 0:
+        return total
+    return sum(parts) if parts else None
+
+
+def last_usage(stream: object) -> object:
+    chunks: object = getattr(stream, "chunks", None)
+    if isinstance(chunks, list):
+        listed: list[object] = chunks  # pyright: ignore[reportUnknownVariableType]
+        for chunk in reversed(listed):
+            usage: object = getattr(chunk, "usage", None)
+            if usage is not None and getattr(usage, "prompt_tokens", None) is not None:
+                return usage
+    return None

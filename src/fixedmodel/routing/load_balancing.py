@@ -1,0 +1,567 @@
+"""Load balancing: one model behind several deployments (regions, keys, replicas).
+
+``with_load_balancing([east, west, backup_key])`` sends each call to one healthy deployment,
+chosen by a strategy. A deployment that fails cools down and is skipped until it recovers: a
+circuit breaker per deployment (closed, open, half-open with one probe at a time; the rule is
+in :mod:`fixedmodel.stores._cooldown_store`). A call that fails on one deployment with an
+error another may not have (429, 5xx, timeout, connection, 401/403) goes to the next
+deployment at once, as does a call a deployment's own ``with_budget`` refused. Cooldown state
+lives in a store: in process by default,
+:class:`~fixedmodel.stores.redis_cooldown.RedisCooldownStore` to share it across processes.
+
+Strategies:
+
+- ``"least_busy"`` (default): the deployment with the fewest calls in flight from this
+  process (a stream counts until it ends); ties go round-robin. Under even load it is
+  round-robin; a slow or stuck deployment gets fewer calls on its own.
+- ``"round_robin"``: each deployment in turn.
+- ``"usage_based"``: the deployment with the most rate-limiter headroom: the smallest share
+  of its :class:`~fixedmodel.RateLimit` (requests and tokens) used in the last period by
+  calls from this process. Deployments wrapped in ``with_rate_limit`` are found under their
+  middleware; one without a limiter counts as having all its headroom.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import count
+from typing import Any, Literal, cast, overload
+
+from fixedmodel._protocols import (
+    AFixedModelCompletion,
+    AFixedModelEmbedding,
+    FixedModelCompletion,
+    FixedModelEmbedding,
+)
+from fixedmodel.middleware._call import (
+    CallInfo,
+    ModelCallable,
+    Wrapper,
+    join_call,
+    leave_call,
+)
+from fixedmodel.middleware._streams import watch_stream
+from fixedmodel.middleware._tokens import estimate_tokens, used_tokens
+from fixedmodel.routing._deployments import (
+    Deployment,
+    all_cooling,
+    cool_for,
+    counts_against,
+    is_budget_refusal,
+)
+from fixedmodel.routing._first_chunk import afirst_chunk, first_chunk, is_stream
+from fixedmodel.routing._route import (
+    LOGGER,
+    add_note,
+    check_one_kind,
+    forward,
+    name_of,
+    note_failure,
+    note_served,
+)
+from fixedmodel.stores._cooldown_store import CooldownStore, Entry
+from fixedmodel.stores.cooldown_memory import MemoryCooldownStore
+
+__all__ = ["CooldownPolicy", "Strategy", "with_load_balancing"]
+
+Strategy = Literal["least_busy", "round_robin", "usage_based"]
+"""How a deployment is chosen among the healthy ones."""
+
+_STRATEGIES: frozenset[str] = frozenset({"least_busy", "round_robin", "usage_based"})
+
+# How this layer sleeps while every deployment cools down; looked up on every call, so that
+# tests can put a recording clock in their place.
+_async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+_sync_sleep: Callable[[float], None] = time.sleep
+
+# A refusal by the store is remembered for at most this long, so that a process does not ask
+# the store about a cooling deployment on every call, and still sees a recovery soon.
+_REMEMBER_REFUSAL = 1.0
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = f"CooldownPolicy.{name} must be a number of seconds, got {type(value).__name__}"
+        raise TypeError(msg)
+    if not (value > 0 and value < float("inf")):
+        msg = f"CooldownPolicy.{name} must be a finite number of seconds > 0, got {value!r}"
+        raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class CooldownPolicy:
+    """When a deployment cools down, for how long, and what a call does when all do.
+
+    A 429 with ``Retry-After`` (or ``retry-after-ms``) cools the deployment down at once for
+    that long (at most ``max_retry_after``). Other failures that say the deployment is in
+    trouble (429 without advice, 5xx, timeouts, connection errors, 401/403) count; at
+    ``failures`` in a row, none more than ``failure_window`` after the previous, it cools
+    down for ``cooldown``. Afterwards one call at a time probes it: success closes the
+    circuit, failure cools it down again. Bad requests (400, 404, 422) say nothing about the
+    deployment and do not count.
+
+    Attributes:
+        failures: Consecutive failures that open the circuit (an int >= 1).
+        cooldown: Seconds a deployment is skipped after ``failures`` failures or a failed
+            probe.
+        failure_window: Seconds after which an old failure no longer counts towards
+            ``failures``.
+        max_retry_after: Longest cooldown, in seconds, a provider's Retry-After can impose.
+        probe_timeout: Seconds a probe may take before another caller may probe instead (a
+            process that died while probing does not block the deployment for ever).
+        when_all_cooling: ``"wait"`` until the earliest deployment can be tried again (if
+            that is within ``max_wait``), or ``"raise"`` at once. Either way, the error
+            raised is a ``litellm.RateLimitError`` (HTTP 429) whose ``retry-after-ms``
+            header says when a deployment recovers, so ``with_retries`` and
+            ``with_fallbacks`` outside handle it like a provider's 429.
+        max_wait: Longest wait, in seconds, for a deployment to recover.
+
+    Raises:
+        TypeError: A value has the wrong type.
+        ValueError: A value is out of range.
+    """
+
+    failures: int = 3
+    cooldown: float = 30.0
+    failure_window: float = 60.0
+    max_retry_after: float = 300.0
+    probe_timeout: float = 60.0
+    when_all_cooling: Literal["wait", "raise"] = "wait"
+    max_wait: float = 30.0
+
+    def __post_init__(self) -> None:
+        failures = cast("object", self.failures)  # Checked: callers may pass anything.
+        if isinstance(failures, bool) or not isinstance(failures, int):
+            msg = f"CooldownPolicy.failures must be an int >= 1, got {type(failures).__name__}"
+            raise TypeError(msg)
+        if failures < 1:
+            msg = f"CooldownPolicy.failures must be an int >= 1, got {failures}"
+            raise ValueError(msg)
+        for name in ("cooldown", "failure_window", "max_retry_after", "probe_timeout", "max_wait"):
+            _check_seconds(name, getattr(self, name))
+        if self.when_all_cooling not in ("wait", "raise"):
+            msg = (
+                "CooldownPolicy.when_all_cooling must be 'wait' or 'raise', "
+                f"got {self.when_all_cooling!r}"
+            )
+            raise ValueError(msg)
+
+
+def _cooling(deployment: Deployment, now: float, retry_in: float) -> None:
+    """Remember that the store says ``deployment`` recovers in ``retry_in`` seconds."""
+    deployment.recovers_at = now + retry_in
+    deployment.skip_until = now + min(retry_in, _REMEMBER_REFUSAL)
+
+
+class _Balanced(Wrapper):
+    """What the sync and async load balancers share: choosing and bookkeeping."""
+
+    __slots__ = ("_deployments", "_lock", "_policy", "_store", "_strategy", "_turn")
+
+    def __init__(
+        self,
+        deployments: list[Deployment],
+        strategy: Strategy,
+        policy: CooldownPolicy,
+        store: CooldownStore,
+    ) -> None:
+        super().__init__(deployments[0].call)
+        self._deployments = deployments
+        self._strategy: Strategy = strategy
+        self._policy = policy
+        self._store = store
+        self._turn = count()
+        self._lock = threading.Lock()
+
+    @property
+    def strategy(self) -> Strategy:
+        """How a deployment is chosen."""
+        return self._strategy
+
+    @property
+    def cooldown(self) -> CooldownPolicy:
+        """When deployments cool down."""
+        return self._policy
+
+    @property
+    def deployments(self) -> Mapping[str, ModelCallable]:
+        """The deployments by name, in order."""
+        found: dict[str, Any] = {d.name: d.call for d in self._deployments}
+        return found
+
+    def _order(self, tried: set[int], now: float) -> list[Deployment]:
+        """The untried deployments, best first, that this process does not know to be cooling."""
+        # Known-cooling deployments are left out before the turn is taken, so that their
+        # share is spread over the others instead of going to their neighbour.
+        usable = [d for d in self._deployments if d.index not in tried and d.skip_until <= now]
+        if not usable:
+            return usable
+        start = next(self._turn) % len(usable)
+        candidates = usable[start:] + usable[:start]
+        if self._strategy == "least_busy":
+            candidates.sort(key=lambda d: d.in_flight)  # Stable: ties stay round-robin.
+        elif self._strategy == "usage_based":
+            with self._lock:  # used_share drops old entries: one thread at a time.
+                shares = {d.index: d.usage.used_share(now) for d in candidates}
+            candidates.sort(key=lambda d: shares[d.index])
+        return candidates
+
+    def _refused(self, deployment: Deployment, entry: Entry, now: float) -> None:
+        _cooling(deployment, now, entry.retry_in)
+
+    def _earliest(self, tried: set[int], now: float) -> float:
+        waits = [max(d.recovers_at - now, 0.0) for d in self._deployments if d.index not in tried]
+        return min(waits) if waits else 0.0
+
+    def _start(self, deployment: Deployment, arguments: dict[str, Any]) -> list[float] | None:
+        with self._lock:
+            deployment.in_flight += 1
+            if self._strategy != "usage_based" or deployment.usage.limit is None:
+                return None
+            limit = deployment.usage.limit
+            tokens = 0
+            if limit.tokens is not None:
+                request = deployment.read(arguments)
+                model = getattr(deployment.call, "model", None)
+                tokens = estimate_tokens(
+                    request,
+                    model if isinstance(model, str) else None,
+                    limit.assumed_completion_tokens,
+                )
+            return deployment.usage.add(time.monotonic(), tokens)
+
+    def _done(self, deployment: Deployment, result: object, usage: list[float] | None) -> None:
+        if usage is not None:
+            used = used_tokens({}, result)
+            if used is not None:
+                with self._lock:
+                    deployment.usage.tokens += used - usage[1]
+                    usage[1] = float(used)
+        if is_stream(result):
+            # A stream keeps the deployment busy until it ends.
+            stream: Any = result  # litellm's stream class, checked just above
+            watch_stream(stream, lambda _end: self._finished(deployment))
+            return
+        self._finished(deployment)
+
+    def _finished(self, deployment: Deployment) -> None:
+        with self._lock:
+            deployment.in_flight -= 1
+
+    def _failed(
+        self,
+        info: CallInfo,
+        deployment: Deployment,
+        error: Exception,
+        failures: list[tuple[str, BaseException]],
+    ) -> None:
+        self._finished(deployment)
+        note_failure(info, deployment.name, error)
+        failures.append((deployment.name, error))
+
+    def _goes_on(self, error: Exception, tried: set[int]) -> bool:
+        untried = len(tried) < len(self._deployments)
+        return untried and (counts_against(error) or is_budget_refusal(error))
+
+    def _wait_or_raise(
+        self, tried: set[int], failures: list[tuple[str, BaseException]], waited: float
+    ) -> float:
+        """Seconds to wait before choosing again; raises when the policy says not to wait."""
+        if failures:  # Every deployment this call could use failed: the last error is raised.
+            _annotate(failures)
+            raise failures[-1][1]
+        now = time.monotonic()
+        retry_in = self._earliest(tried, now)
+        policy = self._policy
+        if policy.when_all_cooling == "raise" or waited + retry_in > policy.max_wait:
+            raise all_cooling(self.model, retry_in, [d.name for d in self._deployments])
+        LOGGER.debug("with_load_balancing: every deployment is cooling; waiting %.3f s", retry_in)
+        # A probe out on another caller may end sooner than its lease: look again at least
+        # every _REMEMBER_REFUSAL seconds.
+        return min(retry_in, _REMEMBER_REFUSAL) if _REMEMBER_REFUSAL > 0 else retry_in
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{d.name!r}: {d.call!r}" for d in self._deployments)
+        return (
+            f"with_load_balancing({{{inner}}}, strategy={self._strategy!r}, "
+            f"cooldown={self._policy!r}, store={self._store!r})"
+        )
+
+
+def _annotate(failures: list[tuple[str, BaseException]]) -> None:
+    if len(failures) < 2:
+        return
+    last = failures[-1][1]
+    for name, error in failures[:-1]:
+        add_note(last, f"fixedmodel.with_load_balancing: {name} failed with {type(error).__name__}")
+
+
+class _AsyncBalanced(_Balanced):
+    __slots__ = ()
+
+    async def __call__(self, **kwargs: Any) -> Any:
+        info, opened = join_call()
+        arguments = forward(kwargs)
+        tried: set[int] = set()
+        failures: list[tuple[str, BaseException]] = []
+        waited = 0.0
+        try:
+            while True:
+                chosen = await self._choose(tried)
+                if chosen is None:
+                    pause = self._wait_or_raise(tried, failures, waited)
+                    await _async_sleep(pause)
+                    waited += pause
+                    continue
+                deployment, entry = chosen
+                tried.add(deployment.index)
+                info.deployments_tried += 1
+                usage = self._start(deployment, arguments)
+                try:
+                    result = await deployment.call(**arguments)
+                    if len(tried) < len(self._deployments) and is_stream(result):
+                        await afirst_chunk(result)  # A failure before it may go elsewhere.
+                except Exception as error:
+                    self._failed(info, deployment, error, failures)
+                    await self._report_failure(deployment, entry, error)
+                    if self._goes_on(error, tried):
+                        continue
+                    _annotate(failures)
+                    raise
+                except BaseException:
+                    self._finished(deployment)
+                    if entry.probe:
+                        await self._store.areleased(deployment.key)
+                    raise
+                self._done(deployment, result, usage)
+                if entry.probe or entry.failures:
+                    await self._store.asucceeded(deployment.key)
+                note_served(info, deployment.name)
+                return result
+        finally:
+            leave_call(opened)
+
+    async def _choose(self, tried: set[int]) -> tuple[Deployment, Entry] | None:
+        now = time.monotonic()
+        for deployment in self._order(tried, now):
+            entry = await self._store.aenter(deployment.key, self._policy)
+            if entry.granted:
+                return deployment, entry
+            self._refused(deployment, entry, now)
+        return None
+
+    async def _report_failure(self, deployment: Deployment, entry: Entry, error: Exception) -> None:
+        if counts_against(error):
+            seconds = cool_for(error, self._policy)
+            await self._store.afailed(
+                deployment.key, self._policy, probe=entry.probe, cool_for=seconds
+            )
+            if seconds is not None:
+                _cooling(deployment, time.monotonic(), seconds)
+        elif is_budget_refusal(error):  # Nothing was sent: no verdict on the deployment.
+            if entry.probe:
+                await self._store.areleased(deployment.key)
+        elif entry.probe or entry.failures:  # It answered: the deployment itself is fine.
+            await self._store.asucceeded(deployment.key)
+
+
+class _SyncBalanced(_Balanced):
+    __slots__ = ()
+
+    def __call__(self, **kwargs: Any) -> Any:
+        info, opened = join_call()
+        arguments = forward(kwargs)
+        tried: set[int] = set()
+        failures: list[tuple[str, BaseException]] = []
+        waited = 0.0
+        try:
+            while True:
+                chosen = self._choose(tried)
+                if chosen is None:
+                    pause = self._wait_or_raise(tried, failures, waited)
+                    _sync_sleep(pause)
+                    waited += pause
+                    continue
+                deployment, entry = chosen
+                tried.add(deployment.index)
+                info.deployments_tried += 1
+                usage = self._start(deployment, arguments)
+                try:
+                    result = deployment.call(**arguments)
+                    if len(tried) < len(self._deployments) and is_stream(result):
+                        first_chunk(result)  # A failure before it may go elsewhere.
+                except Exception as error:
+                    self._failed(info, deployment, error, failures)
+                    self._report_failure(deployment, entry, error)
+                    if self._goes_on(error, tried):
+                        continue
+                    _annotate(failures)
+                    raise
+                except BaseException:
+                    self._finished(deployment)
+                    if entry.probe:
+                        self._store.released(deployment.key)
+                    raise
+                self._done(deployment, result, usage)
+                if entry.probe or entry.failures:
+                    self._store.succeeded(deployment.key)
+                note_served(info, deployment.name)
+                return result
+        finally:
+            leave_call(opened)
+
+    def _choose(self, tried: set[int]) -> tuple[Deployment, Entry] | None:
+        now = time.monotonic()
+        for deployment in self._order(tried, now):
+            entry = self._store.enter(deployment.key, self._policy)
+            if entry.granted:
+                return deployment, entry
+            self._refused(deployment, entry, now)
+        return None
+
+    def _report_failure(self, deployment: Deployment, entry: Entry, error: Exception) -> None:
+        if counts_against(error):
+            seconds = cool_for(error, self._policy)
+            self._store.failed(deployment.key, self._policy, probe=entry.probe, cool_for=seconds)
+            if seconds is not None:
+                _cooling(deployment, time.monotonic(), seconds)
+        elif is_budget_refusal(error):
+            if entry.probe:
+                self._store.released(deployment.key)
+        elif entry.probe or entry.failures:
+            self._store.succeeded(deployment.key)
+
+
+def _named(
+    deployments: object,
+) -> list[tuple[str, ModelCallable]]:
+    if isinstance(deployments, Mapping):
+        items: list[tuple[object, object]] = list(deployments.items())  # pyright: ignore[reportUnknownArgumentType, reportUnknownMemberType]
+        for name, _ in items:
+            if not isinstance(name, str) or not name:
+                msg = f"with_load_balancing() deployment names must be non-empty str, got {name!r}"
+                raise TypeError(msg)
+        named: list[tuple[str, Any]] = [(str(n), f) for n, f in items]
+        return named
+    if isinstance(deployments, (str, bytes)) or not isinstance(deployments, Sequence):
+        msg = (
+            "with_load_balancing() takes its deployments as a list of callables or a mapping "
+            f"of names to callables, got {type(deployments).__name__}"
+        )
+        raise TypeError(msg)
+    listed: list[Any] = list(deployments)  # pyright: ignore[reportUnknownArgumentType]
+    return [(name_of(f, i), f) for i, f in enumerate(listed)]
+
+
+def _check_args(strategy: object, cooldown: object, store: object, key: object) -> CooldownStore:
+    if strategy not in _STRATEGIES:
+        msg = f"strategy must be one of {sorted(_STRATEGIES)}, got {strategy!r}"
+        raise ValueError(msg)
+    if not isinstance(cooldown, CooldownPolicy):
+        msg = f"cooldown must be a CooldownPolicy, got {type(cooldown).__name__}"
+        raise TypeError(msg)
+    if not isinstance(key, str) or not key:
+        msg = f"key must be a non-empty str naming the deployment group, got {key!r}"
+        raise TypeError(msg)
+    if store is None:
+        return MemoryCooldownStore()
+    if not isinstance(store, CooldownStore):
+        msg = (
+            "store must implement CooldownStore (enter, succeeded, failed, released and "
+            f"their async forms), got {type(store).__name__}"
+        )
+        raise TypeError(msg)
+    return store
+
+
+_DEFAULT_POLICY = CooldownPolicy()
+
+
+@overload
+def with_load_balancing(
+    deployments: Sequence[AFixedModelCompletion] | Mapping[str, AFixedModelCompletion],
+    strategy: Strategy = ...,
+    cooldown: CooldownPolicy = ...,
+    *,
+    store: CooldownStore | None = ...,
+    key: str = ...,
+) -> AFixedModelCompletion: ...
+@overload
+def with_load_balancing(
+    deployments: Sequence[FixedModelCompletion] | Mapping[str, FixedModelCompletion],
+    strategy: Strategy = ...,
+    cooldown: CooldownPolicy = ...,
+    *,
+    store: CooldownStore | None = ...,
+    key: str = ...,
+) -> FixedModelCompletion: ...
+@overload
+def with_load_balancing(
+    deployments: Sequence[AFixedModelEmbedding] | Mapping[str, AFixedModelEmbedding],
+    strategy: Strategy = ...,
+    cooldown: CooldownPolicy = ...,
+    *,
+    store: CooldownStore | None = ...,
+    key: str = ...,
+) -> AFixedModelEmbedding: ...
+@overload
+def with_load_balancing(
+    deployments: Sequence[FixedModelEmbedding] | Mapping[str, FixedModelEmbedding],
+    strategy: Strategy = ...,
+    cooldown: CooldownPolicy = ...,
+    *,
+    store: CooldownStore | None = ...,
+    key: str = ...,
+) -> FixedModelEmbedding: ...
+def with_load_balancing(
+    deployments: Sequence[ModelCallable] | Mapping[str, ModelCallable],
+    strategy: Strategy = "least_busy",
+    cooldown: CooldownPolicy = _DEFAULT_POLICY,
+    *,
+    store: CooldownStore | None = None,
+    key: str = "default",
+) -> ModelCallable:
+    """Spread calls over deployments of one model, skipping those that cool down.
+
+    Args:
+        deployments: Callables of one kind serving the same model, as a list (named by model
+            and position, e.g. ``azure/gpt-4o#1``) or a mapping of names to callables. Names
+            identify deployments in the cooldown store and in call records; processes
+            sharing a Redis store must use the same names.
+        strategy: ``"least_busy"`` (default), ``"round_robin"`` or ``"usage_based"``; see
+            the module documentation.
+        cooldown: When a deployment cools down, and what happens when all do.
+        store: Where cooldown state lives: a private in-process store by default; a
+            :class:`~fixedmodel.stores.redis_cooldown.RedisCooldownStore` shares it.
+        key: Name of this group of deployments in the store.
+
+    Returns:
+        A callable of the same kind as the deployments. The call's record
+        (``with_logging``, ``with_metrics``) names the deployment that answered
+        (``served_by``), counts the deployments tried, and lists the error class of each
+        failure. When every deployment it tried failed, the last failure is raised (a
+        litellm exception, with a note per earlier one); when every deployment is cooling
+        down, see :attr:`CooldownPolicy.when_all_cooling`.
+
+    Raises:
+        TypeError: A deployment is not callable, the deployments are not all of one kind,
+            names are not str, or an argument has the wrong type.
+        ValueError: No deployments, or ``strategy`` is unknown.
+    """
+    named = _named(deployments)
+    if not named:
+        msg = "with_load_balancing() needs at least one deployment"
+        raise ValueError(msg)
+    asynchronous = check_one_kind([f for _, f in named], "with_load_balancing")
+    checked = _check_args(strategy, cooldown, store, key)
+    names = [n for n, _ in named]
+    if len(set(names)) != len(names):
+        msg = f"with_load_balancing() deployment names must be unique, got {names}"
+        raise ValueError(msg)
+    built = [Deployment(i, n, f, key) for i, (n, f) in enumerate(named)]
+    kind = _AsyncBalanced if asynchronous else _SyncBalanced
+    return kind(built, strategy, cooldown, checked)

@@ -1,0 +1,117 @@
+"""The in-process cooldown store: the circuit rule of ``_cooldown_store`` over a dict.
+
+Shared by the threads and event loops of one process; for cooldowns shared by several
+processes or hosts use :class:`~fixedmodel.stores.redis_cooldown.RedisCooldownStore`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fixedmodel.stores._cooldown_store import ADMITTED, Entry
+
+if TYPE_CHECKING:
+    from fixedmodel.routing.load_balancing import CooldownPolicy
+
+__all__ = ["MemoryCooldownStore"]
+
+
+@dataclass
+class _Circuit:
+    failures: int = 0
+    last_failure: float = 0.0
+    open_until: float = 0.0
+    probe_until: float = 0.0
+
+
+class MemoryCooldownStore:
+    """Circuit breakers of deployments in this process; conforms to ``CooldownStore``.
+
+    Args:
+        clock: Monotonic clock in seconds; tests pass a controllable one.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._circuits: dict[str, _Circuit] = {}
+
+    def enter(self, key: str, policy: CooldownPolicy) -> Entry:
+        """Decide whether a call may go to the deployment ``key`` now."""
+        circuit = self._circuits.get(key)
+        if circuit is None:  # Healthy and never failed: no lock, no clock.
+            return ADMITTED
+        with self._lock:
+            now = self._clock()
+            if now < circuit.open_until:
+                return Entry(granted=False, retry_in=circuit.open_until - now)
+            if circuit.open_until:
+                if now < circuit.probe_until:
+                    return Entry(granted=False, retry_in=circuit.probe_until - now)
+                circuit.probe_until = now + policy.probe_timeout
+                return Entry(granted=True, probe=True)
+            return Entry(granted=True, failures=circuit.failures)
+
+    async def aenter(self, key: str, policy: CooldownPolicy) -> Entry:
+        """Async :meth:`enter` (no I/O: it does not yield to the event loop)."""
+        return self.enter(key, policy)
+
+    def succeeded(self, key: str) -> None:
+        """Record that a call to ``key`` succeeded: the circuit closes, failures reset."""
+        if key in self._circuits:
+            with self._lock:
+                self._circuits.pop(key, None)
+
+    async def asucceeded(self, key: str) -> None:
+        """Async :meth:`succeeded`."""
+        self.succeeded(key)
+
+    def failed(
+        self, key: str, policy: CooldownPolicy, *, probe: bool, cool_for: float | None
+    ) -> None:
+        """Record a failure of ``key``; ``cool_for`` seconds (a Retry-After) open it at once."""
+        with self._lock:
+            now = self._clock()
+            circuit = self._circuits.get(key)
+            if circuit is None:
+                circuit = self._circuits[key] = _Circuit()
+            if cool_for is not None:
+                circuit.open_until = max(circuit.open_until, now + cool_for)
+                circuit.probe_until = circuit.failures = 0
+                return
+            if circuit.open_until:
+                if probe and now >= circuit.open_until:
+                    circuit.open_until = now + policy.cooldown
+                    circuit.probe_until = 0.0
+                return  # Open, or half-open and not the probe: the call predates the opening.
+            if now - circuit.last_failure > policy.failure_window:
+                circuit.failures = 0
+            circuit.failures += 1
+            circuit.last_failure = now
+            if circuit.failures >= policy.failures:
+                circuit.open_until = now + policy.cooldown
+                circuit.failures = 0
+
+    async def afailed(
+        self, key: str, policy: CooldownPolicy, *, probe: bool, cool_for: float | None
+    ) -> None:
+        """Async :meth:`failed`."""
+        self.failed(key, policy, probe=probe, cool_for=cool_for)
+
+    def released(self, key: str) -> None:
+        """Give back the probe of ``key`` without a verdict (the call was cancelled)."""
+        with self._lock:
+            circuit = self._circuits.get(key)
+            if circuit is not None:
+                circuit.probe_until = 0.0
+
+    async def areleased(self, key: str) -> None:
+        """Async :meth:`released`."""
+        self.released(key)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
