@@ -141,10 +141,24 @@ class Wrapper:
     object (nothing happens over a callable that cannot close, such as a test fake).
     """
 
-    __slots__ = ("_inner",)
+    __slots__ = ("_inner", "_made")
 
     def __init__(self, inner: object) -> None:
         self._inner = inner
+        # The public call that made this layer, to make it again in another process.
+        self._made: tuple[Callable[..., object], tuple[object, ...], dict[str, object]] | None
+        self._made = None
+
+    def made_by(self, factory: Callable[..., object], *args: object, **kwargs: object) -> Self:
+        """Record the public call that made this layer (what pickling it sends); return it."""
+        self._made = (factory, args, kwargs)
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self._made is None:
+            msg = f"{type(self).__name__} cannot be pickled (no record of how it was made)"
+            raise TypeError(msg)
+        return (_remake, self._made)
 
     @property
     def model(self) -> str | None:
@@ -190,6 +204,13 @@ class Wrapper:
         # Layers name themselves after their with_* function; the class name is the fallback,
         # shown without the underscore of a private class.
         return f"{type(self).__name__.lstrip('_')}({self._inner!r})"
+
+
+def _remake(
+    factory: Callable[..., object], args: tuple[object, ...], kwargs: dict[str, object]
+) -> object:
+    """Unpickle a layer: make it again with the call that made it."""
+    return factory(*args, **kwargs)
 
 
 def innermost(function: object) -> object:

@@ -22,9 +22,10 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast, overload, runtime_checkable
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast, overload, runtime_checkable
 
 from fixedmodel._litellm import litellm_module
+from fixedmodel._pickling import refuse_pickling
 from fixedmodel._protocols import (
     AFixedModelCompletion,
     AFixedModelEmbedding,
@@ -219,6 +220,13 @@ class InMemoryMetrics:
         self._calls = self._errors = self._prompt = self._completion = 0
         self._hits = self._retries = 0
         self._cost = 0.0
+
+    def __reduce__(self) -> NoReturn:
+        refuse_pickling(
+            "InMemoryMetrics",
+            "with_metrics(fn) (each process aggregates into its own default_metrics()), or "
+            "with_tracing() and an OpenTelemetry metrics exporter",
+        )
 
     def record(self, call: CallRecord) -> None:
         """Add one call to the aggregates."""
@@ -485,7 +493,7 @@ def _observe(
     emit: Callable[[CallRecord], None],
     wrapper: str,
     wants: Callable[[bool], bool] = _always,
-) -> Any:
+) -> _AsyncObserved | _SyncObserved:
     check_callable(fn, wrapper)
     return (_AsyncObserved if is_async_callable(fn) else _SyncObserved)(fn, emit, wants)
 
@@ -604,8 +612,8 @@ def with_logging(
         # Skip building the record at all when nothing would be logged.
         return target.isEnabledFor(failure_level if failed else level)
 
-    wrapped: ModelCallable = _observe(fn, _log_emitter(target, level), "with_logging", wants)
-    return wrapped
+    wrapped = _observe(fn, _log_emitter(target, level), "with_logging", wants)
+    return wrapped.made_by(with_logging, fn, logger=logger, level=level)
 
 
 @overload
@@ -655,5 +663,6 @@ def with_metrics(fn: ModelCallable, sink: MetricsSink | None = None) -> ModelCal
     if not callable(getattr(target, "record", None)):
         msg = f"sink must have a record(CallRecord) method, got {type(target).__name__}"
         raise TypeError(msg)
-    wrapped: ModelCallable = _observe(fn, target.record, "with_metrics")
-    return wrapped
+    wrapped = _observe(fn, target.record, "with_metrics")
+    # In another process, sink=None means that process's own default aggregator.
+    return wrapped.made_by(with_metrics, fn, sink)

@@ -423,5 +423,5 @@ def with_retries(fn: ModelCallable, policy: RetryPolicy = _DEFAULT_POLICY) -> Mo
     check_callable(fn, "with_retries")
     _check_policy(policy)
     if is_async_callable(fn):
-        return _AsyncRetries(fn, policy)
-    return _SyncRetries(fn, policy)
+        return _AsyncRetries(fn, policy).made_by(with_retries, fn, policy)
+    return _SyncRetries(fn, policy).made_by(with_retries, fn, policy)

@@ -184,6 +184,20 @@ class Budget:
         self.unknown_price: UnknownPrice = unknown_price
         self.assumed_completion_tokens = assumed_completion_tokens
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The same caps over the same store (the in-process store refuses to travel).
+        options = {
+            "max_cost": self.max_cost,
+            "max_tokens": self.max_tokens,
+            "max_requests": self.max_requests,
+            "period": self._caps.period,
+            "unknown_price": self.unknown_price,
+            "assumed_completion_tokens": self.assumed_completion_tokens,
+            "store": self._store,
+            "key": self._key,
+        }
+        return (_rebuild_budget, (options,))
+
     @property
     def max_cost(self) -> float | None:
         """USD per window, or ``None``."""
@@ -510,4 +524,9 @@ def with_budget(fn: ModelCallable, budget: Budget) -> ModelCallable:
             "Budget(unknown_price='count_tokens')"
         )
         raise ValueError(msg)
-    return wrapped
+    return wrapped.made_by(with_budget, fn, checked)
+
+
+def _rebuild_budget(options: dict[str, Any]) -> Budget:
+    """Unpickle a budget: the same caps, store and key."""
+    return Budget(**options)

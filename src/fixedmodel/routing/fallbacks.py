@@ -339,5 +339,7 @@ def with_fallbacks(
     asynchronous = check_one_kind(functions, "with_fallbacks")
     checked = _check_policy(policy)
     if asynchronous:
-        return _AsyncFallbacks(functions, checked)
-    return _SyncFallbacks(functions, checked)
+        return _AsyncFallbacks(functions, checked).made_by(
+            with_fallbacks, *functions, policy=checked
+        )
+    return _SyncFallbacks(functions, checked).made_by(with_fallbacks, *functions, policy=checked)

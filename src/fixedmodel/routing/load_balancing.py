@@ -564,4 +564,6 @@ def with_load_balancing(
         raise ValueError(msg)
     built = [Deployment(i, n, f, key) for i, (n, f) in enumerate(named)]
     kind = _AsyncBalanced if asynchronous else _SyncBalanced
-    return kind(built, strategy, cooldown, checked)
+    return kind(built, strategy, cooldown, checked).made_by(
+        with_load_balancing, dict(named), strategy, cooldown, store=checked, key=key
+    )

@@ -11,7 +11,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
+from fixedmodel._pickling import refuse_pickling
 from fixedmodel.stores._budget_store import Caps, Committed, Reservation
 
 __all__ = ["MemoryBudgetStore"]
@@ -39,6 +41,12 @@ class MemoryBudgetStore:
     Args:
         clock: Wall clock in seconds (windows are aligned to it); tests pass their own.
     """
+
+    def __reduce__(self) -> NoReturn:
+        refuse_pickling(
+            "A Budget on the in-process store (MemoryBudgetStore)",
+            "Budget(..., store=RedisBudgetStore(url))",
+        )
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock

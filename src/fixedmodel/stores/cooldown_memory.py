@@ -10,8 +10,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
+from fixedmodel._pickling import refuse_pickling
 from fixedmodel.stores._cooldown_store import ADMITTED, Entry
 
 if TYPE_CHECKING:
@@ -34,6 +35,12 @@ class MemoryCooldownStore:
     Args:
         clock: Monotonic clock in seconds; tests pass a controllable one.
     """
+
+    def __reduce__(self) -> NoReturn:
+        refuse_pickling(
+            "A load balancer on the in-process cooldown store (MemoryCooldownStore)",
+            "with_load_balancing(..., store=RedisCooldownStore(url))",
+        )
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock

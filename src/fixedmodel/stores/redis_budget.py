@@ -18,7 +18,7 @@ through uncounted and logs a WARNING. Settlements are best effort (logged, never
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Self
 
@@ -29,6 +29,7 @@ from fixedmodel.stores._redis import (
     LuaScript,
     RedisClients,
     check_namespace,
+    rebuild_store,
     redis_errors,
     require_redis,
 )
@@ -158,6 +159,16 @@ class RedisBudgetStore:
     def namespace(self) -> str:
         """Prefix of this store's keys."""
         return self._namespace
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Another process gets its own connections to the same Redis (only from a URL).
+        url = self._clients.url_for_pickling("RedisBudgetStore")
+        options = {
+            "namespace": self._namespace,
+            "on_error": self._on_error,
+            "timeout": self._clients.timeout,
+        }
+        return (rebuild_store, (RedisBudgetStore, url, options))
 
     def _run(self, key: str, args: list[str | int]) -> object:
         return _SCRIPT.run(self._clients.sync(), [self._namespace + key], args)

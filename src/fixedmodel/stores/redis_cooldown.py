@@ -20,7 +20,7 @@ call went are best effort under both (logged, never raised).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Self
 
@@ -31,6 +31,7 @@ from fixedmodel.stores._redis import (
     LuaScript,
     RedisClients,
     check_namespace,
+    rebuild_store,
     redis_errors,
     require_redis,
 )
@@ -195,6 +196,16 @@ class RedisCooldownStore:
     def namespace(self) -> str:
         """Prefix of this store's keys."""
         return self._namespace
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Another process gets its own connections to the same Redis (only from a URL).
+        url = self._clients.url_for_pickling("RedisCooldownStore")
+        options = {
+            "namespace": self._namespace,
+            "on_error": self._on_error,
+            "timeout": self._clients.timeout,
+        }
+        return (rebuild_store, (RedisCooldownStore, url, options))
 
     def enter(self, key: str, policy: CooldownPolicy) -> Entry:
         """Decide whether a call may go to the deployment ``key`` now.
