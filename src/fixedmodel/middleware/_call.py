@@ -220,9 +220,9 @@ def innermost(function: object) -> object:
     return function
 
 
-def _as_sent_by_fake(kwargs: dict[str, Any]) -> dict[str, Any]:
-    # Not over a bound object: apply the bound objects' rules (None is "not given", the
-    # escape hatch is flattened, an explicit keyword wins over extra_params).
+def flatten_request(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Keywords by the bound objects' rules: None is "not given", ``extra_params`` is
+    flattened, and an explicit keyword wins over the same name inside it."""
     merged = {n: v for n, v in kwargs.items() if v is not None and n != "extra_params"}
     extra = kwargs.get("extra_params")
     if isinstance(extra, Mapping):
@@ -254,7 +254,7 @@ def request_reader(inner: object) -> Callable[[dict[str, Any]], dict[str, Any]]:
             return request
 
         return read
-    return _as_sent_by_fake
+    return flatten_request
 
 
 def is_stream_request(request: Mapping[str, object]) -> bool:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
 from typing_extensions import Self, Unpack
 
 from fixedmodel._params import CompletionParams, EmbeddingInput, EmbeddingParams, Messages
+from fixedmodel.middleware._call import flatten_request
 from fixedmodel.testing._script import (
     ChatEntry,
     EmbeddingEntry,
@@ -92,14 +93,7 @@ class EmbeddingCall:
 
 def _merged(defaults: Mapping[str, object], kwargs: Mapping[str, object]) -> dict[str, object]:
     """Defaults and call keywords merged the way bound objects merge them (call wins)."""
-    merged: dict[str, object] = {}
-    for layer in (defaults, kwargs):
-        extra = layer.get("extra_params")
-        if isinstance(extra, Mapping):
-            items: Mapping[object, object] = extra  # pyright: ignore[reportUnknownVariableType]
-            merged.update({str(k): v for k, v in items.items() if v is not None})
-        merged.update({k: v for k, v in layer.items() if v is not None and k != "extra_params"})
-    return merged
+    return {**flatten_request(defaults), **flatten_request(kwargs)}
 
 
 class _Fake(Generic[_Entry, _Call]):
