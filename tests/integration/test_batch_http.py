@@ -90,5 +90,7 @@ def test_the_sync_batch_runs_on_threads_in_order(server: OpenAIServer) -> None:
         results = batch(chat, _requests(20), concurrency=5, ids=[f"r{i}" for i in range(20)])
     assert [result.id for result in results] == [f"r{i}" for i in range(20)]
     assert [result.index for result in results if not result.ok] == [3]
-    assert isinstance(results[3].error, litellm.AuthenticationError)
+    # litellm maps a 401 to AuthenticationError from 1.109 on, to BadRequestError before.
+    assert isinstance(results[3].error, (litellm.AuthenticationError, litellm.BadRequestError))
+    assert getattr(results[3].error, "status_code", None) == 401
     assert server.request_count() == 20

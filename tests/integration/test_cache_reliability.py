@@ -373,7 +373,11 @@ async def test_a_followers_copy_equals_the_live_answer(shaped: ShapedServer) -> 
         leader, follower = await asyncio.gather(chat(messages=MESSAGES), chat(messages=MESSAGES))
     assert follower._hidden_params["cache_hit"] is True
     assert follower.model_dump() == leader.model_dump()
-    assert follower.choices[0].logprobs is None
+    # As the live answer has it: None on litellm 1.110, no attribute on 1.100 (litellm's own
+    # Choices drops a null logprobs there).
+    absent = object()
+    live = getattr(leader.choices[0], "logprobs", absent)
+    assert getattr(follower.choices[0], "logprobs", absent) is live
     _same_attributes(leader, follower, "follower")
 
 

@@ -9,6 +9,7 @@ as it is). An embedding entry is a vector, a list of vectors, a ``Fail`` or an e
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 import time
 import uuid
@@ -176,15 +177,22 @@ class Fail:
             self.status, headers=dict(self.headers), json=body, request=request
         )
         name = _STATUS_CLASSES.get(self.status)
-        common: dict[str, Any] = {"message": self.message, "model": model, "llm_provider": "fake"}
-        if name == "Timeout":
-            error: Exception = litellm.Timeout(**common, response=response)
-        elif name is not None and hasattr(litellm, name):
-            error = getattr(litellm, name)(**common, response=response)
-        else:
-            error = litellm.APIError(
-                status_code=self.status, **common, request=request, response=response
-            )
+        kind: Any = getattr(litellm, name, None) if name is not None else None
+        arguments: dict[str, Any] = {
+            "message": self.message,
+            "model": model,
+            "llm_provider": "fake",
+            "response": response,
+        }
+        if kind is None:
+            kind = litellm.APIError
+            arguments.update(status_code=self.status, request=request)
+        # Older litellm releases take no response= in some classes (Timeout, APIError):
+        # pass what the installed class accepts.
+        accepted = inspect.signature(kind.__init__).parameters
+        error: Exception = kind(**{k: v for k, v in arguments.items() if k in accepted})
+        if getattr(error, "status_code", None) != self.status:
+            error.status_code = self.status  # type: ignore[attr-defined]  # litellm's field
         return error
 
 
