@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from fixedmodel import (
     with_retries,
     with_tracing,
 )
-from fixedmodel.testing import Fail, FakeACompletion, FakeAEmbedding, FakeUsage, Reply
+from fixedmodel.testing import Fail, FakeACompletion, FakeAEmbedding, FakeToolCall, FakeUsage, Reply
 from fixedmodel.testing.server import OpenAIServer
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
@@ -241,3 +242,80 @@ def test_without_the_otel_extra_only_with_tracing_fails_and_names_the_extra(
         with_tracing(FakeACompletion())
     chat = with_retries(FakeACompletion(["still fine"]))
     assert chat is not None
+
+
+async def test_a_stream_dropped_unread_is_collected_and_ends_its_span(otel: Telemetry) -> None:
+    import weakref
+
+    chat = traced(bind_acompletion("openai/gpt-4o-mini", mock_response="a b c d e"), otel)
+    stream = await chat(messages=MESSAGES, stream=True)
+    await anext(aiter(stream))
+    alive = weakref.ref(stream)
+    del stream
+    await asyncio.sleep(0)  # the loop drops its own last reference (a finished future's)
+    gc.collect()
+    assert alive() is None  # the layer keeps no reference to the stream
+    (span,) = otel.finished()
+    assert [event.name for event in span.events] == ["fixedmodel.stream.abandoned"]
+
+
+async def test_redaction_keeps_the_structure_and_short_placeholders_alone(
+    otel: Telemetry,
+) -> None:
+    token = "tok-0123456789abcdef"
+    fake = FakeACompletion(["unused words stay"], model="openai/m", api_key="unused")
+    chat = traced(fake, otel, capture_content=True)
+    await chat(
+        messages=[{"role": "user", "content": f"an assistant said {token}"}],
+        extra_headers={"Authorization": f"Bearer {token}"},
+    )
+    (span,) = otel.finished()
+    attributes = dict(span.attributes or {})
+    inputs = json.loads(str(attributes["gen_ai.input.messages"]))
+    assert inputs == [
+        {"role": "user", "parts": [{"type": "text", "content": "an assistant said [REDACTED]"}]}
+    ]
+    outputs = json.loads(str(attributes["gen_ai.output.messages"]))
+    assert outputs[0]["role"] == "assistant"
+    assert outputs[0]["parts"] == [{"type": "text", "content": "unused words stay"}]
+    assert token not in otel.everything_recorded()
+
+
+async def test_captured_input_keeps_tool_calls_and_tool_results(otel: Telemetry) -> None:
+    fake = FakeACompletion(
+        [Reply(tool_calls=[FakeToolCall("weather", {"city": "Oslo"}, id="c1")]), "sunny it is"]
+    )
+    chat = traced(fake, otel, capture_content=True)
+    first = await chat(messages=MESSAGES)
+    history = [
+        *MESSAGES,
+        first.choices[0].message,
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]
+    await chat(messages=history)
+    spans = otel.finished()
+    called = json.loads(str(dict(spans[0].attributes or {})["gen_ai.output.messages"]))
+    assert called[0]["parts"] == [
+        {"type": "tool_call", "id": "c1", "name": "weather", "arguments": '{"city": "Oslo"}'}
+    ]
+    inputs = json.loads(str(dict(spans[1].attributes or {})["gen_ai.input.messages"]))
+    assert inputs[1]["role"] == "assistant"
+    assert inputs[1]["parts"][-1]["type"] == "tool_call"
+    assert inputs[1]["parts"][-1]["id"] == "c1"
+    assert inputs[2] == {
+        "role": "tool",
+        "parts": [{"type": "tool_call_response", "id": "c1", "response": "sunny"}],
+    }
+
+
+async def test_captured_embedding_input_keeps_its_texts(otel: Telemetry) -> None:
+    embed = traced(FakeAEmbedding([[0.1]]), otel, capture_content=True)
+    await embed(input=["hello", "world"])
+    (span,) = otel.finished()
+    inputs = json.loads(str(dict(span.attributes or {})["gen_ai.input.messages"]))
+    assert inputs == [
+        {
+            "role": "user",
+            "parts": [{"type": "text", "content": "hello"}, {"type": "text", "content": "world"}],
+        }
+    ]

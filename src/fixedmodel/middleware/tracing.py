@@ -242,87 +242,135 @@ def response_attributes(result: object) -> dict[str, Any]:
     return attributes
 
 
+# Credential values shorter than this are not searched for in content: a real key or token
+# is far longer, and a short placeholder (``api_key="unused"`` for a local server) would
+# otherwise blank out ordinary words of the prompts and answers.
+_SHORTEST_SECRET = 12
+
+
 def _secret_values(request: Mapping[str, object]) -> list[str]:
+    """The credential values of ``request`` worth searching for in content, longest first."""
     found: list[str] = []
-    for name, value in request.items():
-        if isinstance(value, str) and value and is_secret(name):
+
+    def add(value: object) -> None:
+        if isinstance(value, str):
             found.append(value)
+            # "Bearer <token>", "Basic <...>": the token alone may appear elsewhere.
+            scheme, _, token = value.partition(" ")
+            if token and scheme.isalpha():
+                found.append(token.strip())
+
+    for name, value in request.items():
+        if is_secret(name):
+            add(value)
         elif name in ("extra_headers", "headers") and isinstance(value, Mapping):
-            headers: Mapping[object, object] = value  # pyright: ignore[reportUnknownVariableType]
-            found.extend(
-                str(item)
-                for key, item in headers.items()
-                if isinstance(key, str) and is_secret(key) and item
-            )
-    return found
+            headers = cast("Mapping[object, object]", value)
+            for key, item in headers.items():
+                if isinstance(key, str) and is_secret(key):
+                    add(item)
+    kept = {value for value in found if len(value) >= _SHORTEST_SECRET}
+    return sorted(kept, key=len, reverse=True)
+
+
+def _redacted(value: object, secrets: list[str]) -> object:
+    """``value`` with every credential replaced in its strings (structure kept)."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, _REDACTED)
+        return value
+    if isinstance(value, dict):
+        items = cast("dict[str, object]", value)
+        return {key: _redacted(item, secrets) for key, item in items.items()}
+    if isinstance(value, list):
+        return [_redacted(item, secrets) for item in cast("list[object]", value)]
+    return value
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def _parts(content: object) -> list[dict[str, object]]:
+    """Message content as the conventions' parts: text, or the part's type."""
     if isinstance(content, str):
         return [{"type": "text", "content": content}]
-    items = _items(content)
-    if items is not None:
-        parts: list[dict[str, object]] = []
-        for part in items:
-            text = _field(part, "text")
-            if isinstance(text, str):
-                parts.append({"type": "text", "content": text})
-            else:
-                parts.append({"type": str(_field(part, "type") or "unknown")})
-        return parts
-    return []
+    parts: list[dict[str, object]] = []
+    for part in _items(content) or ():
+        if isinstance(part, str):  # an embedding input's texts
+            parts.append({"type": "text", "content": part})
+            continue
+        text = _field(part, "text")
+        if isinstance(text, str):
+            parts.append({"type": "text", "content": text})
+        else:
+            parts.append({"type": str(_field(part, "type") or "unknown")})
+    return parts
 
 
-def _redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, _REDACTED)
-    return text
+def _tool_calls(message: object) -> list[dict[str, object]]:
+    calls: list[dict[str, object]] = []
+    for call in _items(_field(message, "tool_calls")) or ():
+        function = _field(call, "function")
+        calls.append(
+            {
+                "type": "tool_call",
+                "id": _field(call, "id"),
+                "name": _field(function, "name"),
+                "arguments": _field(function, "arguments"),
+            }
+        )
+    return calls
+
+
+def _input_message(message: object) -> dict[str, object]:
+    role = str(_field(message, "role"))
+    content = _field(message, "content")
+    if role == "tool":
+        # A tool's answer to a call the model made.
+        part: dict[str, object] = {
+            "type": "tool_call_response",
+            "id": _field(message, "tool_call_id"),
+            "response": _text(content),
+        }
+        return {"role": role, "parts": [part]}
+    return {"role": role, "parts": _parts(content) + _tool_calls(message)}
+
+
+def _as_json(rendered: object, request: Mapping[str, object]) -> str:
+    return json.dumps(_redacted(rendered, _secret_values(request)), default=str)
 
 
 def input_messages(request: Mapping[str, object]) -> str | None:
-    """``gen_ai.input.messages``: the request's messages (or embedding input) as JSON."""
-    messages = request.get("messages")
-    if isinstance(messages, Sequence) and not isinstance(messages, str):
-        listed: Sequence[object] = messages  # pyright: ignore[reportUnknownVariableType]
-        rendered = [
-            {"role": str(_field(message, "role")), "parts": _parts(_field(message, "content"))}
-            for message in listed
-        ]
+    """``gen_ai.input.messages``: the request's messages (or embedding input) as JSON.
+
+    Text parts, the tool calls of assistant messages and tool results, as the conventions'
+    parts (v1.41.0); other parts (images, audio, files) by type only.
+    """
+    messages = _items(request.get("messages"))
+    if messages is not None:
+        rendered = [_input_message(message) for message in messages]
     elif "input" in request:
         rendered = [{"role": "user", "parts": _parts(request.get("input"))}]
     else:
         return None
-    return _redact(json.dumps(rendered, default=str), _secret_values(request))
+    return _as_json(rendered, request)
 
 
 def output_messages(result: object, request: Mapping[str, object]) -> str | None:
     """``gen_ai.output.messages``: the answer's choices as JSON (None for embeddings)."""
-    choices = _field(result, "choices")
-    if not isinstance(choices, Sequence):
+    choices = _items(_field(result, "choices"))
+    if choices is None:
         return None
-    listed: Sequence[object] = choices  # pyright: ignore[reportUnknownVariableType]
-    rendered: list[dict[str, object]] = []
-    for choice in listed:
-        message = _field(choice, "message")
-        parts = _parts(_field(message, "content"))
-        for call in _items(_field(message, "tool_calls")) or ():
-            function = _field(call, "function")
-            parts.append(
-                {
-                    "type": "tool_call",
-                    "id": _field(call, "id"),
-                    "name": _field(function, "name"),
-                    "arguments": _field(function, "arguments"),
-                }
-            )
-        rendered.append(
-            {
-                "role": "assistant",
-                "parts": parts,
-                "finish_reason": _field(choice, "finish_reason"),
-            }
-        )
-    return _redact(json.dumps(rendered, default=str), _secret_values(request))
+    rendered = [
+        {
+            "role": "assistant",
+            "parts": _parts(_field(_field(choice, "message"), "content"))
+            + _tool_calls(_field(choice, "message")),
+            "finish_reason": _field(choice, "finish_reason"),
+        }
+        for choice in choices
+    ]
+    return _as_json(rendered, request)
 
 
 class _Instruments:
@@ -511,9 +559,12 @@ class _Traced(Wrapper):
         stream: Any,
         started: float,
     ) -> None:
+        # Read now: the watcher must not hold the stream, or an abandoned stream would stay
+        # reachable (from the watcher list) and never be collected, nor its end reported.
+        response_model: object = getattr(stream, "model", None)
+
         def ended(end: StreamEnd) -> None:
             found: dict[str, Any] = _layers(info)
-            response_model: object = getattr(stream, "model", None)
             if isinstance(response_model, str) and response_model:
                 found["gen_ai.response.model"] = response_model
             if end.usage is not None:
