@@ -209,7 +209,8 @@ def watch_stream(stream: CustomStreamWrapper, watcher: Callable[[StreamEnd], Non
     Several layers may watch one stream; each is told once, in the order they started
     watching. ``watcher`` must not hold a reference to ``stream`` (not even through a
     closure): the watcher list is reachable from the stream's finalizer, so such a
-    reference would keep an abandoned stream alive and its end would never be reported. ``watcher`` runs in the thread that ended the stream (or in the garbage
+    reference would keep an abandoned stream alive and its end would never be reported.
+    ``watcher`` runs in the thread that ended the stream (or in the garbage
     collector, for an abandoned stream), so it must be quick, must not raise and must not
     block; an async layer that needs to await schedules that work itself.
 
