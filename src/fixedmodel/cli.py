@@ -93,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     args = _parser().parse_args(argv)
+    _quiet_litellm()
     try:
         if args.command == "chat":
             return _chat(args)
@@ -109,6 +110,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SOME_FAILED
 
 
+def _quiet_litellm() -> None:
+    """Keep litellm's help banner ("Give Feedback / Get Help") off stdout.
+
+    A global litellm setting, which the library never changes; the command line is an
+    application and owns its output (``chat --json`` must print JSON only).
+    """
+    from fixedmodel._litellm import litellm_module
+
+    # litellm boundary: the module's attributes are untyped.
+    litellm: Any = litellm_module()
+    litellm.suppress_debug_info = True
+
+
 def _check_model(model: str, api_base: str | None, mock: bool) -> None:
     """Refuse a model litellm does not know, or one whose credentials are missing."""
     from fixedmodel._litellm import litellm_module
@@ -122,11 +136,19 @@ def _check_model(model: str, api_base: str | None, mock: bool) -> None:
     if mock or api_base is not None:
         return
     found: dict[str, Any] = litellm.validate_environment(model=model)
-    missing: list[object] = list(found.get("missing_keys") or [])
+    # litellm also lists settings that are not credentials (OLLAMA_API_BASE,
+    # VERTEXAI_PROJECT): only missing credentials stop the run before it starts.
+    listed: list[object] = list(found.get("missing_keys") or [])
+    missing = [name for name in listed if isinstance(name, str) and _is_credential(name)]
     if missing:
         names = ", ".join(str(name) for name in missing)
         msg = f"missing credentials for {provider} model {model!r}: set {names}"
         raise _UsageError(msg)
+
+
+def _is_credential(variable: str) -> bool:
+    name = variable.upper()
+    return any(part in name for part in ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL"))
 
 
 def _defaults(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,6 +166,9 @@ def _defaults(args: argparse.Namespace) -> dict[str, Any]:
 def _chat(args: argparse.Namespace) -> int:
     from fixedmodel import bind_completion, responses
 
+    if args.stream and args.json:
+        msg = "--json prints a whole response; it cannot be combined with --stream"
+        raise _UsageError(msg)
     _check_model(args.model, args.api_base, args.mock_response is not None)
     messages = [{"role": "user", "content": args.prompt}]
     with bind_completion(args.model, **_defaults(args)) as chat:
@@ -172,12 +197,28 @@ class _Line:
 
 
 def _read_lines(path: Path, kind: list[str], skip: set[str]) -> Iterator[_Line]:
-    """The input's lines, lazily; ``kind`` receives the endpoint's kind of the first line."""
-    with path.open(encoding="utf-8") as source:
-        for number, text in enumerate(source, start=1):
+    """The input's lines, lazily; ``kind`` receives the endpoint's kind of the first line.
+
+    A line that is not UTF-8 becomes an error line of its own; a byte-order mark at the
+    start of the file is ignored; a ``custom_id`` seen before is an error line too (OpenAI
+    Batch refuses duplicates).
+    """
+    seen: dict[str, int] = {}
+    with path.open("rb") as source:
+        for number, raw in enumerate(source, start=1):
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                problem = f"line {number}: not UTF-8 text ({error.reason} at byte {error.start})"
+                yield _Line(number, f"line-{number}", None, problem)
+                continue
             if not text.strip():
                 continue
             line = _parse(number, text, kind)
+            first = seen.setdefault(line.custom_id, number)
+            if first != number and line.request is not None:
+                problem = f"line {number}: custom_id {line.custom_id!r} repeats line {first}"
+                line = _Line(number, line.custom_id, None, problem)
             if line.custom_id not in skip:
                 yield line
 
@@ -192,8 +233,13 @@ def _parse(number: int, text: str, kind: list[str]) -> _Line:
         return _Line(number, fallback_id, None, f"line {number}: not a JSON object")
     fields = cast("dict[str, Any]", data)
     custom_id = fields.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id:
+    if custom_id is None or custom_id == "":
         return _Line(number, fallback_id, None, f"line {number}: no custom_id")
+    if not isinstance(custom_id, str):
+        kind_name = type(custom_id).__name__
+        return _Line(
+            number, fallback_id, None, f"line {number}: custom_id must be a string, got {kind_name}"
+        )
     url = fields.get("url")
     body = fields.get("body")
     endpoint = _ENDPOINTS.get(str(url))
@@ -232,6 +278,31 @@ def _done_ids(path: Path) -> set[str]:
                 if isinstance(custom_id, str):
                     done.add(custom_id)
     return done
+
+
+def _check_output(source: Path, target: Path, *, resume: bool) -> None:
+    """Refuse an OUTPUT that cannot take the answers, before anything is sent."""
+    if target.exists() and source.exists() and target.samefile(source):
+        msg = f"OUTPUT {target} is the INPUT file: choose another file for the answers"
+        raise _UsageError(msg)
+    if target.is_dir():
+        msg = f"OUTPUT {target} is a directory: give a file path"
+        raise _UsageError(msg)
+    if not resume and target.exists() and target.stat().st_size > 0:
+        msg = f"{target} is not empty: pass --resume to continue it, or choose another"
+        raise _UsageError(msg)
+    try:
+        with target.open("ab") as sink:
+            # An interrupted run may have left half a line: end it, so the next record
+            # starts on its own line (the torn one is not JSON, so its item runs again).
+            if sink.tell() > 0:
+                with target.open("rb") as previous:
+                    previous.seek(-1, os.SEEK_END)
+                    if previous.read(1) != b"\n":
+                        sink.write(b"\n")
+    except OSError as error:
+        msg = f"cannot write {target}: {error.strerror}"
+        raise _UsageError(msg) from None
 
 
 def _first_kind(path: Path) -> str:
@@ -291,7 +362,12 @@ def _stack(
     if args.cache is not None:
         from fixedmodel import DiskCacheStore
 
-        chat = with_cache(chat, DiskCacheStore(args.cache))
+        try:
+            store = DiskCacheStore(args.cache)
+        except Exception as error:  # diskcache's own errors (a file in the way, no access)
+            msg = f"cannot use {args.cache} as a cache directory: {error}"
+            raise _UsageError(msg) from None
+        chat = with_cache(chat, store)
     elif args.redis_url is not None:
         from fixedmodel import RedisCacheStore
 
@@ -345,10 +421,8 @@ async def _batch(args: argparse.Namespace) -> int:
 
     kind = _first_kind(args.input)
     _check_model(args.model, args.api_base, args.mock_response is not None)
+    _check_output(args.input, args.output, resume=args.resume)
     skip: set[str] = _done_ids(args.output) if args.resume else set()
-    if not args.resume and args.output.exists() and args.output.stat().st_size > 0:
-        msg = f"{args.output} is not empty: pass --resume to continue it, or choose another"
-        raise _UsageError(msg)
     bound, chat = _stack(args, kind)
     failed = 0
     spent = 0.0
@@ -390,7 +464,7 @@ async def _batch(args: argparse.Namespace) -> int:
                     output.write(json.dumps(record, default=str) + "\n")
                     output.flush()
         except _Stopped:
-            print(f"fixedmodel: stopped at the cost cap (${spent:.4f})", file=sys.stderr)
+            print(f"fixedmodel: stopped at the cost cap (spent ${spent:.6g})", file=sys.stderr)
             _flush_errors(unsendable, output)
             return EXIT_SOME_FAILED
         failed += _flush_errors(unsendable, output)

@@ -152,3 +152,67 @@ def test_bad_numbers_are_refused(tmp_path: Path, flag: str) -> None:
     )  # fmt: skip
     assert result.returncode == EXIT_NOTHING_SENT
     assert f"{flag} must be at least 1" in result.stderr
+
+
+def test_odd_lines_become_error_lines_and_the_rest_is_answered(tmp_path: Path) -> None:
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    good = {"method": "POST", "url": "/v1/chat/completions", "body": {"messages": []}}
+    lines = [
+        b"\xef\xbb\xbf" + json.dumps({"custom_id": "bom", **good}).encode(),  # a BOM first
+        json.dumps({"custom_id": "a", **good}).encode(),
+        b'{"custom_id": "caf\xe9"}',  # Latin-1, not UTF-8
+        json.dumps({"custom_id": "a", **good}).encode(),  # a repeated custom_id
+        json.dumps({"custom_id": 7, **good}).encode(),
+        json.dumps({"custom_id": "b", **good}).encode(),
+    ]
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    result = _cli(
+        "batch", "openai/gpt-4o-mini", str(source), str(target), "--mock-response", "ok"
+    )  # fmt: skip
+    assert result.returncode == EXIT_SOME_FAILED, result.stderr
+    records = _records(target)
+    answered = sorted(r["custom_id"] for r in records if r["response"])
+    assert answered == ["a", "b", "bom"]
+    problems = sorted(r["error"]["message"] for r in records if r["error"])
+    assert problems == [
+        "line 3: not UTF-8 text (invalid continuation byte at byte 18)",
+        "line 4: custom_id 'a' repeats line 2",
+        "line 5: custom_id must be a string, got int",
+    ]
+
+
+def test_resume_after_a_torn_last_line_keeps_every_record_whole(tmp_path: Path) -> None:
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_input(source, 4)
+    args = ("batch", "openai/gpt-4o-mini", str(source), str(target), "--mock-response", "ok")
+    assert _cli(*args).returncode == EXIT_OK
+    whole = target.read_text().splitlines()
+    target.write_text("\n".join(whole[:2]) + "\n" + whole[2][:40])  # cut mid-record
+    assert _cli(*args, "--resume").returncode == EXIT_OK
+    lines = target.read_text().splitlines()
+    assert lines[2] == whole[2][:40]  # the torn line stays on a line of its own
+    records = [json.loads(line) for line in lines[:2] + lines[3:]]
+    assert sorted(r["custom_id"] for r in records) == [f"req-{n}" for n in range(1, 5)]
+
+
+@pytest.mark.parametrize("case", ["directory", "same file", "stream json"])
+def test_more_refusals_before_anything_is_sent(tmp_path: Path, case: str) -> None:
+    source = tmp_path / "in.jsonl"
+    _write_input(source, 1)
+    if case == "stream json":
+        result = _cli("chat", "openai/x", "Hi", "--mock-response", "x", "--stream", "--json")
+        expected = "cannot be combined"
+    else:
+        target = tmp_path if case == "directory" else source
+        result = _cli("batch", "openai/x", str(source), str(target), "--mock-response", "x",
+                      "--resume")  # fmt: skip
+        expected = "is a directory" if case == "directory" else "is the INPUT file"
+    assert result.returncode == EXIT_NOTHING_SENT, result.stderr
+    assert expected in result.stderr
+
+
+def test_only_missing_credentials_stop_a_run() -> None:
+    from fixedmodel.cli import _is_credential
+
+    assert _is_credential("OPENAI_API_KEY") and _is_credential("AWS_SECRET_ACCESS_KEY")
+    assert not _is_credential("OLLAMA_API_BASE") and not _is_credential("VERTEXAI_PROJECT")
