@@ -28,6 +28,7 @@ from typing_extensions import Required
 
 from fixedmodel._params import CompletionParams, EmbeddingInput, EmbeddingParams, Messages
 from fixedmodel._progress import BatchProgress, Progress, ProgressCallback
+from fixedmodel.middleware._call import is_async_callable
 
 if TYPE_CHECKING:
     from litellm.types.utils import EmbeddingResponse, ModelResponse
@@ -111,8 +112,26 @@ def _item(index: int, request: object, ids: Iterator[str] | None) -> _Item:
     if kwargs.get("stream"):
         msg = f"batch request #{index} asks for a stream; a batch collects whole answers"
         raise ValueError(msg)
-    identifier = next(ids, None) if ids is not None else None
-    return index, str(index) if identifier is None else identifier, kwargs
+    if ids is None:
+        return index, str(index), kwargs
+    identifier = next(ids, None)
+    if identifier is None:
+        msg = f"ids= ran out at batch request #{index}: give one id per request"
+        raise ValueError(msg)
+    return index, identifier, kwargs
+
+
+def _check_kind(fn: object, runner: str, *, asynchronous: bool) -> None:
+    """Refuse a callable of the wrong kind now, before any request (untyped callers)."""
+    if is_async_callable(fn) != asynchronous:
+        wanted = (
+            "an async callable (bind_acompletion, bind_aembedding)"
+            if asynchronous
+            else ("a synchronous callable (bind_completion, bind_embedding)")
+        )
+        other = "batch()" if asynchronous else "abatch() or aiter_batch()"
+        msg = f"{runner}() needs {wanted}, got {fn!r}; use {other} for it"
+        raise TypeError(msg)
 
 
 async def _aitems(
@@ -183,8 +202,8 @@ def aiter_batch(
             read lazily, one at a time, as room for them frees up.
         concurrency: Requests in flight at most (>= 1).
         ordered: Yield in input order (True) or as requests complete (False).
-        ids: An id per request, in order (e.g. OpenAI Batch ``custom_id`` values); the
-            position as text when None or when ids run out.
+        ids: An id per request, in order (e.g. OpenAI Batch ``custom_id`` values), at
+            least as many as requests; the position as text when None.
         total: The number of requests, for the progress bar's percentage (``len(requests)``
             is used when it has one).
         progress: True for a progress bar on stderr (tqdm), False for none, None for one
@@ -196,10 +215,13 @@ def aiter_batch(
         cancels the requests in flight and reads no further input.
 
     Raises:
-        TypeError: A request is not a dict, or ``concurrency`` is not an int.
-        ValueError: A request asks for a stream, or ``concurrency`` < 1.
+        TypeError: ``fn`` is not an async callable, a request is not a dict, or
+            ``concurrency`` is not an int.
+        ValueError: A request asks for a stream, ``ids`` ran out before the requests, or
+            ``concurrency`` < 1.
     """
     _check_concurrency(concurrency)  # now, not at the first iteration
+    _check_kind(fn, "aiter_batch", asynchronous=True)
     return _results(
         cast("Callable[..., Any]", fn),
         requests,
@@ -305,6 +327,7 @@ async def abatch(
     Takes the arguments of :func:`aiter_batch` (always in input order). Use
     :func:`aiter_batch` for inputs whose results should not all be held at once.
     """
+    _check_kind(fn, "abatch", asynchronous=True)
     results: list[BatchResult[Any]] = []
     async for result in _results(
         cast("Callable[..., Any]", fn),
@@ -355,6 +378,7 @@ def batch(
     ``KeyboardInterrupt``.
     """
     limit = _check_concurrency(concurrency)
+    _check_kind(fn, "batch", asynchronous=False)
     call = cast("Callable[..., Any]", fn)
     meter = Progress(progress, total if total is not None else _length(requests))
     given = iter(ids) if ids is not None else None

@@ -139,3 +139,21 @@ async def test_cancelling_keeps_what_finished_and_cancels_the_rest() -> None:
 
 def _ten() -> list[CompletionRequest]:
     return [{"messages": [{"role": "user", "content": str(i)}]} for i in range(10)]
+
+
+async def test_a_callable_of_the_wrong_kind_is_refused_before_any_request() -> None:
+    sync_fake = FakeCompletion(["never"])
+    async_fake = FakeACompletion(["never"])
+    with pytest.raises(TypeError, match=r"abatch\(\) needs an async callable"):
+        await abatch(sync_fake, _three())  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"aiter_batch\(\) needs an async callable"):
+        aiter_batch(sync_fake, _three())  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"batch\(\) needs a synchronous callable"):
+        batch(async_fake, _three())  # type: ignore[call-overload]
+    assert sync_fake.calls == [] and async_fake.calls == []
+
+
+async def test_ids_must_cover_every_request() -> None:
+    fake = FakeACompletion(["a", "b", "c"])
+    with pytest.raises(ValueError, match="ids= ran out at batch request #1"):
+        await abatch(fake, _three(), ids=["only-one"], concurrency=1)
