@@ -225,7 +225,16 @@ def text_deltas(stream: CustomStreamWrapper, *, index: int = 0) -> Iterator[str]
     Args:
         stream: What a sync callable returns for ``stream=True``.
         index: The choice to follow when ``n`` > 1 (choices are numbered from 0).
+
+    Raises:
+        TypeError: ``stream`` came from an async call (read it with :func:`atext_deltas`).
     """
+    # litellm's own error for this is a confusing MidStreamFallbackError about an
+    # async generator, raised at the first chunk.
+    source: object = getattr(stream, "completion_stream", None)
+    if hasattr(source, "__anext__") and not hasattr(source, "__next__"):
+        msg = "this stream came from an async call: read it with atext_deltas()"
+        raise TypeError(msg)
     for chunk in stream:
         piece = _delta_text(chunk, index)
         if piece is not None:

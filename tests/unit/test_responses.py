@@ -174,3 +174,13 @@ def test_collect_a_sync_stream() -> None:
     assert responses.text(collected) == "sync words"
     with pytest.raises(ResponseContentError, match="without any chunk"):
         responses.collect([])  # type: ignore[arg-type]
+
+
+async def test_reading_an_async_stream_with_the_sync_helper_says_what_to_use() -> None:
+    from fixedmodel import bind_acompletion
+
+    chat = bind_acompletion("openai/gpt-4o-mini", mock_response="a b")
+    stream = await chat(messages=[{"role": "user", "content": "Hi"}], stream=True)
+    with pytest.raises(TypeError, match="atext_deltas"):
+        next(responses.text_deltas(stream))
+    assert "".join([piece async for piece in responses.atext_deltas(stream)]) == "a b"
