@@ -32,7 +32,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from fixedmodel._litellm import litellm_module
@@ -56,13 +56,15 @@ class _Scope:
     Only read and written under ``_lock``.
     """
 
-    __slots__ = ("__weakref__", "active", "closing", "epoch", "pending")
+    __slots__ = ("__weakref__", "active", "closing", "epoch", "guard", "pending")
 
     def __init__(self) -> None:
         self.epoch = 0
         self.active: dict[int, int] = {}  # epoch -> tickets of that epoch still running
         self.pending: list[tuple[int, object]] = []  # (epoch evicted in, client)
         self.closing: set[asyncio.Task[None]] = set()  # async closes under way
+        # While evicted clients wait for a stream: closes them when the loop shuts down.
+        self.guard: AsyncGenerator[None, None] | None = None
 
     def due(self) -> list[object]:
         """Take the evicted clients no running ticket can hold (under ``_lock``)."""
@@ -309,6 +311,15 @@ def _requeue(scope: _Scope, client: object) -> None:
 
 
 async def _close_async_clients(scope: _Scope, clients: list[object]) -> None:
+    """Close ``clients``; a cancellation (the loop shutting down) does not stop the others.
+
+    ``asyncio.run`` cancels every task left when its coroutine returns, and a close that a
+    stream's end (or its collection) started is such a task. A cancellation delivered while
+    one client closes ends that client's close (its sockets are closed before its first
+    wait, for httpx and aiohttp); the remaining clients are still closed, and the
+    cancellation is raised after them.
+    """
+    cancelled: asyncio.CancelledError | None = None
     for client in clients:
         if _busy(client):
             _requeue(scope, client)
@@ -319,8 +330,22 @@ async def _close_async_clients(scope: _Scope, clients: list[object]) -> None:
                 result = closer()
                 if inspect.isawaitable(result):
                     await _bounded(result)
+        except asyncio.CancelledError as error:
+            cancelled = error
+            _uncancel()
         except Exception:
             LOGGER.debug("fixedmodel: closing a litellm client failed", exc_info=True)
+    if cancelled is not None:
+        raise cancelled
+
+
+def _uncancel() -> None:
+    # Python 3.11+ counts cancellations; the one taken here must not make a later
+    # ``asyncio.timeout`` in this task believe it was cancelled.
+    task = asyncio.current_task()
+    uncancel = getattr(task, "uncancel", None)
+    if callable(uncancel):
+        uncancel()
 
 
 def _close_sync_client(scope: _Scope, client: object) -> None:
@@ -336,16 +361,35 @@ def _close_sync_client(scope: _Scope, client: object) -> None:
 
 
 async def _bounded(awaitable: Awaitable[object]) -> None:
+    """Await ``awaitable`` for at most :data:`CLOSE_TIMEOUT` seconds, in the current task.
+
+    No helper task is made (``asyncio.wait_for`` makes one before Python 3.12): the loop's
+    shutdown cancels every task, and a helper cancelled before its first step would leave
+    ``awaitable`` never awaited ("coroutine ... was never awaited") and its client open.
+    """
+    task = asyncio.current_task()
+    if task is None:  # not inside a task: nothing to bound with
+        await awaitable
+        return
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, expire)
     try:
-        await asyncio.wait_for(_consume(awaitable), CLOSE_TIMEOUT)
-    except asyncio.TimeoutError:
+        await awaitable
+    except asyncio.CancelledError:
+        if not expired:
+            raise
+        _uncancel()
         LOGGER.warning(
             "fixedmodel: gave up waiting for litellm after %.0f s while closing", CLOSE_TIMEOUT
         )
-
-
-async def _consume(awaitable: Awaitable[object]) -> None:
-    await awaitable
+    finally:
+        timer.cancel()
 
 
 async def release_async_clients() -> None:
@@ -376,10 +420,53 @@ async def release_async_clients() -> None:
     due = _evict_into(scope, keys, cache)
     if due:
         await _close_async_clients(scope, due)
+    await _guard_shutdown(scope)
     with _lock:
         under_way = list(scope.closing)
     if under_way:  # closes a call's end started: done before this returns, within the bound
         await _bounded(asyncio.gather(*under_way, return_exceptions=True))
+
+
+async def _guard_shutdown(scope: _Scope) -> None:
+    """While evicted clients wait for a stream, have the loop's shutdown close them.
+
+    A stream that is still open when its loop ends (the caller broke out of it, or keeps it
+    past ``asyncio.run``) would keep its evicted clients open for good, and a close started
+    by a stream's end just before ``asyncio.run`` returns is cancelled with every other task.
+    So the scope holds a started async generator, which the loop registers; the loop's
+    ``shutdown_asyncgens()`` (run by ``asyncio.run`` and pytest-asyncio after cancelling
+    the tasks) closes it in a fresh task, and its ``finally`` closes every client still
+    pending: no stream can be read once its loop is gone.
+    """
+    with _lock:
+        if scope.guard is not None or not scope.pending:
+            return
+        guard = scope.guard = _shutdown_guard(scope)
+    with contextlib.suppress(StopAsyncIteration):
+        await guard.__anext__()
+
+
+async def _shutdown_guard(scope: _Scope) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        with _lock:
+            clients = [client for _epoch, client in scope.pending]
+            scope.pending = []
+            scope.guard = None  # the guard holds the loop (its finalizer): let both go
+        for client in clients:
+            await _close_at_shutdown(client)
+
+
+async def _close_at_shutdown(client: object) -> None:
+    closer = getattr(client, "aclose", None) or getattr(client, "close", None)
+    try:
+        if callable(closer):
+            result = closer()
+            if inspect.isawaitable(result):
+                await _bounded(result)
+    except Exception:
+        LOGGER.debug("fixedmodel: closing a litellm client failed", exc_info=True)
 
 
 def release_sync_clients() -> None:
