@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 from fixedmodel._litellm import litellm_module

@@ -24,6 +24,10 @@ from fixedmodel._litellm import litellm_module
 from fixedmodel._protocols import (
     AFixedModelCompletion,
     AFixedModelEmbedding,
+    ClosableAFixedModelCompletion,
+    ClosableAFixedModelEmbedding,
+    ClosableFixedModelCompletion,
+    ClosableFixedModelEmbedding,
     FixedModelCompletion,
     FixedModelEmbedding,
 )
@@ -284,6 +288,30 @@ def _check_policy(policy: object) -> FallbackPolicy:
     return policy
 
 
+@overload
+def with_fallbacks(
+    primary: ClosableAFixedModelCompletion,
+    *fallbacks: ClosableAFixedModelCompletion,
+    policy: FallbackPolicy = ...,
+) -> ClosableAFixedModelCompletion: ...
+@overload
+def with_fallbacks(
+    primary: ClosableFixedModelCompletion,
+    *fallbacks: ClosableFixedModelCompletion,
+    policy: FallbackPolicy = ...,
+) -> ClosableFixedModelCompletion: ...
+@overload
+def with_fallbacks(
+    primary: ClosableAFixedModelEmbedding,
+    *fallbacks: ClosableAFixedModelEmbedding,
+    policy: FallbackPolicy = ...,
+) -> ClosableAFixedModelEmbedding: ...
+@overload
+def with_fallbacks(
+    primary: ClosableFixedModelEmbedding,
+    *fallbacks: ClosableFixedModelEmbedding,
+    policy: FallbackPolicy = ...,
+) -> ClosableFixedModelEmbedding: ...
 @overload
 def with_fallbacks(
     primary: AFixedModelCompletion,
