@@ -64,7 +64,7 @@ class _Scope:
         self.pending: list[tuple[int, object]] = []  # (epoch evicted in, client)
         self.closing: set[asyncio.Task[None]] = set()  # async closes under way
         # While evicted clients wait for a stream: closes them when the loop shuts down.
-        self.guard: AsyncGenerator[None, None] | None = None
+        self.guard: _Guard | None = None
 
     def due(self) -> list[object]:
         """Take the evicted clients no running ticket can hold (under ``_lock``)."""
@@ -332,9 +332,9 @@ async def _close_async_clients(scope: _Scope, clients: list[object]) -> None:
                     await _bounded(result)
         except asyncio.CancelledError as error:
             cancelled = error
-            _uncancel()
         except Exception:
             LOGGER.debug("fixedmodel: closing a litellm client failed", exc_info=True)
+    await _drop_guard(scope)
     if cancelled is not None:
         raise cancelled
 
@@ -427,6 +427,16 @@ async def release_async_clients() -> None:
         await _bounded(asyncio.gather(*under_way, return_exceptions=True))
 
 
+class _Guard:
+    """A started async generator the loop's shutdown closes; ``dismissed``: closed by us."""
+
+    __slots__ = ("dismissed", "generator")
+
+    def __init__(self, scope: _Scope) -> None:
+        self.dismissed = False
+        self.generator = _shutdown_guard(scope, self)
+
+
 async def _guard_shutdown(scope: _Scope) -> None:
     """While evicted clients wait for a stream, have the loop's shutdown close them.
 
@@ -441,19 +451,40 @@ async def _guard_shutdown(scope: _Scope) -> None:
     with _lock:
         if scope.guard is not None or not scope.pending:
             return
-        guard = scope.guard = _shutdown_guard(scope)
+        guard = scope.guard = _Guard(scope)
     with contextlib.suppress(StopAsyncIteration):
-        await guard.__anext__()
+        await guard.generator.__anext__()
 
 
-async def _shutdown_guard(scope: _Scope) -> AsyncGenerator[None, None]:
+async def _drop_guard(scope: _Scope) -> None:
+    """Dismiss the scope's shutdown guard once no evicted client waits any more.
+
+    The started generator holds its loop (through the loop's finalizer hook), and the scope
+    is kept per loop: left in place, it would keep a loop closed without
+    ``shutdown_asyncgens()`` alive.
+    """
+    with _lock:
+        guard = scope.guard
+        if guard is None or scope.pending:
+            return
+        scope.guard = None
+        guard.dismissed = True
+    with contextlib.suppress(Exception):
+        await guard.generator.aclose()
+
+
+async def _shutdown_guard(scope: _Scope, guard: _Guard) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
         with _lock:
-            clients = [client for _epoch, client in scope.pending]
-            scope.pending = []
-            scope.guard = None  # the guard holds the loop (its finalizer): let both go
+            if guard.dismissed:  # closed by _drop_guard, not by the loop's shutdown
+                clients: list[object] = []
+            else:
+                clients = [client for _epoch, client in scope.pending]
+                scope.pending = []
+                if scope.guard is guard:
+                    scope.guard = None
         for client in clients:
             await _close_at_shutdown(client)
 
