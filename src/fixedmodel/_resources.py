@@ -19,6 +19,10 @@ flight (used by code that calls litellm directly, outside fixedmodel) is kept un
 call ends. Checking the client alone would not do: between litellm taking it from the cache
 and the request going out, nothing on the client shows that it is about to be used.
 
+A close that waits for a stream is also done when the stream's loop shuts down first
+(``asyncio.run`` returning while the stream is unfinished or was just read out): see
+:func:`_guard_shutdown`.
+
 These are litellm internals, so every step is defensive: a litellm release that changes them
 makes closing a no-op, never an error, and closing never waits without a bound.
 """
