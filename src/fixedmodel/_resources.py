@@ -19,6 +19,10 @@ flight (used by code that calls litellm directly, outside fixedmodel) is kept un
 call ends. Checking the client alone would not do: between litellm taking it from the cache
 and the request going out, nothing on the client shows that it is about to be used.
 
+A close that waits for a stream is also done when the stream's loop shuts down first
+(``asyncio.run`` returning while the stream is unfinished or was just read out): see
+:func:`_guard_shutdown`.
+
 These are litellm internals, so every step is defensive: a litellm release that changes them
 makes closing a no-op, never an error, and closing never waits without a bound.
 """
@@ -32,7 +36,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from fixedmodel._litellm import litellm_module
@@ -56,13 +60,15 @@ class _Scope:
     Only read and written under ``_lock``.
     """
 
-    __slots__ = ("__weakref__", "active", "closing", "epoch", "pending")
+    __slots__ = ("__weakref__", "active", "closing", "epoch", "guard", "pending")
 
     def __init__(self) -> None:
         self.epoch = 0
         self.active: dict[int, int] = {}  # epoch -> tickets of that epoch still running
         self.pending: list[tuple[int, object]] = []  # (epoch evicted in, client)
         self.closing: set[asyncio.Task[None]] = set()  # async closes under way
+        # While evicted clients wait for a stream: closes them when the loop shuts down.
+        self.guard: _Guard | None = None
 
     def due(self) -> list[object]:
         """Take the evicted clients no running ticket can hold (under ``_lock``)."""
@@ -309,6 +315,15 @@ def _requeue(scope: _Scope, client: object) -> None:
 
 
 async def _close_async_clients(scope: _Scope, clients: list[object]) -> None:
+    """Close ``clients``; a cancellation (the loop shutting down) does not stop the others.
+
+    ``asyncio.run`` cancels every task left when its coroutine returns, and a close that a
+    stream's end (or its collection) started is such a task. A cancellation delivered while
+    one client closes ends that client's close (its sockets are closed before its first
+    wait, for httpx and aiohttp); the remaining clients are still closed, and the
+    cancellation is raised after them.
+    """
+    cancelled: asyncio.CancelledError | None = None
     for client in clients:
         if _busy(client):
             _requeue(scope, client)
@@ -319,8 +334,22 @@ async def _close_async_clients(scope: _Scope, clients: list[object]) -> None:
                 result = closer()
                 if inspect.isawaitable(result):
                     await _bounded(result)
+        except asyncio.CancelledError as error:
+            cancelled = error
         except Exception:
             LOGGER.debug("fixedmodel: closing a litellm client failed", exc_info=True)
+    await _drop_guard(scope)
+    if cancelled is not None:
+        raise cancelled
+
+
+def _uncancel() -> None:
+    # Python 3.11+ counts cancellations; the one taken here must not make a later
+    # ``asyncio.timeout`` in this task believe it was cancelled.
+    task = asyncio.current_task()
+    uncancel = getattr(task, "uncancel", None)
+    if callable(uncancel):
+        uncancel()
 
 
 def _close_sync_client(scope: _Scope, client: object) -> None:
@@ -336,16 +365,35 @@ def _close_sync_client(scope: _Scope, client: object) -> None:
 
 
 async def _bounded(awaitable: Awaitable[object]) -> None:
+    """Await ``awaitable`` for at most :data:`CLOSE_TIMEOUT` seconds, in the current task.
+
+    No helper task is made (``asyncio.wait_for`` makes one before Python 3.12): the loop's
+    shutdown cancels every task, and a helper cancelled before its first step would leave
+    ``awaitable`` never awaited ("coroutine ... was never awaited") and its client open.
+    """
+    task = asyncio.current_task()
+    if task is None:  # not inside a task: nothing to bound with
+        await awaitable
+        return
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, expire)
     try:
-        await asyncio.wait_for(_consume(awaitable), CLOSE_TIMEOUT)
-    except asyncio.TimeoutError:
+        await awaitable
+    except asyncio.CancelledError:
+        if not expired:
+            raise
+        _uncancel()
         LOGGER.warning(
             "fixedmodel: gave up waiting for litellm after %.0f s while closing", CLOSE_TIMEOUT
         )
-
-
-async def _consume(awaitable: Awaitable[object]) -> None:
-    await awaitable
+    finally:
+        timer.cancel()
 
 
 async def release_async_clients() -> None:
@@ -376,10 +424,84 @@ async def release_async_clients() -> None:
     due = _evict_into(scope, keys, cache)
     if due:
         await _close_async_clients(scope, due)
+    await _guard_shutdown(scope)
     with _lock:
         under_way = list(scope.closing)
     if under_way:  # closes a call's end started: done before this returns, within the bound
         await _bounded(asyncio.gather(*under_way, return_exceptions=True))
+
+
+class _Guard:
+    """A started async generator the loop's shutdown closes; ``dismissed``: closed by us."""
+
+    __slots__ = ("dismissed", "generator")
+
+    def __init__(self, scope: _Scope) -> None:
+        self.dismissed = False
+        self.generator = _shutdown_guard(scope, self)
+
+
+async def _guard_shutdown(scope: _Scope) -> None:
+    """While evicted clients wait for a stream, have the loop's shutdown close them.
+
+    A stream that is still open when its loop ends (the caller broke out of it, or keeps it
+    past ``asyncio.run``) would keep its evicted clients open for good, and a close started
+    by a stream's end just before ``asyncio.run`` returns is cancelled with every other task.
+    So the scope holds a started async generator, which the loop registers; the loop's
+    ``shutdown_asyncgens()`` (run by ``asyncio.run`` and pytest-asyncio after cancelling
+    the tasks) closes it in a fresh task, and its ``finally`` closes every client still
+    pending: no stream can be read once its loop is gone.
+    """
+    with _lock:
+        if scope.guard is not None or not scope.pending:
+            return
+        guard = scope.guard = _Guard(scope)
+    with contextlib.suppress(StopAsyncIteration):
+        await guard.generator.__anext__()
+
+
+async def _drop_guard(scope: _Scope) -> None:
+    """Dismiss the scope's shutdown guard once no evicted client waits any more.
+
+    The started generator holds its loop (through the loop's finalizer hook), and the scope
+    is kept per loop: left in place, it would keep a loop closed without
+    ``shutdown_asyncgens()`` alive.
+    """
+    with _lock:
+        guard = scope.guard
+        if guard is None or scope.pending:
+            return
+        scope.guard = None
+        guard.dismissed = True
+    with contextlib.suppress(Exception):
+        await guard.generator.aclose()
+
+
+async def _shutdown_guard(scope: _Scope, guard: _Guard) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        with _lock:
+            if guard.dismissed:  # closed by _drop_guard, not by the loop's shutdown
+                clients: list[object] = []
+            else:
+                clients = [client for _epoch, client in scope.pending]
+                scope.pending = []
+                if scope.guard is guard:
+                    scope.guard = None
+        for client in clients:
+            await _close_at_shutdown(client)
+
+
+async def _close_at_shutdown(client: object) -> None:
+    closer = getattr(client, "aclose", None) or getattr(client, "close", None)
+    try:
+        if callable(closer):
+            result = closer()
+            if inspect.isawaitable(result):
+                await _bounded(result)
+    except Exception:
+        LOGGER.debug("fixedmodel: closing a litellm client failed", exc_info=True)
 
 
 def release_sync_clients() -> None:

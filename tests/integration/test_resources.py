@@ -91,3 +91,75 @@ def test_closing_a_sync_object_does_not_break_a_call_in_another_thread(
     (response,) = outcome
     assert responses.text(response) == server.reply_text  # type: ignore[arg-type]
     chat.close()
+
+
+UNFINISHED_STREAMS = textwrap.dedent(
+    """
+    import asyncio
+    import sys
+    from fixedmodel import bind_acompletion, responses
+    from tests.support.openai_server import OpenAIServer
+
+    MESSAGES = [{"role": "user", "content": "hi"}]
+    kept = []
+
+    async def broken_out_of(base_url):  # the reviewer's repro
+        async with bind_acompletion("openai/m", api_base=base_url, api_key="k") as chat:
+            stream = await chat(messages=MESSAGES, stream=True)
+            async for piece in responses.atext_deltas(stream):
+                break
+
+    async def closed_while_read(base_url):  # read to its end after aclose(), then return
+        chat = bind_acompletion("openai/m", api_base=base_url, api_key="k")
+        stream = await chat(messages=MESSAGES, stream=True)
+        pieces = 0
+        async for piece in responses.atext_deltas(stream):
+            pieces += 1
+            if pieces == 2:
+                await chat.aclose()
+        print("read after close", pieces)
+
+    async def kept_past_its_loop(base_url):
+        chat = bind_acompletion("openai/m", api_base=base_url, api_key="k")
+        stream = await chat(messages=MESSAGES, stream=True)
+        async for piece in stream:
+            break
+        await chat.aclose()
+        kept.append(stream)
+
+    with OpenAIServer(reply_text=" ".join(f"w{i}" for i in range(60))) as server:
+        for scenario in (broken_out_of, closed_while_read, kept_past_its_loop):
+            asyncio.run(scenario(server.base_url))
+            print(scenario.__name__, "done", flush=True)
+    kept.clear()
+    """
+)
+
+
+def test_closing_with_an_unfinished_stream_leaves_no_warning() -> None:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "dev",
+            "-W",
+            "error::ResourceWarning",
+            "-W",
+            "error::RuntimeWarning",
+            "-c",
+            UNFINISHED_STREAMS,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "read after close 60" in result.stdout, result.stdout  # the read was not cut short
+    for scenario in ("broken_out_of", "closed_while_read", "kept_past_its_loop"):
+        assert f"{scenario} done" in result.stdout, result.stdout
+    assert "nclosed" not in result.stderr, result.stderr
+    assert "never awaited" not in result.stderr, result.stderr

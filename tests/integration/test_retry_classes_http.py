@@ -286,3 +286,25 @@ async def test_a_malformed_answer_is_still_retried(server: OpenAIServer) -> None
         response = await with_retries(chat, FAST)(messages=MESSAGES)
     assert responses.text(response) == server.reply_text
     assert server.request_count() == 2
+
+
+@pytest.mark.parametrize("status", [500, 507, 520, 522, 524, 529, 599])
+async def test_every_temporary_5xx_is_retried(server: OpenAIServer, status: int) -> None:
+    server.enqueue(Fault.status(status))
+    async with bind_acompletion("openai/m", api_base=server.base_url, api_key="k") as chat:
+        response = await with_retries(chat, FAST)(messages=MESSAGES)
+    assert responses.text(response) == server.reply_text
+    assert server.request_count() == 2
+
+
+@pytest.mark.parametrize("status", [501, 505, 506, 508, 510, 511])
+async def test_a_5xx_saying_the_server_cannot_serve_it_is_raised_at_once(
+    server: OpenAIServer, status: int
+) -> None:
+    server.enqueue(Fault.status(status))
+    async with bind_acompletion("openai/m", api_base=server.base_url, api_key="k") as chat:
+        with call_scope() as info, pytest.raises(litellm.APIError) as raised:
+            await with_retries(chat, FAST)(messages=MESSAGES)
+    assert raised.value.status_code == status
+    assert info.attempts == 1
+    assert server.request_count() == 1

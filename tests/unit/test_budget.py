@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -11,10 +12,13 @@ import pytest
 from fixedmodel import (
     Budget,
     MemoryBudgetStore,
+    bind_acompletion,
+    bind_completion,
     responses,
     with_budget,
     with_fallbacks,
 )
+from fixedmodel.middleware._streams import StreamUsage
 from fixedmodel.routing import _pricing as pricing
 from fixedmodel.testing import (
     Fail,
@@ -143,6 +147,68 @@ def test_a_sync_stream_without_usage_keeps_its_worst_case() -> None:
     worst = budget.status().cost
     "".join(responses.text_deltas(stream))
     assert budget.status().cost == worst
+
+
+async def test_a_litellm_stream_read_to_its_end_settles_its_real_cost() -> None:
+    # litellm's mock stream leaves its usage out of stream.chunks: the layer then prices the
+    # usage the stream reported (fixedmodel's StreamUsage), which litellm cannot read alone.
+    budget = Budget(max_cost=10.0)
+    chat = with_budget(
+        bind_acompletion("openai/gpt-4o-mini", mock_response="Hello from the loopback server."),
+        budget,
+    )
+    stream = await chat(
+        messages=[{"role": "user", "content": "x"}],
+        stream=True,
+        stream_options={"include_usage": True},
+        max_tokens=10,
+    )
+    worst = budget.status().cost
+    last: Any = None
+    async for chunk in stream:
+        last = chunk
+    for _ in range(3):  # The settlement is scheduled on the loop.
+        await asyncio.sleep(0)
+    usage = last.usage
+    real = sum(
+        litellm.cost_per_token(
+            model="openai/gpt-4o-mini",
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+        )
+    )
+    assert budget.status().cost == pytest.approx(real, rel=1e-6)
+    assert budget.status().cost < worst
+
+
+def test_a_sync_litellm_stream_settles_its_real_cost() -> None:
+    budget = Budget(max_cost=10.0)
+    chat = with_budget(bind_completion("openai/gpt-4o-mini", mock_response="a b c d"), budget)
+    stream = chat(messages=MESSAGES, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    usage: Any = chunks[-1].usage
+    real = sum(
+        litellm.cost_per_token(
+            model="openai/gpt-4o-mini",
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+        )
+    )
+    assert budget.status().cost == pytest.approx(real, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        StreamUsage(prompt_tokens=8, completion_tokens=7),
+        {"prompt_tokens": 8, "completion_tokens": 7},
+        FakeUsage(prompt_tokens=8, completion_tokens=7),
+        litellm.Usage(prompt_tokens=8, completion_tokens=7, total_tokens=15),
+    ],
+    ids=["StreamUsage", "dict", "FakeUsage", "litellm.Usage"],
+)
+def test_any_usage_shape_is_priced(usage: object) -> None:
+    assert pricing.real_cost(MODEL, None, usage) == pytest.approx(_price(8, 7))
 
 
 def test_cached_tokens_are_priced_the_way_litellm_prices_them() -> None:

@@ -42,7 +42,9 @@ async def test_primary_answer_is_returned_and_fallback_untouched() -> None:
     assert info.route_failures == ()
 
 
-@pytest.mark.parametrize("status", [429, 500, 502, 503, 504, 401, 403, 404])
+@pytest.mark.parametrize(
+    "status", [429, 500, 502, 503, 504, 507, 520, 524, 529, 599, 401, 403, 404, 501, 505, 511]
+)
 async def test_fallback_worthy_failures_go_to_the_next_callable(status: int) -> None:
     primary = FakeACompletion([Fail(status)], model="a/primary")
     backup = FakeACompletion(["from backup"], model="b/backup")

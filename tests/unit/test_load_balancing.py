@@ -328,3 +328,15 @@ def test_a_long_cooldown_is_waited_out_in_bounded_steps_or_raised_past_max_wait(
     with pytest.raises(litellm.RateLimitError, match="cooling down"):
         impatient(messages=MESSAGES)
     assert slept == []  # 60 s is past max_wait: raised at once.
+
+
+@pytest.mark.parametrize("status", [529, 520, 599, 501, 505])
+def test_any_5xx_moves_the_call_to_another_deployment(status: int) -> None:
+    # 529 and 520 are retryable; 501 and 505 are not retried, but another server may serve.
+    first = FakeCompletion([Fail(status)], model="m")
+    second = FakeCompletion(["from second"], model="m")
+    chat = with_load_balancing({"first": first, "second": second}, strategy="round_robin")
+    with call_scope() as info:
+        assert responses.text(chat(messages=MESSAGES)) == "from second"
+    assert info.deployments_tried == 2
+    assert [name for name, _ in info.route_failures] == ["first"]

@@ -16,8 +16,43 @@ from collections.abc import Iterator, Mapping
 
 from fixedmodel._litellm import litellm_module
 
-# Statuses worth another attempt: request timeout, conflict/lock, rate limit, server errors.
-_RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+# 4xx statuses worth another attempt: request timeout, conflict/lock, rate limit. Every
+# 5xx is too (RFC 9110 §15.6: "the server is aware that it has erred or is incapable of
+# performing the requested method"; providers and proxies add their own: Cloudflare's
+# 520-524, Anthropic's 529 overloaded_error, 598/599 network timeouts), except
+# _PERMANENT_SERVER_STATUSES.
+_RETRYABLE_CLIENT_STATUSES = frozenset({408, 409, 429})
+
+# 5xx statuses that say the same request will fail again, whatever the wait:
+# - 501 Not Implemented: the server does not support the functionality the request needs
+#   (RFC 9110 §15.6.2);
+# - 505 HTTP Version Not Supported: the server refuses the request's major HTTP version
+#   (RFC 9110 §15.6.6);
+# - 506 Variant Also Negotiates: a configuration error of the server's content
+#   negotiation (RFC 2295 §8.1);
+# - 508 Loop Detected: the server ended the operation on an infinite loop (RFC 5842 §7.2);
+# - 510 Not Extended: the request lacks an extension the server requires (RFC 2774 §7);
+# - 511 Network Authentication Required: a network (captive portal) wants the client to
+#   log in before any request passes (RFC 6585 §6); only a person can do that.
+# 507 Insufficient Storage stays retryable: RFC 4918 §11.5 calls it temporary.
+_PERMANENT_SERVER_STATUSES = frozenset({501, 505, 506, 508, 510, 511})
+
+
+def is_unsupported_here(exc: BaseException) -> bool:
+    """Tell whether ``exc`` is a 5xx saying this server cannot serve the request at all.
+
+    Those statuses (501, 505, 506, 508, 510, 511; see ``_PERMANENT_SERVER_STATUSES``) are
+    not retried: the same server fails the same way. Another deployment or provider may
+    serve the request, so fallbacks and load balancing may still move on.
+    """
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and status in _PERMANENT_SERVER_STATUSES
+
+
+def _retryable_status(status: int) -> bool:
+    if 500 <= status <= 599:
+        return status not in _PERMANENT_SERVER_STATUSES
+    return status in _RETRYABLE_CLIENT_STATUSES
 
 
 def _litellm_classes(*names: str) -> tuple[type[BaseException], ...]:
@@ -39,7 +74,8 @@ def _litellm_classes(*names: str) -> tuple[type[BaseException], ...]:
 def is_retryable(exc: BaseException) -> bool:
     """Tell whether ``exc`` is a provider failure that can succeed when tried again.
 
-    Rate limits, timeouts, connection failures and 5xx answers are; bad requests,
+    Rate limits, timeouts, connection failures and 5xx answers are (except the 5xx that
+    say the request itself cannot be served: 501, 505, 506, 508, 510, 511); bad requests,
     authentication and permission errors, missing models, context-window and
     content-policy errors are not, and neither are an exhausted quota or credit
     (:func:`is_quota_exhausted`) nor a failure before any request was sent
@@ -54,6 +90,9 @@ def is_retryable(exc: BaseException) -> bool:
     )
     if isinstance(exc, never) or never_sent(exc) or is_quota_exhausted(exc):
         return False
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and status in _PERMANENT_SERVER_STATUSES:
+        return False
     always = _litellm_classes(
         "RateLimitError",
         "Timeout",
@@ -64,8 +103,7 @@ def is_retryable(exc: BaseException) -> bool:
     )
     if isinstance(exc, always):
         return True
-    status = getattr(exc, "status_code", None)
-    return isinstance(status, int) and status in _RETRYABLE_STATUSES
+    return isinstance(status, int) and not isinstance(status, bool) and _retryable_status(status)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -401,8 +401,10 @@ def with_retries(fn: ModelCallable, policy: RetryPolicy = _DEFAULT_POLICY) -> Mo
 
     Retried: rate limits (429), 5xx answers, timeouts and connection errors. Raised at once:
     bad requests, authentication and permission errors, missing models, context-window and
-    content-policy errors; an account out of credit or quota (OpenAI's 429
-    ``insufficient_quota``, HTTP 402, a Gemini per-day ``RESOURCE_EXHAUSTED``), and a failure
+    content-policy errors, the 5xx that say this server cannot serve the request (501, 505,
+    506, 508, 510, 511: RFC 9110 §15.6, RFC 2295, 5842, 2774, 6585); an account out of
+    credit or quota (OpenAI's 429 ``insufficient_quota``, HTTP 402, a Gemini per-day
+    ``RESOURCE_EXHAUSTED``), and a failure
     raised in this process before any request was sent (a missing API key, a lone surrogate
     in a message, credentials in ``api_base``), whatever class litellm gives it; see
     docs/middleware/retries.md. A stream is retried only until litellm has returned it; a failure

@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from fixedmodel._litellm import litellm_module
 from fixedmodel.middleware._call import ModelCallable, Wrapper, request_reader
-from fixedmodel.middleware._errors import is_rate_limit, is_retryable, retry_after
+from fixedmodel.middleware._errors import (
+    is_rate_limit,
+    is_retryable,
+    is_unsupported_here,
+    retry_after,
+)
 from fixedmodel.middleware.rate_limit import RateLimit, RateLimiter
 
 if TYPE_CHECKING:
@@ -101,7 +106,7 @@ class Deployment:
 
 def counts_against(error: BaseException) -> bool:
     """Whether a failure says the deployment is in trouble (and another may do better)."""
-    if is_retryable(error):
+    if is_retryable(error) or is_unsupported_here(error):
         return True
     litellm = litellm_module()
     return isinstance(error, (litellm.AuthenticationError, litellm.PermissionDeniedError))

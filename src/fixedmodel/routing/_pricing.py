@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from fixedmodel._litellm import litellm_module
 from fixedmodel._pydantic import read_attribute
@@ -154,8 +155,45 @@ def nanos(usd: float) -> int:
     return math.ceil(usd * NANOS_PER_USD)
 
 
+def _count(usage: object, name: str) -> int:
+    value: object = (
+        cast("Mapping[str, object]", usage).get(name)
+        if isinstance(usage, Mapping)
+        else getattr(usage, name, None)
+    )
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _litellm_usage(usage: object, prompt: int, completion: int) -> object:
+    """``usage`` as litellm's ``Usage``, which ``cost_per_token`` reads fields of.
+
+    litellm's pricing reads ``prompt_tokens_details`` and others from ``usage_object``
+    (1.110: an AttributeError on fixedmodel's ``StreamUsage`` or a plain dict), so any
+    other usage is rebuilt from its counts; a litellm ``Usage`` keeps its details (cached
+    and reasoning tokens, priced apart).
+    """
+    usage_class: object = getattr(litellm_module(), "Usage", None)
+    if isinstance(usage_class, type) and isinstance(usage, usage_class):
+        return usage
+    if not callable(usage_class):
+        return None
+    return usage_class(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    )
+
+
 def real_cost(model: str | None, result: object, usage: object) -> float | None:
-    """What litellm prices a finished call at (USD), or None when it cannot."""
+    """What litellm prices a finished call at (USD), or None when it cannot.
+
+    Args:
+        model: The bound model, as litellm names it.
+        result: The response (its ``_hidden_params["response_cost"]`` wins), or None.
+        usage: The usage to price: litellm's ``Usage``, fixedmodel's ``StreamUsage`` or
+            anything with ``prompt_tokens``/``completion_tokens`` (attributes or keys).
+
+    Returns:
+        The cost in USD, or None when litellm has no price or cannot compute it.
+    """
     hidden = read_attribute(result, "_hidden_params") if result is not None else None
     if isinstance(hidden, dict):
         cost: object = hidden.get("response_cost")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
@@ -163,15 +201,19 @@ def real_cost(model: str | None, result: object, usage: object) -> float | None:
             return float(cost)
     if model is None or usage is None or prices_of(model) is None:
         return None
-    prompt = getattr(usage, "prompt_tokens", 0)
-    completion = getattr(usage, "completion_tokens", 0)
+    prompt = _count(usage, "prompt_tokens")
+    completion = _count(usage, "completion_tokens")
+    try:
+        usage_object = _litellm_usage(usage, prompt, completion)
+    except Exception:  # litellm's Usage refused the counts: price the counts alone
+        usage_object = None
     try:
         # litellm boundary: cost_per_token returns (prompt USD, completion USD), untyped.
         priced: Any = litellm_module().cost_per_token(
             model=model,
-            prompt_tokens=prompt if isinstance(prompt, int) else 0,
-            completion_tokens=completion if isinstance(completion, int) else 0,
-            usage_object=usage,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            usage_object=usage_object,
         )
         return float(priced[0]) + float(priced[1])
     except Exception:  # litellm raises various errors on prices it cannot compute

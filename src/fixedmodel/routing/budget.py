@@ -35,6 +35,10 @@ from fixedmodel._litellm import litellm_module
 from fixedmodel._protocols import (
     AFixedModelCompletion,
     AFixedModelEmbedding,
+    ClosableAFixedModelCompletion,
+    ClosableAFixedModelEmbedding,
+    ClosableFixedModelCompletion,
+    ClosableFixedModelEmbedding,
     FixedModelCompletion,
     FixedModelEmbedding,
 )
@@ -482,6 +486,20 @@ def _check_budget(budget: object) -> Budget:
     return budget
 
 
+@overload
+def with_budget(
+    fn: ClosableAFixedModelCompletion, budget: Budget
+) -> ClosableAFixedModelCompletion: ...
+@overload
+def with_budget(
+    fn: ClosableFixedModelCompletion, budget: Budget
+) -> ClosableFixedModelCompletion: ...
+@overload
+def with_budget(
+    fn: ClosableAFixedModelEmbedding, budget: Budget
+) -> ClosableAFixedModelEmbedding: ...
+@overload
+def with_budget(fn: ClosableFixedModelEmbedding, budget: Budget) -> ClosableFixedModelEmbedding: ...
 @overload
 def with_budget(fn: AFixedModelCompletion, budget: Budget) -> AFixedModelCompletion: ...
 @overload

@@ -24,6 +24,10 @@ from fixedmodel._litellm import litellm_module
 from fixedmodel._protocols import (
     AFixedModelCompletion,
     AFixedModelEmbedding,
+    ClosableAFixedModelCompletion,
+    ClosableAFixedModelEmbedding,
+    ClosableFixedModelCompletion,
+    ClosableFixedModelEmbedding,
     FixedModelCompletion,
     FixedModelEmbedding,
 )
@@ -34,7 +38,7 @@ from fixedmodel.middleware._call import (
     join_call,
     leave_call,
 )
-from fixedmodel.middleware._errors import is_retryable
+from fixedmodel.middleware._errors import is_retryable, is_unsupported_here, never_sent
 from fixedmodel.routing._first_chunk import afirst_chunk, first_chunk, is_stream
 from fixedmodel.routing._route import (
     LOGGER,
@@ -129,6 +133,9 @@ def is_fallback_worthy(error: BaseException, policy: FallbackPolicy = _DEFAULT_P
     if _is_auth_failure(error):
         return policy.authentication
     if isinstance(error, litellm.BudgetExceededError):
+        return True
+    if is_unsupported_here(error) and not never_sent(error):
+        # 501, 505, ...: not worth retrying on this server, but another may serve it.
         return True
     return is_retryable(error)
 
@@ -281,6 +288,30 @@ def _check_policy(policy: object) -> FallbackPolicy:
     return policy
 
 
+@overload
+def with_fallbacks(
+    primary: ClosableAFixedModelCompletion,
+    *fallbacks: ClosableAFixedModelCompletion,
+    policy: FallbackPolicy = ...,
+) -> ClosableAFixedModelCompletion: ...
+@overload
+def with_fallbacks(
+    primary: ClosableFixedModelCompletion,
+    *fallbacks: ClosableFixedModelCompletion,
+    policy: FallbackPolicy = ...,
+) -> ClosableFixedModelCompletion: ...
+@overload
+def with_fallbacks(
+    primary: ClosableAFixedModelEmbedding,
+    *fallbacks: ClosableAFixedModelEmbedding,
+    policy: FallbackPolicy = ...,
+) -> ClosableAFixedModelEmbedding: ...
+@overload
+def with_fallbacks(
+    primary: ClosableFixedModelEmbedding,
+    *fallbacks: ClosableFixedModelEmbedding,
+    policy: FallbackPolicy = ...,
+) -> ClosableFixedModelEmbedding: ...
 @overload
 def with_fallbacks(
     primary: AFixedModelCompletion,

@@ -34,6 +34,10 @@ from typing import Any, Literal, cast, overload
 from fixedmodel._protocols import (
     AFixedModelCompletion,
     AFixedModelEmbedding,
+    ClosableAFixedModelCompletion,
+    ClosableAFixedModelEmbedding,
+    ClosableFixedModelCompletion,
+    ClosableFixedModelEmbedding,
     FixedModelCompletion,
     FixedModelEmbedding,
 )
@@ -481,6 +485,45 @@ def _check_args(strategy: object, cooldown: object, store: object, key: object) 
 _DEFAULT_POLICY = CooldownPolicy()
 
 
+@overload
+def with_load_balancing(
+    deployments: Sequence[ClosableAFixedModelCompletion]
+    | Mapping[str, ClosableAFixedModelCompletion],
+    strategy: Strategy = ...,
+    cooldown: CooldownPolicy = ...,
+    *,
+    store: CooldownStore | None = ...,
+    key: str = ...,
+) -> ClosableAFixedModelCompletion: ...
+@overload
+def with_load_balancing(
+    deployments: Sequence[ClosableFixedModelCompletion]
+    | Mapping[str, ClosableFixedModelCompletion],
+    strategy: Strategy = ...,
+    cooldown: CooldownPolicy = ...,
+    *,
+    store: CooldownStore | None = ...,
+    key: str = ...,
+) -> ClosableFixedModelCompletion: ...
+@overload
+def with_load_balancing(
+    deployments: Sequence[ClosableAFixedModelEmbedding]
+    | Mapping[str, ClosableAFixedModelEmbedding],
+    strategy: Strategy = ...,
+    cooldown: CooldownPolicy = ...,
+    *,
+    store: CooldownStore | None = ...,
+    key: str = ...,
+) -> ClosableAFixedModelEmbedding: ...
+@overload
+def with_load_balancing(
+    deployments: Sequence[ClosableFixedModelEmbedding] | Mapping[str, ClosableFixedModelEmbedding],
+    strategy: Strategy = ...,
+    cooldown: CooldownPolicy = ...,
+    *,
+    store: CooldownStore | None = ...,
+    key: str = ...,
+) -> ClosableFixedModelEmbedding: ...
 @overload
 def with_load_balancing(
     deployments: Sequence[AFixedModelCompletion] | Mapping[str, AFixedModelCompletion],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fixedmodel import (
+    AFixedModelCompletion,
     Budget,
     CooldownPolicy,
     CustomStreamWrapper,
@@ -36,3 +37,14 @@ async def misuse() -> None:
     routed = with_fallbacks(chat, bind_acompletion("openai/c"))
     await routed(messages=MESSAGES, model="openai/d")  # expect-error
     takes_stream(await routed(messages=MESSAGES))  # expect-error
+
+
+async def closing_what_cannot_close(plain: AFixedModelCompletion, budget: Budget) -> None:
+    await with_budget(plain, budget).aclose()  # expect-error
+    print(with_fallbacks(bind_acompletion("openai/a"), plain).model)  # expect-error
+    async with with_load_balancing([plain, bind_acompletion("openai/b")]):  # expect-error
+        pass
+    await with_budget(bind_completion("openai/b"), budget).aclose()  # expect-error
+    with with_fallbacks(bind_acompletion("openai/a")):  # expect-error
+        pass
+    with_load_balancing([bind_acompletion("openai/a")]).close()  # expect-error
