@@ -139,8 +139,13 @@ def test_dask_workers_share_one_redis_quota(
     server: OpenAIServer, redis_server: servers.RedisServer
 ) -> None:
     distributed = pytest.importorskip("distributed")  # a dev dependency: always there in CI
+    # Loopback only, and no fixed port (another cluster on this machine may hold 8787).
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
     )
     with cluster, distributed.Client(cluster) as client:
         _check_shared_quota(client.get_executor(), server, redis_server.url, "dask")
