@@ -131,8 +131,8 @@ def test_the_ini_option_blocks_every_test(pytester: pytest.Pytester) -> None:
 
 def test_the_switch_reads_the_environment_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
     chat = bind_completion("openai/gpt-4o-mini", api_key="k", max_retries=0, timeout=0.5)
-    monkeypatch.setenv("OPENAI_BASE_URL", "http://10.1.2.3/v1")
-    with blocking_real_requests(), pytest.raises(RealRequestError, match=r"10\.1\.2\.3"):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://provider.invalid/v1")
+    with blocking_real_requests(), pytest.raises(RealRequestError, match=r"provider\.invalid"):
         chat(messages=MESSAGES)
     mocked = bind_completion("openai/gpt-4o-mini", mock_response="fine")
     with blocking_real_requests():
