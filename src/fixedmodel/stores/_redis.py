@@ -30,12 +30,15 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from redis import Redis
     from redis.asyncio import Redis as AsyncRedis
+    from typing_extensions import Self
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -420,3 +423,92 @@ if hasattr(os, "register_at_fork"):
 def rebuild_store(kind: Callable[..., _T], url: str, options: dict[str, Any]) -> _T:
     """Unpickle a Redis store: build it again from its URL and options."""
     return kind(url, **options)
+
+
+OnError = Literal["open", "closed"]
+"""What a store does when Redis cannot decide: let the call through, or fail it."""
+
+
+def check_on_error(on_error: object) -> OnError:
+    """Return ``on_error`` as an :data:`OnError`.
+
+    Raises:
+        ValueError: It is neither ``"open"`` nor ``"closed"``.
+    """
+    if on_error == "open":
+        return "open"
+    if on_error == "closed":
+        return "closed"
+    msg = f"on_error must be 'open' (let calls through) or 'closed' (fail them), got {on_error!r}"
+    raise ValueError(msg)
+
+
+class PolicyStore:
+    """What the Redis stores with a failure policy share (limiter, cooldowns, budget).
+
+    The clients, the health reporting, the namespace and ``on_error``; rebuilding in another
+    process from the URL (pickling); closing, ``with``, and a ``repr`` without the password.
+    Each store's own ``__init__`` gives its defaults and calls :meth:`_connect`.
+    """
+
+    __slots__ = ("_clients", "_errors", "_health", "_namespace", "_on_error")
+
+    def _connect(
+        self,
+        url: str | None,
+        client: Redis | None,
+        async_client: AsyncRedis | None,
+        *,
+        namespace: str,
+        example: str,
+        on_error: OnError,
+        timeout: float,
+    ) -> None:
+        owner = type(self).__name__
+        self._namespace = check_namespace(namespace, example=example)
+        self._on_error: OnError = check_on_error(on_error)
+        require_redis()
+        self._clients = RedisClients(owner, url, client, async_client, timeout)
+        self._errors = redis_errors()
+        self._health = Health(owner, self._clients.endpoint)
+
+    @property
+    def namespace(self) -> str:
+        """Prefix of this store's keys."""
+        return self._namespace
+
+    @property
+    def on_error(self) -> OnError:
+        """What happens to a call when Redis cannot decide on it."""
+        return self._on_error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Another process gets its own connections to the same Redis (only from a URL).
+        url = self._clients.url_for_pickling(type(self).__name__)
+        options = {
+            "namespace": self._namespace,
+            "on_error": self._on_error,
+            "timeout": self._clients.timeout,
+        }
+        return (rebuild_store, (type(self), url, options))
+
+    def close(self) -> None:
+        """Release the worker threads and the client built from the URL (not yours)."""
+        self._clients.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self._clients.endpoint!r}, "
+            f"namespace={self._namespace!r}, on_error={self._on_error!r})"
+        )

@@ -18,30 +18,20 @@ through uncounted and logs a WARNING. Settlements are best effort (logged, never
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
-
-from typing_extensions import Self
+from typing import TYPE_CHECKING
 
 from fixedmodel.stores._budget_store import Caps, Committed, Reservation
 from fixedmodel.stores._redis import (
     DEFAULT_TIMEOUT,
-    Health,
     LuaScript,
-    RedisClients,
-    check_namespace,
-    rebuild_store,
-    redis_errors,
-    require_redis,
+    OnError,
+    PolicyStore,
 )
 from fixedmodel.stores.redis_limiter import (
-    OnError,
     RedisUnavailableError,
-    _check_on_error,  # pyright: ignore[reportPrivateUsage]
 )
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from redis import Redis
     from redis.asyncio import Redis as AsyncRedis
 
@@ -111,7 +101,7 @@ def _reply(reply: object) -> Reservation:
     raise RuntimeError(msg)
 
 
-class RedisBudgetStore:
+class RedisBudgetStore(PolicyStore):
     """Budget state in Redis, shared by processes and hosts; conforms to ``BudgetStore``.
 
     Give every process the same URL and namespace, and a :class:`~fixedmodel.Budget` with
@@ -136,7 +126,7 @@ class RedisBudgetStore:
             range.
     """
 
-    __slots__ = ("_clients", "_errors", "_health", "_namespace", "_on_error")
+    __slots__ = ()
 
     def __init__(
         self,
@@ -148,27 +138,15 @@ class RedisBudgetStore:
         on_error: OnError = "closed",
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._namespace = check_namespace(namespace, example="myapp:budget:")
-        self._on_error: OnError = _check_on_error(on_error)
-        require_redis()
-        self._clients = RedisClients("RedisBudgetStore", url, client, async_client, timeout)
-        self._errors = redis_errors()
-        self._health = Health("RedisBudgetStore", self._clients.endpoint)
-
-    @property
-    def namespace(self) -> str:
-        """Prefix of this store's keys."""
-        return self._namespace
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Another process gets its own connections to the same Redis (only from a URL).
-        url = self._clients.url_for_pickling("RedisBudgetStore")
-        options = {
-            "namespace": self._namespace,
-            "on_error": self._on_error,
-            "timeout": self._clients.timeout,
-        }
-        return (rebuild_store, (RedisBudgetStore, url, options))
+        self._connect(
+            url,
+            client,
+            async_client,
+            namespace=namespace,
+            example="myapp:budget:",
+            on_error=on_error,
+            timeout=timeout,
+        )
 
     def _run(self, key: str, args: list[str | int]) -> object:
         return _SCRIPT.run(self._clients.sync(), [self._namespace + key], args)
@@ -270,24 +248,3 @@ class RedisBudgetStore:
             msg = f"could not read the budget from Redis at {self._clients.endpoint}"
             raise RedisUnavailableError(msg) from exc
         return _reply(reply).committed
-
-    def close(self) -> None:
-        """Release the worker threads and the client built from the URL (not yours)."""
-        self._clients.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return (
-            f"RedisBudgetStore({self._clients.endpoint!r}, namespace={self._namespace!r}, "
-            f"on_error={self._on_error!r})"
-        )

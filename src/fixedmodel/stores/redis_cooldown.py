@@ -20,30 +20,20 @@ call went are best effort under both (logged, never raised).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
-
-from typing_extensions import Self
+from typing import TYPE_CHECKING
 
 from fixedmodel.stores._cooldown_store import ADMITTED, Entry
 from fixedmodel.stores._redis import (
     DEFAULT_TIMEOUT,
-    Health,
     LuaScript,
-    RedisClients,
-    check_namespace,
-    rebuild_store,
-    redis_errors,
-    require_redis,
+    OnError,
+    PolicyStore,
 )
 from fixedmodel.stores.redis_limiter import (
-    OnError,
     RedisUnavailableError,
-    _check_on_error,  # pyright: ignore[reportPrivateUsage]
 )
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from redis import Redis
     from redis.asyncio import Redis as AsyncRedis
 
@@ -148,7 +138,7 @@ def _entry(reply: object) -> Entry:
     raise RuntimeError(msg)
 
 
-class RedisCooldownStore:
+class RedisCooldownStore(PolicyStore):
     """Circuit breakers of deployments in Redis, shared by processes and hosts.
 
     Conforms to ``CooldownStore``. Give every process the same URL and namespace, and
@@ -173,7 +163,7 @@ class RedisCooldownStore:
             range.
     """
 
-    __slots__ = ("_clients", "_errors", "_health", "_namespace", "_on_error")
+    __slots__ = ()
 
     def __init__(
         self,
@@ -185,27 +175,15 @@ class RedisCooldownStore:
         on_error: OnError = "open",
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._namespace = check_namespace(namespace, example="myapp:cd:")
-        self._on_error: OnError = _check_on_error(on_error)
-        require_redis()
-        self._clients = RedisClients("RedisCooldownStore", url, client, async_client, timeout)
-        self._errors = redis_errors()
-        self._health = Health("RedisCooldownStore", self._clients.endpoint)
-
-    @property
-    def namespace(self) -> str:
-        """Prefix of this store's keys."""
-        return self._namespace
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Another process gets its own connections to the same Redis (only from a URL).
-        url = self._clients.url_for_pickling("RedisCooldownStore")
-        options = {
-            "namespace": self._namespace,
-            "on_error": self._on_error,
-            "timeout": self._clients.timeout,
-        }
-        return (rebuild_store, (RedisCooldownStore, url, options))
+        self._connect(
+            url,
+            client,
+            async_client,
+            namespace=namespace,
+            example="myapp:cd:",
+            on_error=on_error,
+            timeout=timeout,
+        )
 
     def enter(self, key: str, policy: CooldownPolicy) -> Entry:
         """Decide whether a call may go to the deployment ``key`` now.
@@ -294,24 +272,3 @@ class RedisCooldownStore:
     async def areleased(self, key: str) -> None:
         """Async :meth:`released`."""
         await self._areport(key, ["released"], "released")
-
-    def close(self) -> None:
-        """Release the worker threads and the client built from the URL (not yours)."""
-        self._clients.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return (
-            f"RedisCooldownStore({self._clients.endpoint!r}, namespace={self._namespace!r}, "
-            f"on_error={self._on_error!r})"
-        )

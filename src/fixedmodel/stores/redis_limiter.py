@@ -38,34 +38,23 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any, Literal
-
-from typing_extensions import Self
+from typing import TYPE_CHECKING
 
 from fixedmodel.stores._limiter_store import SEGMENTS_PER_PERIOD, Acquisition
 from fixedmodel.stores._redis import (
     DEFAULT_TIMEOUT,
-    Health,
     LuaScript,
-    RedisClients,
-    check_namespace,
-    rebuild_store,
-    redis_errors,
-    require_redis,
+    OnError,
+    PolicyStore,
 )
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from redis import Redis
     from redis.asyncio import Redis as AsyncRedis
 
     from fixedmodel._limits import RateLimit
 
 __all__ = ["OnError", "RedisLimiterStore", "RedisUnavailableError"]
-
-OnError = Literal["open", "closed"]
-"""What a limiter does when Redis cannot decide: let the call through, or fail it."""
 
 # Times are integer microseconds of the server clock, plus the key's ``offset`` (see "Clock
 # steps" in the class docstring); Lua numbers are doubles, exact up to 2**53 (about 285 years
@@ -215,15 +204,6 @@ class RedisUnavailableError(RuntimeError):
     """
 
 
-def _check_on_error(on_error: object) -> OnError:
-    if on_error == "open":
-        return "open"
-    if on_error == "closed":
-        return "closed"
-    msg = f"on_error must be 'open' (let calls through) or 'closed' (fail them), got {on_error!r}"
-    raise ValueError(msg)
-
-
 def _acquire_args(limit: RateLimit, tokens: int) -> list[str | int]:
     period = math.ceil(limit.period * 1_000_000)
     length = max(1, math.ceil(period / SEGMENTS_PER_PERIOD))
@@ -282,7 +262,7 @@ def _decision(granted: int, value: int) -> Acquisition:
     return Acquisition.admit(value) if granted else Acquisition.refuse(value / 1e6)
 
 
-class RedisLimiterStore:
+class RedisLimiterStore(PolicyStore):
     """Rate limiter state in Redis, shared by processes and hosts; conforms to LimiterStore.
 
     Give every process the same URL (and namespace) and a :class:`RateLimiter` with the same
@@ -313,7 +293,7 @@ class RedisLimiterStore:
             range.
     """
 
-    __slots__ = ("_clients", "_clock", "_errors", "_health", "_namespace", "_on_error")
+    __slots__ = ("_clock",)
 
     def __init__(
         self,
@@ -325,33 +305,16 @@ class RedisLimiterStore:
         on_error: OnError = "open",
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._namespace = check_namespace(namespace, example="myapp:rl:")
-        self._on_error: OnError = _check_on_error(on_error)
-        require_redis()
-        self._clients = RedisClients("RedisLimiterStore", url, client, async_client, timeout)
-        self._errors = redis_errors()
-        self._health = Health("RedisLimiterStore", self._clients.endpoint)
+        self._connect(
+            url,
+            client,
+            async_client,
+            namespace=namespace,
+            example="myapp:rl:",
+            on_error=on_error,
+            timeout=timeout,
+        )
         self._clock = _ClockHints()
-
-    @property
-    def namespace(self) -> str:
-        """Prefix of this store's keys."""
-        return self._namespace
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Another process gets its own connections to the same Redis (only from a URL).
-        url = self._clients.url_for_pickling("RedisLimiterStore")
-        options = {
-            "namespace": self._namespace,
-            "on_error": self._on_error,
-            "timeout": self._clients.timeout,
-        }
-        return (rebuild_store, (RedisLimiterStore, url, options))
-
-    @property
-    def on_error(self) -> OnError:
-        """What happens to a request when Redis cannot decide on it."""
-        return self._on_error
 
     def require_sync_client(self, user: str) -> None:
         """Check that the sync methods have a client (a URL, or ``client=``).
@@ -479,24 +442,3 @@ class RedisLimiterStore:
             return
         self._clock.saw(key, now, sent)
         self._health.succeeded()
-
-    def close(self) -> None:
-        """Release the worker threads and the client built from the URL (not yours)."""
-        self._clients.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return (
-            f"RedisLimiterStore({self._clients.endpoint!r}, namespace={self._namespace!r}, "
-            f"on_error={self._on_error!r})"
-        )
