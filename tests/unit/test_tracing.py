@@ -182,6 +182,102 @@ async def test_errors_set_error_type_and_an_error_status(
     ((attributes, _, _),) = otel.points("gen_ai.client.operation.duration")
     assert attributes["error.type"] == error
     assert attributes["gen_ai.provider.name"] == "anthropic"
+    # The exception event the API's use_span would record, with the error's class.
+    (event,) = span.events
+    assert event.name == "exception"
+    assert str(dict(event.attributes or {})["exception.type"]).endswith(error)
+
+
+async def test_a_cancelled_call_ends_its_span_without_an_exception_event(otel: Telemetry) -> None:
+    async def slow(**kwargs: Any) -> Any:
+        await asyncio.sleep(5)
+
+    chat = traced(slow, otel)
+    task = asyncio.create_task(chat(messages=MESSAGES))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (span,) = otel.finished()
+    assert dict(span.attributes or {})["error.type"] == "CancelledError"
+    assert span.events == ()
+
+
+_GLOBAL_PROVIDERS_SCRIPT = """
+import asyncio, json
+from opentelemetry import context, metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from fixedmodel import with_tracing
+from fixedmodel.middleware import tracing as layer
+from fixedmodel.testing import FakeACompletion
+
+seen, built = [], []
+original = layer.request_attributes
+
+def counted(*args):
+    built.append(1)
+    return original(*args)
+
+layer.request_attributes = counted
+
+async def fake(**kwargs):
+    seen.append(trace.get_current_span().get_span_context().is_valid)
+    return await inner(**kwargs)
+
+inner = FakeACompletion(["one", "two", "three"], model="openai/m")
+chat = with_tracing(fake)
+
+async def main():
+    report = {}
+    await chat(messages=[{"role": "user", "content": "before"}])
+    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    trace.set_tracer_provider(tracer_provider)
+    report["built before"] = len(built)
+    await chat(messages=[{"role": "user", "content": "tracer set"}])
+    report["spans after tracer"] = len(spans.get_finished_spans())
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    await chat(messages=[{"role": "user", "content": "both set"}])
+    report["spans after both"] = len(spans.get_finished_spans())
+    data = reader.get_metrics_data()
+    report["metrics"] = sorted(
+        m.name for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics
+    )
+    report["inside a span"] = seen
+    print(json.dumps(report))
+
+asyncio.run(main())
+"""
+
+
+def test_without_global_providers_nothing_is_built_and_setting_them_later_is_seen() -> None:
+    """Until an SDK sets a global provider, calls skip the layer's work; the next call after
+    one is set is traced (the providers are global and set once: a process of its own)."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _GLOBAL_PROVIDERS_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["built before"] == 0  # no attribute built while nothing would record
+    assert report["spans after tracer"] == 1  # a tracer alone is enough to trace
+    assert report["spans after both"] == 2
+    assert "gen_ai.client.operation.duration" in report["metrics"]
+    # Before any provider: no span made current; after: the call ran inside its span.
+    assert report["inside a span"] == [False, True, True]
 
 
 async def test_retries_and_cache_hits_show_on_the_span(otel: Telemetry) -> None:

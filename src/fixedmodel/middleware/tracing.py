@@ -26,6 +26,11 @@ are never recorded.
 A stream's span ends when the stream ends: read to its end, failed, closed early, or
 garbage-collected unread.
 
+Without ``tracer_provider=``/``meter_provider=``, each call first checks whether an SDK has
+set the global providers; while neither is set (the API's proxies), the call goes straight to
+the layer below, building nothing. An error raised by the call is also recorded as the span's
+``exception`` event, as the API's ``use_span`` would.
+
 Needs the ``otel`` extra (``pip install 'fixedmodel[otel]'``, the OpenTelemetry API only);
 without it ``import fixedmodel`` and every other layer work as before, and only
 ``with_tracing`` raises.
@@ -36,6 +41,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast, overload
 from urllib.parse import urlsplit
 
@@ -127,6 +133,7 @@ def _otel() -> tuple[Any, Any]:
     return trace, metrics
 
 
+@lru_cache(maxsize=256)
 def provider_name(model: str | None) -> str:
     """The ``gen_ai.provider.name`` of a litellm model name (its provider prefix)."""
     if model is None:
@@ -135,10 +142,15 @@ def provider_name(model: str | None) -> str:
     return _PROVIDER_NAMES.get(prefix, prefix)
 
 
-def _server(request: Mapping[str, object]) -> dict[str, Any]:
+def _server(request: Mapping[str, object]) -> Mapping[str, Any]:
     base: object = request.get("api_base") or request.get("base_url")
     if not isinstance(base, str):
         return {}
+    return _server_of(base)
+
+
+@lru_cache(maxsize=256)  # a process talks to few servers; parsing a URL per call adds up
+def _server_of(base: str) -> Mapping[str, Any]:
     try:
         parts = urlsplit(base)
         port = parts.port
@@ -203,7 +215,7 @@ def request_attributes(
 
 
 def _field(item: object, name: str) -> object:
-    if isinstance(item, Mapping):
+    if isinstance(item, (dict, Mapping)):  # dict first: checked without the ABC machinery
         return cast("Mapping[object, object]", item).get(name)
     return getattr(item, name, None)
 
@@ -215,30 +227,45 @@ def _items(value: object) -> list[object] | None:
     return None
 
 
-def response_attributes(result: object) -> dict[str, Any]:
-    """The span attributes a ``ModelResponse``/``EmbeddingResponse`` carries."""
+def _getter(item: object) -> Callable[[str], object]:
+    """``_field`` for one item, its Mapping check done once."""
+    if isinstance(item, Mapping):
+        mapping = cast("Mapping[str, object]", item)
+        return lambda name: mapping.get(name)
+    return lambda name: getattr(item, name, None)
+
+
+def response_attributes(result: object, operation: str = "chat") -> dict[str, Any]:
+    """The span attributes a ``ModelResponse``/``EmbeddingResponse`` carries.
+
+    ``operation`` is the span's ``gen_ai.operation.name`` (``"chat"`` or ``"embeddings"``):
+    an embedding has no choices, and its usage no output tokens.
+    """
     attributes: dict[str, Any] = {}
-    response_id = _field(result, "id")
+    get = _getter(result)
+    response_id = get("id")
     if isinstance(response_id, str) and response_id:
         attributes["gen_ai.response.id"] = response_id
-    response_model = _field(result, "model")
+    response_model = get("model")
     if isinstance(response_model, str) and response_model:
         attributes["gen_ai.response.model"] = response_model
-    choices = _field(result, "choices")
-    if isinstance(choices, Sequence):
-        listed: Sequence[object] = choices  # pyright: ignore[reportUnknownVariableType]
+    chat = operation == "chat"
+    choices = get("choices") if chat else None
+    if isinstance(choices, (list, tuple)):
+        listed = cast("Sequence[object]", choices)
         reasons = [_field(choice, "finish_reason") for choice in listed]
         attributes["gen_ai.response.finish_reasons"] = tuple(
             reason for reason in reasons if isinstance(reason, str)
         )
-    usage = _field(result, "usage")
+    usage = get("usage")
     if usage is not None:
         prompt = _field(usage, "prompt_tokens")
-        completion = _field(usage, "completion_tokens")
         if isinstance(prompt, int):
             attributes["gen_ai.usage.input_tokens"] = prompt
-        if isinstance(completion, int) and _field(result, "data") is None:
-            attributes["gen_ai.usage.output_tokens"] = completion
+        if chat:
+            completion = _field(usage, "completion_tokens")
+            if isinstance(completion, int):
+                attributes["gen_ai.usage.output_tokens"] = completion
     return attributes
 
 
@@ -373,17 +400,57 @@ def output_messages(result: object, request: Mapping[str, object]) -> str | None
     return _as_json(rendered, request)
 
 
+def _never() -> bool:
+    return False
+
+
+def _global_no_op(trace: Any, metrics: Any) -> Callable[[], bool]:
+    """A check, cheap enough for every call, that no global provider is configured yet.
+
+    Until an SDK sets them, the global providers are the API's proxies (or explicit no-op
+    providers): spans would not record and measurements would go nowhere, so a call need not
+    build any attribute. Once an application sets a provider, the check turns false and the
+    next call is traced (the proxies hand over to the real providers). A provider loaded from
+    ``OTEL_PYTHON_TRACER_PROVIDER``/``OTEL_PYTHON_METER_PROVIDER`` is not a proxy either.
+    """
+    idle_tracers = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+    idle_meters: tuple[type, ...] = (metrics.NoOpMeterProvider,)
+    # The API's proxy meter provider has no public name; look it up, and without it never
+    # take the short cut for metrics (a proxy is then treated as configured: only slower).
+    try:
+        from opentelemetry.metrics import _internal as metrics_internal
+
+        proxy_meters: object = getattr(metrics_internal, "_ProxyMeterProvider", None)
+    except ImportError:  # pragma: no cover - every API release so far has it
+        proxy_meters = None
+    if isinstance(proxy_meters, type):
+        idle_meters += (proxy_meters,)
+    get_tracer_provider: Callable[[], object] = trace.get_tracer_provider
+    get_meter_provider: Callable[[], object] = metrics.get_meter_provider
+
+    def idle() -> bool:
+        return isinstance(get_tracer_provider(), idle_tracers) and isinstance(
+            get_meter_provider(), idle_meters
+        )
+
+    return idle
+
+
 class _Instruments:
     """The tracer and the three histograms of one ``with_tracing`` wrapper."""
 
     __slots__ = (
+        "attach",
+        "client",
+        "detach",
         "duration",
+        "error_status",
         "explicit",
         "first_chunk",
-        "status_error",
+        "idle",
+        "in_context",
         "tokens",
         "tracer",
-        "use_span",
     )
 
     def __init__(
@@ -398,8 +465,16 @@ class _Instruments:
         self.tracer: Tracer = trace.get_tracer(
             package, tracer_provider=tracer_provider, schema_url=SCHEMA_URL
         )
-        self.use_span: Callable[..., Any] = trace.use_span
-        self.status_error: Any = trace.Status(trace.StatusCode.ERROR)
+        from opentelemetry import context
+
+        self.attach: Callable[[Any], Any] = context.attach
+        self.detach: Callable[[Any], None] = context.detach
+        self.in_context: Callable[[Span], Any] = trace.set_span_in_context
+        self.client: Any = trace.SpanKind.CLIENT
+        error_code: Any = trace.StatusCode.ERROR
+        status: Callable[..., Any] = trace.Status
+        self.error_status: Callable[[str], Any] = lambda text: status(error_code, text)
+        self.idle: Callable[[], bool] = _never if self.explicit else _global_no_op(trace, metrics)
         meter = metrics.get_meter(package, meter_provider=meter_provider, schema_url=SCHEMA_URL)
         self.duration: Histogram = self._histogram(
             meter,
@@ -496,23 +571,29 @@ class _Traced(Wrapper):
                 attributes["gen_ai.input.messages"] = rendered
         operation = attributes["gen_ai.operation.name"]
         name = f"{operation} {model}" if model is not None else operation
-        from opentelemetry.trace import SpanKind
-
         span = self._instruments.tracer.start_span(
-            name, kind=SpanKind.CLIENT, attributes=attributes
+            name, kind=self._instruments.client, attributes=attributes
         )
         return span, attributes, request
 
     def _failed(
-        self, span: Span, attributes: dict[str, Any], error: BaseException, started: float
+        self,
+        span: Span,
+        attributes: dict[str, Any],
+        error: BaseException,
+        started: float,
+        *,
+        record: bool = False,
     ) -> None:
         error_type = type(error).__qualname__
+        if record and isinstance(error, Exception):
+            # As the API's use_span records it: an "exception" event (not for
+            # cancellation and other BaseExceptions, which are not errors of the call).
+            span.record_exception(error)
         span.set_attribute("error.type", error_type)
         status = getattr(error, "status_code", None)
         description = f"{error_type} (HTTP {status})" if isinstance(status, int) else error_type
-        from opentelemetry.trace import Status, StatusCode
-
-        span.set_status(Status(StatusCode.ERROR, description))
+        span.set_status(self._instruments.error_status(description))
         span.end()
         measured = _metric_attributes({**attributes, "error.type": error_type})
         self._instruments.duration.record(time.perf_counter() - started, measured)
@@ -526,7 +607,7 @@ class _Traced(Wrapper):
         result: object,
         started: float,
     ) -> None:
-        found = response_attributes(result)
+        found = response_attributes(result, attributes["gen_ai.operation.name"])
         found.update(_layers(info))
         if self._capture:
             rendered = output_messages(result, request)
@@ -594,16 +675,21 @@ class _AsyncTraced(_Traced):
     __slots__ = ()
 
     async def __call__(self, **kwargs: Any) -> Any:
+        instruments = self._instruments
+        if instruments.idle():
+            return await self._call(**kwargs)
         span, attributes, request = self._start(kwargs)
         info, opened = join_call()
         started = time.perf_counter()
+        token = instruments.attach(instruments.in_context(span))
         try:
-            with self._instruments.use_span(span, end_on_exit=False):
-                result = await self._call(**kwargs)
+            result = await self._call(**kwargs)
         except BaseException as error:
+            instruments.detach(token)
             leave_call(opened)
-            self._failed(span, attributes, error, started)
+            self._failed(span, attributes, error, started, record=True)
             raise
+        instruments.detach(token)
         leave_call(opened)
         if is_stream_request(request):
             self._streamed(span, attributes, info, result, started)
@@ -616,16 +702,21 @@ class _SyncTraced(_Traced):
     __slots__ = ()
 
     def __call__(self, **kwargs: Any) -> Any:
+        instruments = self._instruments
+        if instruments.idle():
+            return self._call(**kwargs)
         span, attributes, request = self._start(kwargs)
         info, opened = join_call()
         started = time.perf_counter()
+        token = instruments.attach(instruments.in_context(span))
         try:
-            with self._instruments.use_span(span, end_on_exit=False):
-                result = self._call(**kwargs)
+            result = self._call(**kwargs)
         except BaseException as error:
+            instruments.detach(token)
             leave_call(opened)
-            self._failed(span, attributes, error, started)
+            self._failed(span, attributes, error, started, record=True)
             raise
+        instruments.detach(token)
         leave_call(opened)
         if is_stream_request(request):
             self._streamed(span, attributes, info, result, started)
