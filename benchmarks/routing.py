@@ -8,7 +8,10 @@ model and messages of the same size:
 - ``load balancing``: ``with_load_balancing([bound, bound2], "least_busy")``, two
   deployments of the same server (in-process cooldown store);
 - ``budget``: ``with_budget(bound, Budget(max_cost=...))`` that never binds (in-process
-  store): the worst case is counted and priced, reserved, then settled to litellm's price.
+  store): the worst case is counted and priced, reserved, then settled to litellm's price;
+- ``bound, again``: a second bound object like the first (its own API key), no layer: the
+  control. Its ratio to ``bound`` is what the method reads when nothing differs, so a layer's
+  ratio is only told apart from 1 by more than the control's distance from 1.
 
 Concurrency 1 and 64, in rounds with a shuffled order; each bar is on the median of the
 per-round latency ratios. A low-noise cross-check times each layer's own work over a no-op
@@ -57,7 +60,7 @@ from fixedmodel import (
     AFixedModelCompletion,
     Budget,
     CooldownPolicy,
-    Message,
+    MessageParam,
     bind_acompletion,
     bind_completion,
     with_budget,
@@ -80,15 +83,16 @@ BOUND = "bound"
 FALLBACKS = "fallbacks"
 BALANCED = "load balancing"
 BUDGET = "budget"
-CONTENDERS = (BOUND, FALLBACKS, BALANCED, BUDGET)
+CONTROL = "bound, again"
+CONTENDERS = (BOUND, FALLBACKS, BALANCED, BUDGET, CONTROL)
 LAYERS = (FALLBACKS, BALANCED, BUDGET)
 
 Call = Callable[[], Awaitable[object]]
 
 FULL_SIZES = {
     "concurrency": 64,
-    "rounds": 10,
-    "cycles": 40,
+    "rounds": 20,
+    "cycles": 60,
     "bursts": 3,
     "probe_calls": 2_000,
     "failovers": 300,
@@ -165,7 +169,7 @@ async def _measure(
     return batches, probe
 
 
-def _caller(chat: AFixedModelCompletion, messages: Iterator[list[Message]]) -> Call:
+def _caller(chat: AFixedModelCompletion, messages: Iterator[list[MessageParam]]) -> Call:
     async def call() -> object:
         return await chat(messages=next(messages), max_tokens=64)
 
@@ -237,6 +241,11 @@ def _report_overhead(
                 label, name, ms(summary.median), ms_range(summary),
                 ms(statistics.median(cpu[name])),
             )  # fmt: skip
+        control = paired_ratios(medians[CONTROL], medians[BOUND])
+        ratios.add(
+            label, f"control: {CONTROL} / {BOUND}", ratio(control), "(the method's noise)", "",
+            ratio(paired_ratios(cpu[CONTROL], cpu[BOUND])),
+        )  # fmt: skip
         for name in LAYERS:
             summary = paired_ratios(medians[name], medians[BOUND])
             verdict = result.bar(

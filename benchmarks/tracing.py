@@ -11,9 +11,17 @@ messages of the same size:
 - ``traced, no-op``: ``with_tracing(bound3)`` with no provider configured: the API's no-op
   tracer and meter, what a library user pays before any SDK is set up.
 
+- ``bound, again``: a second bound object like the first, untraced: the control, whose ratio
+  to ``bound`` shows the method's noise;
+- ``SDK minimum, by hand``: the bound call wrapped by ``_by_hand`` (below), sharing the SDK
+  providers of ``traced, SDK``.
+
 Concurrency 1 and 64, in rounds with a shuffled order; each bar is on the median of the
 per-round latency ratios. A low-noise cross-check times the layer's own work over a no-op
-``litellm.acompletion`` and divides it by a call's latency.
+``litellm.acompletion`` and divides it by a call's latency. Beside it, the same over the no-op
+for a hand-written minimum: one span and the three histogram records with the conventions'
+attributes, made directly with the SDK (what any instrumentation that follows the
+conventions pays the SDK), so that with_tracing's share can be told from the SDK's.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, cast
 
 from benchmarks._litellm import MODEL, close_clients
 from benchmarks._report import RunConfig, SectionResult, Table
@@ -57,12 +65,14 @@ BAR_NO_OP = 1.005
 BOUND = "bound"
 SDK = "traced, SDK"
 NO_OP = "traced, no-op"
-CONTENDERS = (BOUND, SDK, NO_OP)
+CONTROL = "bound, again"
+BY_HAND = "SDK minimum, by hand"
+CONTENDERS = (BOUND, SDK, NO_OP, CONTROL, BY_HAND)
 BARS = {SDK: BAR_SDK, NO_OP: BAR_NO_OP}
 
 Call = Callable[[], Awaitable[object]]
 
-FULL_SIZES = {"concurrency": 64, "rounds": 12, "cycles": 40, "bursts": 3, "probe_calls": 2_000}
+FULL_SIZES = {"concurrency": 64, "rounds": 20, "cycles": 60, "bursts": 3, "probe_calls": 2_000}
 QUICK_SIZES = {"concurrency": 8, "rounds": 1, "cycles": 3, "bursts": 1, "probe_calls": 50}
 
 
@@ -115,6 +125,8 @@ async def _measure(
                 )
             elif name == NO_OP:
                 chat = with_tracing(bound)
+            elif name == BY_HAND:
+                chat = _by_hand(bound, tracer_provider, meter_provider, base_url)
             calls[name] = _caller(chat, unique_messages(name))
         for level in levels:  # Warm up: connections, litellm's caches.
             for call in calls.values():
@@ -170,6 +182,7 @@ async def _probe(base_url: str, calls: int, rng: random.Random) -> dict[str, flo
         BOUND: bound,
         SDK: with_tracing(bound, tracer_provider=tracer_provider, meter_provider=meter_provider),
         NO_OP: with_tracing(bound),
+        BY_HAND: _by_hand(bound, tracer_provider, meter_provider, base_url),
     }
     messages = unique_messages("probe")
     blocks: dict[str, list[float]] = {label: [] for label in chains}
@@ -187,6 +200,64 @@ async def _probe(base_url: str, calls: int, rng: random.Random) -> dict[str, flo
     tracer_provider.shutdown()
     meter_provider.shutdown()
     return {label: statistics.median(values) for label, values in blocks.items()}
+
+
+def _by_hand(
+    bound: AFixedModelCompletion, tracer_provider: Any, meter_provider: Any, base_url: str
+) -> AFixedModelCompletion:
+    """The least an instrumentation pays the SDK for the conventions' span and metrics.
+
+    One CLIENT span with the request attributes at its start and the answer's at its end,
+    current while the call runs, and the three histogram records with the metric
+    attributes: what ``with_tracing`` records on a successful non-stream call, less its own
+    ``fixedmodel.*`` attributes, with no request reading, no error handling, nothing general.
+    """
+    from urllib.parse import urlsplit
+
+    from opentelemetry import context, trace
+
+    tracer = tracer_provider.get_tracer("benchmark")
+    meter = meter_provider.get_meter("benchmark")
+    duration = meter.create_histogram("gen_ai.client.operation.duration", unit="s")
+    tokens = meter.create_histogram("gen_ai.client.token.usage", unit="{token}")
+    server = urlsplit(base_url)
+    started_with = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": MODEL,
+        "server.address": server.hostname,
+        "server.port": server.port,
+    }
+
+    async def call(**kwargs: Any) -> Any:
+        span = tracer.start_span(
+            f"chat {MODEL}", kind=trace.SpanKind.CLIENT, attributes=started_with
+        )
+        token = context.attach(trace.set_span_in_context(span))
+        started = time.perf_counter()
+        try:
+            result: Any = cast("Any", await bound(**kwargs))
+        finally:
+            context.detach(token)
+        span.set_attributes(
+            {
+                "gen_ai.response.id": result.id,
+                "gen_ai.response.model": result.model,
+                "gen_ai.response.finish_reasons": tuple(
+                    choice.finish_reason for choice in result.choices
+                ),
+                "gen_ai.usage.input_tokens": result.usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": result.usage.completion_tokens,
+            }
+        )
+        span.end()
+        measured = {**started_with, "gen_ai.response.model": result.model}
+        duration.record(time.perf_counter() - started, measured)
+        tokens.record(result.usage.prompt_tokens, {**measured, "gen_ai.token.type": "input"})
+        tokens.record(result.usage.completion_tokens, {**measured, "gen_ai.token.type": "output"})
+        return result
+
+    return cast("AFixedModelCompletion", call)
 
 
 def _report(
@@ -215,6 +286,16 @@ def _report(
                 label, name, ms(summary.median), ms_range(summary),
                 ms(statistics.median(cpu[name])),
             )  # fmt: skip
+        control = paired_ratios(medians[CONTROL], medians[BOUND])
+        ratios.add(
+            label, f"control: {CONTROL} / {BOUND}", ratio(control), "(the method's noise)", "",
+            ratio(paired_ratios(cpu[CONTROL], cpu[BOUND])),
+        )  # fmt: skip
+        minimum = paired_ratios(medians[BY_HAND], medians[BOUND])
+        ratios.add(
+            label, f"{BY_HAND} / {BOUND}", ratio(minimum), "(information: the SDK's share)", "",
+            ratio(paired_ratios(cpu[BY_HAND], cpu[BOUND])),
+        )  # fmt: skip
         for name, bar in BARS.items():
             summary = paired_ratios(medians[name], medians[BOUND])
             verdict = result.bar(
@@ -244,6 +325,20 @@ def _report(
             f"litellm.acompletion (bound no-op alone {probe[BOUND] * 1e6:.1f} µs), against a "
             f"bound call of {call * 1e3:.2f} ms at c=1."
         )
+    floor = probe[BY_HAND] - probe[BOUND]
+    ratios.add(
+        "non-stream, c=1",
+        f"{BY_HAND}: 1 + its work / bound call (information: the SDK's share)",
+        f"{1 + floor / call:.4f}",
+        "",
+        "",
+        "",
+    )
+    result.notes.append(
+        f"{BY_HAND}: {floor * 1e6:.1f} µs per call over the no-op; with_tracing with the SDK "
+        f"does {(probe[SDK] - probe[BY_HAND]) * 1e6:.1f} µs more (reading the request, the "
+        "optional attributes, the fixedmodel.* attributes, errors and streams)."
+    )
     result.tables += [latency, ratios]
     result.notes += [
         f"Spans left in the exporter after the last round: {spans} (cleared every round).",
