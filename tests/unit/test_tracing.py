@@ -27,7 +27,7 @@ from fixedmodel import (
     with_tracing,
 )
 from fixedmodel.testing import Fail, FakeACompletion, FakeAEmbedding, FakeToolCall, FakeUsage, Reply
-from fixedmodel.testing.server import OpenAIServer
+from fixedmodel.testing.server import Fault, OpenAIServer
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 SECRET = "sk-this-key-must-never-show-1234"
@@ -255,15 +255,37 @@ asyncio.run(main())
 """
 
 
-def test_without_global_providers_nothing_is_built_and_setting_them_later_is_seen() -> None:
-    """Until an SDK sets a global provider, calls skip the layer's work; the next call after
-    one is set is traced (the providers are global and set once: a process of its own)."""
+_SUBCLASSED_PROVIDER_SCRIPT = """
+import asyncio, json
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from fixedmodel import with_tracing
+from fixedmodel.testing import FakeACompletion
+
+spans = InMemorySpanExporter()
+real = TracerProvider()
+real.add_span_processor(SimpleSpanProcessor(spans))
+
+class Capturing(trace.NoOpTracerProvider):  # a test double that records after all
+    def get_tracer(self, *args, **kwargs):
+        return real.get_tracer(*args, **kwargs)
+
+trace.set_tracer_provider(Capturing())
+chat = with_tracing(FakeACompletion(["one"], model="openai/m"))
+asyncio.run(chat(messages=[{"role": "user", "content": "hi"}]))
+print(json.dumps([span.name for span in spans.get_finished_spans()]))
+"""
+
+
+def _run_script(script: str) -> str:
     import os
     import subprocess
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-c", _GLOBAL_PROVIDERS_SCRIPT],
+        [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         timeout=120,
@@ -271,7 +293,18 @@ def test_without_global_providers_nothing_is_built_and_setting_them_later_is_see
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_a_global_provider_subclassing_a_no_op_class_is_traced() -> None:
+    """Only the API's own proxy and no-op classes count as "nothing configured"."""
+    assert json.loads(_run_script(_SUBCLASSED_PROVIDER_SCRIPT)) == ["chat openai/m"]
+
+
+def test_without_global_providers_nothing_is_built_and_setting_them_later_is_seen() -> None:
+    """Until an SDK sets a global provider, calls skip the layer's work; the next call after
+    one is set is traced (the providers are global and set once: a process of its own)."""
+    report = json.loads(_run_script(_GLOBAL_PROVIDERS_SCRIPT))
     assert report["built before"] == 0  # no attribute built while nothing would record
     assert report["spans after tracer"] == 1  # a tracer alone is enough to trace
     assert report["spans after both"] == 2
@@ -321,6 +354,25 @@ def test_over_http_the_server_address_is_recorded(
     assert attributes["server.address"] == "127.0.0.1"
     assert attributes["server.port"] == openai_server.port
     assert SECRET not in otel.everything_recorded()
+
+
+async def test_a_stream_cut_midway_records_its_error_like_a_failed_call(
+    otel: Telemetry, openai_server: OpenAIServer
+) -> None:
+    openai_server.enqueue(Fault.truncated_stream(2))
+    bound = bind_acompletion(
+        "openai/test", api_base=openai_server.base_url, api_key=SECRET, max_retries=0
+    )
+    async with bound:
+        stream = await traced(bound, otel)(messages=MESSAGES, stream=True)
+        with pytest.raises(Exception) as raised:
+            async for _ in stream:
+                pass
+    (span,) = otel.finished()
+    assert span.status.status_code is StatusCode.ERROR
+    assert dict(span.attributes or {})["error.type"] == type(raised.value).__qualname__
+    (event,) = span.events
+    assert event.name == "exception"
 
 
 def test_a_bad_option_is_refused_at_wrap_time() -> None:

@@ -28,8 +28,8 @@ garbage-collected unread.
 
 Without ``tracer_provider=``/``meter_provider=``, each call first checks whether an SDK has
 set the global providers; while neither is set (the API's proxies), the call goes straight to
-the layer below, building nothing. An error raised by the call is also recorded as the span's
-``exception`` event, as the API's ``use_span`` would.
+the layer below, building nothing. An error of the call or of its stream is also recorded as
+the span's ``exception`` event, as the API's ``use_span`` would.
 
 Needs the ``otel`` extra (``pip install 'fixedmodel[otel]'``, the OpenTelemetry API only);
 without it ``import fixedmodel`` and every other layer work as before, and only
@@ -429,8 +429,11 @@ def _global_no_op(trace: Any, metrics: Any) -> Callable[[], bool]:
     get_meter_provider: Callable[[], object] = metrics.get_meter_provider
 
     def idle() -> bool:
-        return isinstance(get_tracer_provider(), idle_tracers) and isinstance(
-            get_meter_provider(), idle_meters
+        # Exact classes: an application's provider that subclasses a no-op or proxy class
+        # (a test's capturing provider, a delegating one) may record, so it is traced.
+        return (
+            type(get_tracer_provider()) in idle_tracers
+            and type(get_meter_provider()) in idle_meters
         )
 
     return idle
@@ -577,16 +580,10 @@ class _Traced(Wrapper):
         return span, attributes, request
 
     def _failed(
-        self,
-        span: Span,
-        attributes: dict[str, Any],
-        error: BaseException,
-        started: float,
-        *,
-        record: bool = False,
+        self, span: Span, attributes: dict[str, Any], error: BaseException, started: float
     ) -> None:
         error_type = type(error).__qualname__
-        if record and isinstance(error, Exception):
+        if isinstance(error, Exception):
             # As the API's use_span records it: an "exception" event (not for
             # cancellation and other BaseExceptions, which are not errors of the call).
             span.record_exception(error)
@@ -687,7 +684,7 @@ class _AsyncTraced(_Traced):
         except BaseException as error:
             instruments.detach(token)
             leave_call(opened)
-            self._failed(span, attributes, error, started, record=True)
+            self._failed(span, attributes, error, started)
             raise
         instruments.detach(token)
         leave_call(opened)
@@ -714,7 +711,7 @@ class _SyncTraced(_Traced):
         except BaseException as error:
             instruments.detach(token)
             leave_call(opened)
-            self._failed(span, attributes, error, started, record=True)
+            self._failed(span, attributes, error, started)
             raise
         instruments.detach(token)
         leave_call(opened)
