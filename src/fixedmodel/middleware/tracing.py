@@ -227,14 +227,6 @@ def _items(value: object) -> list[object] | None:
     return None
 
 
-def _getter(item: object) -> Callable[[str], object]:
-    """``_field`` for one item, its Mapping check done once."""
-    if isinstance(item, Mapping):
-        mapping = cast("Mapping[str, object]", item)
-        return lambda name: mapping.get(name)
-    return lambda name: getattr(item, name, None)
-
-
 def response_attributes(result: object, operation: str = "chat") -> dict[str, Any]:
     """The span attributes a ``ModelResponse``/``EmbeddingResponse`` carries.
 
@@ -242,22 +234,21 @@ def response_attributes(result: object, operation: str = "chat") -> dict[str, An
     an embedding has no choices, and its usage no output tokens.
     """
     attributes: dict[str, Any] = {}
-    get = _getter(result)
-    response_id = get("id")
+    response_id = _field(result, "id")
     if isinstance(response_id, str) and response_id:
         attributes["gen_ai.response.id"] = response_id
-    response_model = get("model")
+    response_model = _field(result, "model")
     if isinstance(response_model, str) and response_model:
         attributes["gen_ai.response.model"] = response_model
     chat = operation == "chat"
-    choices = get("choices") if chat else None
+    choices = _field(result, "choices") if chat else None
     if isinstance(choices, (list, tuple)):
         listed = cast("Sequence[object]", choices)
         reasons = [_field(choice, "finish_reason") for choice in listed]
         attributes["gen_ai.response.finish_reasons"] = tuple(
             reason for reason in reasons if isinstance(reason, str)
         )
-    usage = get("usage")
+    usage = _field(result, "usage")
     if usage is not None:
         prompt = _field(usage, "prompt_tokens")
         if isinstance(prompt, int):
