@@ -21,6 +21,7 @@ make_venv() {
     if [ ! -x "$1/bin/python" ]; then
         "$PYTHON" -m venv "$1"
     fi
+    "$1/bin/python" -m pip install --quiet --require-hashes -r constraints/pip.lock
     "$1/bin/python" -m pip install --quiet --require-hashes -r "$2"
     "$1/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
 }
