@@ -26,7 +26,7 @@ from typing import Any, TextIO, cast
 
 from fixedmodel._cli_common import redact
 
-_LITELLM_PREFIX = re.compile(r"^litellm\.\w+:\s*(\w+Exception\s*-\s*)?")
+_LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?(\w+Exception\s*-\s*)?")
 
 
 def _record_id() -> str:
@@ -76,12 +76,16 @@ def _http_status(error: BaseException) -> int | None:
     """The HTTP status the provider answered with; None when no answer came back.
 
     Only the openai SDK's status errors (which litellm's own HTTP error classes extend)
-    carry a real answer: litellm gives timeouts (408) and connection errors (500) a status
-    too, though nothing was answered.
+    can carry an answer, and litellm also raises them for failures that had none: a
+    dropped connection becomes an ``InternalServerError`` (500) whose stand-in response
+    has no headers. A real answer always has some (litellm copies them over).
     """
     import openai
 
     if not isinstance(error, openai.APIStatusError):
+        return None
+    headers: Any = getattr(error.response, "headers", None)
+    if not headers:
         return None
     status: object = error.status_code
     return status if isinstance(status, int) and 400 <= status <= 599 else None
@@ -92,8 +96,8 @@ def _error_code(error: BaseException) -> str:
 
     if isinstance(error, openai.APITimeoutError):
         return "request_timeout"
-    if isinstance(error, openai.APIConnectionError):
-        return "connection_error"
+    if isinstance(error, openai.APIConnectionError | openai.InternalServerError):
+        return "connection_error"  # an InternalServerError here had no answer (above)
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
 
 
