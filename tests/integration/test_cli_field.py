@@ -546,5 +546,11 @@ def test_ctrl_c_lets_calls_in_flight_finish_and_writes_them(
             process.kill()
             process.wait()
     assert process.returncode == EXIT_INTERRUPTED, err
-    assert len(_records(target)) == server.request_count()  # every paid answer is written
-    assert _counts(err)["completed"] == server.request_count()
+    sent = server.request_count()
+    assert len(_records(target)) == sent  # every paid answer is written
+    assert _counts(err) == {"total": 40, "completed": sent, "failed": 0}
+    server.reset()
+    server.latency = 0.0
+    code = main(_batch(server, source, target, "--resume"))
+    assert code == EXIT_OK
+    assert server.request_count() == 40 - sent  # nothing answered is sent twice
