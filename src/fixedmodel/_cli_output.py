@@ -178,9 +178,11 @@ def _records(path: Path) -> Iterable[tuple[int, dict[str, Any] | None]]:
             except json.JSONDecodeError:
                 yield number, None  # a line cut short by a killed run: its item runs again
                 continue
-            custom_id = cast("dict[str, Any]", record).get("custom_id") if isinstance(
-                record, dict
-            ) else None
+            custom_id = (
+                cast("dict[str, Any]", record).get("custom_id")
+                if isinstance(record, dict)
+                else None
+            )
             yield number, cast("dict[str, Any]", record) if isinstance(custom_id, str) else None
 
 
@@ -214,9 +216,10 @@ def tidy(path: Path) -> None:
             last[record["custom_id"]] = number
     keep = set(last.values())
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with path.open(encoding="utf-8", errors="replace") as source, temporary.open(
-        "w", encoding="utf-8"
-    ) as target:
+    with (
+        path.open(encoding="utf-8", errors="replace") as source,
+        temporary.open("w", encoding="utf-8") as target,
+    ):
         for number, text in enumerate(source):
             if number in keep:
                 target.write(text if text.endswith("\n") else text + "\n")

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -271,7 +271,7 @@ def test_resume_retries_failed_lines_and_keeps_one_record_per_line(
 
 
 class _ProviderError(BaseHTTPRequestHandler):
-    answer = {
+    answer: ClassVar[dict[str, Any]] = {
         "error": {
             "message": "max_tokens is too large: 999999.",
             "type": "invalid_request_error",
@@ -506,7 +506,8 @@ def test_a_second_run_is_refused_and_a_killed_run_leaves_no_lock(
     source, target = files
     _write(source, 40)
     server.latency = 0.2
-    command = [sys.executable, "-m", "fixedmodel", *_batch(server, source, target, "--concurrency", "4")]
+    command = [sys.executable, "-m", "fixedmodel"]
+    command += _batch(server, source, target, "--concurrency", "4")
     first = subprocess.Popen(command, env=_env(), stderr=subprocess.DEVNULL)
     try:
         _wait_for(lambda: target.exists() and len(target.read_text().splitlines()) >= 8)
@@ -535,7 +536,8 @@ def test_ctrl_c_lets_calls_in_flight_finish_and_writes_them(
     source, target = files
     _write(source, 40)
     server.latency = 0.5
-    command = [sys.executable, "-m", "fixedmodel", *_batch(server, source, target, "--concurrency", "4")]
+    command = [sys.executable, "-m", "fixedmodel"]
+    command += _batch(server, source, target, "--concurrency", "4")
     process = subprocess.Popen(command, env=_env(), stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: server.request_count() >= 6)  # a second wave is in flight
