@@ -20,7 +20,7 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -222,14 +222,17 @@ class _Job:
             self.abandoned = True
             main.cancel()
 
-    def wrap(self, chat: AFixedModelCompletion) -> Any:
+    def wrap(self, chat: AFixedModelCompletion) -> AFixedModelCompletion:
         """``chat`` that writes each answer or error to OUTPUT the moment it has it."""
         from fixedmodel._progress import response_cost
 
-        async def call(**kwargs: Any) -> Any:
+        # The lines' keywords are untyped JSON: called as a plain callable.
+        send = cast("Callable[..., Awaitable[object]]", chat)
+
+        async def call(**kwargs: Any) -> object:
             custom_id = str(kwargs.pop(_CUSTOM_ID))
             try:
-                response = await chat(**kwargs)
+                response = await send(**kwargs)
             except Exception as error:
                 self.writer.write(error_record(custom_id, error))
                 raise
@@ -237,7 +240,7 @@ class _Job:
             self.spent += response_cost(response)
             return response
 
-        return call
+        return cast("AFixedModelCompletion", call)
 
     def requests(self, source: Path, body_model: str | None, done: set[str]) -> Iterator[Any]:
         for line in _cli_input.lines(source, body_model):

@@ -87,8 +87,8 @@ def _http_status(error: BaseException) -> int | None:
     headers: Any = getattr(error.response, "headers", None)
     if not headers:
         return None
-    status: object = error.status_code
-    return status if isinstance(status, int) and 400 <= status <= 599 else None
+    status: int = error.status_code
+    return status if 400 <= status <= 599 else None
 
 
 def _error_code(error: BaseException) -> str:

@@ -307,19 +307,19 @@ def _chat(args: argparse.Namespace) -> int:
     if args.system is not None:
         messages.append({"role": "system", "content": args.system})
     messages.append({"role": "user", "content": args.prompt})
-    options: dict[str, Any] = {}
-    if args.temperature is not None:
-        options["temperature"] = args.temperature
-    if args.max_tokens is not None:
-        options["max_tokens"] = args.max_tokens
+    # None is "not given": the request then carries no such field.
+    temperature: float | None = args.temperature
+    max_tokens: int | None = args.max_tokens
     with bind_completion(args.model, **bound_defaults(args.api_base, args.mock_response)) as chat:
         if args.stream:
-            stream = chat(messages=messages, stream=True, **options)
+            stream = chat(
+                messages=messages, stream=True, temperature=temperature, max_tokens=max_tokens
+            )
             for piece in responses.text_deltas(stream):
                 print(piece, end="", flush=True)
             print()
             return EXIT_OK
-        response = chat(messages=messages, **options)
+        response = chat(messages=messages, temperature=temperature, max_tokens=max_tokens)
     if args.json:
         print(response.model_dump_json(indent=2))
     else:
