@@ -209,7 +209,10 @@ def test_the_cost_cap_lets_calls_in_flight_finish_and_writes_them(
 ) -> None:
     source, target = files
     _write(source, 12)
-    server.latency = 0.3
+    # Line 1 answers at once and reaches the cap; lines 2-6 are still in flight then.
+    server.fault_rule = lambda body: (
+        None if body["messages"][0]["content"] == "question 1" else Fault.delay(0.4)
+    )
     code, err = run(*_batch(server, source, target, "--concurrency", "6", "--max-cost", "1e-12"))
     assert code == EXIT_SOME_FAILED, err
     assert "cost cap" in err
@@ -220,7 +223,6 @@ def test_the_cost_cap_lets_calls_in_flight_finish_and_writes_them(
     assert all(r["response"]["status_code"] == 200 for r in records)
     assert _counts(err) == {"total": 12, "completed": 6, "failed": 0}
     server.reset()
-    server.latency = 0.0
     code, err = run(*_batch(server, source, target, "--resume"))
     assert code == EXIT_OK, err
     assert server.request_count() == 6  # only the lines never answered
