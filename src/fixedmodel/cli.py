@@ -127,8 +127,8 @@ def _parser() -> argparse.ArgumentParser:
         help="send one prompt and print the answer",
         description="Send one prompt and print the answer: one request, never retried.",
     )
-    chat.add_argument("model", help="litellm model name, e.g. openai/gpt-4o-mini")
-    chat.add_argument("prompt", help="the user message")
+    chat.add_argument("model", metavar="MODEL", help="litellm model name, e.g. openai/gpt-4o-mini")
+    chat.add_argument("prompt", metavar="PROMPT", help="the user message")
     chat.add_argument("--system", metavar="TEXT", help="a system message sent before the prompt")
     chat.add_argument(
         "--temperature", type=_number(0.0, above=False), metavar="T", help="sampling temperature"
@@ -154,14 +154,23 @@ def _parser() -> argparse.ArgumentParser:
             "requests in all, with exponential backoff (1 s, 2 s, 4 s, ... with jitter, "
             "Retry-After honoured)."
         ),
+        epilog=(
+            "Exit codes: 0 every line of the job answered; 1 some failed or have not run "
+            "(a request_counts summary closes stderr); 2 nothing sent (a bad option or "
+            "path, a problem in INPUT, OUTPUT in use by another run); 130 interrupted."
+        ),
     )
-    run.add_argument("model", help="litellm model name, e.g. openai/gpt-4o-mini")
+    run.add_argument("model", metavar="MODEL", help="litellm model name, e.g. openai/gpt-4o-mini")
     run.add_argument("input", type=Path, metavar="INPUT", help="OpenAI Batch input JSONL")
     run.add_argument(
         "output", type=Path, metavar="OUTPUT", help="OpenAI Batch output JSONL (appended)"
     )
     run.add_argument(
-        "--concurrency", type=_whole(1), default=16, metavar="N", help="requests in flight"
+        "--concurrency",
+        type=_whole(1),
+        default=16,
+        metavar="N",
+        help="requests in flight (default 16)",
     )
     run.add_argument(
         "--max-attempts",
