@@ -144,7 +144,7 @@ class _StallAfterRole(BaseHTTPRequestHandler):
 
     release: threading.Event
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", "0")))
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
@@ -162,7 +162,7 @@ class _StallAfterRole(BaseHTTPRequestHandler):
         self.wfile.flush()
         self.release.wait(10)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - its signature
+    def log_message(self, format: str, *args: object) -> None:
         return
 
 
@@ -188,10 +188,9 @@ def test_a_stall_after_the_role_only_chunk_falls_back(
     stalling: str, servers: list[OpenAIServer]
 ) -> None:
     backup = servers[1]
-    with _sync(stalling, timeout=0.5) as first, _sync(backup) as second:
-        with call_scope() as info:
-            stream = with_fallbacks(first, second)(messages=MESSAGES, stream=True)
-            assert "".join(_texts(stream)) == REPLY
+    with _sync(stalling, timeout=0.5) as first, _sync(backup) as second, call_scope() as info:
+        stream = with_fallbacks(first, second)(messages=MESSAGES, stream=True)
+        assert "".join(_texts(stream)) == REPLY
     assert backup.request_count() == 1
     assert len(info.route_failures) == 1
 

@@ -53,9 +53,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
 async def test_a_primary_that_said_retry_after_47_is_not_asked_again_until_then(
     clock: Clock,
 ) -> None:
-    primary = FakeACompletion(
-        [Fail(429, headers={"retry-after": "47"})], model="a/primary"
-    )
+    primary = FakeACompletion([Fail(429, headers={"retry-after": "47"})], model="a/primary")
     backup = FakeACompletion(lambda call: "from backup", model="b/backup")
     chat = with_fallbacks(primary, backup)
     assert responses.text(await chat(messages=MESSAGES)) == "from backup"
@@ -109,9 +107,7 @@ def test_a_failure_without_advice_does_not_skip(clock: Clock) -> None:
 
 
 def test_a_shorter_advice_does_not_shorten_a_longer_one(clock: Clock) -> None:
-    primary = FakeCompletion(
-        [Fail(429, headers={"retry-after": "5"})], model="a/primary"
-    )
+    primary = FakeCompletion([Fail(429, headers={"retry-after": "5"})], model="a/primary")
     middle = FakeCompletion(
         [Fail(429, headers={"retry-after": "60"}), Fail(429, headers={"retry-after": "1"})],
         model="b/middle",
@@ -382,3 +378,105 @@ def test_the_chain_flag_is_false_when_every_later_callable_is_skipped(clock: Clo
     # b/two is skipped for 30 s: a/one is the last callable that can answer.
     assert responses.text(chat(messages=MESSAGES)) == "ok"
     assert seen == [False]
+
+
+# 7. The first chunk with content, not the role-only opener, is the boundary.
+
+
+def _chunk(**delta: object) -> object:
+    from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
+
+    return ModelResponseStream(choices=[StreamingChoices(delta=Delta(**delta))])
+
+
+class _Stream:
+    """A stand-in stream: yields its items, raising the exceptions among them."""
+
+    def __init__(self, items: list[object]) -> None:
+        self.items = list(items)
+        self.closed = False
+
+    def __iter__(self) -> _Stream:
+        return self
+
+    def __next__(self) -> object:
+        if not self.items:
+            raise StopIteration
+        item = self.items.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def __aiter__(self) -> _Stream:
+        return self
+
+    async def __anext__(self) -> object:
+        try:
+            return self.__next__()
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def test_what_counts_as_content() -> None:
+    from litellm.types.utils import ChatCompletionDeltaToolCall, Function
+
+    from fixedmodel.routing._first_chunk import carries_content
+
+    assert not carries_content(_chunk(role="assistant", content=""))
+    assert not carries_content(_chunk(role="assistant"))
+    assert not carries_content(_chunk())  # the stop chunk
+    assert carries_content(_chunk(content="Hi"))
+    assert carries_content(_chunk(reasoning_content="thinking"))
+    call = ChatCompletionDeltaToolCall(
+        id="c1", type="function", index=0, function=Function(name="f", arguments="{}")
+    )
+    assert carries_content(_chunk(role="assistant", tool_calls=[call]))
+    from litellm.types.utils import ModelResponseStream
+
+    assert not carries_content(ModelResponseStream(choices=[]))  # usage only
+    assert carries_content(object())  # an unknown shape is not held back
+
+
+def test_chunks_before_content_are_held_in_order_and_a_failure_after_them_raises() -> None:
+    from fixedmodel.routing._first_chunk import first_chunk
+
+    role, usage, text, more = (
+        _chunk(role="assistant", content=""),
+        _chunk(),
+        _chunk(content="Hi"),
+        _chunk(content=" there"),
+    )
+    stream = _Stream([role, usage, text, more])
+    first_chunk(stream)
+    assert stream.items == [more]  # read up to the first content, no further
+    assert list(stream) == [role, usage, text, more]
+
+    failing = _Stream([role, litellm.Timeout(message="stall", model="m", llm_provider="x")])
+    with pytest.raises(litellm.Timeout):
+        first_chunk(failing)
+    assert failing.closed
+
+    ended = _Stream([role])
+    first_chunk(ended)
+    assert list(ended) == [role]
+
+
+async def test_async_chunks_before_content_are_held_in_order() -> None:
+    from fixedmodel.routing._first_chunk import afirst_chunk
+
+    role, text = _chunk(role="assistant", content=""), _chunk(content="Hi")
+    stream = _Stream([role, text])
+    await afirst_chunk(stream)
+    assert [chunk async for chunk in stream] == [role, text]
+    failing = _Stream(
+        [role, litellm.APIConnectionError(message="cut", model="m", llm_provider="x")]
+    )
+    with pytest.raises(litellm.APIConnectionError):
+        await afirst_chunk(failing)
+    assert failing.closed

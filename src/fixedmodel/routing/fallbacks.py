@@ -226,7 +226,7 @@ def _context_window(model: str | None) -> int | None:
         return None  # Not asked: litellm prints a provider banner for unknown names.
     try:
         info: Any = litellm.get_model_info(model)
-    except Exception:  # noqa: BLE001 - an unmapped model simply has no known window
+    except Exception:
         return None
     for field in ("max_input_tokens", "max_tokens"):
         value: object = info.get(field)
@@ -285,7 +285,7 @@ class _Fallbacks(Wrapper):
         self._until = [0.0] * len(functions)
         self._lock = threading.Lock()
         # Per callable: its context window in tokens, looked up when first needed.
-        self._windows: list[int | None | object] = [_UNKNOWN] * len(functions)
+        self._windows: list[int | object | None] = [_UNKNOWN] * len(functions)
 
     @property
     def policy(self) -> FallbackPolicy:
@@ -330,7 +330,10 @@ class _Fallbacks(Wrapper):
             return None
         request = self._readers[index](call.arguments)
         request.pop("n", None)  # Each choice has the whole window to itself.
-        needed = estimate_tokens(request, _plain_model(self._calls[index]), 0)
+        try:
+            needed = estimate_tokens(request, _plain_model(self._calls[index]), 0)
+        except Exception:
+            return None
         if needed <= window:
             return None
         return f"needs about {needed} tokens (prompt and max_tokens), its window is {window}"
