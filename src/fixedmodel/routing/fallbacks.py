@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, cast, overload
 
 from fixedmodel._litellm import litellm_module
 from fixedmodel._protocols import (
@@ -121,7 +121,7 @@ class FallbackPolicy:
         _check_flag("context_window", self.context_window)
         _check_flag("authentication", self.authentication)
         _check_flag("content_policy", self.content_policy)
-        limit: object = self.max_retry_after
+        limit = cast("object", self.max_retry_after)  # checked: callers without a checker
         if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit >= 0:
             msg = f"FallbackPolicy.max_retry_after must be seconds >= 0, got {limit!r}"
             raise ValueError(msg)
