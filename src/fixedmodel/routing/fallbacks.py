@@ -1,17 +1,23 @@
 """Fallbacks: when one callable fails in a way another may not, the next serves the request.
 
 ``with_fallbacks(primary, cheaper, other_provider)`` calls ``primary``; when it raises an
-error its :class:`FallbackPolicy` deems fallback-worthy, the same request goes to
-``cheaper``, then to ``other_provider``. The first answer is returned. When every callable
-fails, the last error is raised, with a note per earlier failure, and
-:func:`fallback_causes` returns all of them.
+error its :class:`FallbackPolicy` deems fallback-worthy (by class and HTTP status, the rule
+load balancing shares), the same request goes to ``cheaper``, then to ``other_provider``.
+The first answer is returned. When every callable fails, the last error is raised, with a
+note per earlier failure, and :func:`fallback_causes` returns all of them.
 
-A stream falls back while its provider fails before the first chunk reaches the caller:
-when litellm opens it (HTTP errors such as 429, 5xx, 401, and connection failures arrive
-then) and while its first chunk is read. Unless it is the last callable, the layer reads that
-chunk itself before returning the stream, and hands it back first (the stream stays
-litellm's own object). A failure after the first chunk is the caller's: text may already
-have been shown.
+Callables are passed over without a request when their provider asked for time
+(``Retry-After``: until then, at most ``FallbackPolicy.max_retry_after``) or, for a
+fallback, when litellm knows its context window and the request does not fit. A callable
+appears once in a chain.
+
+A stream falls back while its provider fails before its first chunk with content reaches
+the caller: when litellm opens it (HTTP errors such as 429, 5xx, 401, and connection
+failures arrive then) and while it is read up to that chunk (the role-only chunk that opens
+OpenAI-compatible streams is not content). Unless it is the last callable, the layer reads
+those chunks itself before returning the stream, and hands them back first (the stream
+stays litellm's own object). A failure after that is the caller's: text may already have
+been shown.
 """
 
 from __future__ import annotations
@@ -558,8 +564,14 @@ def with_fallbacks(
 
     Returns:
         A callable of the same kind. When every callable fails, it raises the last failure
-        (a litellm exception, unchanged) with a note per earlier failure;
-        :func:`fallback_causes` returns them all.
+        (a litellm exception, unchanged) with a note per earlier failure and per skipped
+        callable; :func:`fallback_causes` returns them all. When every callable is skipped
+        for its retry advice, it raises ``litellm.RateLimitError`` at once (no request),
+        naming each and with ``retry-after-ms`` set to the soonest end. When the primary
+        failed and every fallback was skipped for its context window (prompt tokens plus
+        ``max_tokens`` over litellm's ``max_input_tokens``), it raises
+        ``litellm.ContextWindowExceededError`` naming each, with the primary's failure as
+        ``__cause__``.
 
     Raises:
         TypeError: A value is not callable, the callables are not all of one kind (sync
