@@ -45,7 +45,6 @@ from fixedmodel.middleware._call import (
     Wrapper,
     join_call,
     leave_call,
-    request_reader,
 )
 from fixedmodel.middleware._errors import (
     is_denied,
@@ -53,7 +52,6 @@ from fixedmodel.middleware._errors import (
     is_route_failure,
     retry_after,
 )
-from fixedmodel.middleware._tokens import estimate_tokens
 from fixedmodel.routing._chain import has_next_in_chain
 from fixedmodel.routing._first_chunk import afirst_chunk, first_chunk, is_stream
 from fixedmodel.routing._route import (
@@ -66,11 +64,11 @@ from fixedmodel.routing._route import (
     note_served,
     note_skipped,
 )
+from fixedmodel.routing._windows import Fit
 
 __all__ = ["FallbackPolicy", "fallback_causes", "is_fallback_worthy", "with_fallbacks"]
 
 _CAUSES = "_fixedmodel_fallback_causes"
-_UNKNOWN = object()
 
 # The clock of retry advice, looked up on every call so that tests can drive it.
 _clock: Callable[[], float] = time.monotonic
@@ -212,35 +210,6 @@ class _Call:
         self.skips: list[tuple[int, str, str]] = []
 
 
-def _plain_model(function: object) -> str | None:
-    """The model of a callable that is one model (no routing layer in its stack), or None."""
-    while isinstance(function, Wrapper):
-        if isinstance(function, _Fallbacks) or hasattr(function, "deployments"):
-            return None  # A chain or a balancer: its own layer judges its callables.
-        function = function._inner  # pyright: ignore[reportPrivateUsage]
-    model: object = getattr(function, "model", None)
-    return model if isinstance(model, str) else None
-
-
-def _context_window(model: str | None) -> int | None:
-    """The tokens ``model`` takes (prompt plus answer) as litellm's model map knows it."""
-    if model is None:
-        return None
-    litellm = litellm_module()
-    known: dict[str, Any] = litellm.model_cost
-    if model not in known and model.split("/", 1)[-1] not in known:
-        return None  # Not asked: litellm prints a provider banner for unknown names.
-    try:
-        info: Any = litellm.get_model_info(model)
-    except Exception:
-        return None
-    for field in ("max_input_tokens", "max_tokens"):
-        value: object = info.get(field)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
-
-
 def _leaves(function: object) -> list[object]:
     """The bottom callables of a stack, through routing layers (chains and balancers)."""
     if isinstance(function, _Fallbacks):
@@ -278,7 +247,7 @@ def _check_once(functions: tuple[ModelCallable, ...]) -> None:
 class _Fallbacks(Wrapper):
     """What the sync and async fallback wrappers share: every decision lives here."""
 
-    __slots__ = ("_calls", "_lock", "_names", "_policy", "_readers", "_until", "_windows")
+    __slots__ = ("_calls", "_fits", "_lock", "_names", "_policy", "_until")
 
     def __init__(self, functions: tuple[ModelCallable, ...], policy: FallbackPolicy) -> None:
         super().__init__(functions[0])
@@ -286,12 +255,11 @@ class _Fallbacks(Wrapper):
         self._calls: tuple[Callable[..., Any], ...] = functions
         self._names = tuple(name_of(f, i) for i, f in enumerate(functions))
         self._policy = policy
-        self._readers = tuple(request_reader(f) for f in functions)
+        # Per callable: whether a request fits its model's context window.
+        self._fits = tuple(Fit(f) for f in functions)
         # Per callable: until when (on _clock) its provider asked not to be called again.
         self._until = [0.0] * len(functions)
         self._lock = threading.Lock()
-        # Per callable: its context window in tokens, looked up when first needed.
-        self._windows: list[int | object | None] = [_UNKNOWN] * len(functions)
 
     @property
     def policy(self) -> FallbackPolicy:
@@ -315,7 +283,7 @@ class _Fallbacks(Wrapper):
                 self._skip(call, index, "retry_after", f"asked to wait {left:.3f} s more")
                 continue
             if index > 0:
-                detail = self._too_long(call, index)
+                detail = self._fits[index].misfit(call.arguments)
                 if detail is not None:
                     self._skip(call, index, "context_window", detail)
                     continue
@@ -326,23 +294,6 @@ class _Fallbacks(Wrapper):
         call.skips.append((index, reason, detail))
         note_skipped(call.info, self._names[index], reason)
         LOGGER.info("with_fallbacks: skipping %s: %s", self._names[index], detail)
-
-    def _too_long(self, call: _Call, index: int) -> str | None:
-        """Why callable ``index`` cannot take the request (its context window), or None."""
-        window = self._windows[index]
-        if window is _UNKNOWN:
-            window = self._windows[index] = _context_window(_plain_model(self._calls[index]))
-        if not isinstance(window, int):
-            return None
-        request = self._readers[index](call.arguments)
-        request.pop("n", None)  # Each choice has the whole window to itself.
-        try:
-            needed = estimate_tokens(request, _plain_model(self._calls[index]), 0)
-        except Exception:
-            return None
-        if needed <= window:
-            return None
-        return f"needs about {needed} tokens (prompt and max_tokens), its window is {window}"
 
     def _has_next(self, call: _Call, index: int) -> bool:
         """Whether a callable after ``index`` may still be tried (advice known now)."""
