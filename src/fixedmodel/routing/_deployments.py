@@ -10,8 +10,7 @@ from fixedmodel._litellm import litellm_module
 from fixedmodel.middleware._call import ModelCallable, Wrapper, request_reader
 from fixedmodel.middleware._errors import (
     is_rate_limit,
-    is_retryable,
-    is_unsupported_here,
+    is_route_failure,
     retry_after,
 )
 from fixedmodel.middleware.rate_limit import RateLimit, RateLimiter
@@ -106,10 +105,7 @@ class Deployment:
 
 def counts_against(error: BaseException) -> bool:
     """Whether a failure says the deployment is in trouble (and another may do better)."""
-    if is_retryable(error) or is_unsupported_here(error):
-        return True
-    litellm = litellm_module()
-    return isinstance(error, (litellm.AuthenticationError, litellm.PermissionDeniedError))
+    return is_route_failure(error)  # The rule with_fallbacks follows too.
 
 
 def is_budget_refusal(error: BaseException) -> bool:
