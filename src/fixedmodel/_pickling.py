@@ -11,6 +11,7 @@ error that names the shared alternative, instead of being copied and silently di
 from __future__ import annotations
 
 import copyreg
+import os
 import pickle
 import threading
 from collections.abc import Iterator, Mapping
@@ -180,3 +181,31 @@ def _headers(error: BaseException) -> dict[str, str] | None:
             pairs = cast("Mapping[object, object]", source).items()
             return {str(key).lower(): str(value) for key, value in pairs}
     return None
+
+
+# Secrets ----------------------------------------------------------------------------------
+
+ENV_PREFIX = "env:"
+
+
+def url_from_environment(url: str) -> str:
+    """Return ``url``, or the URL held by the environment variable it names as ``env:NAME``.
+
+    A Redis store built from ``"env:REDIS_URL"`` pickles that reference, not the URL: each
+    worker reads the URL (and the password in it) from its own environment.
+
+    Raises:
+        ValueError: The variable is not set, or ``NAME`` is empty.
+    """
+    if not url.startswith(ENV_PREFIX):
+        return url
+    name = url[len(ENV_PREFIX) :]
+    value = os.environ.get(name) if name else None
+    if not value:
+        msg = (
+            f"{url!r} names an environment variable, but {name or '(empty)'} is not set in "
+            f"this process (pid {os.getpid()}): set it to the Redis URL, e.g. "
+            "'redis://:password@host:6379/0', in the driver and in every worker"
+        )
+        raise ValueError(msg)
+    return value

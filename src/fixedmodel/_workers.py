@@ -93,13 +93,14 @@ class _Worker:
         with self.lock:
             stacks, self.stacks = list(self.stacks.values()), {}
             loop, thread, self.loop, self.thread = self.loop, self.thread, None, None
-        for stack in stacks:
+        # An async stack (one with aclose) is closed on the loop its clients belong to.
+        closers = [getattr(stack, "aclose", None) for stack in stacks]
+        for stack, async_closer in zip(stacks, closers, strict=True):
             closer = getattr(stack, "close", None)
-            if callable(closer) and not inspect.iscoroutinefunction(closer):
+            if async_closer is None and callable(closer):
                 _quietly(closer)
         if loop is None or thread is None:
             return
-        closers = [getattr(stack, "aclose", None) for stack in stacks]
 
         async def close_async() -> None:
             for closer in closers:
