@@ -14,8 +14,8 @@ import copyreg
 import os
 import pickle
 import threading
-from collections.abc import Iterator, Mapping
-from typing import NoReturn, TypeVar, cast
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NoReturn, TypeVar, cast
 
 __all__ = ["refuse_pickling", "register_exception_pickling", "round_trips", "stand_in"]
 
@@ -46,6 +46,9 @@ def refuse_pickling(what: str, instead: str) -> NoReturn:
 # (the ``response`` with its headers, so retry advice survives), the notes and the cause.
 
 _reducing = threading.local()
+
+# What copyreg takes: a callable, its arguments, and the state set after it (the attributes).
+_Reduction = tuple[Callable[..., BaseException], tuple[Any, ...], dict[str, object]]
 
 # Python modules whose exception classes get the rebuilding reduction.
 _OWNERS = ("litellm", "fixedmodel")
@@ -78,7 +81,9 @@ def _exception_classes() -> Iterator[type[BaseException]]:
                 yield sub
 
 
-def _reduce_exception(error: BaseException) -> tuple[object, ...]:
+def _reduce_exception(
+    error: BaseException,
+) -> tuple[Callable[..., BaseException], tuple[Any, ...]] | _Reduction:
     busy: set[int] = _reducing.__dict__.setdefault("busy", set())
     if id(error) in busy:  # a cycle back to an error being checked: its class and args
         return (_rebuild_exception, (type(error), _travelling_args(error)))
@@ -93,7 +98,8 @@ def _reduce_exception(error: BaseException) -> tuple[object, ...]:
             cause = _travelling(error.__cause__)
             if cause is not _LEFT_BEHIND:
                 state["__cause__"] = cause
-        return (_rebuild_exception, (type(error), _travelling_args(error)), state)
+        reduction: _Reduction = (_rebuild_exception, (type(error), _travelling_args(error)), state)
+        return reduction
     finally:
         busy.discard(id(error))
 
@@ -152,7 +158,8 @@ def stand_in(error: BaseException) -> BaseException:
     )
     notes: object = getattr(error, "__notes__", None)
     if isinstance(notes, list):
-        copy.__notes__ = [str(note) for note in cast("list[object]", notes)]
+        # Set by hand: BaseException.add_note is 3.11+.
+        setattr(copy, "__notes__", [str(note) for note in cast("list[object]", notes)])  # noqa: B010
     cause = error.__cause__
     if cause is not None:
         copy.__cause__ = cause if round_trips(cause) else stand_in(cause)
