@@ -65,8 +65,17 @@ def register_exception_pickling() -> None:
     defined since.
     """
     for cls in _exception_classes():
-        if cls.__module__.split(".", 1)[0] in _OWNERS:
+        if cls.__module__.split(".", 1)[0] in _OWNERS and _pickles_by_default(cls):
             copyreg.pickle(cls, _reduce_exception)
+
+
+def _pickles_by_default(cls: type[BaseException]) -> bool:
+    """Whether ``cls`` leaves pickling to ``BaseException`` (a class with its own way keeps it)."""
+    return (
+        cls.__reduce__ is BaseException.__reduce__
+        and cls.__reduce_ex__ is BaseException.__reduce_ex__
+        and "__getstate__" not in vars(cls)
+    )
 
 
 def _exception_classes() -> Iterator[type[BaseException]]:
@@ -90,7 +99,7 @@ def _reduce_exception(
     busy.add(id(error))
     try:
         state: dict[str, object] = {}
-        for name, value in vars(error).items():
+        for name, value in getattr(error, "__dict__", {}).items():
             kept = _travelling(value)
             if kept is not _LEFT_BEHIND:
                 state[name] = kept

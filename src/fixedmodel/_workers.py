@@ -1,12 +1,14 @@
-"""Running one batch over the worker processes of an executor (a pool, or Dask's workers).
+"""Running one batch over the worker processes of an executor (a pool, Dask's or Ray's workers).
 
 :func:`batch_on` cuts the requests into chunks and hands each chunk to
-``executor.submit``: a ``concurrent.futures.ProcessPoolExecutor``, or the executor of a Dask
-cluster (``distributed.Client.get_executor()``), whose scheduler places the chunks. fixedmodel
-schedules nothing itself. Each worker rebuilds the stack once (it travels pickled; see
-``_pickling.py``) and runs its chunks with :func:`~fixedmodel.batch.abatch` or
-:func:`~fixedmodel.batch.batch`, so a Redis limiter, cache or budget in the stack is shared
-by every worker.
+``executor.submit``: a ``concurrent.futures.ProcessPoolExecutor``, the executor of a Dask
+cluster (``distributed.Client.get_executor()``), or an adapter over Ray tasks or actors
+(docs/workers.md), whose scheduler places the chunks. fixedmodel schedules nothing itself.
+Each worker process rebuilds the stack once (it travels pickled; see ``_pickling.py``) and
+keeps it for its lifetime (:class:`_Worker`), running its chunks with
+:func:`~fixedmodel.batch.abatch` or :func:`~fixedmodel.batch.batch`, so a Redis limiter,
+cache or budget in the stack is shared by every worker. What a worker sends back is checked
+to survive pickling both ways (:func:`_sendable`): no item can break a chunk or the pool.
 """
 
 from __future__ import annotations
@@ -267,8 +269,10 @@ def batch_on(
     """Run a batch over ``executor``'s workers; yield the results in input order.
 
     Args:
-        executor: Where chunks run: a ``concurrent.futures.ProcessPoolExecutor``, or a Dask
-            cluster's ``client.get_executor()`` (``pip install 'fixedmodel[dask]'``).
+        executor: Where chunks run: a ``concurrent.futures.ProcessPoolExecutor``, a Dask
+            cluster's ``client.get_executor()`` (``pip install 'fixedmodel[dask]'``), or an
+            executor over Ray tasks or actors (``pip install 'fixedmodel[ray]'``; the
+            adapters are on the Workers page).
         fn: A callable of any of the four kinds whose stack can be pickled: state shared
             across processes lives in Redis or on disk (an in-memory cache or limiter
             refuses, naming the shared store to use instead).
@@ -281,7 +285,9 @@ def batch_on(
 
     Yields:
         One :class:`~fixedmodel.batch.BatchResult` per request, in input order, with the
-        litellm exception of a failed request rebuilt in this process.
+        exception of a failed request rebuilt in this process (its class, fields, notes
+        and cause), or a :class:`~fixedmodel.errors.WorkerError` standing in for one that
+        could not travel.
 
     Raises:
         TypeError: ``fn`` cannot be pickled (the message names what holds in-process state),
