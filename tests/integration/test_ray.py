@@ -7,6 +7,7 @@ hold while it runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -68,23 +69,26 @@ def ray_module() -> Iterator[Any]:
         ray.shutdown()
 
 
-def _listening_addresses() -> set[str]:
-    """The addresses the processes this test started listen on (Ray's, the test server's)."""
+def _listening_sockets() -> set[tuple[str, str]]:
+    """(process name, address) of each socket listening in this process or its descendants."""
     import psutil
 
-    ours = {child.pid for child in psutil.Process().children(recursive=True)}
-    ours.add(os.getpid())
+    names = {os.getpid(): psutil.Process().name()}
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            names[child.pid] = child.name()
     return {
-        connection.laddr.ip
+        (names[connection.pid], connection.laddr.ip)
         for connection in psutil.net_connections(kind="inet")
-        if connection.status == psutil.CONN_LISTEN and connection.pid in ours
+        if connection.status == psutil.CONN_LISTEN and connection.pid in names
     }
 
 
 def _check_loopback_only() -> None:
-    addresses = _listening_addresses()
-    assert addresses  # Ray's servers were seen at all
-    assert addresses <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, addresses
+    sockets = _listening_sockets()
+    assert {"gcs_server", "raylet"} <= {name for name, _ in sockets}  # Ray's servers are seen
+    addresses = {address for _, address in sockets}
+    assert addresses <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, sockets
 
 
 def _once(bound: Any) -> Any:
