@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from fixedmodel._pickling import url_from_environment
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -147,6 +149,7 @@ def _check_url(owner: str, url: object) -> None:
 
 
 def _client_from_url(url: str, timeout: float) -> Redis:
+    url = url_from_environment(url)  # "env:NAME": read here, pickled as the name
     from redis import Redis
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
