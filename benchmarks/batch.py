@@ -67,7 +67,7 @@ from fixedmodel import (
     bind_acompletion,
     with_retries,
 )
-from fixedmodel.batch import CompletionRequest
+from fixedmodel import CompletionRequest
 
 TITLE = "Batches: abatch vs asyncio.gather and graphrag-llm; progress bar; streamed memory"
 

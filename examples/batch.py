@@ -18,7 +18,7 @@ from fixedmodel import (
     with_rate_limit,
     with_retries,
 )
-from fixedmodel.batch import BatchProgress, CompletionRequest
+from fixedmodel import BatchProgress, CompletionRequest
 
 
 def questions(count: int) -> Iterator[CompletionRequest]:

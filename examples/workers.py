@@ -12,7 +12,7 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 
 from fixedmodel import DiskCacheStore, batch_on, bind_acompletion, with_cache, with_retries
-from fixedmodel.batch import CompletionRequest
+from fixedmodel import CompletionRequest
 
 
 def main() -> None:

@@ -79,16 +79,16 @@ from fixedmodel._protocols import (
 from fixedmodel._workers import (
     batch_on as batch_on,
 )
-from fixedmodel.batch import (
+from fixedmodel._batch import (
     BatchResult as BatchResult,
 )
-from fixedmodel.batch import (
+from fixedmodel._batch import (
     abatch as abatch,
 )
-from fixedmodel.batch import (
+from fixedmodel._batch import (
     aiter_batch as aiter_batch,
 )
-from fixedmodel.batch import (
+from fixedmodel._batch import (
     batch as batch,
 )
 from fixedmodel.middleware.cache import (

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any, cast, overload
 
-from fixedmodel.batch import BatchResult, CompletionRequest, EmbeddingRequest, abatch, batch
+from fixedmodel._batch import BatchResult, CompletionRequest, EmbeddingRequest, abatch, batch
 
 if TYPE_CHECKING:
     from litellm.types.utils import EmbeddingResponse, ModelResponse

@@ -21,7 +21,7 @@ from fixedmodel import (
     with_cache,
     with_retries,
 )
-from fixedmodel.batch import CompletionRequest
+from fixedmodel import CompletionRequest
 from fixedmodel.testing.server import Fault, OpenAIServer
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fixedmodel import abatch, batch, bind_acompletion, bind_aembedding, bind_completion
-from fixedmodel.batch import CompletionRequest
+from fixedmodel import CompletionRequest
 
 
 async def misuse() -> None:

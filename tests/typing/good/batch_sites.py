@@ -20,7 +20,7 @@ from fixedmodel import (
     bind_completion,
     with_retries,
 )
-from fixedmodel.batch import BatchProgress, CompletionRequest, EmbeddingRequest
+from fixedmodel import BatchProgress, CompletionRequest, EmbeddingRequest
 
 
 def show(progress: BatchProgress) -> None:
