@@ -20,7 +20,14 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any, cast, overload
 
-from fixedmodel._batch import BatchResult, CompletionRequest, EmbeddingRequest, abatch, batch
+from fixedmodel._batch import (
+    BatchResult,
+    CompletionRequest,
+    EmbeddingRequest,
+    abatch,
+    batch,
+    batch_result,
+)
 
 if TYPE_CHECKING:
     from litellm.types.utils import EmbeddingResponse, ModelResponse
@@ -230,4 +237,4 @@ def _results(
 def _received(future: Future[list[Any]]) -> Iterator[BatchResult[Any]]:
     for index, identifier, response, sent in future.result():
         error = None if sent is None else cast("_SentError", sent).revive()
-        yield BatchResult(index, identifier, response, error)
+        yield batch_result(index, identifier, response, error)

@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 if TYPE_CHECKING:
+    from fixedmodel._batch import CompletionRequest
     from fixedmodel._bind import BoundACompletion, BoundAEmbedding
     from fixedmodel._protocols import AFixedModelCompletion
-    from fixedmodel._batch import CompletionRequest
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -416,8 +416,8 @@ class _Stopped(Exception):
 
 
 async def _batch(args: argparse.Namespace) -> int:
-    from fixedmodel._progress import response_cost
     from fixedmodel._batch import aiter_batch
+    from fixedmodel._progress import response_cost
 
     kind = _first_kind(args.input)
     _check_model(args.model, args.api_base, args.mock_response is not None)
