@@ -726,14 +726,15 @@ def batch(
         with ThreadPoolExecutor(
             max_workers=options.concurrency, thread_name_prefix="fixedmodel-batch"
         ) as pool:
-            for index, request in source:
-                if failed.is_set():
-                    break
+            while not failed.is_set():  # fail_fast: read no request after a failure
                 if len(pending) >= options.concurrency:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     results.extend(future.result() for future in done)
-                    if failed.is_set():
-                        break
+                    continue
+                following = next(source, None)
+                if following is None:
+                    break
+                index, request = following
                 pending.add(pool.submit(run, _item(index, request, given)))
             done, pending = wait(pending)
             results.extend(future.result() for future in done)
