@@ -22,6 +22,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Callable,
@@ -220,7 +221,7 @@ def _check_kind(fn: object, runner: str, *, asynchronous: bool) -> None:
 
 async def _aitems(
     requests: Iterable[Any] | AsyncIterable[Any], ids: Iterable[str] | None
-) -> AsyncIterator[_Item]:
+) -> AsyncGenerator[_Item, None]:
     given = iter(ids) if ids is not None else None
     index = 0
     if isinstance(requests, AsyncIterable):
