@@ -69,10 +69,11 @@ def callbacks(
         return ()
     if callable(given):
         return (given,)
-    if isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
-        msg = f"on_progress= takes a callable or callables, got {type(given).__name__}"
+    untyped = cast("object", given)  # untyped callers may pass anything
+    if isinstance(untyped, (str, bytes)) or not isinstance(untyped, Sequence):
+        msg = f"on_progress= takes a callable or callables, got {type(untyped).__name__}"
         raise TypeError(msg)
-    found = tuple(cast("Sequence[object]", given))
+    found = tuple(cast("Sequence[object]", untyped))
     for item in found:
         if not callable(item):
             msg = (

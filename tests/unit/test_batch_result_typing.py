@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent.parent
 MARK = "# expect-error"
 
-GOOD = '''\
+GOOD = """\
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
@@ -91,9 +91,9 @@ async def sites() -> None:
     with ProcessPoolExecutor() as pool:
         for worked in batch_on(pool, chat, REQUESTS):
             narrow(worked)
-'''
+"""
 
-BAD = '''\
+BAD = """\
 from __future__ import annotations
 
 from fixedmodel import BatchFailure, BatchResult, ModelResponse
@@ -108,7 +108,7 @@ def misuse(result: BatchResult[ModelResponse], failure: BatchFailure) -> None:
         print(lost)
     print(failure.response.choices)  # expect-error
     del answer, error
-'''
+"""
 
 
 def _expected(text: str) -> set[int]:
