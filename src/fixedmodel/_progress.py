@@ -137,8 +137,12 @@ class Progress:
             self._bar = tqdm(total=total, unit="req", dynamic_ncols=True, file=sys.stderr)
 
     def answered(self, response: object) -> None:
-        """Count an answered request."""
-        prompt, completion, cost, hit = _usage(response)
+        """Count an answered request (a response whose counters cannot be read counts 0)."""
+        try:
+            prompt, completion, cost, hit = _usage(response)
+        except Exception:
+            self._log_once(_usage, "reading a response's usage")
+            prompt, completion, cost, hit = 0, 0, 0.0, False
         with self._lock:
             self._done += 1
             self._prompt += prompt

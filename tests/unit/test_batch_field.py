@@ -258,6 +258,23 @@ def test_a_failing_progress_bar_never_costs_a_result(
     assert len([r for r in caplog.records if r.name == "fixedmodel.batch"]) == 1
 
 
+async def test_an_answer_whose_usage_cannot_be_read_is_still_returned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Odd:
+        @property
+        def usage(self) -> object:
+            raise RuntimeError("no usage here")
+
+    async def answer(**kwargs: Any) -> Any:
+        return Odd()
+
+    with caplog.at_level(logging.WARNING, logger="fixedmodel.batch"):
+        results = await abatch(answer, _requests(3), on_progress=lambda p: None)  # type: ignore[call-overload]
+    assert [isinstance(r.response, Odd) for r in results] == [True] * 3
+    assert len([r for r in caplog.records if r.name == "fixedmodel.batch"]) == 1
+
+
 def test_on_progress_refuses_what_is_not_a_callable() -> None:
     fake = FakeCompletion(["never"])
     with pytest.raises(TypeError, match="on_progress"):
