@@ -151,6 +151,7 @@ def _pyright(paths: list[Path], directory: Path) -> dict[str, set[int]]:
     )
     result = subprocess.run(
         [sys.executable, "-m", "pyright", "--outputjson", "-p", str(config)]
+        + ["--pythonpath", sys.executable]
         + [str(path) for path in paths],
         capture_output=True,
         text=True,
