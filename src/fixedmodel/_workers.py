@@ -4,8 +4,8 @@
 ``executor.submit``: a ``concurrent.futures.ProcessPoolExecutor``, or the executor of a Dask
 cluster (``distributed.Client.get_executor()``), whose scheduler places the chunks. fixedmodel
 schedules nothing itself. Each worker rebuilds the stack once (it travels pickled; see
-``_pickling.py``) and runs its chunks with :func:`~fixedmodel.batch.abatch` or
-:func:`~fixedmodel.batch.batch`, so a Redis limiter, cache or budget in the stack is shared
+``_pickling.py``) and runs its chunks with :func:`~fixedmodel.abatch` or
+:func:`~fixedmodel.batch`, so a Redis limiter, cache or budget in the stack is shared
 by every worker.
 """
 
@@ -194,10 +194,10 @@ def batch_on(
         concurrency: Requests in flight at once in each worker.
         pending_chunks: Chunks submitted ahead of the one being yielded; with the workers'
             concurrency this bounds what is read from ``requests`` and held in memory.
-        ids: An id per request, as for :func:`~fixedmodel.batch.abatch`.
+        ids: An id per request, as for :func:`~fixedmodel.abatch`.
 
     Yields:
-        One :class:`~fixedmodel.batch.BatchResult` per request, in input order, with the
+        One :class:`~fixedmodel.BatchResult` per request, in input order, with the
         litellm exception of a failed request rebuilt in this process.
 
     Raises:
