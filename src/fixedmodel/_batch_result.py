@@ -92,7 +92,9 @@ BatchResult: TypeAlias = BatchSuccess[ResponseT] | BatchFailure
 
 Both have ``index``, ``id``, ``response``, ``error``, ``ok`` and ``unwrap()``. The checkers
 narrow the union with ``isinstance``, ``match``, ``if r.ok is True:`` or
-``if r.error is None:`` (mypy also with ``if r.ok:``).
+``if r.error is None:`` (mypy also with ``if r.ok:``). It is a type alias, not a class:
+``isinstance`` takes ``BatchSuccess`` or ``BatchFailure``, and results are built by the
+runners (or :func:`batch_result`), not by calling ``BatchResult``.
 """
 
 

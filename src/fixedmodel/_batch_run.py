@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from collections import deque
 from collections.abc import (
@@ -32,6 +33,7 @@ from fixedmodel._progress import Progress, ProgressCallback
 __all__ = ["BatchRun", "Item", "Options", "Run", "checked_item", "length", "stopped"]
 
 ResponseT = TypeVar("ResponseT")
+logger = logging.getLogger("fixedmodel.batch")
 
 Item = tuple[int, str, dict[str, Any]]
 
@@ -201,12 +203,19 @@ class Run:
     def left_loop(self) -> None:
         """An ``async for`` loop dropped its cursor: it ended or was left, so stop."""
         self.cursors -= 1
-        self.abandon()
+        self._abandon_from_finalizer()
 
     def dropped(self) -> None:
         """The BatchRun was collected: stop, unless an ``async for`` loop still reads."""
         if self.cursors == 0:
+            self._abandon_from_finalizer()
+
+    def _abandon_from_finalizer(self) -> None:
+        # A finalizer has no caller to raise to: what goes wrong is logged.
+        try:
             self.abandon()
+        except Exception:
+            logger.warning("stopping an abandoned batch run failed", exc_info=True)
 
     def abandon(self) -> None:
         """Stop the run from a finalizer: cancel now, finish closing on the run's loop."""
@@ -231,7 +240,10 @@ class Run:
                 loop.call_soon_threadsafe(self._spawn_close)
 
     def _spawn_close(self) -> None:
-        task = asyncio.ensure_future(self.aclose())
+        loop = cast("asyncio.AbstractEventLoop", self._loop)  # set: the run was read
+        if loop.is_closed():
+            return
+        task = loop.create_task(self.aclose())
         _closing.add(task)
         task.add_done_callback(_closing.discard)
 
