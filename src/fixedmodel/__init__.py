@@ -10,6 +10,39 @@ from typing import TYPE_CHECKING
 
 from fixedmodel import errors as errors
 from fixedmodel import responses as responses
+from fixedmodel._batch import (
+    BatchCancelledError as BatchCancelledError,
+)
+from fixedmodel._batch import (
+    BatchFailure as BatchFailure,
+)
+from fixedmodel._batch import (
+    BatchProgress as BatchProgress,
+)
+from fixedmodel._batch import (
+    BatchResult as BatchResult,
+)
+from fixedmodel._batch import (
+    BatchRun as BatchRun,
+)
+from fixedmodel._batch import (
+    BatchSuccess as BatchSuccess,
+)
+from fixedmodel._batch import (
+    CompletionRequest as CompletionRequest,
+)
+from fixedmodel._batch import (
+    EmbeddingRequest as EmbeddingRequest,
+)
+from fixedmodel._batch import (
+    abatch as abatch,
+)
+from fixedmodel._batch import (
+    aiter_batch as aiter_batch,
+)
+from fixedmodel._batch import (
+    batch as batch,
+)
 from fixedmodel._bind import (
     BoundACompletion as BoundACompletion,
 )
@@ -52,6 +85,9 @@ from fixedmodel._params import (
 from fixedmodel._params import (
     Messages as Messages,
 )
+from fixedmodel._progress import (
+    ProgressCallback as ProgressCallback,
+)
 from fixedmodel._protocols import (
     AFixedModelCompletion as AFixedModelCompletion,
 )
@@ -78,18 +114,6 @@ from fixedmodel._protocols import (
 )
 from fixedmodel._workers import (
     batch_on as batch_on,
-)
-from fixedmodel.batch import (
-    BatchResult as BatchResult,
-)
-from fixedmodel.batch import (
-    abatch as abatch,
-)
-from fixedmodel.batch import (
-    aiter_batch as aiter_batch,
-)
-from fixedmodel.batch import (
-    batch as batch,
 )
 from fixedmodel.middleware.cache import (
     is_cache_hit as is_cache_hit,
@@ -207,7 +231,12 @@ if TYPE_CHECKING:
 __all__ = [
     "AFixedModelCompletion",
     "AFixedModelEmbedding",
+    "BatchCancelledError",
+    "BatchFailure",
+    "BatchProgress",
     "BatchResult",
+    "BatchRun",
+    "BatchSuccess",
     "BoundACompletion",
     "BoundAEmbedding",
     "BoundCompletion",
@@ -226,6 +255,7 @@ __all__ = [
     "ClosableFixedModelCompletion",
     "ClosableFixedModelEmbedding",
     "CompletionParams",
+    "CompletionRequest",
     "CooldownPolicy",
     "CooldownStore",
     "CustomStreamWrapper",
@@ -233,6 +263,7 @@ __all__ = [
     "DiskCacheStore",
     "EmbeddingInput",
     "EmbeddingParams",
+    "EmbeddingRequest",
     "EmbeddingResponse",
     "FallbackPolicy",
     "FixedModelCompletion",
@@ -252,6 +283,7 @@ __all__ = [
     "ModelResponse",
     "ModelResponseStream",
     "Permit",
+    "ProgressCallback",
     "RateLimit",
     "RateLimiter",
     "RedisBudgetStore",

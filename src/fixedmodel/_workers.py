@@ -6,7 +6,7 @@ cluster (``distributed.Client.get_executor()``), or an adapter over Ray tasks or
 (docs/workers.md), whose scheduler places the chunks. fixedmodel schedules nothing itself.
 Each worker process rebuilds the stack once (it travels pickled; see ``_pickling.py``) and
 keeps it for its lifetime (:class:`_Worker`), running its chunks with
-:func:`~fixedmodel.batch.abatch` or :func:`~fixedmodel.batch.batch`, so a Redis limiter,
+:func:`~fixedmodel.abatch` or :func:`~fixedmodel.batch`, so a Redis limiter,
 cache or budget in the stack is shared by every worker. What a worker sends back is checked
 to survive pickling both ways (:func:`_sendable`): no item can break a chunk or the pool.
 """
@@ -29,7 +29,14 @@ from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from fixedmodel import _pickling
-from fixedmodel.batch import BatchResult, CompletionRequest, EmbeddingRequest, abatch, batch
+from fixedmodel._batch import (
+    BatchResult,
+    CompletionRequest,
+    EmbeddingRequest,
+    abatch,
+    batch,
+    batch_result,
+)
 from fixedmodel.errors import WorkerError
 
 if TYPE_CHECKING:
@@ -281,10 +288,10 @@ def batch_on(
         concurrency: Requests in flight at once in each worker.
         pending_chunks: Chunks submitted ahead of the one being yielded; with the workers'
             concurrency this bounds what is read from ``requests`` and held in memory.
-        ids: An id per request, as for :func:`~fixedmodel.batch.abatch`.
+        ids: An id per request, as for :func:`~fixedmodel.abatch`.
 
     Yields:
-        One :class:`~fixedmodel.batch.BatchResult` per request, in input order, with the
+        One :class:`~fixedmodel.BatchResult` per request, in input order, with the
         exception of a failed request rebuilt in this process (its class, fields, notes
         and cause), or a :class:`~fixedmodel.errors.WorkerError` standing in for one that
         could not travel.
@@ -325,4 +332,4 @@ def _results(
 
 def _received(future: Future[list[Any]]) -> Iterator[BatchResult[Any]]:
     for index, identifier, response, error in future.result():
-        yield BatchResult(index, identifier, response, error)
+        yield batch_result(index, identifier, response, error)
