@@ -17,12 +17,14 @@ Per key the store keeps ``failures`` (consecutive failures), ``last_failure``,
   while the probe is out (``retry_in = probe_until - now``). *Closed* (never opened, or
   closed again): admitted, told the current ``failures``.
 - ``succeeded``: the deployment answered: everything is reset (closed, no failures).
-- ``failed(cool_for)``: a Retry-After of ``cool_for`` seconds opens the circuit at once until
-  ``now + cool_for`` (never shortens it). Otherwise a failed probe opens it again for
-  ``P.cooldown``; a failure while open is ignored (the call started before the circuit
-  opened); in the closed state ``failures`` counts up (reset first when the previous
-  failure is older than ``P.failure_window``) and at ``P.failures`` the circuit opens for
-  ``P.cooldown``.
+- ``failed(cool_for)``: a deadline only ever moves later: every opening sets
+  ``open_until = max(open_until, deadline)``. A failed probe opens the circuit again until
+  ``now + cool_for`` (a Retry-After) or ``now + P.cooldown``. Otherwise a Retry-After of
+  ``cool_for`` seconds opens it at once until ``now + cool_for``; any other failure counts,
+  in every state (a failure while open says the deployment is still failing): ``failures``
+  counts up (reset first when the previous failure is older than ``P.failure_window``) and
+  at ``P.failures`` the circuit opens until ``now + P.cooldown``. An opening that moves the
+  deadline also frees the probe slot, so the next half-open gets a fresh probe.
 - ``released``: a probe ended without a verdict (cancelled): another caller may probe.
 
 Every operation is atomic per key and O(1).

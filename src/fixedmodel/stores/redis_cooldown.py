@@ -7,9 +7,20 @@ clients, O(1), timed by the Redis server's clock).
 
 What is stored, per deployment: one hash ``<namespace><key>`` (default namespace
 ``fixedmodel:cd:``) with the fields ``f`` (consecutive failures), ``l`` (last failure),
-``o`` (open until) and ``p`` (probe out until), times in server microseconds. Nothing else:
-no request, no credential. A healthy deployment has no key at all, so the usual ``enter`` is
-one script call that reads nothing; the key expires once nothing in it matters any more.
+``o`` (open until), ``p`` (probe out until), ``z`` and ``t`` (the correction of the server
+clock and the last time the key saw, see below) and ``c`` (when the key was made), times in
+server microseconds. Nothing else: no request, no credential. A healthy deployment has no
+key at all, so the usual ``enter`` is one script call that reads nothing; a key expires an
+hour after nothing in it matters any more (the hour lets it outlive a forward step of the
+server clock, which Redis's own expiry follows).
+
+Clock steps, as in :mod:`fixedmodel.stores.redis_limiter`: the state is timed by the
+server's ``TIME`` plus the key's correction. When ``TIME`` steps back, the script carries on
+from the last time the key saw (a step back of 20 minutes does not keep a deployment out for
+20 more minutes). A step forward is detected by the clients: each sends the key's time of
+its previous reply and how long its own monotonic clock measured since, and the script takes
+that measure when the server's time moved further (so a step forward does not end a
+cooldown early). A client's first request about a key carries no measure.
 
 When Redis cannot be reached the store follows ``on_error``, as the limiter's store does:
 ``"open"`` (the default) lets the call go to the deployment and logs a WARNING; ``"closed"``
@@ -31,6 +42,7 @@ from fixedmodel.stores._redis import (
 )
 from fixedmodel.stores.redis_limiter import (
     RedisUnavailableError,
+    _ClockHints,  # pyright: ignore[reportPrivateUsage]  # one clock-step rule for both stores
 )
 
 if TYPE_CHECKING:
@@ -41,65 +53,94 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisCooldownStore"]
 
+# Times are integer microseconds of the server clock plus the key's offset ``z`` (see "Clock
+# steps" in the module docstring). ARGV for the ops that read the clock (enter, failed): op,
+# skew (µs added to TIME; 0 except in tests), seen (this client's last reply time for the
+# key, -1 if none), elapsed (µs by this client's monotonic clock since it sent that request),
+# keep (µs the state matters after its deadlines: cooldown + probe timeout + failure
+# window), then the op's own arguments. Those ops return the key's time last, for the hints.
 _SCRIPT = LuaScript(
     """
 local key, op = KEYS[1], ARGV[1]
-local MARGIN = 1000000
-if op == 'enter' and redis.call('EXISTS', key) == 0 then return {1, 0, 0, 0} end
+local MARGIN = 3600000000
+local TOLERANCE = 1000000
 if op == 'succeeded' then redis.call('DEL', key) return 0 end
-if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local s = redis.call('HMGET', key, 'f', 'l', 'o', 'p')
-local f, l = tonumber(s[1]) or 0, tonumber(s[2]) or 0
-local o, p = tonumber(s[3]) or 0, tonumber(s[4]) or 0
-local function fmt(n) return string.format('%.0f', n) end
-local function save(keep)
-  redis.call('HSET', key, 'f', fmt(f), 'l', fmt(l), 'o', fmt(o), 'p', fmt(p))
-  redis.call('PEXPIRE', key, math.max(1, math.ceil(keep / 1000)))
-end
 if op == 'released' then
   if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'p', '0') end
   return 0
 end
+if op == 'enter' and redis.call('EXISTS', key) == 0 then return {1, 0, 0, 0, -1} end
+if redis.replicate_commands then redis.replicate_commands() end
+local s = redis.call('HMGET', key, 'f', 'l', 'o', 'p', 'z', 't', 'c')
+local f, l = tonumber(s[1]) or 0, tonumber(s[2]) or 0
+local o, p = tonumber(s[3]) or 0, tonumber(s[4]) or 0
+local offset, last, created = tonumber(s[5]) or 0, tonumber(s[6]), tonumber(s[7])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[2]) + offset
+if last and now < last then
+  -- The server clock stepped back: carry on from the last time this key saw.
+  offset = offset + last - now
+  now = last
+end
+local seen, elapsed = tonumber(ARGV[3]), tonumber(ARGV[4])
+if last and created and seen >= created and now > seen + elapsed + TOLERANCE then
+  -- More time passed on the server than on this client since its last request about this
+  -- key: the server clock stepped forward. Take the client's measure.
+  local target = math.max(last, seen + elapsed + TOLERANCE)
+  offset = offset - (now - target)
+  now = target
+end
+if not created then created = now end
+local keep = tonumber(ARGV[5])
+local function fmt(n) return string.format('%.0f', n) end
+local function save()
+  redis.call('HSET', key, 'f', fmt(f), 'l', fmt(l), 'o', fmt(o), 'p', fmt(p),
+    'z', fmt(offset), 't', fmt(now), 'c', fmt(created))
+  -- The hour lets the state outlive a forward step of the server clock, which Redis's own
+  -- expiry follows.
+  local ttl = math.max(o - now, p - now, 0) + keep + MARGIN
+  redis.call('PEXPIRE', key, math.ceil(ttl / 1000))
+end
+local function open_until(deadline)
+  if deadline > o then o, p = deadline, 0 end
+end
 if op == 'enter' then
-  local probe_timeout = tonumber(ARGV[2])
-  if now < o then return {0, 0, 0, o - now} end
-  if o > 0 then
-    if now < p then return {0, 0, 0, p - now} end
-    p = now + probe_timeout
-    -- Half-open lasts until the probe reports; keep the state a long while.
-    save(probe_timeout + tonumber(ARGV[3]) + MARGIN)
-    return {1, 1, 0, 0}
+  local probe_timeout, window = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local reply
+  if now < o then
+    reply = {0, 0, 0, o - now, now}
+  elseif o > 0 then
+    if now < p then
+      reply = {0, 0, 0, p - now, now}
+    else
+      p = now + probe_timeout
+      reply = {1, 1, 0, 0, now}
+    end
+  else
+    if now - l > window then f = 0 end
+    reply = {1, 0, f, 0, now}
   end
-  return {1, 0, f, 0}
+  save()
+  return reply
 end
 -- op == 'failed'
-local threshold, cooldown, window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local probe, cool_for = ARGV[5] == '1', tonumber(ARGV[6])
-local probe_timeout = tonumber(ARGV[7])
-local keep = cooldown + probe_timeout + MARGIN
-if cool_for >= 0 then
-  o, p, f = math.max(o, now + cool_for), 0, 0
-  save(o - now + keep)
-  return 0
-end
-if o > 0 then
-  if probe and now >= o then
-    o, p = now + cooldown, 0
-    save(o - now + keep)
-  end
-  return 0
-end
-if now - l > window then f = 0 end
-f, l = f + 1, now
-if f >= threshold then
-  o, f = now + cooldown, 0
-  save(o - now + keep)
+local threshold, cooldown, window = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local probe, cool_for = ARGV[9] == '1', tonumber(ARGV[10])
+if probe then
+  f, p = 0, 0
+  if cool_for >= 0 then open_until(now + cool_for) else open_until(now + cooldown) end
+elseif cool_for >= 0 then
+  open_until(now + cool_for)
 else
-  save(window + MARGIN)
+  if now - l > window then f = 0 end
+  f, l = f + 1, now
+  if f >= threshold then
+    f = 0
+    open_until(now + cooldown)
+  end
 end
-return 0
+save()
+return {now}
 """
 )
 
@@ -108,34 +149,46 @@ def _micros(seconds: float) -> int:
     return math.ceil(seconds * 1_000_000)
 
 
+def _keep(policy: CooldownPolicy) -> int:
+    return _micros(policy.cooldown + policy.probe_timeout + policy.failure_window)
+
+
 def _enter_args(policy: CooldownPolicy) -> list[str | int]:
-    return ["enter", _micros(policy.probe_timeout), _micros(policy.cooldown)]
+    return [_keep(policy), _micros(policy.probe_timeout), _micros(policy.failure_window)]
 
 
 def _failed_args(policy: CooldownPolicy, probe: bool, cool_for: float | None) -> list[str | int]:
     return [
-        "failed",
+        _keep(policy),
         policy.failures,
         _micros(policy.cooldown),
         _micros(policy.failure_window),
         "1" if probe else "0",
         -1 if cool_for is None else _micros(cool_for),
-        _micros(policy.probe_timeout),
     ]
 
 
-def _entry(reply: object) -> Entry:
+def _entry(reply: object) -> tuple[Entry, int]:
+    """The entry, and the key's time (-1: the key did not exist)."""
     if isinstance(reply, list):
         items: list[object] = reply  # pyright: ignore[reportUnknownVariableType]
         numbers = [item for item in items if isinstance(item, int)]
-        if len(items) == 4 and len(numbers) == 4:
-            granted, probe, failures, retry_in = numbers
+        if len(items) == 5 and len(numbers) == 5:
+            granted, probe, failures, retry_in, now = numbers
             if granted and not probe and not failures:
-                return ADMITTED
-            return Entry(bool(granted), bool(probe), failures, retry_in / 1e6)
+                return ADMITTED, now
+            return Entry(bool(granted), bool(probe), failures, retry_in / 1e6), now
     kind: str = type(reply).__name__  # pyright: ignore[reportUnknownArgumentType]
     msg = f"unexpected reply from the cooldown script: {kind}"
     raise RuntimeError(msg)
+
+
+def _time_of(reply: object) -> int:
+    if isinstance(reply, list):
+        items: list[object] = reply  # pyright: ignore[reportUnknownVariableType]
+        if len(items) == 1 and isinstance(items[0], int):
+            return items[0]
+    return -1
 
 
 class RedisCooldownStore(PolicyStore):
@@ -163,7 +216,7 @@ class RedisCooldownStore(PolicyStore):
             range.
     """
 
-    __slots__ = ()
+    __slots__ = ("_clock",)
 
     def __init__(
         self,
@@ -184,6 +237,7 @@ class RedisCooldownStore(PolicyStore):
             on_error=on_error,
             timeout=timeout,
         )
+        self._clock = _ClockHints()
 
     def enter(self, key: str, policy: CooldownPolicy) -> Entry:
         """Decide whether a call may go to the deployment ``key`` now.
@@ -191,27 +245,34 @@ class RedisCooldownStore(PolicyStore):
         Raises:
             RedisUnavailableError: Redis did not answer and ``on_error`` is ``"closed"``.
         """
+        head, sent = self._clock.args(key, "enter")
+        keys, args = [self._namespace + key], [*head, *_enter_args(policy)]
         try:
-            reply = _SCRIPT.run(self._clients.sync(), [self._namespace + key], _enter_args(policy))
-            entry = _entry(reply)
+            entry, now = _entry(_SCRIPT.run(self._clients.sync(), keys, args))
         except self._errors as exc:
             return self._unavailable(exc)
-        self._health.succeeded()
+        self._saw(key, now, sent)
         return entry
 
     async def aenter(self, key: str, policy: CooldownPolicy) -> Entry:
         """Async :meth:`enter`."""
-        keys, args = [self._namespace + key], _enter_args(policy)
+        head, sent = self._clock.args(key, "enter")
+        keys, args = [self._namespace + key], [*head, *_enter_args(policy)]
         try:
             reply = await self._clients.run(
                 lambda client: _SCRIPT.run(client, keys, args),
                 lambda client: _SCRIPT.arun(client, keys, args),
             )
-            entry = _entry(reply)
+            entry, now = _entry(reply)
         except self._errors as exc:
             return self._unavailable(exc)
-        self._health.succeeded()
+        self._saw(key, now, sent)
         return entry
+
+    def _saw(self, key: str, now: int, sent: float) -> None:
+        if now >= 0:
+            self._clock.saw(key, now, sent)
+        self._health.succeeded()
 
     def _unavailable(self, exc: Exception) -> Entry:
         if self._on_error == "open":
@@ -225,25 +286,27 @@ class RedisCooldownStore(PolicyStore):
         )
         raise RedisUnavailableError(msg) from exc
 
-    def _report(self, key: str, args: list[str | int], operation: str) -> None:
+    def _report(self, key: str, args: list[str | int], operation: str) -> object:
         try:
-            _SCRIPT.run(self._clients.sync(), [self._namespace + key], args)
+            reply = _SCRIPT.run(self._clients.sync(), [self._namespace + key], args)
         except self._errors as exc:
             self._health.failed(operation, exc, "the cooldown state is not updated")
-            return
+            return None
         self._health.succeeded()
+        return reply
 
-    async def _areport(self, key: str, args: list[str | int], operation: str) -> None:
+    async def _areport(self, key: str, args: list[str | int], operation: str) -> object:
         keys = [self._namespace + key]
         try:
-            await self._clients.run(
+            reply = await self._clients.run(
                 lambda client: _SCRIPT.run(client, keys, args),
                 lambda client: _SCRIPT.arun(client, keys, args),
             )
         except self._errors as exc:
             self._health.failed(operation, exc, "the cooldown state is not updated")
-            return
+            return None
         self._health.succeeded()
+        return reply
 
     def succeeded(self, key: str) -> None:
         """Record that a call to ``key`` succeeded: the circuit closes, failures reset."""
@@ -257,13 +320,22 @@ class RedisCooldownStore(PolicyStore):
         self, key: str, policy: CooldownPolicy, *, probe: bool, cool_for: float | None
     ) -> None:
         """Record a failure of ``key``; ``cool_for`` seconds (a Retry-After) open it at once."""
-        self._report(key, _failed_args(policy, probe, cool_for), "failed")
+        head, sent = self._clock.args(key, "failed")
+        reply = self._report(key, [*head, *_failed_args(policy, probe, cool_for)], "failed")
+        self._saw_failed(key, reply, sent)
 
     async def afailed(
         self, key: str, policy: CooldownPolicy, *, probe: bool, cool_for: float | None
     ) -> None:
         """Async :meth:`failed`."""
-        await self._areport(key, _failed_args(policy, probe, cool_for), "failed")
+        head, sent = self._clock.args(key, "failed")
+        args = [*head, *_failed_args(policy, probe, cool_for)]
+        self._saw_failed(key, await self._areport(key, args, "failed"), sent)
+
+    def _saw_failed(self, key: str, reply: object, sent: float) -> None:
+        now = _time_of(reply)
+        if now >= 0:
+            self._clock.saw(key, now, sent)
 
     def released(self, key: str) -> None:
         """Give back the probe of ``key`` without a verdict (the call was cancelled)."""
