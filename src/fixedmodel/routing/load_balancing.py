@@ -48,8 +48,10 @@ from fixedmodel.middleware._call import (
     join_call,
     leave_call,
 )
-from fixedmodel.middleware._streams import watch_stream
+from fixedmodel.middleware._give_up import give_up
+from fixedmodel.middleware._streams import StreamEnd, watch_stream
 from fixedmodel.middleware._tokens import estimate_tokens, used_tokens
+from fixedmodel.routing._chain import has_next_in_chain
 from fixedmodel.routing._deployments import (
     Deployment,
     all_cooling,
@@ -155,10 +157,68 @@ class CooldownPolicy:
             raise ValueError(msg)
 
 
-def _cooling(deployment: Deployment, now: float, retry_in: float) -> None:
-    """Remember that the store says ``deployment`` recovers in ``retry_in`` seconds."""
-    deployment.recovers_at = now + retry_in
-    deployment.skip_until = now + min(retry_in, _REMEMBER_REFUSAL)
+def _cooling(deployment: Deployment, now: float, retry_in: float, *, later: bool = False) -> None:
+    """Remember that ``deployment`` recovers in ``retry_in`` seconds.
+
+    The store's answer replaces what this process knew; a failure seen here (``later``)
+    only moves the deadline later.
+    """
+    recovers_at, skip_until = now + retry_in, now + min(retry_in, _REMEMBER_REFUSAL)
+    if later:
+        recovers_at = max(recovers_at, deployment.recovers_at)
+        skip_until = max(skip_until, deployment.skip_until)
+    deployment.recovers_at, deployment.skip_until = recovers_at, skip_until
+
+
+class _Try:
+    """One call's use of one deployment: the store's entry, and every failure seen there.
+
+    While the deployment is called, :meth:`judge` is the ``give_up`` hook of the
+    ``with_retries`` inside it: told of each failed attempt, it ends the retries as soon as
+    the deployment cools down (its circuit opens, a Retry-After, or a failed probe), so no
+    further request goes to it in this call and a probe is one request.
+    """
+
+    __slots__ = ("counted", "deployment", "entry", "policy", "seen", "unsent", "usage")
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        entry: Entry,
+        policy: CooldownPolicy,
+        usage: list[float] | None,
+        unsent: int,
+    ) -> None:
+        self.deployment = deployment
+        self.entry = entry
+        self.policy = policy
+        self.usage = usage
+        self.unsent = unsent  # The call record's unsent passes before: a cache hit shows.
+        self.seen: list[BaseException] = []
+        self.counted = 0
+
+    def judge(self, error: BaseException) -> str | None:
+        self.seen.append(error)
+        if not counts_against(error):
+            return None
+        self.counted += 1
+        name = self.deployment.name
+        if self.entry.probe:
+            return f"the probe of deployment {name!r} failed; with_load_balancing moves on"
+        cooling = (
+            cool_for(error, self.policy) is not None
+            or self.entry.failures + self.counted >= self.policy.failures
+            or self.deployment.recovers_at > time.monotonic()
+        )
+        if cooling:
+            return f"deployment {name!r} cools down; with_load_balancing moves on"
+        return None
+
+    def failures(self, error: BaseException) -> list[BaseException]:
+        """Every failure seen on this deployment in this call, in order, ending with ``error``."""
+        if self.seen and self.seen[-1] is error:
+            return self.seen
+        return [*self.seen, error]
 
 
 class _Balanced(Wrapper):
@@ -197,14 +257,25 @@ class _Balanced(Wrapper):
         found: dict[str, Any] = {d.name: d.call for d in self._deployments}
         return found
 
-    def _order(self, tried: set[int], now: float) -> list[Deployment]:
-        """The untried deployments, best first, that this process does not know to be cooling."""
+    def _order(
+        self, tried: set[int], now: float, turn: int, after: Deployment | None
+    ) -> list[Deployment]:
+        """The untried deployments, best first, that this process does not know to be cooling.
+
+        ``turn`` is the call's place in the rotation (one per call, however many deployments
+        it tries); after a failure on ``after``, the rotation is that deployment's own, so
+        the calls it fails over are spread evenly over the others.
+        """
         # Known-cooling deployments are left out before the turn is taken, so that their
         # share is spread over the others instead of going to their neighbour.
         usable = [d for d in self._deployments if d.index not in tried and d.skip_until <= now]
         if not usable:
             return usable
-        start = next(self._turn) % len(usable)
+        if after is not None:
+            with self._lock:
+                turn = after.failovers
+                after.failovers += 1
+        start = turn % len(usable)
         candidates = usable[start:] + usable[:start]
         if self._strategy == "least_busy":
             candidates.sort(key=lambda d: d.in_flight)  # Stable: ties stay round-robin.
@@ -238,19 +309,30 @@ class _Balanced(Wrapper):
                 )
             return deployment.usage.add(time.monotonic(), tokens)
 
-    def _done(self, deployment: Deployment, result: object, usage: list[float] | None) -> None:
+    def _done(self, attempt: _Try, result: object, info: CallInfo) -> None:
+        deployment, usage = attempt.deployment, attempt.usage
         if usage is not None:
-            used = used_tokens({}, result)
-            if used is not None:
-                with self._lock:
-                    deployment.usage.tokens += used - usage[1]
-                    usage[1] = float(used)
+            with self._lock:
+                if info.unsent > attempt.unsent:  # A cache under the deployment answered.
+                    deployment.usage.refund(usage)
+                else:
+                    used = used_tokens({}, result)
+                    if used is not None:
+                        deployment.usage.correct(usage, float(used))
         if is_stream(result):
-            # A stream keeps the deployment busy until it ends.
+            # A stream keeps the deployment busy until it ends; its usage comes last.
             stream: Any = result  # litellm's stream class, checked just above
-            watch_stream(stream, lambda _end: self._finished(deployment))
+            watch_stream(stream, lambda end: self._stream_ended(deployment, usage, end))
             return
         self._finished(deployment)
+
+    def _stream_ended(
+        self, deployment: Deployment, usage: list[float] | None, end: StreamEnd
+    ) -> None:
+        with self._lock:
+            deployment.in_flight -= 1
+            if usage is not None and end.usage is not None:
+                deployment.usage.correct(usage, float(end.usage.total_tokens))
 
     def _finished(self, deployment: Deployment) -> None:
         with self._lock:
@@ -259,13 +341,28 @@ class _Balanced(Wrapper):
     def _failed(
         self,
         info: CallInfo,
-        deployment: Deployment,
+        attempt: _Try,
         error: Exception,
         failures: list[tuple[str, BaseException]],
     ) -> None:
+        deployment = attempt.deployment
         self._finished(deployment)
+        if attempt.usage is not None and is_budget_refusal(error):  # Nothing was sent.
+            with self._lock:
+                deployment.usage.refund(attempt.usage)
         note_failure(info, deployment.name, error)
         failures.append((deployment.name, error))
+
+    def _verdicts(self, attempt: _Try, error: Exception) -> list[tuple[bool, float | None]]:
+        """What to tell the store: ``(probe, cool_for)`` per failure that counts, in order."""
+        told: list[tuple[bool, float | None]] = []
+        for failure in attempt.failures(error):
+            if counts_against(failure):
+                seconds = cool_for(failure, self._policy)
+                told.append((attempt.entry.probe and not told, seconds))
+                if seconds is not None:
+                    _cooling(attempt.deployment, time.monotonic(), seconds, later=True)
+        return told
 
     def _goes_on(self, error: Exception, tried: set[int]) -> bool:
         untried = len(tried) < len(self._deployments)
@@ -281,7 +378,9 @@ class _Balanced(Wrapper):
         now = time.monotonic()
         retry_in = self._earliest(tried, now)
         policy = self._policy
-        if policy.when_all_cooling == "raise" or waited + retry_in > policy.max_wait:
+        # In a fallback chain with a callable still to try, that callable can answer now.
+        hand_over = has_next_in_chain.get()
+        if policy.when_all_cooling == "raise" or hand_over or waited + retry_in > policy.max_wait:
             raise all_cooling(self.model, retry_in, [d.name for d in self._deployments])
         LOGGER.debug("with_load_balancing: every deployment is cooling; waiting %.3f s", retry_in)
         # A probe out on another caller may end sooner than its lease: look again at least
@@ -313,9 +412,11 @@ class _AsyncBalanced(_Balanced):
         tried: set[int] = set()
         failures: list[tuple[str, BaseException]] = []
         waited = 0.0
+        turn = next(self._turn)
+        after: Deployment | None = None
         try:
             while True:
-                chosen = await self._choose(tried)
+                chosen = await self._choose(tried, turn, after)
                 if chosen is None:
                     pause = self._wait_or_raise(tried, failures, waited)
                     await _async_sleep(pause)
@@ -324,15 +425,22 @@ class _AsyncBalanced(_Balanced):
                 deployment, entry = chosen
                 tried.add(deployment.index)
                 info.deployments_tried += 1
-                usage = self._start(deployment, arguments)
+                attempt = _Try(
+                    deployment, entry, self._policy, self._start(deployment, arguments), info.unsent
+                )
                 try:
-                    result = await deployment.call(**arguments)
+                    hook = give_up.set(attempt.judge)
+                    try:
+                        result = await deployment.call(**arguments)
+                    finally:
+                        give_up.reset(hook)
                     if len(tried) < len(self._deployments) and is_stream(result):
                         await afirst_chunk(result)  # A failure before it may go elsewhere.
                 except Exception as error:
-                    self._failed(info, deployment, error, failures)
-                    await self._report_failure(deployment, entry, error)
+                    self._failed(info, attempt, error, failures)
+                    await self._report_failure(attempt, error)
                     if self._goes_on(error, tried):
+                        after = deployment
                         continue
                     _annotate(failures)
                     raise
@@ -341,7 +449,7 @@ class _AsyncBalanced(_Balanced):
                     if entry.probe:
                         await self._store.areleased(deployment.key)
                     raise
-                self._done(deployment, result, usage)
+                self._done(attempt, result, info)
                 if entry.probe or entry.failures:
                     await self._store.asucceeded(deployment.key)
                 note_served(info, deployment.name)
@@ -349,24 +457,25 @@ class _AsyncBalanced(_Balanced):
         finally:
             leave_call(opened)
 
-    async def _choose(self, tried: set[int]) -> tuple[Deployment, Entry] | None:
+    async def _choose(
+        self, tried: set[int], turn: int, after: Deployment | None
+    ) -> tuple[Deployment, Entry] | None:
         now = time.monotonic()
-        for deployment in self._order(tried, now):
+        for deployment in self._order(tried, now, turn, after):
             entry = await self._store.aenter(deployment.key, self._policy)
             if entry.granted:
                 return deployment, entry
             self._refused(deployment, entry, now)
         return None
 
-    async def _report_failure(self, deployment: Deployment, entry: Entry, error: Exception) -> None:
-        if counts_against(error):
-            seconds = cool_for(error, self._policy)
-            await self._store.afailed(
-                deployment.key, self._policy, probe=entry.probe, cool_for=seconds
-            )
-            if seconds is not None:
-                _cooling(deployment, time.monotonic(), seconds)
-        elif is_budget_refusal(error):  # Nothing was sent: no verdict on the deployment.
+    async def _report_failure(self, attempt: _Try, error: Exception) -> None:
+        deployment, entry = attempt.deployment, attempt.entry
+        verdicts = self._verdicts(attempt, error)
+        for probe, seconds in verdicts:
+            await self._store.afailed(deployment.key, self._policy, probe=probe, cool_for=seconds)
+        if verdicts:
+            return
+        if is_budget_refusal(error):  # Nothing was sent: no verdict on the deployment.
             if entry.probe:
                 await self._store.areleased(deployment.key)
         elif entry.probe or entry.failures:  # It answered: the deployment itself is fine.
@@ -382,9 +491,11 @@ class _SyncBalanced(_Balanced):
         tried: set[int] = set()
         failures: list[tuple[str, BaseException]] = []
         waited = 0.0
+        turn = next(self._turn)
+        after: Deployment | None = None
         try:
             while True:
-                chosen = self._choose(tried)
+                chosen = self._choose(tried, turn, after)
                 if chosen is None:
                     pause = self._wait_or_raise(tried, failures, waited)
                     _sync_sleep(pause)
@@ -393,15 +504,22 @@ class _SyncBalanced(_Balanced):
                 deployment, entry = chosen
                 tried.add(deployment.index)
                 info.deployments_tried += 1
-                usage = self._start(deployment, arguments)
+                attempt = _Try(
+                    deployment, entry, self._policy, self._start(deployment, arguments), info.unsent
+                )
                 try:
-                    result = deployment.call(**arguments)
+                    hook = give_up.set(attempt.judge)
+                    try:
+                        result = deployment.call(**arguments)
+                    finally:
+                        give_up.reset(hook)
                     if len(tried) < len(self._deployments) and is_stream(result):
                         first_chunk(result)  # A failure before it may go elsewhere.
                 except Exception as error:
-                    self._failed(info, deployment, error, failures)
-                    self._report_failure(deployment, entry, error)
+                    self._failed(info, attempt, error, failures)
+                    self._report_failure(attempt, error)
                     if self._goes_on(error, tried):
+                        after = deployment
                         continue
                     _annotate(failures)
                     raise
@@ -410,7 +528,7 @@ class _SyncBalanced(_Balanced):
                     if entry.probe:
                         self._store.released(deployment.key)
                     raise
-                self._done(deployment, result, usage)
+                self._done(attempt, result, info)
                 if entry.probe or entry.failures:
                     self._store.succeeded(deployment.key)
                 note_served(info, deployment.name)
@@ -418,22 +536,25 @@ class _SyncBalanced(_Balanced):
         finally:
             leave_call(opened)
 
-    def _choose(self, tried: set[int]) -> tuple[Deployment, Entry] | None:
+    def _choose(
+        self, tried: set[int], turn: int, after: Deployment | None
+    ) -> tuple[Deployment, Entry] | None:
         now = time.monotonic()
-        for deployment in self._order(tried, now):
+        for deployment in self._order(tried, now, turn, after):
             entry = self._store.enter(deployment.key, self._policy)
             if entry.granted:
                 return deployment, entry
             self._refused(deployment, entry, now)
         return None
 
-    def _report_failure(self, deployment: Deployment, entry: Entry, error: Exception) -> None:
-        if counts_against(error):
-            seconds = cool_for(error, self._policy)
-            self._store.failed(deployment.key, self._policy, probe=entry.probe, cool_for=seconds)
-            if seconds is not None:
-                _cooling(deployment, time.monotonic(), seconds)
-        elif is_budget_refusal(error):
+    def _report_failure(self, attempt: _Try, error: Exception) -> None:
+        deployment, entry = attempt.deployment, attempt.entry
+        verdicts = self._verdicts(attempt, error)
+        for probe, seconds in verdicts:
+            self._store.failed(deployment.key, self._policy, probe=probe, cool_for=seconds)
+        if verdicts:
+            return
+        if is_budget_refusal(error):
             if entry.probe:
                 self._store.released(deployment.key)
         elif entry.probe or entry.failures:
