@@ -69,7 +69,13 @@ from fixedmodel.routing._route import (
     note_failure,
     note_served,
 )
-from fixedmodel.stores._cooldown_store import CooldownStore, Entry
+from fixedmodel.stores._cooldown_store import (
+    BalanceView,
+    CooldownStore,
+    Entry,
+    SharedBalanceStore,
+    SharedCall,
+)
 from fixedmodel.stores.cooldown_memory import MemoryCooldownStore
 
 __all__ = ["CooldownPolicy", "Strategy", "with_load_balancing"]
@@ -179,7 +185,7 @@ class _Try:
     further request goes to it in this call and a probe is one request.
     """
 
-    __slots__ = ("counted", "deployment", "entry", "policy", "seen", "unsent", "usage")
+    __slots__ = ("counted", "deployment", "entry", "policy", "seen", "shared", "unsent", "usage")
 
     def __init__(
         self,
@@ -196,6 +202,11 @@ class _Try:
         self.unsent = unsent  # The call record's unsent passes before: a cache hit shows.
         self.seen: list[BaseException] = []
         self.counted = 0
+        self.shared: SharedCall | None = None  # Recorded in a shared store.
+
+    @property
+    def estimate(self) -> int:
+        return 0 if self.usage is None else round(self.usage[1])
 
     def judge(self, error: BaseException) -> str | None:
         self.seen.append(error)
@@ -224,7 +235,17 @@ class _Try:
 class _Balanced(Wrapper):
     """What the sync and async load balancers share: choosing and bookkeeping."""
 
-    __slots__ = ("_deployments", "_lock", "_policy", "_store", "_strategy", "_turn")
+    __slots__ = (
+        "_deployments",
+        "_ending",
+        "_group",
+        "_lock",
+        "_policy",
+        "_shared",
+        "_store",
+        "_strategy",
+        "_turn",
+    )
 
     def __init__(
         self,
@@ -232,6 +253,7 @@ class _Balanced(Wrapper):
         strategy: Strategy,
         policy: CooldownPolicy,
         store: CooldownStore,
+        group: str,
     ) -> None:
         super().__init__(deployments[0].call)
         self._deployments = deployments
@@ -239,6 +261,10 @@ class _Balanced(Wrapper):
         self._policy = policy
         self._store = store
         self._turn = count()
+        self._group = group
+        # A store shared by processes holds every strategy's state too (see the docs).
+        self._shared = store if isinstance(store, SharedBalanceStore) else None
+        self._ending: set[asyncio.Task[None]] = set()  # Shared ends of async streams.
         self._lock = threading.Lock()
 
     @property
@@ -258,7 +284,12 @@ class _Balanced(Wrapper):
         return found
 
     def _order(
-        self, tried: set[int], now: float, turn: int, after: Deployment | None
+        self,
+        tried: set[int],
+        now: float,
+        turn: int,
+        after: Deployment | None,
+        view: BalanceView | None = None,
     ) -> list[Deployment]:
         """The untried deployments, best first, that this process does not know to be cooling.
 
@@ -278,12 +309,27 @@ class _Balanced(Wrapper):
         start = turn % len(usable)
         candidates = usable[start:] + usable[:start]
         if self._strategy == "least_busy":
-            candidates.sort(key=lambda d: d.in_flight)  # Stable: ties stay round-robin.
+            if view is not None:  # Every process's calls.
+                candidates.sort(key=lambda d: view.busy[d.index])
+            else:
+                candidates.sort(key=lambda d: d.in_flight)  # Stable: ties stay round-robin.
         elif self._strategy == "usage_based":
             with self._lock:  # used_share drops old entries: one thread at a time.
                 shares = {d.index: d.usage.used_share(now) for d in candidates}
+            if view is not None:
+                shares = {d.index: _shared_share(d, view) for d in candidates}
             candidates.sort(key=lambda d: shares[d.index])
         return candidates
+
+    def _windows(self) -> list[float]:
+        """Per deployment, the usage window a shared store counts (0: not counted)."""
+        return [
+            d.usage.period if self._strategy == "usage_based" and d.usage.limit else 0.0
+            for d in self._deployments
+        ]
+
+    def _window(self, deployment: Deployment) -> float:
+        return self._windows()[deployment.index]
 
     def _refused(self, deployment: Deployment, entry: Entry, now: float) -> None:
         _cooling(deployment, now, entry.retry_in)
@@ -309,30 +355,48 @@ class _Balanced(Wrapper):
                 )
             return deployment.usage.add(time.monotonic(), tokens)
 
-    def _done(self, attempt: _Try, result: object, info: CallInfo) -> None:
+    def _done(
+        self,
+        attempt: _Try,
+        result: object,
+        info: CallInfo,
+        shared_end: Callable[[_Try, int | None, bool], None] | None,
+    ) -> tuple[int | None, bool] | None:
+        """Settle a call that answered; returns what to tell a shared store now (tokens,
+        sent), or None when a stream will tell it when it ends (through ``shared_end``)."""
         deployment, usage = attempt.deployment, attempt.usage
+        sent, used = info.unsent <= attempt.unsent, None  # More unsent: a cache answered.
+        if sent and not is_stream(result):
+            used = used_tokens({}, result)
         if usage is not None:
             with self._lock:
-                if info.unsent > attempt.unsent:  # A cache under the deployment answered.
+                if not sent:
                     deployment.usage.refund(usage)
-                else:
-                    used = used_tokens({}, result)
-                    if used is not None:
-                        deployment.usage.correct(usage, float(used))
+                elif used is not None:
+                    deployment.usage.correct(usage, float(used))
         if is_stream(result):
             # A stream keeps the deployment busy until it ends; its usage comes last.
             stream: Any = result  # litellm's stream class, checked just above
-            watch_stream(stream, lambda end: self._stream_ended(deployment, usage, end))
-            return
+            watch_stream(stream, lambda end: self._stream_ended(attempt, sent, end, shared_end))
+            return None
         self._finished(deployment)
+        return used, sent
 
     def _stream_ended(
-        self, deployment: Deployment, usage: list[float] | None, end: StreamEnd
+        self,
+        attempt: _Try,
+        sent: bool,
+        end: StreamEnd,
+        shared_end: Callable[[_Try, int | None, bool], None] | None,
     ) -> None:
+        deployment, usage = attempt.deployment, attempt.usage
+        tokens = None if end.usage is None else end.usage.total_tokens
         with self._lock:
             deployment.in_flight -= 1
-            if usage is not None and end.usage is not None:
-                deployment.usage.correct(usage, float(end.usage.total_tokens))
+            if usage is not None and sent and tokens is not None:
+                deployment.usage.correct(usage, float(tokens))
+        if shared_end is not None and attempt.shared is not None:
+            shared_end(attempt, tokens, sent)
 
     def _finished(self, deployment: Deployment) -> None:
         with self._lock:
@@ -395,6 +459,19 @@ class _Balanced(Wrapper):
         )
 
 
+def _shared_share(deployment: Deployment, view: BalanceView) -> float:
+    """The used share of ``deployment``'s rate limit by every process sharing the store."""
+    limit = deployment.usage.limit
+    if limit is None:
+        return 0.0
+    share = 0.0
+    if limit.requests is not None:
+        share = view.requests[deployment.index] / limit.requests
+    if limit.tokens is not None:
+        share = max(share, view.tokens[deployment.index] / limit.tokens)
+    return share
+
+
 def _annotate(failures: list[tuple[str, BaseException]]) -> None:
     if len(failures) < 2:
         return
@@ -412,11 +489,15 @@ class _AsyncBalanced(_Balanced):
         tried: set[int] = set()
         failures: list[tuple[str, BaseException]] = []
         waited = 0.0
-        turn = next(self._turn)
         after: Deployment | None = None
         try:
+            view = None
+            if self._shared is not None:
+                names = [d.name for d in self._deployments]
+                view = await self._shared.abalance_view(self._group, names, self._windows())
+            turn = next(self._turn) if view is None else view.turn
             while True:
-                chosen = await self._choose(tried, turn, after)
+                chosen = await self._choose(tried, turn, after, view)
                 if chosen is None:
                     pause = self._wait_or_raise(tried, failures, waited)
                     await _async_sleep(pause)
@@ -429,6 +510,7 @@ class _AsyncBalanced(_Balanced):
                     deployment, entry, self._policy, self._start(deployment, arguments), info.unsent
                 )
                 try:
+                    await self._ashare_start(attempt)
                     hook = give_up.set(attempt.judge)
                     try:
                         result = await deployment.call(**arguments)
@@ -438,6 +520,7 @@ class _AsyncBalanced(_Balanced):
                         await afirst_chunk(result)  # A failure before it may go elsewhere.
                 except Exception as error:
                     self._failed(info, attempt, error, failures)
+                    await self._ashare_end(attempt, None, not is_budget_refusal(error))
                     await self._report_failure(attempt, error)
                     if self._goes_on(error, tried):
                         after = deployment
@@ -446,10 +529,13 @@ class _AsyncBalanced(_Balanced):
                     raise
                 except BaseException:
                     self._finished(deployment)
+                    await self._ashare_end(attempt, None, True)
                     if entry.probe:
                         await self._store.areleased(deployment.key)
                     raise
-                self._done(attempt, result, info)
+                ended = self._done(attempt, result, info, self._stream_end_later())
+                if ended is not None:
+                    await self._ashare_end(attempt, *ended)
                 if entry.probe or entry.failures:
                     await self._store.asucceeded(deployment.key)
                 note_served(info, deployment.name)
@@ -458,15 +544,59 @@ class _AsyncBalanced(_Balanced):
             leave_call(opened)
 
     async def _choose(
-        self, tried: set[int], turn: int, after: Deployment | None
+        self, tried: set[int], turn: int, after: Deployment | None, view: BalanceView | None
     ) -> tuple[Deployment, Entry] | None:
         now = time.monotonic()
-        for deployment in self._order(tried, now, turn, after):
+        for deployment in self._order(tried, now, turn, after, view):
             entry = await self._store.aenter(deployment.key, self._policy)
             if entry.granted:
                 return deployment, entry
             self._refused(deployment, entry, now)
         return None
+
+    async def _ashare_start(self, attempt: _Try) -> None:
+        if self._shared is not None:
+            deployment = attempt.deployment
+            attempt.shared = await self._shared.abalance_started(
+                self._group,
+                deployment.name,
+                lease=self._policy.probe_timeout,
+                window=self._window(deployment),
+                tokens=attempt.estimate,
+            )
+
+    async def _ashare_end(self, attempt: _Try, tokens: int | None, sent: bool) -> None:
+        call, attempt.shared = attempt.shared, None  # Ended once.
+        if self._shared is not None and call is not None:
+            deployment = attempt.deployment
+            await self._shared.abalance_ended(
+                self._group,
+                deployment.name,
+                call,
+                window=self._window(deployment),
+                tokens=tokens,
+                sent=sent,
+            )
+
+    def _stream_end_later(self) -> Callable[[_Try, int | None, bool], None] | None:
+        """How a stream's end reaches a shared store: a task on this loop (the stream may
+        end in another thread, or in the garbage collector)."""
+        if self._shared is None:
+            return None
+        loop = asyncio.get_running_loop()
+
+        def later(attempt: _Try, tokens: int | None, sent: bool) -> None:
+            def spawn() -> None:
+                task = loop.create_task(self._ashare_end(attempt, tokens, sent))
+                self._ending.add(task)
+                task.add_done_callback(self._ending.discard)
+
+            try:
+                loop.call_soon_threadsafe(spawn)
+            except RuntimeError:  # The loop is closed: the call's lease ends it.
+                LOGGER.debug("with_load_balancing: a stream ended after its event loop closed")
+
+        return later
 
     async def _report_failure(self, attempt: _Try, error: Exception) -> None:
         deployment, entry = attempt.deployment, attempt.entry
@@ -491,11 +621,15 @@ class _SyncBalanced(_Balanced):
         tried: set[int] = set()
         failures: list[tuple[str, BaseException]] = []
         waited = 0.0
-        turn = next(self._turn)
         after: Deployment | None = None
         try:
+            view = None
+            if self._shared is not None:
+                names = [d.name for d in self._deployments]
+                view = self._shared.balance_view(self._group, names, self._windows())
+            turn = next(self._turn) if view is None else view.turn
             while True:
-                chosen = self._choose(tried, turn, after)
+                chosen = self._choose(tried, turn, after, view)
                 if chosen is None:
                     pause = self._wait_or_raise(tried, failures, waited)
                     _sync_sleep(pause)
@@ -508,6 +642,7 @@ class _SyncBalanced(_Balanced):
                     deployment, entry, self._policy, self._start(deployment, arguments), info.unsent
                 )
                 try:
+                    self._share_start(attempt)
                     hook = give_up.set(attempt.judge)
                     try:
                         result = deployment.call(**arguments)
@@ -517,6 +652,7 @@ class _SyncBalanced(_Balanced):
                         first_chunk(result)  # A failure before it may go elsewhere.
                 except Exception as error:
                     self._failed(info, attempt, error, failures)
+                    self._share_end(attempt, None, not is_budget_refusal(error))
                     self._report_failure(attempt, error)
                     if self._goes_on(error, tried):
                         after = deployment
@@ -525,10 +661,13 @@ class _SyncBalanced(_Balanced):
                     raise
                 except BaseException:
                     self._finished(deployment)
+                    self._share_end(attempt, None, True)
                     if entry.probe:
                         self._store.released(deployment.key)
                     raise
-                self._done(attempt, result, info)
+                ended = self._done(attempt, result, info, self._share_end)
+                if ended is not None:
+                    self._share_end(attempt, *ended)
                 if entry.probe or entry.failures:
                     self._store.succeeded(deployment.key)
                 note_served(info, deployment.name)
@@ -537,15 +676,39 @@ class _SyncBalanced(_Balanced):
             leave_call(opened)
 
     def _choose(
-        self, tried: set[int], turn: int, after: Deployment | None
+        self, tried: set[int], turn: int, after: Deployment | None, view: BalanceView | None
     ) -> tuple[Deployment, Entry] | None:
         now = time.monotonic()
-        for deployment in self._order(tried, now, turn, after):
+        for deployment in self._order(tried, now, turn, after, view):
             entry = self._store.enter(deployment.key, self._policy)
             if entry.granted:
                 return deployment, entry
             self._refused(deployment, entry, now)
         return None
+
+    def _share_start(self, attempt: _Try) -> None:
+        if self._shared is not None:
+            deployment = attempt.deployment
+            attempt.shared = self._shared.balance_started(
+                self._group,
+                deployment.name,
+                lease=self._policy.probe_timeout,
+                window=self._window(deployment),
+                tokens=attempt.estimate,
+            )
+
+    def _share_end(self, attempt: _Try, tokens: int | None, sent: bool) -> None:
+        call, attempt.shared = attempt.shared, None  # Ended once.
+        if self._shared is not None and call is not None:
+            deployment = attempt.deployment
+            self._shared.balance_ended(
+                self._group,
+                deployment.name,
+                call,
+                window=self._window(deployment),
+                tokens=tokens,
+                sent=sent,
+            )
 
     def _report_failure(self, attempt: _Try, error: Exception) -> None:
         deployment, entry = attempt.deployment, attempt.entry
@@ -728,6 +891,6 @@ def with_load_balancing(
         raise ValueError(msg)
     built = [Deployment(i, n, f, key) for i, (n, f) in enumerate(named)]
     kind = _AsyncBalanced if asynchronous else _SyncBalanced
-    return kind(built, strategy, cooldown, checked).made_by(
+    return kind(built, strategy, cooldown, checked, key).made_by(
         with_load_balancing, dict(named), strategy, cooldown, store=checked, key=key
     )

@@ -31,9 +31,11 @@ call went are best effort under both (logged, never raised).
 from __future__ import annotations
 
 import math
+import secrets
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from fixedmodel.stores._cooldown_store import ADMITTED, Entry
+from fixedmodel.stores._cooldown_store import ADMITTED, BalanceView, Entry, SharedCall
 from fixedmodel.stores._redis import (
     DEFAULT_TIMEOUT,
     LuaScript,
@@ -191,6 +193,98 @@ def _time_of(reply: object) -> int:
     return -1
 
 
+# The balancer's shared state, per group: ``<ns>bal:<group>:turn`` (the round-robin counter),
+# and per deployment ``<ns>bal:<group>:busy:<name>`` (a sorted set of calls in flight, scored
+# by the end of their lease) and ``<ns>bal:<group>:use:<name>`` (a hash of usage buckets
+# ``r<n>`` requests and ``t<n>`` tokens, bucket n covering [n, n + 1) * length µs). Timed by
+# the server's TIME. A usage window is the last USAGE_BUCKETS buckets.
+USAGE_BUCKETS = 11
+_BALANCE_SCRIPT = LuaScript(
+    """
+local op = ARGV[1]
+local BUCKETS = 11
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function fmt(n) return string.format('%.0f', n) end
+local function bucket(length) return math.floor(now / length) end
+if op == 'view' then
+  local turn = redis.call('INCR', KEYS[1])
+  redis.call('PEXPIRE', KEYS[1], 86400000)
+  local out = {turn}
+  local n = (#KEYS - 1) / 2
+  for i = 1, n do
+    local busy, use = KEYS[2 * i], KEYS[2 * i + 1]
+    redis.call('ZREMRANGEBYSCORE', busy, '-inf', fmt(now))
+    local count, requests, tokens = redis.call('ZCARD', busy), 0, 0
+    local length = tonumber(ARGV[1 + i])
+    if length > 0 then
+      local oldest = bucket(length) - BUCKETS + 1
+      local fields = redis.call('HGETALL', use)
+      local stale = {}
+      for j = 1, #fields, 2 do
+        local kind, id = string.sub(fields[j], 1, 1), tonumber(string.sub(fields[j], 2))
+        if id and id >= oldest then
+          if kind == 'r' then requests = requests + tonumber(fields[j + 1])
+          else tokens = tokens + tonumber(fields[j + 1]) end
+        else
+          stale[#stale + 1] = fields[j]
+        end
+      end
+      if #stale > 0 then redis.call('HDEL', use, unpack(stale)) end
+    end
+    out[#out + 1] = count
+    out[#out + 1] = requests
+    out[#out + 1] = tokens
+  end
+  return out
+end
+local busy, use = KEYS[1], KEYS[2]
+local member, length = ARGV[2], tonumber(ARGV[3])
+if op == 'started' then
+  local lease, tokens = tonumber(ARGV[4]), tonumber(ARGV[5])
+  redis.call('ZADD', busy, fmt(now + lease), member)
+  redis.call('PEXPIRE', busy, math.ceil(lease / 1000) + 1000)
+  if length <= 0 then return -1 end
+  local id = bucket(length)
+  redis.call('HINCRBY', use, 'r' .. fmt(id), 1)
+  redis.call('HINCRBY', use, 't' .. fmt(id), tokens)
+  redis.call('PEXPIRE', use, math.ceil(length * BUCKETS / 1000) + 1000)
+  return id
+end
+-- op == 'ended'
+redis.call('ZREM', busy, member)
+local id, requests, tokens = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if length > 0 and id >= 0 and id > bucket(length) - BUCKETS
+    and redis.call('HEXISTS', use, 'r' .. fmt(id)) == 1 then
+  if requests ~= 0 then redis.call('HINCRBY', use, 'r' .. fmt(id), requests) end
+  if tokens ~= 0 then redis.call('HINCRBY', use, 't' .. fmt(id), tokens) end
+end
+return 0
+"""
+)
+
+
+def _bucket_length(window: float) -> int:
+    return 0 if window <= 0 else max(1, _micros(window / (USAGE_BUCKETS - 1)))
+
+
+def _view(reply: object, count: int) -> BalanceView:
+    if isinstance(reply, list):
+        items: list[object] = reply  # pyright: ignore[reportUnknownVariableType]
+        numbers = [item for item in items if isinstance(item, int)]
+        if len(items) == 1 + 3 * count and len(numbers) == len(items):
+            return BalanceView(
+                turn=numbers[0] - 1,  # INCR counts from 1; a rotation starts at 0.
+                busy=tuple(numbers[1::3]),
+                requests=tuple(numbers[2::3]),
+                tokens=tuple(numbers[3::3]),
+            )
+    kind: str = type(reply).__name__  # pyright: ignore[reportUnknownArgumentType]
+    msg = f"unexpected reply from the balance script: {kind}"
+    raise RuntimeError(msg)
+
+
 class RedisCooldownStore(PolicyStore):
     """Circuit breakers of deployments in Redis, shared by processes and hosts.
 
@@ -344,3 +438,128 @@ class RedisCooldownStore(PolicyStore):
     async def areleased(self, key: str) -> None:
         """Async :meth:`released`."""
         await self._areport(key, ["released"], "released")
+
+    # --- the balancer's shared state (SharedBalanceStore) ---------------------------------
+
+    def _balance_keys(self, group: str, name: str) -> list[str]:
+        prefix = f"{self._namespace}bal:{group}:"
+        return [f"{prefix}busy:{name}", f"{prefix}use:{name}"]
+
+    def _view_call(
+        self, group: str, names: Sequence[str], windows: Sequence[float]
+    ) -> tuple[list[str], list[str | int]]:
+        keys = [f"{self._namespace}bal:{group}:turn"]
+        for name in names:
+            keys += self._balance_keys(group, name)
+        return keys, ["view", *(_bucket_length(w) for w in windows)]
+
+    def balance_view(
+        self, group: str, names: Sequence[str], windows: Sequence[float]
+    ) -> BalanceView | None:
+        """Take the next turn and read in-flight counts and usage of ``names`` (one script)."""
+        keys, args = self._view_call(group, names, windows)
+        try:
+            view = _view(_BALANCE_SCRIPT.run(self._clients.sync(), keys, args), len(names))
+        except self._errors as exc:
+            self._health.failed("balance", exc, "this process balances on its own counts")
+            return None
+        self._health.succeeded()
+        return view
+
+    async def abalance_view(
+        self, group: str, names: Sequence[str], windows: Sequence[float]
+    ) -> BalanceView | None:
+        """Async :meth:`balance_view`."""
+        keys, args = self._view_call(group, names, windows)
+        try:
+            reply = await self._clients.run(
+                lambda client: _BALANCE_SCRIPT.run(client, keys, args),
+                lambda client: _BALANCE_SCRIPT.arun(client, keys, args),
+            )
+            view = _view(reply, len(names))
+        except self._errors as exc:
+            self._health.failed("balance", exc, "this process balances on its own counts")
+            return None
+        self._health.succeeded()
+        return view
+
+    def balance_started(
+        self, group: str, name: str, *, lease: float, window: float, tokens: int
+    ) -> SharedCall | None:
+        """Record a call to ``name``: in flight, and (``window`` > 0) its usage."""
+        member = secrets.token_hex(8)
+        args: list[str | int] = ["started", member, _bucket_length(window), _micros(lease), tokens]
+        try:
+            reply = _BALANCE_SCRIPT.run(self._clients.sync(), self._balance_keys(group, name), args)
+        except self._errors as exc:
+            self._health.failed("balance", exc, "the call is not shared")
+            return None
+        self._health.succeeded()
+        return SharedCall(member, reply if isinstance(reply, int) else -1, tokens)
+
+    async def abalance_started(
+        self, group: str, name: str, *, lease: float, window: float, tokens: int
+    ) -> SharedCall | None:
+        """Async :meth:`balance_started`."""
+        member = secrets.token_hex(8)
+        keys = self._balance_keys(group, name)
+        args: list[str | int] = ["started", member, _bucket_length(window), _micros(lease), tokens]
+        try:
+            reply = await self._clients.run(
+                lambda client: _BALANCE_SCRIPT.run(client, keys, args),
+                lambda client: _BALANCE_SCRIPT.arun(client, keys, args),
+            )
+        except self._errors as exc:
+            self._health.failed("balance", exc, "the call is not shared")
+            return None
+        self._health.succeeded()
+        return SharedCall(member, reply if isinstance(reply, int) else -1, tokens)
+
+    def balance_ended(
+        self,
+        group: str,
+        name: str,
+        call: SharedCall,
+        *,
+        window: float,
+        tokens: int | None,
+        sent: bool,
+    ) -> None:
+        """End ``call``: no longer in flight; its usage corrected (see the protocol)."""
+        args = _ended_args(call, window, tokens, sent)
+        try:
+            _BALANCE_SCRIPT.run(self._clients.sync(), self._balance_keys(group, name), args)
+        except self._errors as exc:
+            self._health.failed("balance", exc, "the call stays counted until its lease ends")
+            return
+        self._health.succeeded()
+
+    async def abalance_ended(
+        self,
+        group: str,
+        name: str,
+        call: SharedCall,
+        *,
+        window: float,
+        tokens: int | None,
+        sent: bool,
+    ) -> None:
+        """Async :meth:`balance_ended`."""
+        keys, args = self._balance_keys(group, name), _ended_args(call, window, tokens, sent)
+        try:
+            await self._clients.run(
+                lambda client: _BALANCE_SCRIPT.run(client, keys, args),
+                lambda client: _BALANCE_SCRIPT.arun(client, keys, args),
+            )
+        except self._errors as exc:
+            self._health.failed("balance", exc, "the call stays counted until its lease ends")
+            return
+        self._health.succeeded()
+
+
+def _ended_args(call: SharedCall, window: float, tokens: int | None, sent: bool) -> list[str | int]:
+    if not sent:
+        requests, change = -1, -call.tokens
+    else:
+        requests, change = 0, (0 if tokens is None else tokens - call.tokens)
+    return ["ended", call.member, _bucket_length(window), call.bucket, requests, change]
