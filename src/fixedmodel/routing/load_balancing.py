@@ -306,20 +306,17 @@ class _Balanced(Wrapper):
             with self._lock:
                 turn = after.failovers
                 after.failovers += 1
-        start = turn % len(usable)
-        candidates = usable[start:] + usable[:start]
+        load: dict[int, float] = {}
         if self._strategy == "least_busy":
-            if view is not None:  # Every process's calls.
-                candidates.sort(key=lambda d: view.busy[d.index])
-            else:
-                candidates.sort(key=lambda d: d.in_flight)  # Stable: ties stay round-robin.
+            for d in usable:  # Every process's calls with a shared store, else this one's.
+                load[d.index] = view.busy[d.index] if view is not None else d.in_flight
         elif self._strategy == "usage_based":
             with self._lock:  # used_share drops old entries: one thread at a time.
-                shares = {d.index: d.usage.used_share(now) for d in candidates}
+                for d in usable:
+                    load[d.index] = d.usage.used_share(now)
             if view is not None:
-                shares = {d.index: _shared_share(d, view) for d in candidates}
-            candidates.sort(key=lambda d: shares[d.index])
-        return candidates
+                load = {d.index: _shared_share(d, view) for d in usable}
+        return _rotated(usable, load, turn)
 
     def _windows(self) -> list[float]:
         """Per deployment, the usage window a shared store counts (0: not counted)."""
@@ -457,6 +454,20 @@ class _Balanced(Wrapper):
             f"with_load_balancing({{{inner}}}, strategy={self._strategy!r}, "
             f"cooldown={self._policy!r}, store={self._store!r})"
         )
+
+
+def _rotated(usable: list[Deployment], load: dict[int, float], turn: int) -> list[Deployment]:
+    """``usable`` least loaded first; deployments with equal load take turns among themselves.
+
+    Rotating within each group of equals (not the whole list, then sorting) keeps the share
+    of a loaded or failing deployment from going to its neighbour in the list alone.
+    """
+    ordered: list[Deployment] = []
+    for level in sorted(set(load.values())) if load else [0.0]:
+        equal = [d for d in usable if load.get(d.index, 0.0) == level]
+        start = turn % len(equal)
+        ordered += equal[start:] + equal[:start]
+    return ordered
 
 
 def _shared_share(deployment: Deployment, view: BalanceView) -> float:
