@@ -7,18 +7,24 @@ in :mod:`fixedmodel.stores._cooldown_store`). A call that fails on one deploymen
 error another may not have (429, 5xx, timeout, connection, 401/403) goes to the next
 deployment at once, as does a call a deployment's own ``with_budget`` refused. Cooldown state
 lives in a store: in process by default,
-:class:`~fixedmodel.stores.redis_cooldown.RedisCooldownStore` to share it across processes.
+:class:`~fixedmodel.stores.redis_cooldown.RedisCooldownStore` to share it across processes;
+that store (a ``SharedBalanceStore``) also holds every strategy's state below (the rotation,
+calls in flight, usage), so that processes balance as one.
 
 Strategies:
 
-- ``"least_busy"`` (default): the deployment with the fewest calls in flight from this
-  process (a stream counts until it ends); ties go round-robin. Under even load it is
-  round-robin; a slow or stuck deployment gets fewer calls on its own.
+- ``"least_busy"`` (default): the deployment with the fewest calls in flight (a stream
+  counts until it ends); ties go round-robin. Under even load it is round-robin; a slow or
+  stuck deployment gets fewer calls on its own.
 - ``"round_robin"``: each deployment in turn.
 - ``"usage_based"``: the deployment with the most rate-limiter headroom: the smallest share
-  of its :class:`~fixedmodel.RateLimit` (requests and tokens) used in the last period by
-  calls from this process. Deployments wrapped in ``with_rate_limit`` are found under their
-  middleware; one without a limiter counts as having all its headroom.
+  of its :class:`~fixedmodel.RateLimit` (requests and tokens) used in the last period.
+  Deployments wrapped in ``with_rate_limit`` are found under their middleware; one without
+  a limiter counts as having all its headroom.
+
+Deployments a strategy finds equal take turns among themselves; a call takes one turn
+however many deployments it tries, and the calls a failing deployment hands on are spread
+evenly over the others.
 """
 
 from __future__ import annotations
@@ -874,7 +880,8 @@ def with_load_balancing(
             the module documentation.
         cooldown: When a deployment cools down, and what happens when all do.
         store: Where cooldown state lives: a private in-process store by default; a
-            :class:`~fixedmodel.stores.redis_cooldown.RedisCooldownStore` shares it.
+            :class:`~fixedmodel.stores.redis_cooldown.RedisCooldownStore` shares it, and
+            every strategy's state (rotation, calls in flight, usage) with it.
         key: Name of this group of deployments in the store.
 
     Returns:
