@@ -196,3 +196,30 @@ async def test_shared_bookkeeping_returns_to_zero(redis_server: servers.RedisSer
         # Every answer after the first came from the cache: one request counted.
         assert view.requests[2] == 1
         assert len(answer.calls) == 1
+
+
+async def test_shared_usage_of_a_call_that_outlasts_the_window_is_counted_once(
+    redis_server: servers.RedisServer,
+) -> None:
+    namespace = servers.unique_namespace("outlast")
+    release = asyncio.Event()
+
+    class Held(FakeACompletion):
+        async def __call__(self, **kwargs: Any) -> Any:
+            await release.wait()
+            return await super().__call__(**kwargs)
+
+    limit = RateLimit(tokens=10**6, period=0.2, assumed_completion_tokens=500)
+    held = with_rate_limit(Held(lambda call: "long answer " * 20, model="m"), limit)
+    with _store(redis_server, namespace) as store:
+        chat = with_load_balancing({"held": held}, "usage_based", store=store, key="g")
+        outlasting = asyncio.ensure_future(chat(messages=MESSAGES))
+        await asyncio.sleep(0.1)
+        view = await store.abalance_view("g", ["held"], [0.2])
+        assert view is not None and view.busy == (1,) and view.tokens[0] > 500
+        await asyncio.sleep(0.3)  # Its bucket leaves the window while it is in flight.
+        release.set()
+        await outlasting
+        view = await store.abalance_view("g", ["held"], [0.2])
+        assert view is not None
+        assert (view.busy, view.requests, view.tokens) == ((0,), (0,), (0,))
