@@ -223,3 +223,30 @@ async def test_shared_usage_of_a_call_that_outlasts_the_window_is_counted_once(
         view = await store.abalance_view("g", ["held"], [0.2])
         assert view is not None
         assert (view.busy, view.requests, view.tokens) == ((0,), (0,), (0,))
+
+
+@pytest.mark.parametrize(
+    "step",
+    [-1200.0, -5.0, 1200.0, 5.0],
+    ids=["back 20 min", "back 5 s", "forward 20 min", "forward 5 s"],
+)
+def test_a_clock_step_keeps_shared_calls_and_usage(
+    redis_server: servers.RedisServer, step: float
+) -> None:
+    namespace = servers.unique_namespace("balstep")
+    with _store(redis_server, namespace) as first, _store(redis_server, namespace) as second:
+        for store in (first, second):
+            assert store.balance_view("g", ["d"], [3.0]) is not None
+        call = first.balance_started("g", "d", lease=60.0, window=3.0, tokens=100)
+        assert call is not None
+        for store in (first, second):
+            store._clock.skew = int(step * 1_000_000)  # The server's clock steps.
+        view = second.balance_view("g", ["d"], [3.0])
+        assert view is not None
+        # Forward: the call's lease and its usage did not lapse. Back: its usage bucket is
+        # not "in the future", nor counted for the length of the step.
+        assert (view.busy, view.requests, view.tokens) == ((1,), (1,), (100,))
+        first.balance_ended("g", "d", call, window=3.0, tokens=40, sent=True)
+        view = first.balance_view("g", ["d"], [3.0])
+        assert view is not None
+        assert (view.busy, view.requests, view.tokens) == ((0,), (1,), (40,))

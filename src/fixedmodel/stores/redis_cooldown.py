@@ -193,41 +193,61 @@ def _time_of(reply: object) -> int:
     return -1
 
 
-# The balancer's shared state, per group: ``<ns>bal:<group>:turn`` (the round-robin counter),
+# The balancer's shared state, per group: ``<ns>bal:<group>:clock`` (``n`` the round-robin
+# counter; ``z``, ``t``, ``c`` the group's clock correction, as in the cooldown hash),
 # and per deployment ``<ns>bal:<group>:busy:<name>`` (a sorted set of calls in flight, scored
 # by the end of their lease) and ``<ns>bal:<group>:use:<name>`` (a hash of usage buckets
 # ``r<n>`` requests and ``t<n>`` tokens, bucket n covering [n, n + 1) * length µs). Timed by
-# the server's TIME. A usage window is the last USAGE_BUCKETS buckets.
+# the server's TIME plus the group's correction. A usage window is the last USAGE_BUCKETS
+# buckets. ARGV: op, skew, seen, elapsed (as for the cooldown script), then the op's own.
 USAGE_BUCKETS = 11
 _BALANCE_SCRIPT = LuaScript(
     """
 local op = ARGV[1]
 local BUCKETS = 11
+local MARGIN = 3600000000
+local TOLERANCE = 1000000
 if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local function fmt(n) return string.format('%.0f', n) end
+-- The group's clock, corrected for steps as the cooldown script does (see "Clock steps").
+local clock = KEYS[1]
+local s = redis.call('HMGET', clock, 'z', 't', 'c')
+local offset, last, created = tonumber(s[1]) or 0, tonumber(s[2]), tonumber(s[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[2]) + offset
+if last and now < last then
+  offset = offset + last - now
+  now = last
+end
+local seen, elapsed = tonumber(ARGV[3]), tonumber(ARGV[4])
+if last and created and seen >= created and now > seen + elapsed + TOLERANCE then
+  local target = math.max(last, seen + elapsed + TOLERANCE)
+  offset = offset - (now - target)
+  now = target
+end
+if not created then created = now end
+redis.call('HSET', clock, 'z', fmt(offset), 't', fmt(now), 'c', fmt(created))
+redis.call('PEXPIRE', clock, math.ceil(2 * MARGIN / 1000))
 local function bucket(length) return math.floor(now / length) end
 if op == 'view' then
-  local turn = redis.call('INCR', KEYS[1])
-  redis.call('PEXPIRE', KEYS[1], 86400000)
-  local out = {turn}
+  local turn = redis.call('HINCRBY', clock, 'n', 1)
+  local out = {turn, now}
   local n = (#KEYS - 1) / 2
   for i = 1, n do
     local busy, use = KEYS[2 * i], KEYS[2 * i + 1]
     redis.call('ZREMRANGEBYSCORE', busy, '-inf', fmt(now))
     local count, requests, tokens = redis.call('ZCARD', busy), 0, 0
-    local length = tonumber(ARGV[1 + i])
+    local length = tonumber(ARGV[4 + i])
     if length > 0 then
       local oldest = bucket(length) - BUCKETS + 1
       local fields = redis.call('HGETALL', use)
       local stale = {}
       for j = 1, #fields, 2 do
         local kind, id = string.sub(fields[j], 1, 1), tonumber(string.sub(fields[j], 2))
-        if id and id >= oldest then
+        if id and id >= oldest and id <= oldest + BUCKETS - 1 then
           if kind == 'r' then requests = requests + tonumber(fields[j + 1])
           else tokens = tokens + tonumber(fields[j + 1]) end
-        else
+        elseif not id or id < oldest then
           stale[#stale + 1] = fields[j]
         end
       end
@@ -239,28 +259,28 @@ if op == 'view' then
   end
   return out
 end
-local busy, use = KEYS[1], KEYS[2]
-local member, length = ARGV[2], tonumber(ARGV[3])
+local busy, use = KEYS[2], KEYS[3]
+local member, length = ARGV[5], tonumber(ARGV[6])
 if op == 'started' then
-  local lease, tokens = tonumber(ARGV[4]), tonumber(ARGV[5])
+  local lease, tokens = tonumber(ARGV[7]), tonumber(ARGV[8])
   redis.call('ZADD', busy, fmt(now + lease), member)
-  redis.call('PEXPIRE', busy, math.ceil(lease / 1000) + 1000)
-  if length <= 0 then return -1 end
+  redis.call('PEXPIRE', busy, math.ceil((lease + MARGIN) / 1000))
+  if length <= 0 then return {-1, now} end
   local id = bucket(length)
   redis.call('HINCRBY', use, 'r' .. fmt(id), 1)
   redis.call('HINCRBY', use, 't' .. fmt(id), tokens)
-  redis.call('PEXPIRE', use, math.ceil(length * BUCKETS / 1000) + 1000)
-  return id
+  redis.call('PEXPIRE', use, math.ceil((length * BUCKETS + MARGIN) / 1000))
+  return {id, now}
 end
 -- op == 'ended'
 redis.call('ZREM', busy, member)
-local id, requests, tokens = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local id, requests, tokens = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 if length > 0 and id >= 0 and id > bucket(length) - BUCKETS
     and redis.call('HEXISTS', use, 'r' .. fmt(id)) == 1 then
   if requests ~= 0 then redis.call('HINCRBY', use, 'r' .. fmt(id), requests) end
   if tokens ~= 0 then redis.call('HINCRBY', use, 't' .. fmt(id), tokens) end
 end
-return 0
+return {now}
 """
 )
 
@@ -273,12 +293,12 @@ def _view(reply: object, count: int) -> BalanceView:
     if isinstance(reply, list):
         items: list[object] = reply  # pyright: ignore[reportUnknownVariableType]
         numbers = [item for item in items if isinstance(item, int)]
-        if len(items) == 1 + 3 * count and len(numbers) == len(items):
+        if len(items) == 2 + 3 * count and len(numbers) == len(items):
             return BalanceView(
-                turn=numbers[0] - 1,  # INCR counts from 1; a rotation starts at 0.
-                busy=tuple(numbers[1::3]),
-                requests=tuple(numbers[2::3]),
-                tokens=tuple(numbers[3::3]),
+                turn=numbers[0] - 1,  # Counted from 1; a rotation starts at 0.
+                busy=tuple(numbers[2::3]),
+                requests=tuple(numbers[3::3]),
+                tokens=tuple(numbers[4::3]),
             )
     kind: str = type(reply).__name__  # pyright: ignore[reportUnknownArgumentType]
     msg = f"unexpected reply from the balance script: {kind}"
@@ -441,79 +461,88 @@ class RedisCooldownStore(PolicyStore):
 
     # --- the balancer's shared state (SharedBalanceStore) ---------------------------------
 
-    def _balance_keys(self, group: str, name: str) -> list[str]:
+    def _balance_keys(self, group: str, name: str | None = None) -> list[str]:
         prefix = f"{self._namespace}bal:{group}:"
-        return [f"{prefix}busy:{name}", f"{prefix}use:{name}"]
+        if name is None:
+            return [f"{prefix}clock"]
+        return [f"{prefix}clock", f"{prefix}busy:{name}", f"{prefix}use:{name}"]
 
-    def _view_call(
+    def _balance(self, keys: list[str], args: list[str | int]) -> object:
+        """Run the balance script for ``group`` (sync); its reply, or None if Redis failed."""
+        head, sent = self._clock.args(keys[0], str(args[0]))
+        try:
+            reply = _BALANCE_SCRIPT.run(self._clients.sync(), keys, [*head, *args[1:]])
+        except self._errors as exc:
+            self._health.failed("balance", exc, "this process balances on its own counts")
+            return None
+        return self._balanced(keys[0], str(args[0]), reply, sent)
+
+    async def _abalance(self, keys: list[str], args: list[str | int]) -> object:
+        """Async :meth:`_balance`."""
+        head, sent = self._clock.args(keys[0], str(args[0]))
+        full = [*head, *args[1:]]
+        try:
+            reply = await self._clients.run(
+                lambda client: _BALANCE_SCRIPT.run(client, keys, full),
+                lambda client: _BALANCE_SCRIPT.arun(client, keys, full),
+            )
+        except self._errors as exc:
+            self._health.failed("balance", exc, "this process balances on its own counts")
+            return None
+        return self._balanced(keys[0], str(args[0]), reply, sent)
+
+    def _balanced(self, clock: str, op: str, reply: object, sent: float) -> object:
+        """Note the group's time the script replied (second item; the only one for "ended")."""
+        self._health.succeeded()
+        if isinstance(reply, list):
+            items: list[object] = reply  # pyright: ignore[reportUnknownVariableType]
+            at = 0 if op == "ended" else 1
+            now = items[at] if len(items) > at else None
+            if isinstance(now, int):
+                self._clock.saw(clock, now, sent)
+        return reply
+
+    def _view_args(
         self, group: str, names: Sequence[str], windows: Sequence[float]
     ) -> tuple[list[str], list[str | int]]:
-        keys = [f"{self._namespace}bal:{group}:turn"]
+        keys = self._balance_keys(group)
         for name in names:
-            keys += self._balance_keys(group, name)
+            keys += self._balance_keys(group, name)[1:]
         return keys, ["view", *(_bucket_length(w) for w in windows)]
 
     def balance_view(
         self, group: str, names: Sequence[str], windows: Sequence[float]
     ) -> BalanceView | None:
         """Take the next turn and read in-flight counts and usage of ``names`` (one script)."""
-        keys, args = self._view_call(group, names, windows)
-        try:
-            view = _view(_BALANCE_SCRIPT.run(self._clients.sync(), keys, args), len(names))
-        except self._errors as exc:
-            self._health.failed("balance", exc, "this process balances on its own counts")
-            return None
-        self._health.succeeded()
-        return view
+        keys, args = self._view_args(group, names, windows)
+        reply = self._balance(keys, args)
+        return None if reply is None else _view(reply, len(names))
 
     async def abalance_view(
         self, group: str, names: Sequence[str], windows: Sequence[float]
     ) -> BalanceView | None:
         """Async :meth:`balance_view`."""
-        keys, args = self._view_call(group, names, windows)
-        try:
-            reply = await self._clients.run(
-                lambda client: _BALANCE_SCRIPT.run(client, keys, args),
-                lambda client: _BALANCE_SCRIPT.arun(client, keys, args),
-            )
-            view = _view(reply, len(names))
-        except self._errors as exc:
-            self._health.failed("balance", exc, "this process balances on its own counts")
-            return None
-        self._health.succeeded()
-        return view
+        keys, args = self._view_args(group, names, windows)
+        reply = await self._abalance(keys, args)
+        return None if reply is None else _view(reply, len(names))
 
     def balance_started(
         self, group: str, name: str, *, lease: float, window: float, tokens: int
     ) -> SharedCall | None:
         """Record a call to ``name``: in flight, and (``window`` > 0) its usage."""
         member = secrets.token_hex(8)
-        args: list[str | int] = ["started", member, _bucket_length(window), _micros(lease), tokens]
-        try:
-            reply = _BALANCE_SCRIPT.run(self._clients.sync(), self._balance_keys(group, name), args)
-        except self._errors as exc:
-            self._health.failed("balance", exc, "the call is not shared")
-            return None
-        self._health.succeeded()
-        return SharedCall(member, reply if isinstance(reply, int) else -1, tokens)
+        args = _started_args(member, lease, window, tokens)
+        reply = self._balance(self._balance_keys(group, name), args)
+        return None if reply is None else SharedCall(member, _first(reply), tokens)
 
     async def abalance_started(
         self, group: str, name: str, *, lease: float, window: float, tokens: int
     ) -> SharedCall | None:
         """Async :meth:`balance_started`."""
         member = secrets.token_hex(8)
-        keys = self._balance_keys(group, name)
-        args: list[str | int] = ["started", member, _bucket_length(window), _micros(lease), tokens]
-        try:
-            reply = await self._clients.run(
-                lambda client: _BALANCE_SCRIPT.run(client, keys, args),
-                lambda client: _BALANCE_SCRIPT.arun(client, keys, args),
-            )
-        except self._errors as exc:
-            self._health.failed("balance", exc, "the call is not shared")
-            return None
-        self._health.succeeded()
-        return SharedCall(member, reply if isinstance(reply, int) else -1, tokens)
+        args = _started_args(member, lease, window, tokens)
+        reply = await self._abalance(self._balance_keys(group, name), args)
+        return None if reply is None else SharedCall(member, _first(reply), tokens)
 
     def balance_ended(
         self,
@@ -527,12 +556,7 @@ class RedisCooldownStore(PolicyStore):
     ) -> None:
         """End ``call``: no longer in flight; its usage corrected (see the protocol)."""
         args = _ended_args(call, window, tokens, sent)
-        try:
-            _BALANCE_SCRIPT.run(self._clients.sync(), self._balance_keys(group, name), args)
-        except self._errors as exc:
-            self._health.failed("balance", exc, "the call stays counted until its lease ends")
-            return
-        self._health.succeeded()
+        self._balance(self._balance_keys(group, name), args)
 
     async def abalance_ended(
         self,
@@ -545,16 +569,20 @@ class RedisCooldownStore(PolicyStore):
         sent: bool,
     ) -> None:
         """Async :meth:`balance_ended`."""
-        keys, args = self._balance_keys(group, name), _ended_args(call, window, tokens, sent)
-        try:
-            await self._clients.run(
-                lambda client: _BALANCE_SCRIPT.run(client, keys, args),
-                lambda client: _BALANCE_SCRIPT.arun(client, keys, args),
-            )
-        except self._errors as exc:
-            self._health.failed("balance", exc, "the call stays counted until its lease ends")
-            return
-        self._health.succeeded()
+        args = _ended_args(call, window, tokens, sent)
+        await self._abalance(self._balance_keys(group, name), args)
+
+
+def _first(reply: object) -> int:
+    if isinstance(reply, list):
+        items: list[object] = reply  # pyright: ignore[reportUnknownVariableType]
+        if items and isinstance(items[0], int):
+            return items[0]
+    return -1
+
+
+def _started_args(member: str, lease: float, window: float, tokens: int) -> list[str | int]:
+    return ["started", member, _bucket_length(window), _micros(lease), tokens]
 
 
 def _ended_args(call: SharedCall, window: float, tokens: int | None, sent: bool) -> list[str | int]:
