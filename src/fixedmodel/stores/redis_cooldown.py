@@ -475,7 +475,8 @@ class RedisCooldownStore(PolicyStore):
         except self._errors as exc:
             self._health.failed("balance", exc, "this process balances on its own counts")
             return None
-        return self._balanced(keys[0], str(args[0]), reply, sent)
+        self._balanced(keys[0], str(args[0]), reply, sent)
+        return reply
 
     async def _abalance(self, keys: list[str], args: list[str | int]) -> object:
         """Async :meth:`_balance`."""
@@ -489,9 +490,10 @@ class RedisCooldownStore(PolicyStore):
         except self._errors as exc:
             self._health.failed("balance", exc, "this process balances on its own counts")
             return None
-        return self._balanced(keys[0], str(args[0]), reply, sent)
+        self._balanced(keys[0], str(args[0]), reply, sent)
+        return reply
 
-    def _balanced(self, clock: str, op: str, reply: object, sent: float) -> object:
+    def _balanced(self, clock: str, op: str, reply: object, sent: float) -> None:
         """Note the group's time the script replied (second item; the only one for "ended")."""
         self._health.succeeded()
         if isinstance(reply, list):
@@ -500,7 +502,6 @@ class RedisCooldownStore(PolicyStore):
             now = items[at] if len(items) > at else None
             if isinstance(now, int):
                 self._clock.saw(clock, now, sent)
-        return reply
 
     def _view_args(
         self, group: str, names: Sequence[str], windows: Sequence[float]
