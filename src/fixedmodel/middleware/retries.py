@@ -30,6 +30,7 @@ from fixedmodel.middleware._call import (
     request_kind,
 )
 from fixedmodel.middleware._errors import is_retryable, retry_after
+from fixedmodel.middleware._give_up import give_up
 
 if TYPE_CHECKING:
     from fixedmodel._protocols import (
@@ -165,8 +166,12 @@ class _Attempts:
         wait = self._backoff(state) * (1.0 - policy.jitter * random.random())
         error = state.outcome.exception() if state.outcome is not None else None
         advice = retry_after(error) if error is not None else None
+        judge = give_up.get()  # A load balancer above: told of every failure, may end them.
+        reason = judge(error) if judge is not None and error is not None else None
         if attempt >= policy.max_attempts:
             self.gave_up = f"max_attempts={policy.max_attempts} reached"
+        elif reason is not None:
+            self.gave_up = reason
         elif advice is not None and advice > policy.max_retry_after:
             self.gave_up = (
                 f"the provider asked to wait {advice:g} s, "
