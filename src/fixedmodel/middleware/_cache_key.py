@@ -56,6 +56,7 @@ EXCLUDED_PARAMS: frozenset[str] = frozenset(
         "stream_timeout",
         "max_retries",
         "num_retries",
+        "retry_policy",
         "shared_session",
         "client",
         # Bookkeeping and cost tracking the provider never sees or answers to.
@@ -80,7 +81,15 @@ EXCLUDED_PARAMS: frozenset[str] = frozenset(
 """Request parameters that never enter the key (credentials are left out as well)."""
 
 _TRANSPORT_PARAMS = frozenset(
-    {"timeout", "stream_timeout", "max_retries", "num_retries", "shared_session", "client"}
+    {
+        "timeout",
+        "stream_timeout",
+        "max_retries",
+        "num_retries",
+        "retry_policy",
+        "shared_session",
+        "client",
+    }
 )
 # Parameter name -> (in the cache key, in the flight key only).
 _names: dict[str, tuple[bool, bool]] = {}
