@@ -70,7 +70,31 @@ _DOWNLOADED_TOKENIZERS = ("llama-2", "llama-3", "replicate", "command-r")
 
 
 def _rough_tokens(value: object) -> int:
-    return len(repr(value)) // 4 + 1
+    try:
+        return len(repr(value)) // 4 + 1
+    except RecursionError:  # Nested deeper than repr goes: count it without recursion.
+        return _flat_size(value) // 4 + 1
+
+
+def _flat_size(value: object) -> int:
+    """About the length of ``value``'s text, walked with a stack instead of recursion."""
+    size, pending = 0, [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, (str, bytes)):
+            size += len(item) + 2
+        elif isinstance(item, Mapping):
+            fields: Mapping[object, object] = item  # pyright: ignore[reportUnknownVariableType]
+            size += 2
+            for name, field in fields.items():
+                pending += (name, field)
+        elif isinstance(item, Sequence):
+            items: Sequence[object] = item  # pyright: ignore[reportUnknownVariableType]
+            size += 2
+            pending += items
+        else:
+            size += len(repr(item)) if isinstance(item, (int, float)) else 8
+    return size
 
 
 def _tokenizer_model(model: str | None) -> str:
@@ -233,7 +257,15 @@ def estimate_tokens(
         messages' text (and tools), the fixed charges of their other parts (see the module
         docstring), plus ``n`` times the completion tokens the call allows.
     """
-    name = _tokenizer_model(model)
+    try:
+        return _estimate(kwargs, _tokenizer_model(model), assumed_completion_tokens)
+    except RecursionError:
+        # Content nested deeper than Python recurses (a tool schema of depth 2000): the
+        # call itself may still go through, so its estimate is the text size alone.
+        return _flat_size(dict(kwargs)) // 4 + 1 + assumed_completion_tokens
+
+
+def _estimate(kwargs: Mapping[str, object], name: str, assumed_completion_tokens: int) -> int:
     if request_kind(dict(kwargs)) == "embedding":
         return _input_tokens(kwargs.get("input"), name)
     messages, tools = _sequence(kwargs.get("messages")), _sequence(kwargs.get("tools"))
