@@ -56,7 +56,9 @@ def _bind(server: OpenAIServer, kind: str, asynchronous: bool, model: str | None
 
 def _call(function: Any, kind: str, asynchronous: bool, **extra: Any) -> Any:
     arguments: dict[str, Any] = (
-        {"messages": [{"role": "user", "content": "Hello?"}]} if kind == "completion" else {"input": ["Hello?"]}
+        {"messages": [{"role": "user", "content": "Hello?"}]}
+        if kind == "completion"
+        else {"input": ["Hello?"]}
     )
     arguments.update(extra)
     if asynchronous:
@@ -67,7 +69,9 @@ def _call(function: Any, kind: str, asynchronous: bool, **extra: Any) -> Any:
 def _requests_for(server: OpenAIServer, kind: str, model: str) -> int:
     name = model.removeprefix("openai/")
     return sum(
-        1 for request in server.requests if request.path.endswith(PATHS[kind]) and request.body.get("model") == name
+        1
+        for request in server.requests
+        if request.path.endswith(PATHS[kind]) and request.body.get("model") == name
     )
 
 
@@ -83,17 +87,23 @@ def test_with_retries_sends_one_request_per_attempt(
 
 
 @pytest.mark.parametrize(("kind", "asynchronous"), CASES, ids=IDS)
-def test_with_fallbacks_asks_the_primary_once(server: OpenAIServer, kind: str, asynchronous: bool) -> None:
+def test_with_fallbacks_asks_the_primary_once(
+    server: OpenAIServer, kind: str, asynchronous: bool
+) -> None:
     server.enqueue(Fault.status(500))
     backup_model = "openai/backup-model"
-    chain = with_fallbacks(_bind(server, kind, asynchronous), _bind(server, kind, asynchronous, backup_model))
+    chain = with_fallbacks(
+        _bind(server, kind, asynchronous), _bind(server, kind, asynchronous, backup_model)
+    )
     _call(chain, kind, asynchronous)
     assert _requests_for(server, kind, MODELS[kind]) == 1
     assert _requests_for(server, kind, backup_model) == 1
 
 
 @pytest.mark.parametrize(("kind", "asynchronous"), CASES, ids=IDS)
-def test_one_deployment_balancer_sends_one_request(server: OpenAIServer, kind: str, asynchronous: bool) -> None:
+def test_one_deployment_balancer_sends_one_request(
+    server: OpenAIServer, kind: str, asynchronous: bool
+) -> None:
     server.enqueue(*[Fault.status(500) for _ in range(6)])
     with pytest.raises(litellm.InternalServerError):
         _call(with_load_balancing([_bind(server, kind, asynchronous)]), kind, asynchronous)
@@ -118,7 +128,9 @@ def test_rate_limit_sends_one_request_per_attempt(
 
 
 @pytest.mark.parametrize(("kind", "asynchronous"), CASES, ids=IDS)
-def test_the_retry_switch_is_not_sent_to_the_provider(server: OpenAIServer, kind: str, asynchronous: bool) -> None:
+def test_the_retry_switch_is_not_sent_to_the_provider(
+    server: OpenAIServer, kind: str, asynchronous: bool
+) -> None:
     _call(with_retries(_bind(server, kind, asynchronous), FAST), kind, asynchronous)
     (request,) = server.requests
     assert not {"retry_policy", "num_retries", "max_retries"} & set(request.body)

@@ -71,7 +71,9 @@ def fresh_fault_log() -> Iterator[None]:
 
 
 def _fault_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.levelno == logging.WARNING and "failed" in r.getMessage()]
+    return [
+        r for r in caplog.records if r.levelno == logging.WARNING and "failed" in r.getMessage()
+    ]
 
 
 def _fake(kind: str, asynchronous: bool, entry: Any = None) -> Any:
@@ -185,7 +187,9 @@ def test_a_failing_meter_does_not_break_a_stream(asynchronous: bool) -> None:
         tracer_provider=TracerProvider(),
         meter_provider=FailingMeterProvider(),  # type: ignore[arg-type]  # a duck-typed fake
     )
-    stream = _call(fn, "completion", asynchronous, stream=True, stream_options={"include_usage": True})
+    stream = _call(
+        fn, "completion", asynchronous, stream=True, stream_options={"include_usage": True}
+    )
     assert _read_stream(stream, asynchronous) == ["one", " two"]
 
 

@@ -271,7 +271,7 @@ def _no_litellm_retries() -> dict[str, int]:
     Built from the installed litellm's ``RetryPolicy`` fields (1.110.2 added
     ``DefaultRetries`` and others): an unknown field name would fail its validation.
     """
-    from litellm.types.router import RetryPolicy  # noqa: PLC0415 - litellm is imported lazily
+    from litellm.types.router import RetryPolicy
 
     return dict.fromkeys(_retry_policy_fields(RetryPolicy), 0)
 
