@@ -64,7 +64,10 @@ def encode_answer(kind: EntryKind, response: ModelResponse | EmbeddingResponse) 
         # pydantic writes UTF-8 and refuses a lone surrogate (a "\\ud83d" escape in the
         # provider's JSON decodes to one). json escapes it as \\ud83d, which reads back to
         # the same string, so such an answer is stored as faithfully as any other.
-        fields = response.model_dump(mode="json", exclude_unset=exclude_unset, warnings=False)
+        # pydantic's own dump, not litellm's override (whose keywords are untyped).
+        fields = response.__pydantic_serializer__.to_python(
+            response, mode="json", exclude_unset=exclude_unset, warnings=False
+        )
         body = json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
     return encode_json_entry(kind, body)
 

@@ -39,7 +39,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
@@ -173,7 +173,10 @@ def _socket_timeout(client: Redis | None) -> float | None:
     """The reply timeout a caller's client was built with, or ``None`` (it waits forever)."""
     pool: object = getattr(client, "connection_pool", None)
     settings: object = getattr(pool, "connection_kwargs", None)
-    value: object = settings.get("socket_timeout") if isinstance(settings, dict) else None
+    value: object = None
+    if isinstance(settings, dict):
+        options = cast("dict[str, object]", settings)
+        value = options.get("socket_timeout")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return float(value)
     return None
