@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from fixedmodel import responses, with_logging, with_metrics, with_tracing
 from fixedmodel.middleware import _faults
@@ -52,6 +53,16 @@ class FailingMeter:
 class FailingMeterProvider:
     def get_meter(self, *args: Any, **kwargs: Any) -> FailingMeter:
         return FailingMeter()
+
+
+class UnbuildableMeter:
+    def create_histogram(self, *args: Any, **kwargs: Any) -> FailingHistogram:
+        raise Broken("create_histogram")
+
+
+class UnbuildableMeterProvider:
+    def get_meter(self, *args: Any, **kwargs: Any) -> UnbuildableMeter:
+        return UnbuildableMeter()
 
 
 class FailingSink:
@@ -178,6 +189,19 @@ def test_a_failing_meter_does_not_change_the_answer(
         _call(fn, kind, asynchronous)
         _call(fn, kind, asynchronous)
     assert len(_fault_warnings(caplog)) == 1
+
+
+def test_a_meter_that_cannot_make_histograms_leaves_spans_working() -> None:
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    fn = with_tracing(
+        _fake("completion", False),
+        tracer_provider=tracer_provider,
+        meter_provider=UnbuildableMeterProvider(),  # type: ignore[arg-type]  # a duck-typed fake
+    )
+    assert responses.text(_call(fn, "completion", False)) == "one two"
+    assert len(spans.get_finished_spans()) == 1
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])

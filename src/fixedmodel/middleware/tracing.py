@@ -498,15 +498,28 @@ class _Instruments:
         meter: Any, name: str, unit: str, description: str, buckets: Sequence[float]
     ) -> Histogram:
         try:
-            histogram: Histogram = meter.create_histogram(
-                name,
-                unit=unit,
-                description=description,
-                explicit_bucket_boundaries_advisory=list(buckets),
-            )
-        except TypeError:  # an API older than 1.23 takes no advisory
-            histogram = meter.create_histogram(name, unit=unit, description=description)
+            try:
+                histogram: Histogram = meter.create_histogram(
+                    name,
+                    unit=unit,
+                    description=description,
+                    explicit_bucket_boundaries_advisory=list(buckets),
+                )
+            except TypeError:  # an API older than 1.23 takes no advisory
+                histogram = meter.create_histogram(name, unit=unit, description=description)
+        except Exception as fault:  # A faulty meter costs its metric, not the wrapper.
+            observer_fault("with_tracing: creating a histogram", fault)
+            return cast("Histogram", _Unrecorded())
         return histogram
+
+
+class _Unrecorded:
+    """Stands in for a histogram the meter failed to create: measurements go nowhere."""
+
+    __slots__ = ()
+
+    def record(self, *_args: object, **_kwargs: object) -> None:
+        return None
 
 
 def _layers(info: CallInfo) -> dict[str, Any]:
