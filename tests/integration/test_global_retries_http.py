@@ -44,8 +44,13 @@ IDS = [f"{kind}-{'async' if asynchronous else 'sync'}" for kind, asynchronous in
 
 @pytest.fixture(autouse=True)
 def global_retries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """``litellm.num_retries = 3`` as an application sets it; restored after the test."""
+    """Retry globals as an application sets them; restored after the test.
+
+    ``num_retries`` drives litellm's own completion retries; ``DEFAULT_MAX_RETRIES`` is what
+    the OpenAI embedding path puts in place of a false ``max_retries``.
+    """
     monkeypatch.setattr(litellm, "num_retries", 3)
+    monkeypatch.setattr(litellm, "DEFAULT_MAX_RETRIES", 4)
     yield
 
 
