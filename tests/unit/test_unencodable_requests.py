@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from fixedmodel import RateLimit, bind_acompletion, bind_completion, responses, with_rate_limit
+from fixedmodel.middleware import _tokens
 from fixedmodel.middleware._cache_key import KeyMaker, flight_key
 from fixedmodel.middleware._tokens import estimate_tokens
 from fixedmodel.middleware.cache import is_cache_hit, with_cache
@@ -167,3 +168,34 @@ def test_async_bypass_of_a_deep_request() -> None:
     cached = with_cache(chat)
     answer = asyncio.run(cached(**DEEP["tool-schema"]))
     assert responses.text(answer) == "fine"
+
+
+def _tokenizer_inputs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the characters of text each tokenizer call of the estimate is handed."""
+    sizes: list[int] = []
+    real = _tokens._count  # pyright: ignore[reportPrivateUsage]
+
+    def recording(model: str, **arguments: object) -> int:
+        sizes.append(len(repr(arguments)))
+        return real(model, **arguments)
+
+    monkeypatch.setattr(_tokens, "_count", recording)
+    return sizes
+
+
+@pytest.mark.parametrize("kind", ["completion", "embedding", "embedding-list"])
+def test_a_huge_text_is_estimated_from_a_sample(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "word " * 1_000_000  # 5 MB, about a million tokens
+    request: dict[str, Any] = {
+        "completion": {"messages": [{"role": "user", "content": text}]},
+        "embedding": {"input": text},
+        "embedding-list": {"input": [text, "short"]},
+    }[kind]
+    exact = _tokens._count(MODEL, text=text)  # pyright: ignore[reportPrivateUsage]
+    sizes = _tokenizer_inputs(monkeypatch)
+    estimate = estimate_tokens(request, MODEL, 0)
+    assert abs(estimate - exact) <= exact * 0.01
+    # The tokenizer never saw the whole text: tokenizing 5 MB costs a third of a second of
+    # CPU on the caller's event loop.
+    assert sizes
+    assert max(sizes) < _tokens.LONG_TEXT + 1_000
