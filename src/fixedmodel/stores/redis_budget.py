@@ -59,7 +59,8 @@ if TYPE_CHECKING:
 __all__ = ["RedisBudgetStore"]
 
 # ARGV: op, skew, seen, elapsed (see redis_limiter's "Clock steps"), period (µs, 0: none), then
-# reserve: max cost, max tokens, max requests (-1: no cap), cost, tokens; settle: cost, tokens.
+# reserve: max cost, max tokens, max requests (-1: no cap), cost, tokens; settle: cost, tokens,
+# void (1: the call was never made).
 # KEYS: the budget's hash, then (reserve, settle) the id's "settled before reserved" mark.
 _SCRIPT = LuaScript(
     """
@@ -90,7 +91,9 @@ if op == 'settle' then
     c = math.max(c - held_c + tonumber(ARGV[6]), 0)
     tk = math.max(tk - held_t + tonumber(ARGV[7]), 0)
     hc, ht = math.max(hc - held_c, 0), math.max(ht - held_t, 0)
-    redis.call('HSET', base, 'c', fmt(c), 't', fmt(tk), 'hc', fmt(hc), 'ht', fmt(ht))
+    -- A reservation voided by its store: the call was never made, so it is no request.
+    if ARGV[8] == '1' then r = math.max(r - 1, 0) end
+    redis.call('HSET', base, 'c', fmt(c), 't', fmt(tk), 'r', fmt(r), 'hc', fmt(hc), 'ht', fmt(ht))
   end
   return 0
 end
@@ -197,13 +200,14 @@ class _Settlement:
     reservation_id: str
     cost: int
     tokens: int
+    void: bool = False
 
     def keys(self, namespace: str) -> list[str]:
         base = namespace + self.key
         return [base, f"{base}:x:{self.reservation_id}"]
 
     def args(self) -> list[str | int]:
-        return ["settle", 0, -1, 0, 0, self.cost, self.tokens]
+        return ["settle", 0, -1, 0, 0, self.cost, self.tokens, int(self.void)]
 
 
 class _Unsettled:
@@ -476,7 +480,7 @@ class RedisBudgetStore(PolicyStore):
 
     def _void(self, key: str, reservation_id: str, exc: BaseException) -> None:
         """Settle to nothing a reservation that may or may not have been applied."""
-        self._later(_Settlement(key, reservation_id, 0, 0), exc)
+        self._later(_Settlement(key, reservation_id, 0, 0, void=True), exc)
 
     def _unavailable(self, exc: BaseException) -> Reservation:
         if self._on_error == "open":
