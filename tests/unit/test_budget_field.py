@@ -271,6 +271,9 @@ async def scenario_pacing(make_budget: MakeBudget) -> None:
         await asyncio.sleep(0.01)
     assert fake.started == 3  # The cap holds three worst cases; the others wait.
     assert not any(call.done() for call in calls)
+    in_flight = await budget.astatus()
+    assert in_flight.cost_in_flight == pytest.approx(in_flight.cost)
+    assert in_flight.cost_in_flight == pytest.approx(3 * worst, rel=1e-6)
     fake.gate.set()
     answers = await asyncio.gather(*calls)
     assert [responses.text(a) for a in answers] == ["ok"] * 10

@@ -224,6 +224,9 @@ class BudgetStatus:
         tokens_left: Tokens left under ``max_tokens`` (``None``: no token cap).
         requests_left: Requests left under ``max_requests`` (``None``: no request cap).
         resets_in: Seconds until the window ends (``None``: no period).
+        cost_in_flight: The part of ``cost`` held by calls not settled yet (their worst
+            case), in USD.
+        tokens_in_flight: The part of ``tokens`` held by calls not settled yet.
     """
 
     cost: float
@@ -233,6 +236,8 @@ class BudgetStatus:
     tokens_left: int | None
     requests_left: int | None
     resets_in: float | None
+    cost_in_flight: float = 0.0
+    tokens_in_flight: int = 0
 
 
 class Budget:
@@ -386,6 +391,8 @@ class Budget:
             if caps.requests is None
             else max(caps.requests - committed.requests, 0),
             resets_in=committed.resets_in,
+            cost_in_flight=committed.held_cost / NANOS_PER_USD,
+            tokens_in_flight=committed.held_tokens,
         )
 
     def _wait_left(self, deadline: float | None) -> float:
