@@ -46,7 +46,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -110,7 +110,7 @@ _default_wait: ContextVar[float] = ContextVar("fixedmodel_budget_default_wait", 
 
 
 @contextmanager
-def budget_pacing(max_wait: float) -> Iterator[None]:
+def budget_pacing(max_wait: float) -> Generator[None, None, None]:
     """Let calls made in this context wait up to ``max_wait`` seconds for a budget taken by
     calls in flight, for every :class:`Budget` created without ``max_wait``.
 
@@ -449,7 +449,16 @@ class Budget:
 class _Held:
     """One call's reservation, settled exactly once (whoever gets there first)."""
 
-    __slots__ = ("_lock", "cost", "counted", "done", "prompt", "request", "reservation_id", "tokens")
+    __slots__ = (
+        "_lock",
+        "cost",
+        "counted",
+        "done",
+        "prompt",
+        "request",
+        "reservation_id",
+        "tokens",
+    )
 
     def __init__(
         self,
