@@ -75,7 +75,6 @@ from fixedmodel.middleware._call import (
 )
 from fixedmodel.middleware._streams import StreamEnd, StreamUsage, watch_stream
 from fixedmodel.middleware._tokens import estimate_tokens
-from fixedmodel.routing._chain import has_next_in_chain
 from fixedmodel.routing._pricing import (
     last_usage,
     nanos,
@@ -593,8 +592,6 @@ class _Budgeted(Wrapper):
         caps, committed = self._budget._caps, reservation.committed  # pyright: ignore[reportPrivateUsage]
         if caps.requests is not None and committed.requests + 1 > caps.requests:
             return False  # Requests are never given back.
-        if has_next_in_chain.get():
-            return False  # The next callable of a fallback chain can answer now.
         if not (committed.held_cost or committed.held_tokens):
             return False  # Nothing in flight: only spending fills the cap.
         spent_cost = committed.cost - committed.held_cost

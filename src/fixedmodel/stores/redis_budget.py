@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 from fixedmodel.stores._budget_store import Caps, Committed, Reservation
 from fixedmodel.stores._redis import (
     DEFAULT_TIMEOUT,
+    LOGGER,
     LuaScript,
     OnError,
     PolicyStore,
@@ -164,6 +165,7 @@ return reply(1)
 
 _RETRY_FIRST = 0.05  # Seconds before the first retry of an unconfirmed settlement.
 _RETRY_LONGEST = 2.0
+_VOID_SECONDS = 86_400  # How long a "settled before reserved" mark lives (VOID_MS in the script).
 
 
 def _period(caps: Caps) -> int:
@@ -232,6 +234,10 @@ class _Unsettled:
         with self._lock:
             return list(self._settlements.values())
 
+    def clear(self) -> None:
+        with self._lock:
+            self._settlements.clear()
+
     def confirmed(self, settlement: _Settlement) -> None:
         with self._lock:
             self._settlements.pop(settlement.reservation_id, None)
@@ -268,11 +274,20 @@ if hasattr(os, "register_at_fork"):
 
 
 def _retry_loop(reference: weakref.ReferenceType[RedisBudgetStore]) -> None:
-    delay = _RETRY_FIRST
+    delay, give_up = _RETRY_FIRST, time.monotonic() + _VOID_SECONDS
     while True:
         time.sleep(delay)
         store = reference()
         if store is None or store.flush_unsettled():
+            return
+        if time.monotonic() > give_up:
+            # Past this, a reservation it voids could already have run unmarked: stop.
+            LOGGER.error(
+                "RedisBudgetStore: settlements unconfirmed for %d s are dropped; "
+                "the budget keeps their reservations",
+                _VOID_SECONDS,
+            )
+            store.drop_unsettled()
             return
         del store
         delay = min(delay * 2, _RETRY_LONGEST)
@@ -368,6 +383,10 @@ class RedisBudgetStore(PolicyStore):
             self._unsettled.confirmed(settlement)
             self._health.succeeded()
         return not self._unsettled
+
+    def drop_unsettled(self) -> None:
+        """Forget the settlements Redis has not confirmed (after a day of trying)."""
+        self._unsettled.clear()
 
     async def _aflush_unsettled(self) -> None:
         for settlement in self._unsettled.taken():
