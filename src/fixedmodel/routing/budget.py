@@ -39,16 +39,13 @@ once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Generator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast, overload
 
@@ -75,6 +72,7 @@ from fixedmodel.middleware._call import (
 )
 from fixedmodel.middleware._streams import StreamEnd, StreamUsage, watch_stream
 from fixedmodel.middleware._tokens import estimate_tokens
+from fixedmodel.routing._pacing import POLL, Settlements, budget_pacing, check_wait, default_wait
 from fixedmodel.routing._pricing import (
     last_usage,
     nanos,
@@ -100,92 +98,6 @@ __all__ = ["Budget", "BudgetStatus", "budget_pacing", "with_budget"]
 LOGGER = logging.getLogger("fixedmodel.routing")
 
 UnknownPrice = Literal["count_tokens", "refuse"]
-
-_POLL = 0.25
-"""Seconds between two looks at the store while a call waits (settlements made by other
-processes wake no one here; this process's own settlements wake waiters at once)."""
-
-_default_wait: ContextVar[float] = ContextVar("fixedmodel_budget_default_wait", default=0.0)
-
-
-@contextmanager
-def budget_pacing(max_wait: float) -> Generator[None, None, None]:
-    """Let calls made in this context wait up to ``max_wait`` seconds for a budget taken by
-    calls in flight, for every :class:`Budget` created without ``max_wait``.
-
-    A batch runner uses it so that a budget paces its concurrent calls instead of refusing
-    them. It sets a context variable: tasks created inside the block inherit it; threads
-    do not (copy the context into them, ``contextvars.copy_context().run``).
-
-    Raises:
-        ValueError: ``max_wait`` is negative or not finite.
-    """
-    _check_wait(max_wait)
-    token = _default_wait.set(float(max_wait))
-    try:
-        yield
-    finally:
-        _default_wait.reset(token)
-
-
-def _check_wait(value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (math.isfinite(value) and value >= 0)
-    ):
-        msg = f"Budget.max_wait must be a number of seconds >= 0 or None, got {value!r}"
-        raise ValueError(msg)
-
-
-class _Settlements:
-    """Wakes the calls of this process that wait for a budget, when one of its calls settles.
-
-    A generation counter closes the gap between a refused reservation and the wait: a call
-    notes the generation before it asks the store, and does not wait if it moved since.
-    """
-
-    __slots__ = ("_changed", "_futures", "generation")
-
-    def __init__(self) -> None:
-        self.generation = 0
-        self._changed = threading.Condition(threading.Lock())
-        self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-
-    def notify(self) -> None:
-        with self._changed:
-            self.generation += 1
-            self._changed.notify_all()
-            futures, self._futures = self._futures, []
-        for loop, future in futures:
-            try:
-                loop.call_soon_threadsafe(_wake, future)
-            except RuntimeError:  # That loop is closed: nobody waits there any more.
-                continue
-
-    def wait_change(self, seen: int, timeout: float) -> None:
-        with self._changed:
-            if self.generation == seen:
-                self._changed.wait(timeout)
-
-    async def await_change(self, seen: int, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        with self._changed:
-            if self.generation != seen:
-                return
-            self._futures.append((loop, future))
-        try:
-            await asyncio.wait([future], timeout=timeout)
-        finally:
-            with self._changed:
-                if (loop, future) in self._futures:
-                    self._futures.remove((loop, future))
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 @dataclass(frozen=True)
@@ -319,7 +231,7 @@ class Budget:
             msg = f"key must be a non-empty str naming the budget, got {key!r}"
             raise TypeError(msg)
         if max_wait is not None:
-            _check_wait(max_wait)
+            check_wait(max_wait)
         cost = None if max_cost is None else math.floor(max_cost * NANOS_PER_USD)
         self._caps = Caps(cost, max_tokens, max_requests, period)
         self._store: BudgetStore = store if store is not None else MemoryBudgetStore()
@@ -327,7 +239,7 @@ class Budget:
         self.unknown_price: UnknownPrice = unknown_price
         self.assumed_completion_tokens = assumed_completion_tokens
         self.max_wait = None if max_wait is None else float(max_wait)
-        self._settled = _Settlements()
+        self._settled = Settlements()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The same caps over the same store (the in-process store refuses to travel).
@@ -398,7 +310,7 @@ class Budget:
         """Seconds a refused call may still wait (``deadline``: when its wait ends, if begun)."""
         if deadline is not None:
             return deadline - time.monotonic()
-        return self.max_wait if self.max_wait is not None else _default_wait.get()
+        return self.max_wait if self.max_wait is not None else default_wait()
 
     def _refusal(
         self, reservation: Reservation, cost: int, tokens: int, *, waited: float | None = None
@@ -627,7 +539,7 @@ class _AsyncBudgeted(_Budgeted):
             if wait <= 0 or not self._may_wait(reservation, worst.cost, worst.tokens):
                 raise budget._refusal(reservation, worst.cost, worst.tokens, waited=deadline)  # pyright: ignore[reportPrivateUsage]
             deadline = deadline if deadline is not None else time.monotonic() + wait
-            await budget._settled.await_change(seen, min(wait, _POLL))  # pyright: ignore[reportPrivateUsage]
+            await budget._settled.await_change(seen, min(wait, POLL))  # pyright: ignore[reportPrivateUsage]
 
     async def _settle(self, held: _Held, cost: int, tokens: int) -> None:
         if not held.take():
@@ -706,7 +618,7 @@ class _SyncBudgeted(_Budgeted):
             if wait <= 0 or not self._may_wait(reservation, worst.cost, worst.tokens):
                 raise budget._refusal(reservation, worst.cost, worst.tokens, waited=deadline)  # pyright: ignore[reportPrivateUsage]
             deadline = deadline if deadline is not None else time.monotonic() + wait
-            budget._settled.wait_change(seen, min(wait, _POLL))  # pyright: ignore[reportPrivateUsage]
+            budget._settled.wait_change(seen, min(wait, POLL))  # pyright: ignore[reportPrivateUsage]
 
     def _settle(self, held: _Held, cost: int, tokens: int) -> None:
         if not held.take():
