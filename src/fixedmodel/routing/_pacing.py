@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import threading
+import weakref
 from collections.abc import Generator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -46,6 +48,7 @@ def budget_pacing(max_wait: float) -> Generator[None, None, None]:
 
 
 def check_wait(value: object) -> None:
+    """Refuse a ``max_wait`` that is not a finite number of seconds >= 0 (``ValueError``)."""
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
@@ -62,12 +65,18 @@ class Settlements:
     notes the generation before it asks the store, and does not wait if it moved since.
     """
 
-    __slots__ = ("_changed", "_futures", "generation")
+    __slots__ = ("__weakref__", "_changed", "_futures", "generation")
 
     def __init__(self) -> None:
         self.generation = 0
         self._changed = threading.Condition(threading.Lock())
         self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        _all.add(self)
+
+    def renew_after_fork(self) -> None:
+        """A fresh lock, and no waiters: after a fork only the forking thread exists."""
+        self._changed = threading.Condition(threading.Lock())
+        self._futures = []
 
     def notify(self) -> None:
         with self._changed:
@@ -98,6 +107,18 @@ class Settlements:
             with self._changed:
                 if (loop, future) in self._futures:
                     self._futures.remove((loop, future))
+
+
+_all: weakref.WeakSet[Settlements] = weakref.WeakSet()
+
+
+def _renew_in_child() -> None:
+    for settlements in list(_all):
+        settlements.renew_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_in_child)
 
 
 def _wake(future: asyncio.Future[None]) -> None:
