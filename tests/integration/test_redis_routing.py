@@ -194,17 +194,17 @@ def test_four_processes_never_spend_past_a_shared_budget(
 def test_budget_windows_and_settlement_in_redis(redis_server: servers.RedisServer) -> None:
     caps = Caps(cost=1000, tokens=None, requests=3, period=0.5)
     with RedisBudgetStore(redis_server.url, namespace=servers.unique_namespace("w")) as store:
-        first = store.reserve("b", caps, 600, 10)
+        first = store.reserve("b", caps, "first", 600, 10)
         assert first.granted and first.committed.cost == 600
-        assert not store.reserve("b", caps, 500, 10).granted
-        store.settle("b", caps, first.window, -400, -5)
-        assert store.reserve("b", caps, 500, 10).granted
+        assert not store.reserve("b", caps, "second", 500, 10).granted
+        store.settle("b", caps, "first", 200, 5)
+        assert store.reserve("b", caps, "third", 500, 10).granted
         assert store.committed("b", caps).cost == 700
         time.sleep(0.5)
         fresh = store.committed("b", caps)
         assert fresh.cost == 0 and fresh.requests == 0
         assert fresh.resets_in is not None and 0 < fresh.resets_in <= 0.5
-        store.settle("b", caps, first.window, 10_000, 0)  # An old window: dropped.
+        store.settle("b", caps, "third", 10_000, 0)  # An old window: dropped.
         assert store.committed("b", caps).cost == 0
 
 

@@ -140,13 +140,19 @@ async def test_a_stream_is_settled_from_its_usage_chunk() -> None:
     assert budget.status().tokens == 30
 
 
-def test_a_sync_stream_without_usage_keeps_its_worst_case() -> None:
+def test_a_sync_stream_without_usage_settles_an_estimate_of_what_it_delivered() -> None:
+    # It used to keep its worst case (the whole output window) for ever.
     budget = Budget(max_cost=1.0)
     chat = with_budget(FakeCompletion(["a b c"], model=MODEL), budget)
     stream = chat(messages=MESSAGES, stream=True, max_tokens=100)
     worst = budget.status().cost
-    "".join(responses.text_deltas(stream))
-    assert budget.status().cost == worst
+    assert "".join(responses.text_deltas(stream)) == "a b c"
+    prompt = litellm.token_counter(model=MODEL, messages=MESSAGES)
+    output = litellm.token_counter(model=MODEL, text="a b c")
+    status = budget.status()
+    assert status.tokens == prompt + output
+    assert status.cost == pytest.approx(_price(prompt, output), rel=1e-6)
+    assert status.cost < worst
 
 
 async def test_a_litellm_stream_read_to_its_end_settles_its_real_cost() -> None:
@@ -282,7 +288,7 @@ async def test_embeddings_reserve_their_input_only() -> None:
 def test_a_refusal_falls_back_to_a_callable_with_its_own_budget() -> None:
     spent = with_budget(FakeCompletion([]), Budget(max_requests=1, key="spent"))
     spent_budget: Any = spent
-    spent_budget.budget._store.reserve("spent", spent_budget.budget._caps, 0, 0)
+    spent_budget.budget._store.reserve("spent", spent_budget.budget._caps, "taken", 0, 0)
     backup = FakeCompletion(["from backup"])
     chat = with_fallbacks(spent, backup)
     assert responses.text(chat(messages=MESSAGES)) == "from backup"

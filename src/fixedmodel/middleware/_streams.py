@@ -10,15 +10,24 @@ A stream "ends" once, at the first of: iteration finished (``completed``), itera
 (``error``), the caller closed it early, or the object was garbage-collected unfinished
 (abandoned). Usage is taken from the last chunk that carried one (OpenAI sends it in the last
 chunk when ``stream_options={"include_usage": True}``); it is ``None`` when the stream ended
-without reporting usage, and watchers then fall back to their estimate.
+without reporting usage, and watchers then fall back to their estimate (the text the caller
+received is in :attr:`StreamEnd.text` for that).
+
+A watcher may also give an async variant (``awatcher``): when the end is seen by the
+caller's ``__anext__`` or ``aclose``, the async variant is awaited there, before the end (the
+``StopAsyncIteration``, the error, the return of ``aclose``) reaches the caller, so work
+that must await (a budget settling in Redis) is done before the caller moves on, and
+before ``asyncio.run`` can close the loop. Ends seen elsewhere (sync iteration, ``close()``,
+garbage collection) call the sync watcher.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -29,6 +38,8 @@ if TYPE_CHECKING:
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 
 __all__ = ["StreamEnd", "StreamUsage", "watch_stream"]
+
+LOGGER = logging.getLogger("fixedmodel")
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,8 @@ class StreamEnd:
         error: The exception iteration raised, or None.
         chunks: Chunks handed to the caller.
         first_chunk_at: ``time.perf_counter()`` when the first chunk reached the caller, or None.
+        text: The text the caller received: content, reasoning, and tool calls' names and
+            arguments, in order (for an estimate when no usage was reported).
     """
 
     usage: StreamUsage | None
@@ -66,6 +79,7 @@ class StreamEnd:
     error: BaseException | None
     chunks: int
     first_chunk_at: float | None
+    text: str = ""
 
 
 def _int(value: object) -> int:
@@ -87,6 +101,33 @@ def _usage_of(chunk: object) -> StreamUsage | None:
     return StreamUsage(_int(prompt), _int(completion))
 
 
+def _text_of(chunk: object) -> list[str]:
+    """The text pieces of one chunk's deltas (content, reasoning, tool calls)."""
+    pieces: list[str] = []
+    choices: object = getattr(chunk, "choices", None)
+    if not isinstance(choices, list):
+        return pieces
+    for choice in cast("list[object]", choices):
+        delta: object = getattr(choice, "delta", None)
+        for name in ("reasoning_content", "content"):
+            value: object = getattr(delta, name, None)
+            if isinstance(value, str):
+                pieces.append(value)
+        calls: object = getattr(delta, "tool_calls", None)
+        if isinstance(calls, list):
+            for call in cast("list[object]", calls):
+                function: object = getattr(call, "function", None)
+                for name in ("name", "arguments"):
+                    value = getattr(function, name, None)
+                    if isinstance(value, str):
+                        pieces.append(value)
+    return pieces
+
+
+Watcher = Callable[["StreamEnd"], None]
+AsyncWatcher = Callable[["StreamEnd"], Awaitable[None]]
+
+
 class _Watch:
     """The state one watched stream shares with its finalizer (which must not hold the stream)."""
 
@@ -97,12 +138,14 @@ class _Watch:
         "first_chunk_at",
         "inside",
         "lock",
+        "text",
         "usage",
         "watchers",
     )
 
     def __init__(self) -> None:
-        self.watchers: list[Callable[[StreamEnd], None]] = []
+        self.watchers: list[tuple[Watcher, AsyncWatcher | None]] = []
+        self.text: list[str] = []
         self.usage: StreamUsage | None = None
         self.chunks = 0
         self.first_chunk_at: float | None = None
@@ -116,21 +159,47 @@ class _Watch:
         if self.chunks == 0:
             self.first_chunk_at = time.perf_counter()
         self.chunks += 1
+        self.text.extend(_text_of(chunk))
         usage = _usage_of(chunk)
         if usage is not None:
             self.usage = usage
 
-    def end(self, *, completed: bool, error: BaseException | None) -> None:
+    def outcome(self, *, completed: bool, error: BaseException | None) -> StreamEnd:
+        text = "".join(self.text)
+        return StreamEnd(self.usage, completed, error, self.chunks, self.first_chunk_at, text)
+
+    def _take(self) -> list[tuple[Watcher, AsyncWatcher | None]] | None:
         with self.lock:
             if self.done:
-                return
+                return None
             self.done = True
             watchers = self.watchers
             self.watchers = []
-        outcome = StreamEnd(self.usage, completed, error, self.chunks, self.first_chunk_at)
-        for watcher in watchers:
+            return watchers
+
+    def end(self, *, completed: bool, error: BaseException | None) -> None:
+        watchers = self._take()
+        if watchers is None:
+            return
+        outcome = self.outcome(completed=completed, error=error)
+        for watcher, _ in watchers:
             try:  # A watcher's fault must not break the caller's stream, nor other watchers.
                 watcher(outcome)
+            except Exception as fault:
+                observer_fault("a stream watcher", fault)
+
+    async def aend(self, *, completed: bool, error: BaseException | None) -> None:
+        """:meth:`end` from the caller's async iteration: async variants are awaited."""
+        watchers = self._take()
+        if watchers is None:
+            return
+        outcome = self.outcome(completed=completed, error=error)
+        for watcher, awatcher in watchers:
+            try:  # A watcher's fault must not break the caller's stream, nor other watchers.
+                if awatcher is None:
+                    watcher(outcome)
+                else:
+                    await awatcher(outcome)
             except Exception as fault:
                 observer_fault("a stream watcher", fault)
 
@@ -176,10 +245,10 @@ def _watched_class(base: type[Any]) -> type[Any]:
                 try:
                     chunk = cast("object", await super().__anext__())  # pyright: ignore[reportUnknownMemberType]
                 except StopAsyncIteration:
-                    watch.end(completed=True, error=None)
+                    await watch.aend(completed=True, error=None)
                     raise
                 except BaseException as error:
-                    watch.end(completed=False, error=error)
+                    await watch.aend(completed=False, error=error)
                     raise
                 finally:
                     watch.inside = False
@@ -194,7 +263,7 @@ def _watched_class(base: type[Any]) -> type[Any]:
 
             async def aclose(self) -> Any:
                 if not self._fixedmodel_watch.inside:
-                    self._fixedmodel_watch.end(completed=False, error=None)
+                    await self._fixedmodel_watch.aend(completed=False, error=None)
                 closer = getattr(super(), "aclose", None)
                 return (await closer()) if closer is not None else None
 
@@ -205,7 +274,9 @@ def _watched_class(base: type[Any]) -> type[Any]:
         return WatchedStream
 
 
-def watch_stream(stream: CustomStreamWrapper, watcher: Callable[[StreamEnd], None]) -> None:
+def watch_stream(
+    stream: CustomStreamWrapper, watcher: Watcher, *, awatcher: AsyncWatcher | None = None
+) -> None:
     """Call ``watcher`` once when ``stream`` ends (see the module docstring).
 
     Several layers may watch one stream; each is told once, in the order they started
@@ -219,6 +290,9 @@ def watch_stream(stream: CustomStreamWrapper, watcher: Callable[[StreamEnd], Non
     Args:
         stream: The stream litellm returned (or one a cache replays).
         watcher: Called with a :class:`StreamEnd`.
+        awatcher: Awaited instead of ``watcher`` when the end is seen by the caller's
+            ``__anext__`` or ``aclose`` (before that end reaches the caller). It must not
+            raise either (an exception is logged) and holds no reference to ``stream``.
     """
     watch: _Watch | None = getattr(stream, "_fixedmodel_watch", None)
     if watch is None:
@@ -234,7 +308,7 @@ def watch_stream(stream: CustomStreamWrapper, watcher: Callable[[StreamEnd], Non
         weakref.finalize(stream, _abandoned, watch)
     with watch.lock:
         if not watch.done:
-            watch.watchers.append(watcher)
+            watch.watchers.append((watcher, awatcher))
             return
     # Already ended (a stream read before a layer watched it): tell at once.
-    watcher(StreamEnd(watch.usage, False, None, watch.chunks, watch.first_chunk_at))
+    watcher(watch.outcome(completed=False, error=None))

@@ -26,6 +26,7 @@ __all__ = [
     "prompt_bound",
     "real_cost",
     "requested_output",
+    "response_text",
     "usage_tokens",
     "warn_unpriced",
 ]
@@ -239,3 +240,26 @@ def last_usage(stream: object) -> object:
             if usage is not None and getattr(usage, "prompt_tokens", None) is not None:
                 return usage
     return None
+
+
+def response_text(result: object) -> str:
+    """The text of an answer's choices (content, reasoning, tool calls), for an estimate."""
+    pieces: list[str] = []
+    choices = read_attribute(result, "choices")
+    if not isinstance(choices, list):
+        return ""
+    for choice in cast("list[object]", choices):
+        message = read_attribute(choice, "message")
+        for name in ("reasoning_content", "content"):
+            value = read_attribute(message, name)
+            if isinstance(value, str):
+                pieces.append(value)
+        calls = read_attribute(message, "tool_calls")
+        if isinstance(calls, list):
+            for call in cast("list[object]", calls):
+                function = read_attribute(call, "function")
+                for name in ("name", "arguments"):
+                    value = read_attribute(function, name)
+                    if isinstance(value, str):
+                        pieces.append(value)
+    return "".join(pieces)

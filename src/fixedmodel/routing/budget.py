@@ -15,17 +15,35 @@ tokenizer does.
 
 Real cost: what litellm prices the response at (``response._hidden_params["response_cost"]``,
 or ``litellm.cost_per_token`` over its ``usage``, which prices cached and reasoning tokens by
-the model's rates). A stream is settled when it ends, from its last usage chunk (ask for it
-with ``stream_options={"include_usage": True}``); a stream that ends without usage keeps its
-worst-case reservation. A failed call is refunded (providers do not bill errors) but still
-counts as a request.
+the model's rates). Without usage, an estimate: the prompt counted, plus the text returned
+counted, never above the worst case. A failed call is refunded (providers do not bill errors)
+but still counts as a request.
+
+Streams are settled when they end, from their last usage chunk (ask for it with
+``stream_options={"include_usage": True}``), else from the estimate of what the caller
+received: read to the end, closed part way (``close``/``aclose``), abandoned (the caller broke
+out, the object was collected) or failed after chunks. A stream that fails before its first
+chunk is refunded. An async stream settles before its end reaches the caller (before
+``StopAsyncIteration``, the error, or ``aclose`` returning).
+
+Every reservation ends settled or refunded exactly once: it has an id chosen before the
+store is asked, the layer settles it once whatever ends the call (an error, a cancellation,
+the end of a stream), and the store settles to nothing an id whose reserve may or may not
+have been applied.
+
+Pacing: when the cap is taken by reservations of calls in flight, not by spending,
+``Budget(max_wait=S)`` makes a call wait up to ``S`` seconds for settlements instead of
+failing at once; a call that would cross the cap on settled spending alone is refused at
+once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
+import threading
+import time
+import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,8 +70,9 @@ from fixedmodel.middleware._call import (
     request_kind,
     request_reader,
 )
-from fixedmodel.middleware._streams import StreamEnd, watch_stream
+from fixedmodel.middleware._streams import StreamEnd, StreamUsage, watch_stream
 from fixedmodel.middleware._tokens import estimate_tokens
+from fixedmodel.routing._pacing import POLL, Settlements, budget_pacing, check_wait, default_wait
 from fixedmodel.routing._pricing import (
     last_usage,
     nanos,
@@ -61,6 +80,7 @@ from fixedmodel.routing._pricing import (
     prompt_bound,
     real_cost,
     requested_output,
+    response_text,
     usage_tokens,
     warn_unpriced,
 )
@@ -73,11 +93,20 @@ from fixedmodel.stores._budget_store import (
 )
 from fixedmodel.stores.budget_memory import MemoryBudgetStore
 
-__all__ = ["Budget", "BudgetStatus", "with_budget"]
+__all__ = ["Budget", "BudgetStatus", "budget_pacing", "with_budget"]
 
 LOGGER = logging.getLogger("fixedmodel.routing")
 
 UnknownPrice = Literal["count_tokens", "refuse"]
+
+
+@dataclass(frozen=True)
+class _WorstCase:
+    """A call's worst case: nano-USD, tokens, and its prompt tokens if counted (not bounded)."""
+
+    cost: int
+    tokens: int
+    prompt: int | None
 
 
 def _check_cap(name: str, value: object, *, number: bool) -> None:
@@ -106,6 +135,9 @@ class BudgetStatus:
         tokens_left: Tokens left under ``max_tokens`` (``None``: no token cap).
         requests_left: Requests left under ``max_requests`` (``None``: no request cap).
         resets_in: Seconds until the window ends (``None``: no period).
+        cost_in_flight: The part of ``cost`` held by calls not settled yet (their worst
+            case), in USD.
+        tokens_in_flight: The part of ``tokens`` held by calls not settled yet.
     """
 
     cost: float
@@ -115,6 +147,8 @@ class BudgetStatus:
     tokens_left: int | None
     requests_left: int | None
     resets_in: float | None
+    cost_in_flight: float = 0.0
+    tokens_in_flight: int = 0
 
 
 class Budget:
@@ -137,13 +171,27 @@ class Budget:
         store: Where the spending lives: a private in-process store by default; a
             :class:`~fixedmodel.stores.redis_budget.RedisBudgetStore` shares it.
         key: Name of the budget in the store.
+        max_wait: Seconds a call may wait when the cap is taken by reservations of calls in
+            flight (their worst cases) rather than by spending: it waits for their
+            settlements and goes ahead as soon as it fits. ``0`` refuses at once. ``None``
+            (default): ``0``, or what :func:`budget_pacing` set for the calling context (a
+            batch runner). A call that settled spending alone would take past the cap, or
+            past ``max_requests``, is refused at once either way.
 
     Raises:
         TypeError: A value has the wrong type.
         ValueError: No cap is set, or a value is out of range.
     """
 
-    __slots__ = ("_caps", "_key", "_store", "assumed_completion_tokens", "unknown_price")
+    __slots__ = (
+        "_caps",
+        "_key",
+        "_settled",
+        "_store",
+        "assumed_completion_tokens",
+        "max_wait",
+        "unknown_price",
+    )
 
     def __init__(
         self,
@@ -156,6 +204,7 @@ class Budget:
         assumed_completion_tokens: int = 4096,
         store: BudgetStore | None = None,
         key: str = "default",
+        max_wait: float | None = None,
     ) -> None:
         _check_cap("max_cost", max_cost, number=True)
         _check_cap("max_tokens", max_tokens, number=False)
@@ -181,12 +230,16 @@ class Budget:
         if not isinstance(cast("object", key), str) or not key:
             msg = f"key must be a non-empty str naming the budget, got {key!r}"
             raise TypeError(msg)
+        if max_wait is not None:
+            check_wait(max_wait)
         cost = None if max_cost is None else math.floor(max_cost * NANOS_PER_USD)
         self._caps = Caps(cost, max_tokens, max_requests, period)
         self._store: BudgetStore = store if store is not None else MemoryBudgetStore()
         self._key = key
         self.unknown_price: UnknownPrice = unknown_price
         self.assumed_completion_tokens = assumed_completion_tokens
+        self.max_wait = None if max_wait is None else float(max_wait)
+        self._settled = Settlements()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The same caps over the same store (the in-process store refuses to travel).
@@ -199,6 +252,7 @@ class Budget:
             "assumed_completion_tokens": self.assumed_completion_tokens,
             "store": self._store,
             "key": self._key,
+            "max_wait": self.max_wait,
         }
         return (_rebuild_budget, (options,))
 
@@ -248,9 +302,19 @@ class Budget:
             if caps.requests is None
             else max(caps.requests - committed.requests, 0),
             resets_in=committed.resets_in,
+            cost_in_flight=committed.held_cost / NANOS_PER_USD,
+            tokens_in_flight=committed.held_tokens,
         )
 
-    def _refusal(self, reservation: Reservation, cost: int, tokens: int) -> Exception:
+    def _wait_left(self, deadline: float | None) -> float:
+        """Seconds a refused call may still wait (``deadline``: when its wait ends, if begun)."""
+        if deadline is not None:
+            return deadline - time.monotonic()
+        return self.max_wait if self.max_wait is not None else default_wait()
+
+    def _refusal(
+        self, reservation: Reservation, cost: int, tokens: int, *, waited: float | None = None
+    ) -> Exception:
         caps, committed = self._caps, reservation.committed
         if caps.requests is not None and committed.requests + 1 > caps.requests:
             what, spent, cap = "requests", float(committed.requests), float(caps.requests)
@@ -260,9 +324,19 @@ class Budget:
             what = "cost (USD)"
             spent, cap = committed.cost / NANOS_PER_USD, (caps.cost or 0) / NANOS_PER_USD
         needed = cost / NANOS_PER_USD if what.startswith("cost") else (tokens or 1)
+        held = (
+            committed.held_cost / NANOS_PER_USD
+            if what.startswith("cost")
+            else float(committed.held_tokens)
+            if what == "tokens"
+            else 0.0
+        )
         message = (
             f"fixedmodel.with_budget: budget {self._key!r} refused the call before sending it: "
-            f"{what} committed {spent:g} of {cap:g}, and this call may need up to {needed:g}"
+            f"{what} committed {spent:g} of {cap:g}"
+            + (f" ({held:g} of it held by calls in flight)" if held else "")
+            + f", and this call may need up to {needed:g}"
+            + (" (after waiting for calls in flight to settle)" if waited is not None else "")
         )
         error: Exception = litellm_module().BudgetExceededError(
             current_cost=spent, max_budget=cap, message=message
@@ -283,19 +357,45 @@ class Budget:
         return f"Budget({', '.join(caps)}, store={self._store!r}, key={self._key!r})"
 
 
-@dataclass
 class _Held:
-    """One call's reservation: what to settle against."""
+    """One call's reservation, settled exactly once (whoever gets there first)."""
 
-    window: int
-    cost: int
-    tokens: int
+    __slots__ = (
+        "_lock",
+        "cost",
+        "counted",
+        "done",
+        "prompt",
+        "request",
+        "reservation_id",
+        "tokens",
+    )
+
+    def __init__(
+        self,
+        reservation_id: str,
+        reservation: Reservation,
+        worst: _WorstCase,
+        request: dict[str, Any],
+    ) -> None:
+        self.reservation_id = reservation_id
+        self.counted = reservation.window >= 0  # Not: let through uncounted (on_error="open").
+        self.cost, self.tokens, self.prompt = worst.cost, worst.tokens, worst.prompt
+        self.request = request
+        self.done = False
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        """True for the first caller only: it settles the reservation."""
+        with self._lock:
+            first, self.done = not self.done, True
+            return first and self.counted
 
 
 class _Budgeted(Wrapper):
-    """What the sync and async budgeted callables share."""
+    """What the sync and async budgeted callables share: every decision lives here."""
 
-    __slots__ = ("_budget", "_call", "_model", "_prices", "_read", "_tasks")
+    __slots__ = ("_budget", "_call", "_model", "_prices", "_read")
 
     def __init__(self, inner: ModelCallable, budget: Budget) -> None:
         super().__init__(inner)
@@ -305,7 +405,6 @@ class _Budgeted(Wrapper):
         self._model = self.model
         self._read = request_reader(inner)
         self._prices = prices_of(self._model)
-        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def budget(self) -> Budget:
@@ -313,24 +412,37 @@ class _Budgeted(Wrapper):
         return self._budget
 
     def _worst_case(self, request: dict[str, Any], *, exact: bool = True) -> tuple[int, int]:
-        """The call's worst case: (nano-USD, tokens).
+        """The call's worst case: (nano-USD, tokens)."""
+        worst = self._worst(request, exact=exact)
+        return worst.cost, worst.tokens
 
-        With ``exact=False`` the prompt may be bounded by its UTF-8 bytes instead of counted
-        (see :func:`prompt_bound`): never less than the count, and much cheaper.
-        """
-        budget, prices = self._budget, self._prices
-        limit = prices.max_output_tokens if prices is not None else None
-        per_choice = requested_output(request, limit or budget.assumed_completion_tokens)
+    def _outputs(self, request: dict[str, Any]) -> tuple[int, int]:
+        """(output tokens one choice may use, output tokens of every choice)."""
+        limit = self._prices.max_output_tokens if self._prices is not None else None
+        per_choice = requested_output(request, limit or self._budget.assumed_completion_tokens)
         if request_kind(request) == "embedding":
             per_choice = 0
         choices = request.get("n")
-        outputs = per_choice * (choices if isinstance(choices, int) and choices > 0 else 1)
-        prompt = None if exact else prompt_bound(request)
-        if prompt is None:
-            prompt = max(estimate_tokens(request, self._model, per_choice) - outputs, 0)
+        return per_choice, per_choice * (choices if isinstance(choices, int) and choices > 0 else 1)
+
+    def _prompt(self, request: dict[str, Any], *, exact: bool) -> tuple[int, bool]:
+        """(prompt tokens, whether counted): counted, or (``exact=False``) bounded by UTF-8
+        bytes when it can be (see :func:`prompt_bound`): never less than the count, and much
+        cheaper."""
+        bound = None if exact else prompt_bound(request)
+        if bound is not None:
+            return bound, False
+        per_choice, outputs = self._outputs(request)
+        return max(estimate_tokens(request, self._model, per_choice) - outputs, 0), True
+
+    def _worst(self, request: dict[str, Any], *, exact: bool) -> _WorstCase:
+        budget, prices = self._budget, self._prices
+        _, outputs = self._outputs(request)
+        prompt, counted = self._prompt(request, exact=exact)
         total = prompt + outputs
+        known = prompt if counted else None
         if budget._caps.cost is None:  # pyright: ignore[reportPrivateUsage]
-            return 0, total
+            return _WorstCase(0, total, known)
         if prices is None:
             if budget.unknown_price == "refuse":
                 msg = f"litellm has no price for {self._model or 'this callable'}"
@@ -339,140 +451,210 @@ class _Budgeted(Wrapper):
                 )
                 raise error
             warn_unpriced(self._model)
-            return 0, total
-        return nanos(prompt * prices.input + outputs * prices.output), total
+            return _WorstCase(0, total, known)
+        cost = nanos(prompt * prices.input + outputs * prices.output)
+        return _WorstCase(cost, total, known)
 
-    def _cost_change(self, held: _Held, result: object, usage: object) -> int:
-        """Nano-USD to add to the reservation: the real cost minus the worst case.
+    # What a call holds in the end ------------------------------------------------------
 
-        Nothing when no cost was reserved (no cost cap, or no price), or when litellm cannot
-        price the answer (the worst case then stays charged).
-        """
-        if not held.cost:
-            return 0
+    def _priced(self, held: _Held, result: object, usage: object, tokens: int) -> tuple[int, int]:
+        """(nano-USD, tokens) of a finished call: litellm's price of ``usage``."""
+        if not held.cost:  # No cost reserved: no cost cap, or no price.
+            return 0, tokens
         real = real_cost(self._model, result, usage)
-        return 0 if real is None else nanos(real) - held.cost
+        return (held.cost if real is None else nanos(real)), tokens
 
-    def _correction(self, held: _Held, result: object) -> tuple[int, int] | None:
-        """(cost, tokens) to add to the reservation of a finished, non-stream call."""
+    def _estimated(self, held: _Held, text: str) -> tuple[int, int]:
+        """(nano-USD, tokens) of a call that reported no usage: its prompt, counted, and the
+        text it returned, counted; never above its worst case."""
+        prompt = held.prompt
+        if prompt is None:
+            prompt, _ = self._prompt(held.request, exact=True)
+        output = estimate_tokens({"input": text}, self._model, 0) if text else 0
+        cost, tokens = self._priced(held, None, StreamUsage(prompt, output), prompt + output)
+        return min(cost, held.cost), min(tokens, held.tokens)
+
+    def _final(self, held: _Held, result: object) -> tuple[int, int]:
+        """(nano-USD, tokens) a finished, non-stream call holds in the end."""
         hidden = read_attribute(result, "_hidden_params")
         if isinstance(hidden, dict) and cast("dict[str, object]", hidden).get("cache_hit") is True:
             # A cache's answer (fixedmodel's or litellm's) spent nothing, whatever its usage.
-            return -held.cost, -held.tokens
+            return 0, 0
         usage = read_attribute(result, "usage")
         tokens = usage_tokens(usage)
         if tokens is None:
-            return None
-        return self._cost_change(held, result, usage), tokens - held.tokens
+            return self._estimated(held, response_text(result))
+        return self._priced(held, result, usage, tokens)
 
-    def _stream_correction(
-        self, held: _Held, end: StreamEnd, stream: object
-    ) -> tuple[int, int] | None:
-        """(cost, tokens) to add to the reservation of a stream that ended."""
+    def _final_of_stream(self, held: _Held, end: StreamEnd, stream: object) -> tuple[int, int]:
+        """(nano-USD, tokens) a stream holds when it ends (see the module docstring)."""
         if end.usage is None:
-            return None  # No usage reported: the worst case stays charged.
+            if end.chunks == 0 and end.error is not None:
+                return 0, 0  # Failed before its first chunk: nothing was delivered.
+            return self._estimated(held, end.text)
         usage = last_usage(stream)
-        change = self._cost_change(held, None, usage if usage is not None else end.usage)
-        return change, end.usage.total_tokens - held.tokens
+        return self._priced(
+            held, None, usage if usage is not None else end.usage, end.usage.total_tokens
+        )
+
+    # Reserving -------------------------------------------------------------------------
+
+    def _may_wait(self, reservation: Reservation, cost: int, tokens: int) -> bool:
+        """Whether waiting for calls in flight to settle could let this call through."""
+        caps, committed = self._budget._caps, reservation.committed  # pyright: ignore[reportPrivateUsage]
+        if caps.requests is not None and committed.requests + 1 > caps.requests:
+            return False  # Requests are never given back.
+        if not (committed.held_cost or committed.held_tokens):
+            return False  # Nothing in flight: only spending fills the cap.
+        spent_cost = committed.cost - committed.held_cost
+        spent_tokens = committed.tokens - committed.held_tokens
+        return (caps.cost is None or spent_cost + cost <= caps.cost) and (
+            caps.tokens is None or spent_tokens + tokens <= caps.tokens
+        )
 
     def __repr__(self) -> str:
         return f"with_budget({self._inner!r}, {self._budget!r})"
 
 
-def _settle_stream_later(
-    wrapper: _Budgeted, held: _Held, stream: object, settle: Callable[[int, int], None]
-) -> None:
-    """Settle a stream's reservation when it ends (see ``watch_stream``)."""
-    reference = weakref.ref(stream)
-
-    def ended(end: StreamEnd) -> None:
-        try:
-            change = wrapper._stream_correction(held, end, reference())  # pyright: ignore[reportPrivateUsage]
-            if change is not None and any(change):
-                settle(*change)
-        except Exception:  # A watcher must not raise into the caller's stream.
-            LOGGER.exception("with_budget: settling a stream failed; its reservation stays")
-
-    watch_stream(stream, ended)  # type: ignore[arg-type]  # a litellm stream, checked by the caller
-
-
 class _AsyncBudgeted(_Budgeted):
     __slots__ = ()
 
-    async def __call__(self, **kwargs: Any) -> Any:
+    async def _reserve(self, request: dict[str, Any]) -> _Held:
         budget = self._budget
         store, key, caps = budget._store, budget._key, budget._caps  # pyright: ignore[reportPrivateUsage]
+        worst = self._worst(request, exact=False)
+        deadline: float | None = None
+        while True:
+            seen = budget._settled.generation  # pyright: ignore[reportPrivateUsage]
+            reservation_id = uuid.uuid4().hex
+            reservation = await store.areserve(key, caps, reservation_id, worst.cost, worst.tokens)
+            if not reservation.granted and worst.prompt is None:
+                exact = self._worst(request, exact=True)  # Near the cap: count exactly.
+                worst, bounded = exact, worst
+                if (exact.cost, exact.tokens) != (bounded.cost, bounded.tokens):
+                    continue
+            if reservation.granted:
+                return _Held(reservation_id, reservation, worst, request)
+            wait = budget._wait_left(deadline)  # pyright: ignore[reportPrivateUsage]
+            if wait <= 0 or not self._may_wait(reservation, worst.cost, worst.tokens):
+                raise budget._refusal(reservation, worst.cost, worst.tokens, waited=deadline)  # pyright: ignore[reportPrivateUsage]
+            deadline = deadline if deadline is not None else time.monotonic() + wait
+            await budget._settled.await_change(seen, min(wait, POLL))  # pyright: ignore[reportPrivateUsage]
+
+    async def _settle(self, held: _Held, cost: int, tokens: int) -> None:
+        if not held.take():
+            return
+        budget = self._budget
+        store, key, caps = budget._store, budget._key, budget._caps  # pyright: ignore[reportPrivateUsage]
+        try:
+            await store.asettle(key, caps, held.reservation_id, cost, tokens)
+        finally:
+            budget._settled.notify()  # pyright: ignore[reportPrivateUsage]
+
+    def _settle_now(self, held: _Held, cost: int, tokens: int) -> None:
+        if not held.take():
+            return
+        budget = self._budget
+        store, key, caps = budget._store, budget._key, budget._caps  # pyright: ignore[reportPrivateUsage]
+        try:
+            store.settle(key, caps, held.reservation_id, cost, tokens)
+        finally:
+            budget._settled.notify()  # pyright: ignore[reportPrivateUsage]
+
+    async def __call__(self, **kwargs: Any) -> Any:
         request = self._read(kwargs)
-        cost, tokens = self._worst_case(request, exact=False)
-        reservation = await store.areserve(key, caps, cost, tokens)
-        if not reservation.granted:  # Near the cap: count exactly before refusing.
-            exact = self._worst_case(request)
-            if exact != (cost, tokens):
-                cost, tokens = exact
-                reservation = await store.areserve(key, caps, cost, tokens)
-        if not reservation.granted:
-            raise budget._refusal(reservation, cost, tokens)  # pyright: ignore[reportPrivateUsage]
-        held = _Held(reservation.window, cost, tokens)
+        held = await self._reserve(request)
         try:
             result = await self._call(**kwargs)
         except BaseException:
-            await store.asettle(key, caps, held.window, -held.cost, -held.tokens)
+            await self._settle(held, 0, 0)  # Providers do not bill errors.
             raise
         if is_stream_request(request) and isinstance(result, litellm_module().CustomStreamWrapper):
-            loop = asyncio.get_running_loop()
+            reference = weakref.ref(result)
 
-            def settle(change_cost: int, change_tokens: int) -> None:
-                coroutine = store.asettle(key, caps, held.window, change_cost, change_tokens)
-                task = loop.create_task(coroutine)
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            def ended(end: StreamEnd) -> None:  # Closed, collected: no loop to await on.
+                try:
+                    self._settle_now(held, *self._final_of_stream(held, end, reference()))
+                except Exception:  # A watcher must not raise into the caller's stream.
+                    LOGGER.exception("with_budget: settling a stream failed")
 
-            def settle_threadsafe(change_cost: int, change_tokens: int) -> None:
-                if loop.is_closed():
-                    store.settle(key, caps, held.window, change_cost, change_tokens)
-                else:
-                    loop.call_soon_threadsafe(settle, change_cost, change_tokens)
+            async def aended(end: StreamEnd) -> None:  # Before the end reaches the caller.
+                try:
+                    await self._settle(held, *self._final_of_stream(held, end, reference()))
+                except Exception:
+                    LOGGER.exception("with_budget: settling a stream failed")
 
-            _settle_stream_later(self, held, result, settle_threadsafe)
+            watch_stream(result, ended, awatcher=aended)
             return result
-        change = self._correction(held, result)
-        if change is not None and any(change):
-            await store.asettle(key, caps, held.window, *change)
+        try:
+            final = self._final(held, result)
+        except Exception:
+            LOGGER.exception("with_budget: pricing an answer failed; it keeps its worst case")
+            final = (held.cost, held.tokens)
+        await self._settle(held, *final)
         return result
 
 
 class _SyncBudgeted(_Budgeted):
     __slots__ = ()
 
-    def __call__(self, **kwargs: Any) -> Any:
+    def _reserve(self, request: dict[str, Any]) -> _Held:
         budget = self._budget
         store, key, caps = budget._store, budget._key, budget._caps  # pyright: ignore[reportPrivateUsage]
+        worst = self._worst(request, exact=False)
+        deadline: float | None = None
+        while True:
+            seen = budget._settled.generation  # pyright: ignore[reportPrivateUsage]
+            reservation_id = uuid.uuid4().hex
+            reservation = store.reserve(key, caps, reservation_id, worst.cost, worst.tokens)
+            if not reservation.granted and worst.prompt is None:
+                exact = self._worst(request, exact=True)  # Near the cap: count exactly.
+                worst, bounded = exact, worst
+                if (exact.cost, exact.tokens) != (bounded.cost, bounded.tokens):
+                    continue
+            if reservation.granted:
+                return _Held(reservation_id, reservation, worst, request)
+            wait = budget._wait_left(deadline)  # pyright: ignore[reportPrivateUsage]
+            if wait <= 0 or not self._may_wait(reservation, worst.cost, worst.tokens):
+                raise budget._refusal(reservation, worst.cost, worst.tokens, waited=deadline)  # pyright: ignore[reportPrivateUsage]
+            deadline = deadline if deadline is not None else time.monotonic() + wait
+            budget._settled.wait_change(seen, min(wait, POLL))  # pyright: ignore[reportPrivateUsage]
+
+    def _settle(self, held: _Held, cost: int, tokens: int) -> None:
+        if not held.take():
+            return
+        budget = self._budget
+        store, key, caps = budget._store, budget._key, budget._caps  # pyright: ignore[reportPrivateUsage]
+        try:
+            store.settle(key, caps, held.reservation_id, cost, tokens)
+        finally:
+            budget._settled.notify()  # pyright: ignore[reportPrivateUsage]
+
+    def __call__(self, **kwargs: Any) -> Any:
         request = self._read(kwargs)
-        cost, tokens = self._worst_case(request, exact=False)
-        reservation = store.reserve(key, caps, cost, tokens)
-        if not reservation.granted:  # Near the cap: count exactly before refusing.
-            exact = self._worst_case(request)
-            if exact != (cost, tokens):
-                cost, tokens = exact
-                reservation = store.reserve(key, caps, cost, tokens)
-        if not reservation.granted:
-            raise budget._refusal(reservation, cost, tokens)  # pyright: ignore[reportPrivateUsage]
-        held = _Held(reservation.window, cost, tokens)
+        held = self._reserve(request)
         try:
             result = self._call(**kwargs)
         except BaseException:
-            store.settle(key, caps, held.window, -held.cost, -held.tokens)
+            self._settle(held, 0, 0)  # Providers do not bill errors.
             raise
         if is_stream_request(request) and isinstance(result, litellm_module().CustomStreamWrapper):
+            reference = weakref.ref(result)
 
-            def settle(change_cost: int, change_tokens: int) -> None:
-                store.settle(key, caps, held.window, change_cost, change_tokens)
+            def ended(end: StreamEnd) -> None:
+                try:
+                    self._settle(held, *self._final_of_stream(held, end, reference()))
+                except Exception:  # A watcher must not raise into the caller's stream.
+                    LOGGER.exception("with_budget: settling a stream failed")
 
-            _settle_stream_later(self, held, result, settle)
+            watch_stream(result, ended)
             return result
-        change = self._correction(held, result)
-        if change is not None and any(change):
-            store.settle(key, caps, held.window, *change)
+        try:
+            final = self._final(held, result)
+        except Exception:
+            LOGGER.exception("with_budget: pricing an answer failed; it keeps its worst case")
+            final = (held.cost, held.tokens)
+        self._settle(held, *final)
         return result
 
 

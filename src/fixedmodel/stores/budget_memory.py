@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 from fixedmodel._pickling import refuse_pickling
@@ -19,12 +20,23 @@ from fixedmodel.stores._budget_store import Caps, Committed, Reservation
 __all__ = ["MemoryBudgetStore"]
 
 
+_REMEMBERED = 4096  # Ids settled before their reserve, remembered so that it charges nothing.
+
+
 @dataclass
 class _Window:
     index: int = 0
     cost: int = 0
     tokens: int = 0
     requests: int = 0
+    held: dict[str, tuple[int, int]] = field(default_factory=dict[str, tuple[int, int]])
+    held_cost: int = 0
+    held_tokens: int = 0
+
+    def committed(self, resets_in: float | None) -> Committed:
+        return Committed(
+            self.cost, self.tokens, self.requests, resets_in, self.held_cost, self.held_tokens
+        )
 
 
 def _fits(caps: Caps, window: _Window, cost: int, tokens: int) -> bool:
@@ -52,6 +64,7 @@ class MemoryBudgetStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}
+        self._over: OrderedDict[str, None] = OrderedDict()
 
     def _current(self, key: str, caps: Caps) -> tuple[_Window, float | None]:
         """The current window of ``key`` (a new one when the period rolled over); lock held."""
@@ -65,40 +78,63 @@ class MemoryBudgetStore:
             window = self._windows[key] = _Window(index)
         return window, resets_in
 
-    def reserve(self, key: str, caps: Caps, cost: int, tokens: int) -> Reservation:
-        """Add one request of ``cost`` nano-USD and ``tokens`` tokens, if every cap allows."""
+    def reserve(
+        self, key: str, caps: Caps, reservation_id: str, cost: int, tokens: int
+    ) -> Reservation:
+        """Hold one request of ``cost`` nano-USD and ``tokens`` tokens under
+        ``reservation_id``, if every cap allows and the id was not settled already."""
         with self._lock:
             window, resets_in = self._current(key, caps)
-            granted = _fits(caps, window, cost, tokens)
+            granted = (
+                reservation_id not in self._over
+                and reservation_id not in window.held
+                and _fits(caps, window, cost, tokens)
+            )
             if granted:
                 window.cost += cost
                 window.tokens += tokens
                 window.requests += 1
-            committed = Committed(window.cost, window.tokens, window.requests, resets_in)
-            return Reservation(granted, window.index, committed)
+                window.held[reservation_id] = (cost, tokens)
+                window.held_cost += cost
+                window.held_tokens += tokens
+            return Reservation(granted, window.index, window.committed(resets_in))
 
-    async def areserve(self, key: str, caps: Caps, cost: int, tokens: int) -> Reservation:
+    async def areserve(
+        self, key: str, caps: Caps, reservation_id: str, cost: int, tokens: int
+    ) -> Reservation:
         """Async :meth:`reserve` (no I/O: it does not yield to the event loop)."""
-        return self.reserve(key, caps, cost, tokens)
+        return self.reserve(key, caps, reservation_id, cost, tokens)
 
-    def settle(self, key: str, caps: Caps, window: int, cost: int, tokens: int) -> None:
-        """Add ``cost`` and ``tokens`` (negative: refund) to ``window``, never below zero."""
+    def settle(self, key: str, caps: Caps, reservation_id: str, cost: int, tokens: int) -> None:
+        """Replace what ``reservation_id`` holds by ``cost`` and ``tokens`` (0, 0: refund).
+
+        Once per id; an id held in a window that has ended is dropped with its window.
+        """
         with self._lock:
             current = self._windows.get(key)
-            if current is None or current.index != window:
+            held = None if current is None else current.held.pop(reservation_id, None)
+            if current is None or held is None:
+                self._over[reservation_id] = None
+                if len(self._over) > _REMEMBERED:
+                    self._over.popitem(last=False)
                 return
-            current.cost = max(current.cost + cost, 0)
-            current.tokens = max(current.tokens + tokens, 0)
+            held_cost, held_tokens = held
+            current.held_cost -= held_cost
+            current.held_tokens -= held_tokens
+            current.cost = max(current.cost - held_cost + cost, 0)
+            current.tokens = max(current.tokens - held_tokens + tokens, 0)
 
-    async def asettle(self, key: str, caps: Caps, window: int, cost: int, tokens: int) -> None:
+    async def asettle(
+        self, key: str, caps: Caps, reservation_id: str, cost: int, tokens: int
+    ) -> None:
         """Async :meth:`settle`."""
-        self.settle(key, caps, window, cost, tokens)
+        self.settle(key, caps, reservation_id, cost, tokens)
 
     def committed(self, key: str, caps: Caps) -> Committed:
         """The totals of the current window."""
         with self._lock:
             window, resets_in = self._current(key, caps)
-            return Committed(window.cost, window.tokens, window.requests, resets_in)
+            return window.committed(resets_in)
 
     async def acommitted(self, key: str, caps: Caps) -> Committed:
         """Async :meth:`committed`."""

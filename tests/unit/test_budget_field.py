@@ -1,0 +1,397 @@
+"""Budgets in the field: streams that fail or are dropped, the end of the loop, pacing.
+
+The scenarios take a ``make_budget`` so that ``tests/integration/test_redis_budget_field.py``
+runs the same ones over a real Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import litellm
+import pytest
+
+from fixedmodel import (
+    Budget,
+    bind_acompletion,
+    responses,
+    with_budget,
+    with_cache,
+    with_fallbacks,
+    with_retries,
+)
+from fixedmodel.middleware.retries import RetryPolicy
+from fixedmodel.routing._chain import has_next_in_chain
+from fixedmodel.routing.budget import budget_pacing
+from fixedmodel.testing import Fail, FakeACompletion, FakeCompletion, FakeUsage, Reply
+
+MakeBudget = Callable[..., Budget]
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
+MODEL = "gpt-4o-mini"
+USAGE = FakeUsage(prompt_tokens=10, completion_tokens=20)
+WORDS = Reply("one two three four", chunks=["one ", "two ", "three ", "four"])
+
+
+def _price(prompt: int, completion: int) -> float:
+    info = litellm.get_model_info(MODEL)
+    return prompt * info["input_cost_per_token"] + completion * info["output_cost_per_token"]
+
+
+def _worst(chat: Any, **kwargs: Any) -> tuple[float, int]:
+    cost, tokens = chat._worst_case(chat._read(kwargs))
+    return cost / 1e9, tokens
+
+
+def memory_budget(**options: Any) -> Budget:
+    return Budget(**options)
+
+
+class FailingAStream(FakeACompletion):
+    """litellm streams whose iteration fails before the first chunk."""
+
+    async def __call__(self, **kwargs: Any) -> Any:
+        stream = await super().__call__(**kwargs)
+
+        async def failing() -> AsyncIterator[Any]:
+            raise ConnectionResetError("the provider hung up")
+            yield  # An async generator.
+
+        stream.completion_stream = failing()
+        return stream
+
+
+class FailingStream(FakeCompletion):
+    """Sync litellm streams whose iteration fails before the first chunk."""
+
+    def __call__(self, **kwargs: Any) -> Any:
+        stream = super().__call__(**kwargs)
+
+        def failing() -> Any:
+            raise ConnectionResetError("the provider hung up")
+            yield  # A generator.
+
+        stream.completion_stream = failing()
+        return stream
+
+
+# Item 14: failed and abandoned streams -------------------------------------------------
+
+
+async def scenario_async_streams_dropped_or_failed(make_budget: MakeBudget, ending: str) -> None:
+    probe: Any = with_budget(FakeACompletion(model=MODEL), Budget(max_cost=1.0))
+    worst, _ = _worst(probe, messages=MESSAGES, stream=True, max_tokens=10_000)
+    budget = make_budget(max_cost=20 * worst)  # Twenty worst cases; 38 streams follow.
+    dropped = with_budget(FakeACompletion(lambda call: WORDS, model=MODEL), budget)
+    failing = with_budget(FailingAStream(lambda call: WORDS, model=MODEL), budget)
+    for _ in range(19):
+        stream: Any = await dropped(messages=MESSAGES, stream=True, max_tokens=10_000)
+        async for _chunk in stream:
+            break  # One chunk reached the caller.
+        if ending == "aclose":
+            await stream.aclose()
+        elif ending == "close":
+            stream.close()
+        del stream  # "break": the caller dropped it, which ends it once collected.
+        stream = await failing(messages=MESSAGES, stream=True, max_tokens=10_000)
+        with pytest.raises(Exception, match="hung up"):
+            async for _chunk in stream:
+                pass
+        del stream
+    gc.collect()
+    status = await budget.astatus()
+    prompt = litellm.token_counter(model=MODEL, messages=MESSAGES)
+    delivered = litellm.token_counter(model=MODEL, text="one ")
+    assert status.tokens == 19 * (prompt + delivered)  # The failures are refunded.
+    assert status.cost == pytest.approx(19 * _price(prompt, delivered), rel=1e-6)
+    assert status.requests == 38
+    answer = await with_budget(FakeACompletion(["next"], model=MODEL), budget)(
+        messages=MESSAGES, max_tokens=10_000
+    )
+    assert responses.text(answer) == "next"
+
+
+@pytest.mark.parametrize("ending", ["aclose", "close", "break"])
+async def test_async_streams_dropped_or_failed_give_their_reservation_back(ending: str) -> None:
+    await scenario_async_streams_dropped_or_failed(memory_budget, ending)
+
+
+def scenario_sync_streams_dropped_or_failed(make_budget: MakeBudget, ending: str) -> None:
+    probe: Any = with_budget(FakeCompletion(model=MODEL), Budget(max_cost=1.0))
+    worst, _ = _worst(probe, messages=MESSAGES, stream=True, max_tokens=10_000)
+    budget = make_budget(max_cost=20 * worst)
+    dropped = with_budget(FakeCompletion(lambda call: WORDS, model=MODEL), budget)
+    failing = with_budget(FailingStream(lambda call: WORDS, model=MODEL), budget)
+    for _ in range(19):
+        stream: Any = dropped(messages=MESSAGES, stream=True, max_tokens=10_000)
+        for _chunk in stream:
+            break
+        if ending == "close":
+            stream.close()
+        del stream
+        stream = failing(messages=MESSAGES, stream=True, max_tokens=10_000)
+        with pytest.raises(Exception, match="hung up"):
+            for _chunk in stream:
+                pass
+        del stream
+    gc.collect()
+    status = budget.status()
+    prompt = litellm.token_counter(model=MODEL, messages=MESSAGES)
+    delivered = litellm.token_counter(model=MODEL, text="one ")
+    assert status.tokens == 19 * (prompt + delivered)
+    assert status.cost == pytest.approx(19 * _price(prompt, delivered), rel=1e-6)
+    answer = with_budget(FakeCompletion(["next"], model=MODEL), budget)(
+        messages=MESSAGES, max_tokens=10_000
+    )
+    assert responses.text(answer) == "next"
+
+
+@pytest.mark.parametrize("ending", ["close", "break"])
+def test_sync_streams_dropped_or_failed_give_their_reservation_back(ending: str) -> None:
+    scenario_sync_streams_dropped_or_failed(memory_budget, ending)
+
+
+async def test_a_stream_closed_part_way_settles_its_usage_when_it_reported_one() -> None:
+    budget = Budget(max_cost=1.0)
+    usage_first = Reply("a b", usage=USAGE, chunks=["a ", "b"])
+    chat = with_budget(FakeACompletion(lambda call: usage_first, model=MODEL), budget)
+    stream: Any = await chat(
+        messages=MESSAGES, stream=True, stream_options={"include_usage": True}, max_tokens=500
+    )
+    chunks = [chunk async for chunk in stream]
+    assert chunks[-1].usage is not None
+    assert (await budget.astatus()).tokens == 30
+
+
+# Item 15: the end of the loop ------------------------------------------------------------
+
+
+def scenario_settled_before_asyncio_run_returns(make_budget: MakeBudget, mocked: bool) -> None:
+    budget = make_budget(max_cost=1.0)
+    inner: Any = (
+        bind_acompletion(f"openai/{MODEL}", mock_response="Hello.")
+        if mocked
+        else FakeACompletion(lambda call: Reply("Hello.", usage=USAGE), model=MODEL)
+    )
+    chat = with_budget(inner, budget)
+    seen: list[Any] = []
+
+    async def main() -> Any:
+        stream: Any = await chat(
+            messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+        async for chunk in stream:
+            seen.append(chunk)
+        return await budget.astatus()  # At once: no turn of the loop in between.
+
+    at_end = asyncio.run(main())
+    usage = seen[-1].usage
+    real = _price(usage.prompt_tokens, usage.completion_tokens)
+    for status in (at_end, budget.status()):
+        assert status.tokens == usage.prompt_tokens + usage.completion_tokens
+        assert status.cost == pytest.approx(real, rel=1e-6)
+
+
+@pytest.mark.parametrize("mocked", [False, True], ids=["fake", "litellm mock"])
+def test_an_async_stream_is_settled_before_its_end_reaches_the_caller(mocked: bool) -> None:
+    scenario_settled_before_asyncio_run_returns(memory_budget, mocked)
+
+
+# Item 13: exact bookkeeping under errors, cancellations and cache hits ---------------------
+
+
+async def scenario_exact_under_errors_cancellations_and_hits(make_budget: MakeBudget) -> None:
+    budget = make_budget(max_cost=1.0)
+    release = asyncio.Event()
+
+    def answer(call: Any) -> Any:
+        text = str(call.messages[-1]["content"])
+        if text == "fail":
+            return Fail(503)
+        return Reply("ok", usage=USAGE)
+
+    class Slow(FakeACompletion):
+        async def __call__(self, **kwargs: Any) -> Any:
+            if kwargs["messages"][-1]["content"] == "slow":
+                await release.wait()
+            return await super().__call__(**kwargs)
+
+    chat = with_budget(with_cache(Slow(answer, model=MODEL)), budget)
+    await chat(messages=MESSAGES, max_tokens=1000)
+    await chat(messages=MESSAGES, max_tokens=1000)  # A cache hit under the budget.
+    with pytest.raises(litellm.ServiceUnavailableError):
+        await chat(messages=[{"role": "user", "content": "fail"}], max_tokens=1000)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(
+            chat(messages=[{"role": "user", "content": "slow"}], max_tokens=1000), 0.05
+        )
+    stream: Any = await chat(
+        messages=MESSAGES, stream=True, stream_options={"include_usage": True}, max_tokens=1000
+    )
+    async for _chunk in stream:
+        pass
+    status = await budget.astatus()
+    assert status.cost == pytest.approx(2 * _price(10, 20), rel=1e-6)
+    assert status.tokens == 60
+    assert status.requests == 5
+
+
+async def test_bookkeeping_is_exact_under_errors_cancellations_and_cache_hits() -> None:
+    await scenario_exact_under_errors_cancellations_and_hits(memory_budget)
+
+
+# Item 5: pacing instead of refusing ------------------------------------------------------
+
+
+class Gated(FakeACompletion):
+    """Calls that wait for the test to let them answer."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started = 0
+        self.gate = asyncio.Event()
+
+    async def __call__(self, **kwargs: Any) -> Any:
+        self.started += 1
+        await self.gate.wait()
+        return await super().__call__(**kwargs)
+
+
+async def scenario_pacing(make_budget: MakeBudget) -> None:
+    probe: Any = with_budget(FakeACompletion(model=MODEL), Budget(max_cost=1.0))
+    worst, _ = _worst(probe, messages=MESSAGES)  # No max_tokens: the whole output window.
+    budget = make_budget(max_cost=3.5 * worst, max_wait=30.0)
+    fake = Gated(lambda call: Reply("ok", usage=USAGE), model=MODEL)
+    chat = with_budget(fake, budget)
+    calls = [asyncio.ensure_future(chat(messages=MESSAGES)) for _ in range(10)]
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert fake.started == 3  # The cap holds three worst cases; the others wait.
+    assert not any(call.done() for call in calls)
+    in_flight = await budget.astatus()
+    assert in_flight.cost_in_flight == pytest.approx(in_flight.cost)
+    assert 3 * worst <= in_flight.cost_in_flight <= 3.5 * worst  # Prompts bounded by bytes.
+    fake.gate.set()
+    answers = await asyncio.gather(*calls)
+    assert [responses.text(a) for a in answers] == ["ok"] * 10
+    status = await budget.astatus()
+    assert status.cost == pytest.approx(10 * _price(10, 20), rel=1e-6)
+    assert status.requests == 10
+
+
+async def test_calls_wait_for_reservations_in_flight_instead_of_failing() -> None:
+    await scenario_pacing(memory_budget)
+
+
+async def test_without_max_wait_calls_past_the_reservations_are_refused() -> None:
+    probe: Any = with_budget(FakeACompletion(model=MODEL), Budget(max_cost=1.0))
+    worst, _ = _worst(probe, messages=MESSAGES)
+    budget = Budget(max_cost=3.5 * worst)
+    fake = Gated(lambda call: Reply("ok", usage=USAGE), model=MODEL)
+    chat = with_budget(fake, budget)
+    calls = [asyncio.ensure_future(chat(messages=MESSAGES)) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    fake.gate.set()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    refused = [r for r in results if isinstance(r, litellm.BudgetExceededError)]
+    assert len(refused) == 2
+    assert "held by calls in flight" in str(refused[0])
+
+
+async def test_budget_pacing_sets_the_wait_of_budgets_that_set_none() -> None:
+    probe: Any = with_budget(FakeACompletion(model=MODEL), Budget(max_cost=1.0))
+    worst, _ = _worst(probe, messages=MESSAGES)
+    budget = Budget(max_cost=1.5 * worst)
+    fake = Gated(lambda call: Reply("ok", usage=USAGE), model=MODEL)
+    chat = with_budget(fake, budget)
+    with budget_pacing(30.0):
+        calls = [asyncio.ensure_future(chat(messages=MESSAGES)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    fake.gate.set()
+    assert len(await asyncio.gather(*calls)) == 3
+
+
+async def test_a_paced_call_waits_inside_a_fallback_chain_too() -> None:
+    # Pacing slows calls down; it does not move them to the next model of a chain.
+    probe: Any = with_budget(FakeACompletion(model=MODEL), Budget(max_cost=1.0))
+    worst, _ = _worst(probe, messages=MESSAGES)
+    budget = Budget(max_cost=1.5 * worst, max_wait=30.0)
+    fake = Gated(lambda call: Reply("ok", usage=USAGE), model=MODEL)
+    chat = with_budget(fake, budget)
+    token = has_next_in_chain.set(True)
+    try:
+        calls = [asyncio.ensure_future(chat(messages=MESSAGES)) for _ in range(2)]
+    finally:
+        has_next_in_chain.reset(token)
+    await asyncio.sleep(0.05)
+    assert fake.started == 1 and not any(call.done() for call in calls)
+    fake.gate.set()
+    assert len(await asyncio.gather(*calls)) == 2
+
+
+async def test_a_call_that_spending_alone_refuses_is_refused_at_once() -> None:
+    probe: Any = with_budget(FakeACompletion(model=MODEL), Budget(max_cost=1.0))
+    worst, _ = _worst(probe, messages=MESSAGES, max_tokens=1000)
+    budget = Budget(max_cost=1.5 * worst, max_wait=60.0)
+    spend = Reply("ok", usage=FakeUsage(prompt_tokens=10, completion_tokens=900))
+    chat = with_budget(FakeACompletion(lambda call: spend, model=MODEL), budget)
+    await chat(messages=MESSAGES, max_tokens=1000)  # Spends most of one worst case.
+    started = time.monotonic()
+    with pytest.raises(litellm.BudgetExceededError):
+        await chat(messages=MESSAGES, max_tokens=1000)
+    assert time.monotonic() - started < 30.0  # Not the 60 s of max_wait: nothing to wait for.
+
+
+def test_the_wait_is_bounded() -> None:
+    probe: Any = with_budget(FakeCompletion(model=MODEL), Budget(max_cost=1.0))
+    worst, _ = _worst(probe, messages=MESSAGES)
+    budget = Budget(max_cost=1.5 * worst, max_wait=0.3)
+    chat = with_budget(FakeCompletion(lambda call: WORDS, model=MODEL), budget)
+    held: Any = chat(messages=MESSAGES, stream=True)  # In flight while unread.
+    started = time.monotonic()
+    with pytest.raises(litellm.BudgetExceededError, match="after waiting"):
+        chat(messages=MESSAGES)
+    assert time.monotonic() - started >= 0.3
+    held.close()
+    assert responses.text(chat(messages=MESSAGES)) == "one two three four"
+
+
+def test_max_wait_is_checked() -> None:
+    with pytest.raises(ValueError, match="max_wait"):
+        Budget(max_cost=1.0, max_wait=-1.0)
+    with pytest.raises(ValueError, match="max_wait"):
+        Budget(max_cost=1.0, max_wait=float("inf"))
+
+
+async def test_no_leak_when_calls_fail_are_retried_and_fall_back() -> None:
+    # The first-day batch: a primary failing for a while, retries, a fallback, concurrency 16,
+    # no max_tokens. Every reservation comes back; the cap only paces.
+    probe: Any = with_budget(FakeACompletion(model=MODEL), Budget(max_cost=1.0))
+    worst, _ = _worst(probe, messages=MESSAGES)
+    budget = Budget(max_cost=4.5 * worst, max_wait=30.0)
+    failures = iter(range(60))
+
+    def primary_answer(call: Any) -> Any:
+        return Fail(503) if next(failures, None) is not None else Reply("p", usage=USAGE)
+
+    primary = with_retries(
+        with_budget(FakeACompletion(primary_answer, model=MODEL), budget),
+        RetryPolicy(max_attempts=2, initial_wait=0.0, max_wait=0.0, jitter=0.0),
+    )
+    backup = with_budget(FakeACompletion(lambda call: Reply("b", usage=USAGE), model=MODEL), budget)
+    chat = with_fallbacks(primary, backup)
+    gate = asyncio.Semaphore(16)
+
+    async def one() -> str:
+        async with gate:
+            return responses.text(await chat(messages=MESSAGES))
+
+    answers = await asyncio.gather(*(one() for _ in range(300)))
+    assert len(answers) == 300
+    status = await budget.astatus()
+    assert status.cost == pytest.approx(300 * _price(10, 20), rel=1e-6)
+    assert status.tokens == 300 * 30
