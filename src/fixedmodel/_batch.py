@@ -104,15 +104,36 @@ def _check_kind(fn: object, runner: str, *, asynchronous: bool) -> None:
         raise TypeError(msg)
 
 
-def _paced_by_budget(fn: CallableT) -> CallableT:
-    """Where a batch will turn on the budget's pacing: a placeholder, returns ``fn``.
+BUDGET_WAIT = 60.0
+"""Seconds a batch's call may wait for a budget taken by calls in flight (see below)."""
 
-    A budget that refuses a call when in-flight reservations would cross its cap fails many
-    items of a batch that would fit once those reservations settle. ``with_budget`` is
-    getting an option to wait (bounded) for them instead, and batches are to use it by
-    default; it is to be switched on here for every runner (abatch, aiter_batch, batch).
+
+def _paced_by_budget(fn: CallableT) -> CallableT:
+    """``fn`` with every call paced by the budgets in its stack, for up to :data:`BUDGET_WAIT`.
+
+    A budget reserves each call's worst case before sending it; at a batch's concurrency
+    those reservations alone can fill the cap while real spending is far below it, and a
+    budget that refuses then fails items that would fit once the calls in flight settle.
+    In a batch a ``Budget`` made without ``max_wait`` waits (bounded) for those settlements
+    instead; a ``Budget(max_wait=...)`` of its own keeps its setting, and one whose settled
+    spending alone reaches the cap still refuses at once.
     """
-    return fn
+    from fixedmodel.routing._pacing import budget_pacing
+
+    call = cast("Callable[..., Any]", fn)
+    if is_async_callable(fn):
+
+        async def paced(**kwargs: Any) -> Any:
+            with budget_pacing(BUDGET_WAIT):
+                return await call(**kwargs)
+
+        return cast("CallableT", paced)
+
+    def paced_sync(**kwargs: Any) -> Any:
+        with budget_pacing(BUDGET_WAIT):
+            return call(**kwargs)
+
+    return cast("CallableT", paced_sync)
 
 
 @overload

@@ -395,3 +395,40 @@ async def test_no_leak_when_calls_fail_are_retried_and_fall_back() -> None:
     status = await budget.astatus()
     assert status.cost == pytest.approx(300 * _price(10, 20), rel=1e-6)
     assert status.tokens == 300 * 30
+
+
+async def test_a_batch_paces_a_budget_by_default_instead_of_refusing_items() -> None:
+    from fixedmodel import abatch, batch
+
+    probe: Any = with_budget(FakeACompletion(model=MODEL), Budget(max_cost=1.0))
+    worst, _ = _worst(probe, messages=MESSAGES)
+    requests: list[Any] = [{"messages": MESSAGES} for _ in range(12)]
+
+    class Slow(FakeACompletion):
+        async def __call__(self, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.01)
+            return await super().__call__(**kwargs)
+
+    class SlowSync(FakeCompletion):
+        def __call__(self, **kwargs: Any) -> Any:
+            time.sleep(0.01)
+            return super().__call__(**kwargs)
+
+    def answer(call: Any) -> Reply:
+        return Reply("ok", usage=USAGE)
+
+    # Async: the cap holds three worst cases; 12 items at concurrency 8 all answer.
+    chat = with_budget(Slow(answer, model=MODEL), Budget(max_cost=3.5 * worst))
+    results = await abatch(chat, requests, concurrency=8)
+    assert [r.error for r in results] == [None] * 12
+    # The same budget called by hand at that concurrency refuses (no pacing outside a batch).
+    bare = with_budget(Slow(answer, model=MODEL), Budget(max_cost=3.5 * worst))
+    outcomes = await asyncio.gather(
+        *(bare(messages=MESSAGES) for _ in range(8)), return_exceptions=True
+    )
+    assert any(isinstance(o, litellm.BudgetExceededError) for o in outcomes)
+
+    # Sync: the batch's threads are paced too.
+    sync_chat = with_budget(SlowSync(answer, model=MODEL), Budget(max_cost=3.5 * worst))
+    sync_results = await asyncio.to_thread(batch, sync_chat, requests, concurrency=8)
+    assert [r.error for r in sync_results] == [None] * 12
