@@ -76,6 +76,12 @@ from fixedmodel._protocols import (
 from fixedmodel._protocols import (
     FixedModelEmbedding as FixedModelEmbedding,
 )
+from fixedmodel._batch_lines import (
+    ProviderBatchLineError as ProviderBatchLineError,
+)
+from fixedmodel._provider_batch import (
+    provider_batch as provider_batch,
+)
 from fixedmodel._workers import (
     batch_on as batch_on,
 )
@@ -252,6 +258,7 @@ __all__ = [
     "ModelResponse",
     "ModelResponseStream",
     "Permit",
+    "ProviderBatchLineError",
     "RateLimit",
     "RateLimiter",
     "RedisBudgetStore",
@@ -275,6 +282,7 @@ __all__ = [
     "default_metrics",
     "errors",
     "fallback_causes",
+    "provider_batch",
     "is_cache_hit",
     "responses",
     "with_budget",
