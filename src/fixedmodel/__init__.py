@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING
 
 from fixedmodel import errors as errors
 from fixedmodel import responses as responses
+from fixedmodel._batch_lines import (
+    ProviderBatchLineError as ProviderBatchLineError,
+)
 from fixedmodel._bind import (
     BoundACompletion as BoundACompletion,
 )
@@ -75,9 +78,6 @@ from fixedmodel._protocols import (
 )
 from fixedmodel._protocols import (
     FixedModelEmbedding as FixedModelEmbedding,
-)
-from fixedmodel._batch_lines import (
-    ProviderBatchLineError as ProviderBatchLineError,
 )
 from fixedmodel._provider_batch import (
     provider_batch as provider_batch,
@@ -282,8 +282,8 @@ __all__ = [
     "default_metrics",
     "errors",
     "fallback_causes",
-    "provider_batch",
     "is_cache_hit",
+    "provider_batch",
     "responses",
     "with_budget",
     "with_cache",

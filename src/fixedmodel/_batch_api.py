@@ -32,11 +32,15 @@ def _client(provider: str, connection: Mapping[str, Any]) -> AsyncOpenAI | Async
     key = connection.get("api_key")
     if provider == "azure":
         version = connection.get("api_version") or os.environ.get("AZURE_API_VERSION")
+        endpoint = base or os.environ.get("AZURE_API_BASE")
+        if not endpoint:
+            msg = "provider_batch() on Azure needs api_base (the endpoint) or AZURE_API_BASE"
+            raise ValueError(msg)
         return openai.AsyncAzureOpenAI(
             api_key=key
             or os.environ.get("AZURE_API_KEY")
             or os.environ.get("AZURE_OPENAI_API_KEY"),
-            azure_endpoint=base or os.environ.get("AZURE_API_BASE"),
+            azure_endpoint=str(endpoint),
             api_version=version,
         )
     return openai.AsyncOpenAI(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import import_module
 from typing import TYPE_CHECKING, Any, cast
 
 from fixedmodel._litellm import litellm_module
@@ -241,18 +242,18 @@ class LineFormat:
     def answer(self, body: dict[str, Any]) -> ModelResponse | EmbeddingResponse:
         """Rebuild the answer a live call would return, priced at the batch rate."""
         litellm = litellm_module()
-        from litellm.litellm_core_utils.llm_response_utils.convert_dict_to_response import (
-            convert_to_model_response_object,
-        )
-
-        # The conversion litellm's OpenAI path applies to a live answer's JSON body.
+        # Any: litellm's untyped converter, the one its OpenAI path applies to a live
+        # answer's JSON body.
+        convert: Any = import_module(
+            "litellm.litellm_core_utils.llm_response_utils.convert_dict_to_response"
+        ).convert_to_model_response_object
         empty = (
             litellm.ModelResponse() if self.kind == "completion" else litellm.EmbeddingResponse()
         )
-        response: ModelResponse | EmbeddingResponse = convert_to_model_response_object(
+        response: ModelResponse | EmbeddingResponse = convert(
             response_object=body, model_response_object=empty, response_type=self.kind
         )
-        hidden: dict[str, Any] = response._hidden_params  # pyright: ignore[reportPrivateUsage]
+        hidden: dict[str, Any] = getattr(response, "_hidden_params")  # noqa: B009 - litellm's
         hidden["custom_llm_provider"] = self.provider
         hidden["response_cost"] = self.cost(response)
         hidden["batch"] = True
@@ -315,7 +316,8 @@ class LineFormat:
             tiered = any(("above" in name or "tier" in name) and info[name] for name in info)
             if not tiered and all(isinstance(r, (int, float)) for r in rates):
                 self._flat = (float(rates[0]), float(rates[1]))
-        return self._flat or None
+        flat = self._flat
+        return flat if isinstance(flat, tuple) else None
 
     def error(self, outcome: LineOutcome) -> BaseException:
         """The exception a live call raises for this line's status and error body."""
@@ -330,15 +332,22 @@ class LineFormat:
 
     def status_error(self, status: int, body: dict[str, Any]) -> BaseException:
         """litellm's exception for an HTTP ``status`` with JSON ``body``, as live."""
-        import httpx
         import openai
-        from litellm.litellm_core_utils.exception_mapping_utils import exception_type
 
+        # Any: litellm's untyped exception mapper, the one every live call goes through.
+        exception_type: Any = import_module(
+            "litellm.litellm_core_utils.exception_mapping_utils"
+        ).exception_type
+        # The HTTP library the installed openai SDK is built on (httpx, or httpx2 in newer
+        # releases): its status errors are made from that library's responses.
+        sdk = import_module("openai._base_client")
+        http: Any = getattr(sdk, "httpx2", None) or getattr(sdk, "httpx")  # noqa: B009
         url = f"https://batch.invalid{self.endpoint}"
-        response = httpx.Response(status, json=body, request=httpx.Request("POST", url))
+        response = http.Response(status, json=body, request=http.Request("POST", url))
         client = openai.OpenAI(api_key="unused", base_url="https://batch.invalid/v1")
         try:
-            original = client._make_status_error_from_response(response)  # pyright: ignore[reportPrivateUsage]
+            make = client._make_status_error_from_response  # pyright: ignore[reportPrivateUsage]
+            original = make(response)
         finally:
             client.close()
         try:

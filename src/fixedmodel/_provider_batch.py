@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast, overload
 
@@ -171,14 +171,9 @@ async def provider_batch(
         asyncio.CancelledError: The job was interrupted while waiting; the batches keep
             running at the provider and the same call with the same ``state`` collects them.
     """
-    for name, value in (
-        ("max_rounds", max_rounds),
-        ("max_lines_per_file", max_lines_per_file),
-        ("max_bytes_per_file", max_bytes_per_file),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            msg = f"provider_batch(): {name} must be an int >= 1, got {value!r}"
-            raise ValueError(msg)
+    _check_count("max_rounds", max_rounds)
+    _check_count("max_lines_per_file", max_lines_per_file)
+    _check_count("max_bytes_per_file", max_bytes_per_file)
     if not poll_interval >= 0:
         msg = f"provider_batch(): poll_interval must be >= 0 seconds, got {poll_interval!r}"
         raise ValueError(msg)
@@ -195,6 +190,13 @@ async def provider_batch(
             show.close()
     finally:
         await api.aclose()
+
+
+def _check_count(name: str, value: object) -> None:
+    """Refuse a limit that is not an int >= 1 (untyped callers pass anything)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        msg = f"provider_batch(): {name} must be an int >= 1, got {value!r}"
+        raise ValueError(msg)
 
 
 class _Job:
@@ -231,7 +233,8 @@ class _Job:
         items: list[_Item] = []
         async for index, request in _enumerate(requests):
             if not isinstance(request, dict):
-                msg = f"batch request #{index} must be a dict of keywords, got {type(request).__name__}"
+                kind = type(request).__name__
+                msg = f"batch request #{index} must be a dict of keywords, got {kind}"
                 raise TypeError(msg)
             kwargs = cast("dict[str, Any]", request)
             if kwargs.get("stream"):
@@ -527,10 +530,12 @@ def _retryable(outcome: LineOutcome) -> bool:
     return code in ("batch_expired", "batch_cancelled", None)
 
 
-async def _enumerate(requests: Iterable[Any] | AsyncIterable[Any]) -> Any:
+async def _enumerate(
+    requests: Iterable[Any] | AsyncIterable[Any],
+) -> AsyncIterator[tuple[int, Any]]:
     index = 0
     if isinstance(requests, AsyncIterable):
-        async for request in cast("AsyncIterable[Any]", requests):
+        async for request in requests:
             yield index, request
             index += 1
     else:

@@ -7,9 +7,9 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,14 @@ def _chat(server: OpenAIServer, **defaults: Any) -> BoundACompletion:
 
 def _requests(n: int) -> list[dict[str, Any]]:
     return [{"messages": [{"role": "user", "content": f"document {i}"}]} for i in range(n)]
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 60.0) -> None:
+    """Wait until ``condition()`` holds: the server's state changes on its own thread."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.005)
 
 
 def _comparable(response: Any) -> dict[str, Any]:
@@ -131,6 +139,14 @@ async def test_failed_lines_in_the_output_and_the_error_file_fail_with_the_provi
         assert isinstance(results[4].error, errors.RateLimitError)
         assert results[4].error.status_code == 429
     assert server.request_count("/chat/completions") == 0
+    # The same requests live raise the same classes with the same text.
+    for index in (1, 3):
+        with pytest.raises(Exception) as live:
+            await chat(**_requests(6)[index], max_retries=0)
+        batch_error = results[index].error
+        assert type(live.value) is type(batch_error)
+        assert str(live.value) == str(batch_error)
+    await chat.aclose()
 
 
 async def test_an_expired_batch_sends_exactly_the_rest_in_one_new_batch(
@@ -140,8 +156,7 @@ async def test_an_expired_batch_sends_exactly_the_rest_in_one_new_batch(
     chat = _chat(server)
 
     async def release_after_first_batch() -> None:
-        while len(server.batches.batches) < 1 or server.batches.batches[0]["status"] != "expired":
-            await asyncio.sleep(0.01)
+        await _until(lambda: [b["status"] for b in server.batches.batches][:1] == ["expired"])
         server.batches.expire_after = None
 
     releasing = asyncio.ensure_future(release_after_first_batch())
@@ -177,8 +192,7 @@ async def test_a_cancelled_batch_sends_the_lines_it_never_ran_again(
     chat = _chat(server)
 
     async def cancel_once_running() -> None:
-        while not server.batches.batches:
-            await asyncio.sleep(0.005)
+        await _until(lambda: bool(server.batches.batches))
         server.batches.cancel_all()
 
     cancelling = asyncio.ensure_future(cancel_once_running())
@@ -257,17 +271,16 @@ async def test_a_resume_after_a_kill_finds_the_upload_and_the_batch_instead_of_m
         "asyncio.run(provider_batch(chat, reqs, state=sys.argv[2], poll_interval=0.05))\n"
     )
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    child = subprocess.Popen([sys.executable, str(script), server.base_url, str(state)], env=env)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), server.base_url, str(state), env=env
+    )
     try:
-        deadline = time.monotonic() + 120
-        while not (state.exists() and "batch-" in state.read_text()):
-            assert child.poll() is None, "the job ended before its batch was created"
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await _until(lambda: state.exists() and "batch-" in state.read_text(), seconds=120)
+        assert child.returncode is None, "the job ended before its batch was created"
         await asyncio.sleep(0.2)  # polling now
     finally:
         child.send_signal(signal.SIGKILL)
-        child.wait()
+        await child.wait()
     assert len(server.batches.uploads) == 1 and len(server.batches.batches) == 1
 
     server.batches.polls_in_progress = 1
@@ -320,8 +333,7 @@ async def test_interrupted_while_polling_leaves_the_batch_running_and_says_how_t
     job = asyncio.ensure_future(
         provider_batch(_chat(server), _requests(3), state=state, poll_interval=0.01)
     )
-    while not server.batches.batches:
-        await asyncio.sleep(0.01)
+    await _until(lambda: bool(server.batches.batches))
     await asyncio.sleep(0.05)
     with caplog.at_level(logging.WARNING, logger="fixedmodel.provider_batch"):
         job.cancel()
