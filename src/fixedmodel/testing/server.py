@@ -311,6 +311,11 @@ class OpenAIServer:
             self._faults.clear()
             self._random = None
 
+    def clear_requests(self) -> None:
+        """Forgets the recorded requests (a long-running server stays small)."""
+        with self._lock:
+            self._requests.clear()
+
     def reset(self) -> None:
         """Clears recorded requests and all faults, the fault rule included."""
         self.clear_faults()
