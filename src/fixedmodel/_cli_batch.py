@@ -1,0 +1,315 @@
+"""``fixedmodel batch``: run a checked OpenAI Batch input file through MODEL into OUTPUT.
+
+Order of work: the paths, the whole input (nothing is sent while any line is wrong), the
+model and its credentials, the lock on OUTPUT, then the requests. Each answer or error is
+appended to OUTPUT the moment it arrives, inside the call, so whatever stops the job (the
+cost cap, Ctrl-C, SIGTERM, a crash in between) every answer received is on disk. A first
+Ctrl-C or SIGTERM stops starting lines and lets the calls in flight finish and be written;
+a second one abandons them.
+
+``--resume`` sends every line of INPUT without an answer in OUTPUT: lines never run and
+lines whose last record is a failure. At the end OUTPUT is rewritten, when it needs to be,
+to one record per ``custom_id`` (the last) with no line cut short by a kill. The exit code
+and the closing ``request_counts`` summary count every line of the job, not only this run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from fixedmodel import _cli_input
+from fixedmodel._cli_common import (
+    EXIT_INTERRUPTED,
+    EXIT_NOTHING_SENT,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    UsageError,
+    redact_url,
+)
+from fixedmodel._cli_output import (
+    OutputLock,
+    OutputState,
+    RecordWriter,
+    answer_record,
+    error_record,
+    read_state,
+    tidy,
+)
+
+if TYPE_CHECKING:
+    from fixedmodel._bind import BoundACompletion, BoundAEmbedding
+    from fixedmodel._protocols import AFixedModelCompletion
+
+# The key that carries a line's custom_id from the request reader to the writing call;
+# removed before the request reaches the model.
+_CUSTOM_ID = "fixedmodel_custom_id"
+
+
+def run(args: argparse.Namespace, check_model: Any) -> int:
+    """Run ``fixedmodel batch``; ``check_model(model, api_base, mock)`` raises UsageError."""
+    _check_paths(args.input, args.output, args.cache)
+    body_model = None if args.ignore_body_model else args.model
+    try:
+        plan, problems = _cli_input.check(
+            args.input,
+            body_model,
+            max_requests=args.max_requests,
+            max_bytes=int(args.max_input_mb * _cli_input.BYTES_PER_MB),
+        )
+    except OSError as error:
+        msg = f"INPUT: cannot read {args.input}: {error.strerror}"
+        raise UsageError(msg) from None
+    if problems:
+        for problem in problems[: _cli_input.SHOWN_PROBLEMS]:
+            print(f"fixedmodel: {args.input} {problem}", file=sys.stderr)
+        more = "" if len(problems) <= _cli_input.SHOWN_PROBLEMS else " (more not shown)"
+        print(f"fixedmodel: nothing was sent: the input has problems{more}", file=sys.stderr)
+        return EXIT_NOTHING_SENT
+    check_model(args.model, args.api_base, args.mock_response is not None)
+    lock = OutputLock(args.output)
+    try:
+        locked = lock.acquire()
+    except OSError as error:
+        msg = f"OUTPUT: cannot create the lock file {lock.path}: {error.strerror}"
+        raise UsageError(msg) from None
+    if not locked:
+        msg = (
+            f"OUTPUT {args.output} is in use by another fixedmodel run "
+            f"(it holds {lock.path}); wait for it to end"
+        )
+        raise UsageError(msg)
+    try:
+        _check_output(args.output, resume=args.resume)
+        return asyncio.run(_run(args, plan, body_model))
+    finally:
+        lock.release()
+
+
+def _check_paths(source: Path, target: Path, cache: Path | None) -> None:
+    """Refuse paths that cannot work, naming the argument, before anything is read."""
+    if not source.exists():
+        msg = f"INPUT: cannot read {source}: No such file or directory"
+        raise UsageError(msg)
+    if source.is_dir():
+        msg = f"INPUT: {source} is a directory: give the input JSONL file"
+        raise UsageError(msg)
+    if target.is_dir():
+        msg = f"OUTPUT {target} is a directory: give a file path"
+        raise UsageError(msg)
+    if target.exists() and target.samefile(source):
+        msg = f"OUTPUT {target} is the INPUT file: choose another file for the answers"
+        raise UsageError(msg)
+    if not target.parent.is_dir():
+        msg = f"OUTPUT: the directory {target.parent} does not exist"
+        raise UsageError(msg)
+    if cache is not None and cache.exists() and not cache.is_dir():
+        msg = f"--cache: {cache} is not a directory"
+        raise UsageError(msg)
+
+
+def _check_output(target: Path, *, resume: bool) -> None:
+    """Refuse an OUTPUT that cannot take the answers; end a line a killed run cut short."""
+    if not resume and target.exists() and target.stat().st_size > 0:
+        msg = f"OUTPUT {target} is not empty: pass --resume to continue it, or choose another"
+        raise UsageError(msg)
+    try:
+        with target.open("ab") as sink:
+            if sink.tell() > 0:
+                with target.open("rb") as previous:
+                    previous.seek(-1, 2)
+                    if previous.read(1) != b"\n":
+                        sink.write(b"\n")
+    except OSError as error:
+        msg = f"OUTPUT: cannot write {target}: {error.strerror}"
+        raise UsageError(msg) from None
+
+
+def _stack(
+    args: argparse.Namespace, kind: str
+) -> tuple[BoundACompletion | BoundAEmbedding, AFixedModelCompletion]:
+    """The bound callable, and it under retries, limits and cache, as the options ask.
+
+    An embedding stack is typed as a completion one here: the lines are untyped JSON, and
+    the runner treats both kinds alike.
+    """
+    from fixedmodel import (
+        RateLimit,
+        RateLimiter,
+        RetryPolicy,
+        bind_acompletion,
+        bind_aembedding,
+        with_cache,
+        with_rate_limit,
+        with_retries,
+    )
+    from fixedmodel.cli import bound_defaults
+
+    defaults = bound_defaults(args.api_base, args.mock_response)
+    bound = (
+        bind_acompletion(args.model, **defaults)
+        if kind == "completion"
+        else bind_aembedding(args.model, **defaults)
+    )
+    chat = cast("AFixedModelCompletion", bound)
+    if args.rpm is not None or args.tpm is not None:
+        store: Any = None
+        if args.redis_url is not None:
+            from fixedmodel import RedisLimiterStore
+
+            store = RedisLimiterStore(args.redis_url)
+        limit = RateLimit(requests=args.rpm, tokens=args.tpm, period=60.0)
+        chat = with_rate_limit(chat, RateLimiter(limit, store=store, key=args.model))
+    chat = with_retries(chat, RetryPolicy(max_attempts=args.max_attempts))
+    if args.cache is not None:
+        from fixedmodel import DiskCacheStore
+
+        try:
+            cache = DiskCacheStore(args.cache)
+        except Exception as error:  # diskcache's own errors (a file in the way, no access)
+            msg = f"--cache: cannot use {args.cache} as a cache directory: {error}"
+            raise UsageError(msg) from None
+        chat = with_cache(chat, cache)
+    elif args.redis_url is not None:
+        from fixedmodel import RedisCacheStore
+
+        try:
+            redis_cache = RedisCacheStore(args.redis_url)
+        except Exception as error:  # redis-py's URL errors, a missing extra
+            msg = f"--redis-url: cannot use {redact_url(args.redis_url)}: {type(error).__name__}"
+            raise UsageError(msg) from None
+        chat = with_cache(chat, redis_cache)
+    return bound, chat
+
+
+class _Job:
+    """One run's moving parts: what stops it, what it spent, where records go."""
+
+    def __init__(self, args: argparse.Namespace, writer: RecordWriter) -> None:
+        self.args = args
+        self.writer = writer
+        self.spent = 0.0
+        self.interrupted = False
+        self.over_budget = False
+        self.abandoned = False
+
+    def stop_requested(self) -> bool:
+        cap: float | None = self.args.max_cost
+        if cap is not None and self.spent >= cap and not self.over_budget:
+            self.over_budget = True
+            print(
+                f"fixedmodel: the cost cap is reached (spent ${self.spent:.6g}): no further "
+                "line starts; the calls in flight finish and are written",
+                file=sys.stderr,
+            )
+        return self.interrupted or self.over_budget
+
+    def on_signal(self, main: asyncio.Task[Any]) -> None:
+        if not self.interrupted:
+            self.interrupted = True
+            print(
+                "fixedmodel: stopping: the calls in flight finish and are written "
+                "(Ctrl-C again abandons them)",
+                file=sys.stderr,
+            )
+        elif not self.abandoned:
+            self.abandoned = True
+            main.cancel()
+
+    def wrap(self, chat: AFixedModelCompletion) -> AFixedModelCompletion:
+        """``chat`` that writes each answer or error to OUTPUT the moment it has it."""
+        from fixedmodel._progress import response_cost
+
+        # The lines' keywords are untyped JSON: called as a plain callable.
+        send = cast("Callable[..., Awaitable[object]]", chat)
+
+        async def call(**kwargs: Any) -> object:
+            custom_id = str(kwargs.pop(_CUSTOM_ID))
+            try:
+                response = await send(**kwargs)
+            except Exception as error:
+                self.writer.write(error_record(custom_id, error))
+                raise
+            self.writer.write(answer_record(custom_id, response))
+            self.spent += response_cost(response)
+            return response
+
+        return cast("AFixedModelCompletion", call)
+
+    def requests(self, source: Path, body_model: str | None, done: set[str]) -> Iterator[Any]:
+        for line in _cli_input.lines(source, body_model):
+            if line.custom_id in done:
+                continue
+            if self.stop_requested():
+                return
+            yield {**line.request, _CUSTOM_ID: line.custom_id}
+
+
+def _listen(job: _Job) -> list[int]:
+    """Route SIGINT and SIGTERM to the job; the signals it could take."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    taken: list[int] = []
+    if main is None:
+        return taken
+    for number in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(number, job.on_signal, main)
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows, not main thread
+            continue
+        taken.append(number)
+    return taken
+
+
+async def _run(args: argparse.Namespace, plan: _cli_input.Plan, body_model: str | None) -> int:
+    from fixedmodel.batch import aiter_batch
+
+    before = read_state(args.output) if args.resume else OutputState()
+    done = before.answered
+    to_send = sum(1 for custom_id in plan.custom_ids if custom_id not in done)
+    bound, chat = _stack(args, plan.kind)
+    writer = RecordWriter(args.output)
+    job = _Job(args, writer)
+    taken = _listen(job)
+    try:
+        async with bound:
+            results = aiter_batch(
+                job.wrap(chat),
+                job.requests(args.input, body_model, done),
+                concurrency=args.concurrency,
+                ordered=False,
+                total=to_send,
+                progress=False if args.no_progress else None,
+            )
+            async for _ in results:
+                pass  # each call wrote its own record
+    except asyncio.CancelledError:
+        if not job.abandoned:
+            raise
+    finally:
+        loop = asyncio.get_running_loop()
+        for number in taken:
+            loop.remove_signal_handler(number)
+        writer.close()
+    return _finish(args.output, plan, job)
+
+
+def _finish(output: Path, plan: _cli_input.Plan, job: _Job) -> int:
+    """Tidy OUTPUT, print the job's ``request_counts`` and choose the exit code."""
+    state = read_state(output)
+    if state.untidy:
+        tidy(output)
+    completed = sum(1 for custom_id in plan.custom_ids if custom_id in state.answered)
+    failed = sum(1 for custom_id in plan.custom_ids if custom_id in state.failed)
+    total = len(plan.custom_ids)
+    counts = {"total": total, "completed": completed, "failed": failed}
+    print(json.dumps({"request_counts": counts}), file=sys.stderr)
+    if job.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if completed == total else EXIT_SOME_FAILED

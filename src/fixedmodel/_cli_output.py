@@ -1,0 +1,278 @@
+"""The output file of ``fixedmodel batch``: its records, its state, its lock.
+
+Records are OpenAI Batch output lines (https://platform.openai.com/docs/guides/batch)::
+
+    {"id": "batch_req_...", "custom_id": "r1",
+     "response": {"status_code": 200, "request_id": "...", "body": {...}}, "error": null}
+
+A provider's HTTP error keeps its status and the provider's own error object (``message``,
+``type``, ``param``, ``code``) as the ``body``, as OpenAI's batch output does; litellm keeps
+that object in the exception's ``body`` (OpenAI-compatible providers) or its ``response``
+(others). A failure with no HTTP answer (a timeout, a dropped connection, a refusal by a
+local layer) is ``"response": null`` with ``"error": {"code", "message"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO, cast
+
+from fixedmodel._cli_common import redact
+
+_LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?(\w+Exception\s*-\s*)?")
+
+
+def _record_id() -> str:
+    return f"batch_req_{uuid.uuid4().hex}"
+
+
+def answer_record(custom_id: str, response: object) -> dict[str, Any]:
+    """The output line of an answered request."""
+    dump: Any = getattr(response, "model_dump", None)
+    body = dump() if callable(dump) else response
+    record_id = _record_id()
+    request_id = str(getattr(response, "id", "") or record_id)
+    return {
+        "id": record_id,
+        "custom_id": custom_id,
+        "response": {"status_code": 200, "request_id": request_id, "body": body},
+        "error": None,
+    }
+
+
+def error_record(custom_id: str, error: BaseException) -> dict[str, Any]:
+    """The output line of a failed request: the provider's status and error, if it answered."""
+    record_id = _record_id()
+    status = _http_status(error)
+    if status is None:
+        return {
+            "id": record_id,
+            "custom_id": custom_id,
+            "response": None,
+            "error": {"code": _error_code(error), "message": _message(error)},
+        }
+    response: object = getattr(error, "response", None)
+    request_id = _header(response, "x-request-id") or _header(response, "request-id")
+    return {
+        "id": record_id,
+        "custom_id": custom_id,
+        "response": {
+            "status_code": status,
+            "request_id": request_id or record_id,
+            "body": {"error": _provider_error(error, status)},
+        },
+        "error": None,
+    }
+
+
+def _http_status(error: BaseException) -> int | None:
+    """The HTTP status the provider answered with; None when no answer came back.
+
+    Only the openai SDK's status errors (which litellm's own HTTP error classes extend)
+    can carry an answer, and litellm also raises them for failures that had none: a
+    dropped connection becomes an ``InternalServerError`` (500) whose stand-in response
+    has no headers. A real answer always has some (litellm copies them over).
+    """
+    import openai
+
+    if not isinstance(error, openai.APIStatusError):
+        return None
+    headers: Any = getattr(error.response, "headers", None)
+    if not headers:
+        return None
+    status: int = error.status_code
+    return status if 400 <= status <= 599 else None
+
+
+def _error_code(error: BaseException) -> str:
+    import openai
+
+    if isinstance(error, openai.APITimeoutError):
+        return "request_timeout"
+    if isinstance(error, openai.APIConnectionError | openai.InternalServerError):
+        return "connection_error"  # an InternalServerError here had no answer (above)
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
+
+
+def _message(error: BaseException) -> str:
+    """The error's text without litellm's ``litellm.X: ProviderException -`` prefix."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    return redact(_LITELLM_PREFIX.sub("", first) or first)
+
+
+def _header(response: object, name: str) -> str | None:
+    headers: Any = getattr(response, "headers", None)
+    try:
+        value: object = headers.get(name) if headers is not None else None
+    except Exception:  # a mock response without real headers
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def _error_object(data: object) -> dict[str, Any] | None:
+    """The provider's error object out of a parsed body (``{"error": {...}}`` or the object)."""
+    if not isinstance(data, dict):
+        return None
+    fields = cast("dict[str, Any]", data)
+    inner = fields.get("error")
+    if isinstance(inner, dict):
+        return dict(cast("dict[str, Any]", inner))
+    if isinstance(inner, str):
+        return {"message": inner}
+    if "message" in fields:
+        return dict(fields)
+    return None
+
+
+def _provider_error(error: BaseException, status: int) -> dict[str, Any]:
+    found = _error_object(getattr(error, "body", None))
+    if found is None:
+        response: Any = getattr(error, "response", None)
+        try:
+            found = _error_object(response.json())
+        except Exception:  # no response, or one whose body is not JSON
+            found = None
+    given = found or {}
+    default_type = "server_error" if status >= 500 else "invalid_request_error"
+    return {
+        **given,
+        "message": redact(str(given.get("message") or _message(error))),
+        "type": given.get("type") or getattr(error, "type", None) or default_type,
+        "param": given.get("param", getattr(error, "param", None)),
+        "code": given.get("code", getattr(error, "code", None)),
+    }
+
+
+def is_answer(record: dict[str, Any]) -> bool:
+    """Whether an output record is a successful answer."""
+    response: object = record.get("response")
+    if record.get("error") is not None or not isinstance(response, dict):
+        return False
+    return cast("dict[str, Any]", response).get("status_code") == 200
+
+
+@dataclass
+class OutputState:
+    """What an OUTPUT holds, by each custom_id's last record."""
+
+    answered: set[str] = field(default_factory=set[str])
+    failed: set[str] = field(default_factory=set[str])
+    untidy: bool = False  # a custom_id written twice, or a line cut short
+
+
+def _records(path: Path) -> Iterable[tuple[int, dict[str, Any] | None]]:
+    with path.open(encoding="utf-8", errors="replace") as previous:
+        for number, text in enumerate(previous):
+            if not text.strip():
+                continue
+            try:
+                record: object = json.loads(text)
+            except json.JSONDecodeError:
+                yield number, None  # a line cut short by a killed run: its item runs again
+                continue
+            custom_id = (
+                cast("dict[str, Any]", record).get("custom_id")
+                if isinstance(record, dict)
+                else None
+            )
+            yield number, cast("dict[str, Any]", record) if isinstance(custom_id, str) else None
+
+
+def read_state(path: Path) -> OutputState:
+    """The state of ``path`` (empty when it does not exist)."""
+    state = OutputState()
+    if not path.exists():
+        return state
+    for _, record in _records(path):
+        if record is None:
+            state.untidy = True
+            continue
+        custom_id: str = record["custom_id"]
+        if custom_id in state.answered or custom_id in state.failed:
+            state.untidy = True
+        state.answered.discard(custom_id)
+        state.failed.discard(custom_id)
+        (state.answered if is_answer(record) else state.failed).add(custom_id)
+    return state
+
+
+def tidy(path: Path) -> None:
+    """Rewrite ``path`` with one record per custom_id (its last) and no torn lines.
+
+    Streams the file twice (only line numbers are held) and replaces it atomically, so a
+    kill during the rewrite leaves the old file whole.
+    """
+    last: dict[str, int] = {}
+    for number, record in _records(path):
+        if record is not None:
+            last[record["custom_id"]] = number
+    keep = set(last.values())
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with (
+        path.open(encoding="utf-8", errors="replace") as source,
+        temporary.open("w", encoding="utf-8") as target,
+    ):
+        for number, text in enumerate(source):
+            if number in keep:
+                target.write(text if text.endswith("\n") else text + "\n")
+        target.flush()
+        os.fsync(target.fileno())
+    os.replace(temporary, path)
+
+
+class RecordWriter:
+    """Appends records to OUTPUT, each flushed as soon as it is written."""
+
+    def __init__(self, path: Path) -> None:
+        self._sink: TextIO = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._sink.write(json.dumps(record, default=str) + "\n")
+        self._sink.flush()
+
+    def close(self) -> None:
+        self._sink.close()
+
+
+class OutputLock:
+    """An exclusive lock on OUTPUT for one run: ``OUTPUT.lock`` next to it, held with flock.
+
+    The operating system releases it when the process ends, however it ends (a killed run
+    leaves no stale lock). The lock file itself stays: removing it would let two runs lock
+    two different files of one name.
+    """
+
+    def __init__(self, output: Path) -> None:
+        self.path = output.with_name(output.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False when another run holds it. Raises OSError if it cannot."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if sys.platform == "win32":
+                import msvcrt
+
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None

@@ -1,0 +1,565 @@
+"""The batch command line in the field: input checks, paid answers kept, resume, errors.
+
+The command runs in-process (``main(argv)``) against the loopback server; only the tests
+that need a second process (a lock held by another run, SIGKILL, SIGINT) start one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from fixedmodel.cli import EXIT_INTERRUPTED, EXIT_NOTHING_SENT, EXIT_OK, EXIT_SOME_FAILED, main
+from fixedmodel.testing.server import Fault, OpenAIServer
+
+
+def _line(number: int, **changes: Any) -> dict[str, Any]:
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": f"question {number}"}],
+        "max_tokens": 20,
+    }
+    line = {
+        "custom_id": f"req-{number}",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": body,
+    }
+    return {**line, **changes}
+
+
+def _write(path: Path, lines: list[dict[str, Any]] | int) -> Path:
+    rows = [_line(n) for n in range(1, lines + 1)] if isinstance(lines, int) else lines
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _counts(stderr: str) -> dict[str, int]:
+    last = json.loads(stderr.strip().splitlines()[-1])
+    counts: dict[str, int] = last["request_counts"]
+    return counts
+
+
+class _Run:
+    """Runs the command in-process and keeps its exit code and stderr."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self._capsys = capsys
+
+    def __call__(self, *argv: str) -> tuple[int, str]:
+        code = main(list(argv))
+        captured = self._capsys.readouterr()
+        return code, captured.err
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> _Run:
+    return _Run(capsys)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    return tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+
+
+def _batch(server: OpenAIServer, source: Path, target: Path, *more: str) -> list[str]:
+    return [
+        "batch", "openai/gpt-4o-mini", str(source), str(target),
+        "--api-base", server.base_url, "--no-progress", *more,
+    ]  # fmt: skip
+
+
+# Item 9: the whole input is checked before the first request.
+
+
+def test_a_repeated_custom_id_is_refused_before_any_request(
+    server: OpenAIServer, files: tuple[Path, Path], run: _Run
+) -> None:
+    source, target = files
+    lines = [_line(n) for n in range(1, 11)]
+    lines[6] = _line(7, custom_id="req-2")
+    _write(source, lines)
+    code, err = run(*_batch(server, source, target))
+    assert code == EXIT_NOTHING_SENT
+    assert "line 7: duplicate_custom_id: custom_id 'req-2' is also on line 2" in err
+    assert server.request_count() == 0
+    assert not target.exists()
+
+
+def _bad(number: int, **changes: Any) -> dict[str, Any]:
+    return _line(number, **changes)
+
+
+_NO_METHOD = {k: v for k, v in _line(3).items() if k != "method"}
+_NO_URL = {k: v for k, v in _line(3).items() if k != "url"}
+_NO_BODY = {k: v for k, v in _line(3).items() if k != "body"}
+_NO_ID = {k: v for k, v in _line(3).items() if k != "custom_id"}
+_EMBEDDING = _line(3, url="/v1/embeddings", body={"input": "x"})
+
+
+@pytest.mark.parametrize(
+    ("third", "expected"),
+    [
+        ('{"custom_id": "x", "body": ', "line 3: invalid_json_line"),
+        ("[1, 2]", "line 3: invalid_json_line"),
+        (_NO_METHOD, "line 3: missing_required_parameter: no 'method'"),
+        (_NO_URL, "line 3: missing_required_parameter: no 'url'"),
+        (_NO_BODY, "line 3: missing_required_parameter: no 'body'"),
+        (_NO_ID, "line 3: missing_required_parameter: no 'custom_id'"),
+        (_bad(3, method="GET"), "line 3: invalid_request: method must be 'POST'"),
+        (_bad(3, custom_id=7), "line 3: invalid_request: custom_id must be a string"),
+        (_bad(3, url="/v1/completions"), "line 3: url_mismatch"),
+        (_EMBEDDING, "line 3: url_mismatch: its endpoint differs from line 1's"),
+        (_bad(3, body={"model": "gpt-4o", "messages": []}), "line 3: model_mismatch"),
+        (_bad(3, body={"model": "gpt-4o-mini"}), "line 3: missing_required_parameter"),
+        (_bad(3, body={"messages": [], "stream": True}), "line 3: invalid_request"),
+    ],
+)
+def test_every_kind_of_bad_line_is_refused_before_any_request(
+    server: OpenAIServer, files: tuple[Path, Path], run: _Run, third: object, expected: str
+) -> None:
+    source, target = files
+    rows = [json.dumps(_line(n)) for n in range(1, 6)]
+    rows[2] = third if isinstance(third, str) else json.dumps(third)
+    source.write_text("\n".join(rows) + "\n")
+    code, err = run(*_batch(server, source, target))
+    assert code == EXIT_NOTHING_SENT, err
+    assert expected in err
+    assert server.request_count() == 0
+    assert not target.exists()
+
+
+def test_a_line_that_is_not_utf8_and_an_empty_file_are_refused(
+    server: OpenAIServer, files: tuple[Path, Path], run: _Run
+) -> None:
+    source, target = files
+    source.write_bytes(json.dumps(_line(1)).encode() + b'\n{"custom_id": "caf\xe9"}\n')
+    code, err = run(*_batch(server, source, target))
+    assert code == EXIT_NOTHING_SENT
+    assert "line 2: invalid_json_line: not UTF-8 text" in err
+    source.write_text("\n  \n")
+    code, err = run(*_batch(server, source, target))
+    assert code == EXIT_NOTHING_SENT
+    assert "empty_file" in err
+    assert server.request_count() == 0
+
+
+def test_openai_limits_apply_and_options_raise_them(
+    server: OpenAIServer, files: tuple[Path, Path], run: _Run
+) -> None:
+    source, target = files
+    row = json.dumps({**_line(0), "custom_id": "{}"})
+    with source.open("w") as sink:
+        sink.writelines(row.replace('"{}"', f'"r{n}"') + "\n" for n in range(50_001))
+    code, err = run(*_batch(server, source, target))
+    assert code == EXIT_NOTHING_SENT
+    assert "line 50001: too_many_tasks" in err
+    _write(source, 4)
+    code, err = run(*_batch(server, source, target, "--max-requests", "3"))
+    assert code == EXIT_NOTHING_SENT
+    assert "line 4: too_many_tasks" in err
+    code, err = run(*_batch(server, source, target, "--max-input-mb", "0.0001"))
+    assert code == EXIT_NOTHING_SENT
+    assert "file_too_large" in err
+    with source.open("r+b") as sink:
+        sink.truncate(210_000_000)  # sparse: 210 MB on paper, nothing written
+    code, err = run(*_batch(server, source, target))
+    assert code == EXIT_NOTHING_SENT
+    assert "file_too_large: the file is 210.0 MB, more than 200 MB" in err
+    assert server.request_count() == 0
+    _write(source, 4)
+    code, err = run(*_batch(server, source, target, "--max-requests", "4"))
+    assert code == EXIT_OK, err
+    assert server.request_count() == 4
+
+
+def test_the_body_model_must_be_model_unless_told_otherwise(
+    server: OpenAIServer, files: tuple[Path, Path], run: _Run
+) -> None:
+    source, target = files
+    _write(source, [_line(n, body={**_line(n)["body"], "model": "gpt-4o"}) for n in (1, 2)])
+    code, err = run(*_batch(server, source, target))
+    assert code == EXIT_NOTHING_SENT
+    assert err.count("model_mismatch") == 1  # once, not once per line
+    code, err = run(*_batch(server, source, target, "--ignore-body-model"))
+    assert code == EXIT_OK, err
+    assert {r.body["model"] for r in server.requests} == {"gpt-4o-mini"}
+
+
+# Item 5: answers received are written, whatever stops the job.
+
+
+def test_the_cost_cap_lets_calls_in_flight_finish_and_writes_them(
+    server: OpenAIServer, files: tuple[Path, Path], run: _Run
+) -> None:
+    source, target = files
+    _write(source, 12)
+    # Line 1 answers at once and reaches the cap; lines 2-6 are still in flight then.
+    server.fault_rule = lambda body: (
+        None if body["messages"][0]["content"] == "question 1" else Fault.delay(0.4)
+    )
+    code, err = run(*_batch(server, source, target, "--concurrency", "6", "--max-cost", "1e-12"))
+    assert code == EXIT_SOME_FAILED, err
+    assert "cost cap" in err
+    sent = server.request_count()
+    assert sent == 6  # the six in flight when the first answer reached the cap
+    records = _records(target)
+    assert len(records) == sent  # every paid answer is written
+    assert all(r["response"]["status_code"] == 200 for r in records)
+    assert _counts(err) == {"total": 12, "completed": 6, "failed": 0}
+    server.reset()
+    code, err = run(*_batch(server, source, target, "--resume"))
+    assert code == EXIT_OK, err
+    assert server.request_count() == 6  # only the lines never answered
+    assert sorted(r["custom_id"] for r in _records(target)) == sorted(
+        f"req-{n}" for n in range(1, 13)
+    )
+
+
+# Item 6: resume retries failed lines; the exit code counts the whole job.
+
+
+def _fail_questions(*numbers: int) -> Any:
+    def rule(body: dict[str, Any]) -> Fault | None:
+        text = str(body.get("messages", [{}])[0].get("content", ""))
+        wanted = {f"question {n}" for n in numbers}
+        return Fault.status(400, message="refused by the test") if text in wanted else None
+
+    return rule
+
+
+def test_resume_retries_failed_lines_and_keeps_one_record_per_line(
+    server: OpenAIServer, files: tuple[Path, Path], run: _Run
+) -> None:
+    source, target = files
+    _write(source, 8)
+    server.fault_rule = _fail_questions(3, 5)
+    code, err = run(*_batch(server, source, target))
+    assert code == EXIT_SOME_FAILED
+    assert _counts(err) == {"total": 8, "completed": 6, "failed": 2}
+    server.reset()
+    server.fault_rule = _fail_questions(5)  # line 5 fails again
+    code, err = run(*_batch(server, source, target, "--resume"))
+    assert server.request_count() == 2
+    assert code == EXIT_SOME_FAILED  # the job still has a failed line
+    assert _counts(err) == {"total": 8, "completed": 7, "failed": 1}
+    server.reset()
+    code, err = run(*_batch(server, source, target, "--resume"))
+    assert server.request_count() == 1
+    assert code == EXIT_OK, err
+    records = _records(target)
+    assert sorted(r["custom_id"] for r in records) == [f"req-{n}" for n in range(1, 9)]
+    assert all(r["response"]["status_code"] == 200 for r in records)
+    code, err = run(*_batch(server, source, target, "--resume"))  # nothing left to do
+    assert (code, server.request_count()) == (EXIT_OK, 1)
+
+
+# Item 8: the provider's error object and status, and a request_counts summary.
+
+
+class _ProviderError(BaseHTTPRequestHandler):
+    answer: ClassVar[dict[str, Any]] = {
+        "error": {
+            "message": "max_tokens is too large: 999999.",
+            "type": "invalid_request_error",
+            "param": "max_tokens",
+            "code": None,
+        }
+    }
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps(self.answer).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("x-request-id", "req_provider_1")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def provider_error_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ProviderError)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_error_line_holds_the_providers_error_object(
+    provider_error_url: str, files: tuple[Path, Path], run: _Run
+) -> None:
+    source, target = files
+    _write(source, 1)
+    code, err = run(
+        "batch", "openai/gpt-4o-mini", str(source), str(target),
+        "--api-base", provider_error_url, "--no-progress",
+    )  # fmt: skip
+    assert code == EXIT_SOME_FAILED
+    (record,) = _records(target)
+    assert record["error"] is None
+    assert record["response"]["status_code"] == 400
+    assert record["response"]["request_id"] == "req_provider_1"
+    assert record["response"]["body"] == _ProviderError.answer
+    assert _counts(err) == {"total": 1, "completed": 0, "failed": 1}
+
+
+def test_server_errors_and_lost_connections_are_written_as_openai_does(
+    server: OpenAIServer, files: tuple[Path, Path], run: _Run
+) -> None:
+    source, target = files
+    _write(source, 2)
+    server.fault_rule = lambda body: (
+        Fault.status(503, message="overloaded")
+        if "question 1" in json.dumps(body)
+        else Fault.drop()
+    )
+    code, err = run(*_batch(server, source, target, "--max-attempts", "1"))
+    assert code == EXIT_SOME_FAILED
+    by_id = {r["custom_id"]: r for r in _records(target)}
+    overloaded = by_id["req-1"]["response"]
+    assert overloaded["status_code"] == 503
+    assert overloaded["body"]["error"]["message"] == "overloaded"  # no litellm prefix
+    assert overloaded["body"]["error"]["type"] == "server_error"
+    dropped = by_id["req-2"]
+    assert dropped["response"] is None
+    assert dropped["error"] == {"code": "connection_error", "message": "Connection error."}
+    assert _counts(err) == {"total": 2, "completed": 0, "failed": 2}
+
+
+# Item 10: every option's bad value is one line naming it, with no credential in it.
+
+_SECRET = "hunter2-s3cret"
+_BAD_OPTIONS: list[tuple[list[str], str]] = [
+    (["--concurrency", "0"], "--concurrency"),
+    (["--concurrency", "many"], "--concurrency"),
+    (["--max-attempts", "0"], "--max-attempts"),
+    (["--rpm", "-5"], "--rpm"),
+    (["--tpm", "1.5"], "--tpm"),
+    (["--max-cost", "0"], "--max-cost"),
+    (["--max-cost", "nan"], "--max-cost"),
+    (["--max-cost", "inf"], "--max-cost"),
+    (["--max-requests", "0"], "--max-requests"),
+    (["--max-input-mb", "-1"], "--max-input-mb"),
+    (["--api-base", f"http://user:{_SECRET}@host:notaport/v1"], "--api-base"),
+    (["--api-base", f"ftp://user:{_SECRET}@host/v1"], "--api-base"),
+    (["--api-base", "127.0.0.1:8000"], "--api-base"),
+    (["--redis-url", f"http://:{_SECRET}@localhost:6379"], "--redis-url"),
+    (["--redis-url", f"redis://:{_SECRET}@localhost:xx"], "--redis-url"),
+    (["--cache", "{file}"], "--cache"),
+    (["--api-key", _SECRET], "--api-key"),
+    ([f"--api-key={_SECRET}"], "--api-key"),
+    (["--rpm"], "--rpm"),
+]
+
+
+@pytest.mark.parametrize(("option", "name"), _BAD_OPTIONS)
+def test_a_bad_batch_option_is_one_line_that_names_it(
+    files: tuple[Path, Path], run: _Run, option: list[str], name: str
+) -> None:
+    source, target = files
+    _write(source, 1)
+    option = [value.replace("{file}", str(source)) for value in option]
+    code, err = run(
+        "batch", "openai/gpt-4o-mini", str(source), str(target), "--mock-response", "x", *option
+    )
+    assert code == EXIT_NOTHING_SENT
+    assert len(err.strip().splitlines()) == 1, err
+    assert name in err
+    assert _SECRET not in err
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    ("paths", "name"),
+    [
+        (["{missing}", "{out}"], "INPUT"),
+        (["{dir}", "{out}"], "INPUT"),
+        (["{in}", "{dir}"], "OUTPUT"),
+        (["{in}", "{in}"], "OUTPUT"),
+        (["{in}", "{missing}/out.jsonl"], "OUTPUT"),
+    ],
+)
+def test_a_bad_path_is_one_line_that_names_it(
+    tmp_path: Path, files: tuple[Path, Path], run: _Run, paths: list[str], name: str
+) -> None:
+    source, target = files
+    _write(source, 1)
+    names = {"{missing}": str(tmp_path / "absent"), "{dir}": str(tmp_path)}
+    names |= {"{in}": str(source), "{out}": str(target)}
+    given = [names.get(path, path) for path in paths]
+    given = [given[0], given[1].replace("{missing}", str(tmp_path / "absent"))]
+    code, err = run("batch", "openai/gpt-4o-mini", *given, "--mock-response", "x")
+    assert code == EXIT_NOTHING_SENT
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"fixedmodel: {name}")
+
+
+@pytest.mark.parametrize(
+    ("option", "name"),
+    [
+        (["--temperature", "hot"], "--temperature"),
+        (["--temperature", "-0.5"], "--temperature"),
+        (["--temperature", "nan"], "--temperature"),
+        (["--max-tokens", "0"], "--max-tokens"),
+        (["--api-base", f"https://me:{_SECRET}@host:99999"], "--api-base"),
+        (["--api-key", _SECRET], "--api-key"),
+        (["--stream", "--json"], "--json"),
+    ],
+)
+def test_a_bad_chat_option_is_one_line_that_names_it(
+    run: _Run, option: list[str], name: str
+) -> None:
+    code, err = run("chat", "openai/gpt-4o-mini", "Hi", "--mock-response", "x", *option)
+    assert code == EXIT_NOTHING_SENT
+    assert len(err.strip().splitlines()) == 1, err
+    assert name in err
+    assert _SECRET not in err
+
+
+def test_a_credential_in_an_error_message_is_hidden(
+    run: _Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", _SECRET)
+    # Nothing listens on port 9: the connection error names the URL it tried.
+    code, err = run(
+        "chat", "openai/gpt-4o-mini", "Hi", "--api-base", f"http://u:{_SECRET}@127.0.0.1:9/v1"
+    )
+    assert code == EXIT_SOME_FAILED
+    assert _SECRET not in err
+
+
+# The first day: retries shown and configurable; chat's common options.
+
+
+def test_retries_are_documented_and_max_attempts_sets_them(
+    server: OpenAIServer, files: tuple[Path, Path], run: _Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["batch", "--help"]) == EXIT_OK
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--max-attempts N" in shown
+    assert "(5xx)" in shown
+    assert "1 = no retries" in shown
+    source, target = files
+    _write(source, 3)
+    server.fault_rule = lambda body: Fault.status(503)
+    code, _ = run(*_batch(server, source, target, "--max-attempts", "1"))
+    assert (code, server.request_count()) == (EXIT_SOME_FAILED, 3)
+    server.reset()
+    server.fault_rule = lambda body: Fault.status(503, retry_after=0.0)
+    target.unlink()
+    code, _ = run(*_batch(server, source, target, "--max-attempts", "2"))
+    assert (code, server.request_count()) == (EXIT_SOME_FAILED, 6)
+
+
+def test_chat_sends_system_temperature_and_max_tokens(
+    server: OpenAIServer, run: _Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main([
+        "chat", "openai/gpt-4o-mini", "Hi", "--api-base", server.base_url,
+        "--system", "Be brief.", "--temperature", "0.25", "--max-tokens", "7",
+    ])  # fmt: skip
+    assert code == EXIT_OK
+    assert capsys.readouterr().out.strip() == server.reply_text
+    (request,) = server.requests
+    assert request.body["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert request.body["temperature"] == 0.25
+    assert request.body["max_tokens"] == 7
+
+
+# Items 6 and 7: a second run on one OUTPUT is refused; a killed run leaves no lock.
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    return {**env, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+
+
+def _wait_for(condition: Any, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_second_run_is_refused_and_a_killed_run_leaves_no_lock(
+    server: OpenAIServer, files: tuple[Path, Path], run: _Run
+) -> None:
+    source, target = files
+    _write(source, 40)
+    server.latency = 0.2
+    command = [sys.executable, "-m", "fixedmodel"]
+    command += _batch(server, source, target, "--concurrency", "4")
+    first = subprocess.Popen(command, env=_env(), stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: target.exists() and len(target.read_text().splitlines()) >= 8)
+        code, err = run(*_batch(server, source, target, "--resume"))
+        assert code == EXIT_NOTHING_SENT
+        assert "in use by another fixedmodel run" in err
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    answered = set[str]()
+    for text in target.read_text().splitlines():
+        try:
+            answered.add(json.loads(text)["custom_id"])
+        except json.JSONDecodeError:  # a line the kill cut short: its line runs again
+            continue
+    assert 8 <= len(answered) < 40
+    server.reset()
+    code, err = run(*_batch(server, source, target, "--resume", "--concurrency", "8"))
+    assert code == EXIT_OK, err
+    assert server.request_count() == 40 - len(answered)
+    records = _records(target)
+    assert sorted(r["custom_id"] for r in records) == sorted(f"req-{n}" for n in range(1, 41))
+
+
+def test_ctrl_c_lets_calls_in_flight_finish_and_writes_them(
+    server: OpenAIServer, files: tuple[Path, Path]
+) -> None:
+    source, target = files
+    _write(source, 40)
+    server.latency = 0.5
+    command = [sys.executable, "-m", "fixedmodel"]
+    command += _batch(server, source, target, "--concurrency", "4")
+    process = subprocess.Popen(command, env=_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: server.request_count() >= 6)  # a second wave is in flight
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == EXIT_INTERRUPTED, err
+    sent = server.request_count()
+    assert len(_records(target)) == sent  # every paid answer is written
+    assert _counts(err) == {"total": 40, "completed": sent, "failed": 0}
+    server.reset()
+    server.latency = 0.0
+    code = main(_batch(server, source, target, "--resume"))
+    assert code == EXIT_OK
+    assert server.request_count() == 40 - sent  # nothing answered is sent twice
