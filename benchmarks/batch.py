@@ -58,6 +58,7 @@ from benchmarks._stack import full_stack, null_logger, unique_messages
 from benchmarks._stats import frozen_heap, paired_ratios, ratio, rotated, settle, summarize
 from fixedmodel import (
     AFixedModelCompletion,
+    CompletionRequest,
     InMemoryMetrics,
     MemoryCacheStore,
     MessageParam,
@@ -67,7 +68,6 @@ from fixedmodel import (
     bind_acompletion,
     with_retries,
 )
-from fixedmodel.batch import CompletionRequest
 
 TITLE = "Batches: abatch vs asyncio.gather and graphrag-llm; progress bar; streamed memory"
 

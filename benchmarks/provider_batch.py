@@ -126,7 +126,7 @@ def _parse(n: int) -> tuple[float, float]:
         convert_to_model_response_object,
     )
 
-    from fixedmodel import BatchResult, bind_acompletion
+    from fixedmodel import BatchSuccess, bind_acompletion
     from fixedmodel._batch_lines import LineFormat, read_line
 
     lines = LineFormat(bind_acompletion(MODEL), "completion")
@@ -139,9 +139,7 @@ def _parse(n: int) -> tuple[float, float]:
         outcome = read_line(line)
         position = index[outcome.custom_id]
         assert outcome.ok and outcome.body is not None
-        results[position] = BatchResult(
-            position, outcome.custom_id, lines.answer(outcome.body), None
-        )
+        results[position] = BatchSuccess(position, outcome.custom_id, lines.answer(outcome.body))
     fixedmodel = time.perf_counter() - started
     del results
 

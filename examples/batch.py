@@ -7,6 +7,10 @@ import tempfile
 from collections.abc import Iterator
 
 from fixedmodel import (
+    BatchFailure,
+    BatchProgress,
+    BatchSuccess,
+    CompletionRequest,
     DiskCacheStore,
     RateLimit,
     RateLimiter,
@@ -18,7 +22,6 @@ from fixedmodel import (
     with_rate_limit,
     with_retries,
 )
-from fixedmodel.batch import BatchProgress, CompletionRequest
 
 
 def questions(count: int) -> Iterator[CompletionRequest]:
@@ -36,8 +39,15 @@ async def main() -> None:
 
             # Every result, in input order; a failed item carries its exception.
             results = await abatch(chat, questions(20), concurrency=8, progress=False)
-            answered = [r for r in results if r.ok and r.response is not None]
-            print(f"{len(answered)} answered, first: {responses.text(answered[0].response)}")
+            # The checkers narrow a result: in a BatchSuccess, .response is the answer.
+            answered = [r.response for r in results if isinstance(r, BatchSuccess)]
+            print(f"{len(answered)} answered, first: {responses.text(answered[0])}")
+            for result in results:
+                match result:
+                    case BatchSuccess(response=answer):
+                        assert responses.text(answer)
+                    case BatchFailure(index=index, error=error):
+                        print(f"request {index} failed: {error!r}")
 
             # As they complete, with a callback for the counters (tokens, cost, errors).
             def report(progress: BatchProgress) -> None:
@@ -45,10 +55,12 @@ async def main() -> None:
                     print(f"done: {progress.done}, errors: {progress.errors}, "
                           f"cache hits: {progress.cache_hits}")  # fmt: skip
 
+            # progress=True would add a bar on stderr (with the cache hits) to the callback.
             async for result in aiter_batch(
-                chat, questions(20), concurrency=8, ordered=False, total=20, progress=report
-            ):
-                assert result.ok  # the second run is answered from the disk cache
+                chat, questions(20), concurrency=8, ordered=False, total=20, progress=False,
+                on_progress=report,
+            ):  # fmt: skip
+                assert result.unwrap()  # the second run is answered from the disk cache
 
 
 if __name__ == "__main__":

@@ -11,8 +11,14 @@ import multiprocessing
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 
-from fixedmodel import DiskCacheStore, batch_on, bind_acompletion, with_cache, with_retries
-from fixedmodel.batch import CompletionRequest
+from fixedmodel import (
+    CompletionRequest,
+    DiskCacheStore,
+    batch_on,
+    bind_acompletion,
+    with_cache,
+    with_retries,
+)
 
 
 def main() -> None:

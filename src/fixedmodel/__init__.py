@@ -10,6 +10,39 @@ from typing import TYPE_CHECKING
 
 from fixedmodel import errors as errors
 from fixedmodel import responses as responses
+from fixedmodel._batch import (
+    BatchCancelledError as BatchCancelledError,
+)
+from fixedmodel._batch import (
+    BatchFailure as BatchFailure,
+)
+from fixedmodel._batch import (
+    BatchProgress as BatchProgress,
+)
+from fixedmodel._batch import (
+    BatchResult as BatchResult,
+)
+from fixedmodel._batch import (
+    BatchRun as BatchRun,
+)
+from fixedmodel._batch import (
+    BatchSuccess as BatchSuccess,
+)
+from fixedmodel._batch import (
+    CompletionRequest as CompletionRequest,
+)
+from fixedmodel._batch import (
+    EmbeddingRequest as EmbeddingRequest,
+)
+from fixedmodel._batch import (
+    abatch as abatch,
+)
+from fixedmodel._batch import (
+    aiter_batch as aiter_batch,
+)
+from fixedmodel._batch import (
+    batch as batch,
+)
 from fixedmodel._batch_lines import (
     ProviderBatchLineError as ProviderBatchLineError,
 )
@@ -55,6 +88,9 @@ from fixedmodel._params import (
 from fixedmodel._params import (
     Messages as Messages,
 )
+from fixedmodel._progress import (
+    ProgressCallback as ProgressCallback,
+)
 from fixedmodel._protocols import (
     AFixedModelCompletion as AFixedModelCompletion,
 )
@@ -84,18 +120,6 @@ from fixedmodel._provider_batch import (
 )
 from fixedmodel._workers import (
     batch_on as batch_on,
-)
-from fixedmodel.batch import (
-    BatchResult as BatchResult,
-)
-from fixedmodel.batch import (
-    abatch as abatch,
-)
-from fixedmodel.batch import (
-    aiter_batch as aiter_batch,
-)
-from fixedmodel.batch import (
-    batch as batch,
 )
 from fixedmodel.middleware.cache import (
     is_cache_hit as is_cache_hit,
@@ -213,7 +237,12 @@ if TYPE_CHECKING:
 __all__ = [
     "AFixedModelCompletion",
     "AFixedModelEmbedding",
+    "BatchCancelledError",
+    "BatchFailure",
+    "BatchProgress",
     "BatchResult",
+    "BatchRun",
+    "BatchSuccess",
     "BoundACompletion",
     "BoundAEmbedding",
     "BoundCompletion",
@@ -232,6 +261,7 @@ __all__ = [
     "ClosableFixedModelCompletion",
     "ClosableFixedModelEmbedding",
     "CompletionParams",
+    "CompletionRequest",
     "CooldownPolicy",
     "CooldownStore",
     "CustomStreamWrapper",
@@ -239,6 +269,7 @@ __all__ = [
     "DiskCacheStore",
     "EmbeddingInput",
     "EmbeddingParams",
+    "EmbeddingRequest",
     "EmbeddingResponse",
     "FallbackPolicy",
     "FixedModelCompletion",
@@ -258,6 +289,7 @@ __all__ = [
     "ModelResponse",
     "ModelResponseStream",
     "Permit",
+    "ProgressCallback",
     "ProviderBatchLineError",
     "RateLimit",
     "RateLimiter",

@@ -272,7 +272,7 @@ def _listen(job: _Job) -> list[int]:
 
 
 async def _run(args: argparse.Namespace, plan: _cli_input.Plan, body_model: str | None) -> int:
-    from fixedmodel.batch import aiter_batch
+    from fixedmodel import aiter_batch
 
     before = read_state(args.output) if args.resume else OutputState()
     done = before.answered

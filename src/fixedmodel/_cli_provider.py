@@ -104,9 +104,9 @@ async def _job(
     for result in results:
         if result.id in done:
             continue
-        if result.response is not None:
+        if result.error is None:
             writer.write(answer_record(result.id, result.response))
-        elif result.error is not None:
+        else:
             writer.write(error_record(result.id, result.error))
     finished = state.with_name(f"{state.name}.done")
     state.replace(finished)

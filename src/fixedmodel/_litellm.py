@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
+from fixedmodel import _pickling
+
 _COST_MAP_ENV = "LITELLM_LOCAL_MODEL_COST_MAP"
 
 _module: ModuleType | None = None
@@ -27,4 +29,5 @@ def litellm_module() -> ModuleType:
         import litellm
 
         _module = litellm
+        _pickling.register_exception_pickling()  # see docs/workers.md: errors travel
     return _module

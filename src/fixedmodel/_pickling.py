@@ -10,9 +10,16 @@ error that names the shared alternative, instead of being copied and silently di
 
 from __future__ import annotations
 
-from typing import NoReturn
+import copyreg
+import os
+import pickle
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NoReturn, TypeVar, cast
 
-__all__ = ["refuse_pickling"]
+__all__ = ["refuse_pickling", "register_exception_pickling", "round_trips", "stand_in"]
+
+_T = TypeVar("_T")
 
 
 def refuse_pickling(what: str, instead: str) -> NoReturn:
@@ -26,3 +33,195 @@ def refuse_pickling(what: str, instead: str) -> NoReturn:
         f"(pickled): a copy would not share it. Use {instead} to share it across processes."
     )
     raise TypeError(msg)
+
+
+# Exceptions -----------------------------------------------------------------------------
+#
+# Python pickles an exception as ``(type(error), error.args, vars(error))`` and unpickles it
+# by calling ``type(error)(*error.args)``. litellm's classes take required arguments that
+# are not in ``args`` (``model``, ``llm_provider``, ``response``...), so that call fails with
+# a ``TypeError`` in the receiving process: a process pool breaks, Ray reports an
+# ``UnserializableException``. The classes registered below are rebuilt instead without
+# calling ``__init__``: same class, same ``args``, every attribute that survives a round trip
+# (the ``response`` with its headers, so retry advice survives), the notes and the cause.
+
+_reducing = threading.local()
+
+# What copyreg takes: a callable, its arguments, and the state set after it (the attributes).
+_Reduction = tuple[Callable[..., BaseException], tuple[Any, ...], dict[str, object]]
+
+# Python modules whose exception classes get the rebuilding reduction.
+_OWNERS = ("litellm", "fixedmodel")
+
+
+def register_exception_pickling() -> None:
+    """Make litellm's and fixedmodel's exception classes survive pickle and cloudpickle.
+
+    Registers a reduction with :mod:`copyreg` for every subclass of ``Exception`` defined so
+    far in a ``litellm`` or ``fixedmodel`` module (cloudpickle, Dask and Ray read the same
+    table). It changes how those classes pickle and nothing else; classes that pickled
+    before pickle to the same class, args and attributes. Called once litellm is imported
+    (:func:`fixedmodel._litellm.litellm_module`); calling it again registers the classes
+    defined since.
+    """
+    for cls in _exception_classes():
+        if cls.__module__.split(".", 1)[0] in _OWNERS and _pickles_by_default(cls):
+            copyreg.pickle(cls, _reduce_exception)
+
+
+def _pickles_by_default(cls: type[BaseException]) -> bool:
+    """Whether ``cls`` leaves pickling to ``BaseException`` (a class with its own way keeps it)."""
+    return (
+        cls.__reduce__ is BaseException.__reduce__
+        and cls.__reduce_ex__ is BaseException.__reduce_ex__
+        and "__getstate__" not in vars(cls)
+    )
+
+
+def _exception_classes() -> Iterator[type[BaseException]]:
+    seen: set[type[BaseException]] = set()
+    todo: list[type[BaseException]] = [Exception]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                todo.append(sub)
+                yield sub
+
+
+def _reduce_exception(
+    error: BaseException,
+) -> tuple[Callable[..., BaseException], tuple[Any, ...]] | _Reduction:
+    busy: set[int] = _reducing.__dict__.setdefault("busy", set())
+    if id(error) in busy:  # a cycle back to an error being checked: its class and args
+        return (_rebuild_exception, (type(error), _travelling_args(error)))
+    busy.add(id(error))
+    try:
+        state: dict[str, object] = {}
+        for name, value in getattr(error, "__dict__", {}).items():
+            kept = _travelling(value)
+            if kept is not _LEFT_BEHIND:
+                state[name] = kept
+        if error.__cause__ is not None:
+            cause = _travelling(error.__cause__)
+            if cause is not _LEFT_BEHIND:
+                state["__cause__"] = cause
+        reduction: _Reduction = (_rebuild_exception, (type(error), _travelling_args(error)), state)
+        return reduction
+    finally:
+        busy.discard(id(error))
+
+
+def _rebuild_exception(cls: type[BaseException], args: tuple[object, ...]) -> BaseException:
+    """Make an instance of ``cls`` with ``args`` without calling its ``__init__``.
+
+    Unpickling then restores the attributes (``BaseException.__setstate__``).
+    """
+    error = cls.__new__(cls, *args)
+    error.args = args
+    return error
+
+
+_LEFT_BEHIND = object()
+
+
+def round_trips(value: object) -> bool:
+    """Whether ``value`` survives ``pickle.dumps`` and ``pickle.loads`` in this process."""
+    try:
+        pickle.loads(pickle.dumps(value))
+    except Exception:
+        return False
+    return True
+
+
+def _travelling(value: object) -> object:
+    """``value`` if it survives a round trip, a stand-in for an exception, else left behind."""
+    if round_trips(value):
+        return value
+    if isinstance(value, BaseException):
+        return stand_in(value)
+    return _LEFT_BEHIND
+
+
+def _travelling_args(error: BaseException) -> tuple[object, ...]:
+    return error.args if round_trips(error.args) else (str(error),)
+
+
+def stand_in(error: BaseException) -> BaseException:
+    """A :class:`~fixedmodel.errors.WorkerError` carrying what can be read of ``error``.
+
+    Its type name, message, ``status_code``, ``model``, ``llm_provider``, the response
+    headers that carry retry advice, the notes, and its cause (itself a stand-in if need be).
+    """
+    from fixedmodel.errors import WorkerError
+
+    headers = _headers(error)
+    copy = WorkerError(
+        str(error),
+        type_name=f"{type(error).__module__}.{type(error).__qualname__}",
+        status_code=_attribute(error, "status_code", int),
+        model=_attribute(error, "model", str),
+        llm_provider=_attribute(error, "llm_provider", str),
+        response_headers=headers,
+    )
+    notes: object = getattr(error, "__notes__", None)
+    if isinstance(notes, list):
+        # Set by hand: BaseException.add_note is 3.11+.
+        setattr(copy, "__notes__", [str(note) for note in cast("list[object]", notes)])  # noqa: B010
+    cause = error.__cause__
+    if cause is not None:
+        copy.__cause__ = cause if round_trips(cause) else stand_in(cause)
+    return copy
+
+
+def _attribute(error: BaseException, name: str, kind: type[_T]) -> _T | None:
+    try:
+        value: object = getattr(error, name, None)
+    except Exception:
+        return None
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
+def _headers(error: BaseException) -> dict[str, str] | None:
+    """The response headers of ``error``, where fixedmodel reads retry advice from."""
+    try:
+        sources = (
+            getattr(error, "litellm_response_headers", None),
+            getattr(getattr(error, "response", None), "headers", None),
+        )
+    except Exception:  # a property that raises: no headers to read
+        return None
+    for source in sources:
+        if isinstance(source, Mapping):
+            pairs = cast("Mapping[object, object]", source).items()
+            return {str(key).lower(): str(value) for key, value in pairs}
+    return None
+
+
+# Secrets ----------------------------------------------------------------------------------
+
+ENV_PREFIX = "env:"
+
+
+def url_from_environment(url: str) -> str:
+    """Return ``url``, or the URL held by the environment variable it names as ``env:NAME``.
+
+    A Redis store built from ``"env:REDIS_URL"`` pickles that reference, not the URL: each
+    worker reads the URL (and the password in it) from its own environment.
+
+    Raises:
+        ValueError: The variable is not set, or ``NAME`` is empty.
+    """
+    if not url.startswith(ENV_PREFIX):
+        return url
+    name = url[len(ENV_PREFIX) :]
+    value = os.environ.get(name) if name else None
+    if not value:
+        msg = (
+            f"{url!r} names an environment variable, but {name or '(empty)'} is not set in "
+            f"this process (pid {os.getpid()}): set it to the Redis URL, e.g. "
+            "'redis://:password@host:6379/0', in the driver and in every worker"
+        )
+        raise ValueError(msg)
+    return value

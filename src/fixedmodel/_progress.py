@@ -1,15 +1,22 @@
-"""How far a batch has come: counters, a tqdm progress bar, or the caller's callback."""
+"""How far a batch has come: counters, a tqdm progress bar, the caller's callbacks.
+
+Progress is observability: a callback or a bar that raises is logged once (a warning on the
+``fixedmodel.batch`` logger) and never stops the batch or costs a result.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-__all__ = ["BatchProgress", "Progress", "ProgressCallback", "response_cost"]
+__all__ = ["BatchProgress", "Progress", "ProgressCallback", "callbacks", "response_cost"]
+
+logger = logging.getLogger("fixedmodel.batch")
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,12 @@ class BatchProgress:
         completion_tokens: Output tokens of the answers so far (cache hits not counted).
         cost: USD spent so far, as litellm prices the answers (0 for answers it cannot
             price and for cache hits).
+        provider_status: For a provider batch job: the provider's status of its batches
+            (``validating``, ``in_progress``, ``finalizing``, ...; the least advanced one),
+            else None.
+        provider_completed: For a provider batch job: lines the provider reports answered
+            (its ``request_counts.completed``, summed over the job's running batches).
+        provider_failed: ... and failed (``request_counts.failed``).
     """
 
     done: int
@@ -36,6 +49,9 @@ class BatchProgress:
     prompt_tokens: int
     completion_tokens: int
     cost: float
+    provider_status: str | None = None
+    provider_completed: int = 0
+    provider_failed: int = 0
 
     @property
     def requests_per_second(self) -> float:
@@ -43,8 +59,38 @@ class BatchProgress:
         return self.done / self.elapsed if self.elapsed > 0 else 0.0
 
 
-ProgressCallback = Callable[[BatchProgress], None]
-"""Called with the counters after every finished request (from the batch's thread)."""
+ProgressCallback = Callable[[BatchProgress], object]
+"""Called with the counters after every finished request (from the batch's thread).
+
+What it returns is ignored; what it raises is logged (once per callback), never raised.
+"""
+
+
+def callbacks(
+    given: ProgressCallback | Sequence[ProgressCallback] | None,
+) -> tuple[ProgressCallback, ...]:
+    """``on_progress=`` as a tuple of callables.
+
+    Raises:
+        TypeError: ``given`` is neither None, a callable nor a sequence of callables.
+    """
+    if given is None:
+        return ()
+    if callable(given):
+        return (given,)
+    untyped = cast("object", given)  # untyped callers may pass anything
+    if isinstance(untyped, (str, bytes)) or not isinstance(untyped, Sequence):
+        msg = f"on_progress= takes a callable or callables, got {type(untyped).__name__}"
+        raise TypeError(msg)
+    found = tuple(cast("Sequence[object]", untyped))
+    for item in found:
+        if not callable(item):
+            msg = (
+                "on_progress= takes a callable or a sequence of callables, "
+                f"got an item of type {type(item).__name__}"
+            )
+            raise TypeError(msg)
+    return cast("tuple[ProgressCallback, ...]", found)
 
 
 def _usage(response: object) -> tuple[int, int, float, bool]:
@@ -76,26 +122,37 @@ def response_cost(response: object) -> float:
 
 
 class Progress:
-    """Counts a batch's results and shows them (bar, callback or nothing)."""
+    """Counts a batch's results and shows them: a bar, callbacks, both, or nothing."""
 
-    def __init__(self, show: bool | ProgressCallback | None, total: int | None) -> None:
+    def __init__(
+        self,
+        show: bool | ProgressCallback | None,
+        total: int | None,
+        on_progress: ProgressCallback | Sequence[ProgressCallback] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._total = total
         self._done = self._errors = self._hits = self._prompt = self._completion = 0
         self._cost = 0.0
-        self._callback: ProgressCallback | None = None
+        self._provider: tuple[str | None, int, int] = (None, 0, 0)
+        self._callbacks = callbacks(on_progress)
+        self._broken: set[int] = set()  # ids of the callbacks whose failure was logged
         self._bar: Any = None  # tqdm's bar; Any: tqdm's own types are loose
         if callable(show):
-            self._callback = show
+            self._callbacks = (show, *self._callbacks)
         elif show is True or (show is None and sys.stderr.isatty()):
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, unit="req", dynamic_ncols=True, file=sys.stderr)
 
     def answered(self, response: object) -> None:
-        """Count an answered request."""
-        prompt, completion, cost, hit = _usage(response)
+        """Count an answered request (a response whose counters cannot be read counts 0)."""
+        try:
+            prompt, completion, cost, hit = _usage(response)
+        except Exception:
+            self._log_once(_usage, "reading a response's usage")
+            prompt, completion, cost, hit = 0, 0, 0.0, False
         with self._lock:
             self._done += 1
             self._prompt += prompt
@@ -123,17 +180,56 @@ class Progress:
             prompt_tokens=self._prompt,
             completion_tokens=self._completion,
             cost=self._cost,
+            provider_status=self._provider[0],
+            provider_completed=self._provider[1],
+            provider_failed=self._provider[2],
         )
 
+    def provider(self, status: str, completed: int, failed: int) -> None:
+        """Show a provider batch job's own progress (a poll's status and request counts)."""
+        with self._lock:
+            changed = self._provider != (status, completed, failed)
+            self._provider = (status, completed, failed)
+            snapshot = self._snapshot()
+        if not changed:
+            return
+        for callback in self._callbacks:
+            try:
+                callback(snapshot)
+            except Exception:
+                self._log_once(callback, "progress callback")
+        bar = self._bar
+        if bar is not None:
+            try:
+                bar.set_description(f"{status} {completed + failed} at the provider", refresh=True)
+            except Exception:
+                self._log_once(bar, "progress bar")
+
     def _show(self, snapshot: BatchProgress) -> None:
-        if self._callback is not None:
-            self._callback(snapshot)
-        if self._bar is not None:
-            tokens = snapshot.prompt_tokens + snapshot.completion_tokens
-            self._bar.set_postfix(
-                errors=snapshot.errors, tokens=tokens, cost=f"${snapshot.cost:.4f}", refresh=False
-            )
-            self._bar.update(1)
+        for callback in self._callbacks:
+            try:
+                callback(snapshot)
+            except Exception:
+                self._log_once(callback, "progress callback")
+        bar = self._bar
+        if bar is not None:
+            try:
+                bar.set_postfix(postfix(snapshot), refresh=False)
+                bar.update(1)
+            except Exception:
+                self._log_once(bar, "progress bar")
+
+    def _log_once(self, source: object, what: str) -> None:
+        with self._lock:
+            if id(source) in self._broken:
+                return
+            self._broken.add(id(source))
+        logger.warning(
+            "%s %r raised; the batch goes on (further failures of it are not logged)",
+            what,
+            source,
+            exc_info=True,
+        )
 
     def snapshot(self) -> BatchProgress:
         """The counters now."""
@@ -142,6 +238,20 @@ class Progress:
 
     def close(self) -> None:
         """Close the bar, if one is shown."""
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        bar, self._bar = self._bar, None
+        if bar is not None:
+            try:
+                bar.close()
+            except Exception:
+                self._log_once(bar, "progress bar")
+
+
+def postfix(snapshot: BatchProgress) -> dict[str, object]:
+    """What the bar shows after its count: done, failed, cache hits, tokens, cost (USD)."""
+    return {
+        "done": snapshot.done,
+        "failed": snapshot.errors,
+        "cache_hits": snapshot.cache_hits,
+        "tokens": snapshot.prompt_tokens + snapshot.completion_tokens,
+        "cost": f"${snapshot.cost:.4f}",
+    }

@@ -25,15 +25,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast, overload
 
+from fixedmodel._batch import CompletionRequest, EmbeddingRequest
 from fixedmodel._batch_api import BatchAPI
 from fixedmodel._batch_lines import LineFormat, LineOutcome, ProviderBatchLineError, read_line
+from fixedmodel._batch_result import BatchFailure, BatchResult, BatchSuccess
 from fixedmodel._batch_state import JobState, Part, parts_folder
 from fixedmodel._progress import Progress, ProgressCallback
-from fixedmodel.batch import BatchResult, CompletionRequest, EmbeddingRequest
 from fixedmodel.middleware._call import RequestKind, Wrapper
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ async def provider_batch(
     state: str | os.PathLike[str],
     poll_interval: float = ...,
     progress: bool | ProgressCallback | None = ...,
+    on_progress: ProgressCallback | Sequence[ProgressCallback] | None = ...,
     ids: Iterable[str] | None = ...,
     max_rounds: int = ...,
     max_lines_per_file: int = ...,
@@ -121,6 +123,7 @@ async def provider_batch(
     state: str | os.PathLike[str],
     poll_interval: float = ...,
     progress: bool | ProgressCallback | None = ...,
+    on_progress: ProgressCallback | Sequence[ProgressCallback] | None = ...,
     ids: Iterable[str] | None = ...,
     max_rounds: int = ...,
     max_lines_per_file: int = ...,
@@ -133,6 +136,7 @@ async def provider_batch(
     state: str | os.PathLike[str],
     poll_interval: float = 30.0,
     progress: bool | ProgressCallback | None = None,
+    on_progress: ProgressCallback | Sequence[ProgressCallback] | None = None,
     ids: Iterable[str] | None = None,
     max_rounds: int = 3,
     max_lines_per_file: int = MAX_LINES_PER_FILE,
@@ -149,7 +153,10 @@ async def provider_batch(
             keeps the uploaded lines). The same path resumes the job after a crash.
         poll_interval: Seconds between two looks at a running batch.
         progress: A progress bar (True; default: only on a terminal), a callback called
-            with a :class:`~fixedmodel.BatchProgress` per finished request, or False.
+            with a :class:`~fixedmodel.BatchProgress` per finished request, or False. While
+            the provider works, the bar shows its status and the callbacks get its request
+            counts (``provider_status``, ``provider_completed``, ``provider_failed``).
+        on_progress: Callbacks called like a ``progress`` callback, beside the bar.
         ids: One ``custom_id`` per request; default ``"0"``, ``"1"``, ...
         max_rounds: Batches in a row for the lines that an ``expired`` or ``cancelled``
             batch left unanswered; past them those lines fail with
@@ -183,7 +190,7 @@ async def provider_batch(
     try:
         job = _Job(stack, lines, api, Path(state), poll_interval, max_rounds)
         items = await job.read(requests, ids)
-        show = Progress(progress, len(items))
+        show = Progress(progress, len(items), on_progress)
         try:
             return await job.run(items, show, (max_lines_per_file, max_bytes_per_file))
         finally:
@@ -223,6 +230,8 @@ class _Job:
         # Files and failures of the batches that ended, by part name (read once per run).
         self._files: dict[str, tuple[str | None, str | None]] = {}
         self._failures: dict[str, tuple[str, str] | None] = {}
+        self._seen: dict[str, Any] = {}  # The last look at each part's batch.
+        self._progress: Progress | None = None
 
     async def read(
         self, requests: Iterable[Any] | AsyncIterable[Any], ids: Iterable[str] | None
@@ -260,6 +269,7 @@ class _Job:
         self, items: list[_Item], progress: Progress, limits: tuple[int, int]
     ) -> list[BatchResult[Any]]:
         """Answer every item from the cache or the provider; the results in input order."""
+        self._progress = progress
         state = self._open(items)
         batched = {
             cid for parts in state.rounds for part in parts for cid in self._ids_of(state, part)
@@ -398,11 +408,13 @@ class _Job:
                     return
                 for part in running:
                     batch = await self._api.retrieve(cast("str", part.batch_id))
+                    self._seen[part.name] = batch
                     if batch.status in _ENDED:
                         part.ended = batch.status
                         self._files[part.name] = (batch.output_file_id, batch.error_file_id)
                         self._failures[part.name] = _batch_errors(batch)
                         self._save(state)
+                self._report(parts)
                 if any(p.ended is None for p in parts):
                     await asyncio.sleep(self._poll)
         except asyncio.CancelledError:
@@ -417,6 +429,19 @@ class _Job:
                 str(self._path),
             )
             raise
+
+    def _report(self, parts: list[Part]) -> None:
+        """Hand the provider's status and request counts of ``parts`` to the progress."""
+        seen = [self._seen[p.name] for p in parts if p.name in self._seen]
+        if not seen or self._progress is None:
+            return
+        order = ("validating", "in_progress", "finalizing", "cancelling")
+        statuses = [b.status for b in seen]
+        status = min(statuses, key=lambda s: order.index(s) if s in order else len(order))
+        counts = [b.request_counts for b in seen if b.request_counts is not None]
+        completed = sum(c.completed for c in counts)
+        failed = sum(c.failed for c in counts)
+        self._progress.provider(status, completed, failed)
 
     async def _collect(
         self, state: JobState, part: Part, items: list[_Item], progress: Progress
@@ -466,7 +491,7 @@ class _Job:
         if template is None:
             return
         response = cache._hit(template, None)  # pyright: ignore[reportPrivateUsage]
-        self._results[index] = BatchResult(index, item.custom_id, response, None)
+        self._results[index] = BatchSuccess(index, item.custom_id, response)
         progress.answered(response)
 
     async def _settle(
@@ -480,7 +505,7 @@ class _Job:
         except Exception as exc:  # A body litellm cannot rebuild: that line failed.
             self._fail(item, exc, progress)
             return
-        self._results[index] = BatchResult(index, item.custom_id, response, None)
+        self._results[index] = BatchSuccess(index, item.custom_id, response)
         progress.answered(response)
         await self._store(item, response)
 
@@ -500,7 +525,7 @@ class _Job:
         index = self._index[item.custom_id]
         if index in self._results:
             return
-        self._results[index] = BatchResult(index, item.custom_id, None, error)
+        self._results[index] = BatchFailure(index, item.custom_id, error)
         progress.failed()
 
     def _pending_error(self, item: _Item) -> BaseException:

@@ -1,26 +1,43 @@
-"""Running one batch over the worker processes of an executor (a pool, or Dask's workers).
+"""Running one batch over the worker processes of an executor (a pool, Dask's or Ray's workers).
 
 :func:`batch_on` cuts the requests into chunks and hands each chunk to
-``executor.submit``: a ``concurrent.futures.ProcessPoolExecutor``, or the executor of a Dask
-cluster (``distributed.Client.get_executor()``), whose scheduler places the chunks. fixedmodel
-schedules nothing itself. Each worker rebuilds the stack once (it travels pickled; see
-``_pickling.py``) and runs its chunks with :func:`~fixedmodel.batch.abatch` or
-:func:`~fixedmodel.batch.batch`, so a Redis limiter, cache or budget in the stack is shared
-by every worker.
+``executor.submit``: a ``concurrent.futures.ProcessPoolExecutor``, the executor of a Dask
+cluster (``distributed.Client.get_executor()``), or an adapter over Ray tasks or actors
+(docs/workers.md), whose scheduler places the chunks. fixedmodel schedules nothing itself.
+Each worker process rebuilds the stack once (it travels pickled; see ``_pickling.py``) and
+keeps it for its lifetime (:class:`_Worker`), running its chunks with
+:func:`~fixedmodel.abatch` or :func:`~fixedmodel.batch`, so a Redis limiter,
+cache or budget in the stack is shared by every worker. What a worker sends back is checked
+to survive pickling both ways (:func:`_sendable`): no item can break a chunk or the pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import hashlib
 import inspect
+import logging
+import multiprocessing.util
+import os
 import pickle
+import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Executor, Future
-from typing import TYPE_CHECKING, Any, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
-from fixedmodel.batch import BatchResult, CompletionRequest, EmbeddingRequest, abatch, batch
+from fixedmodel import _pickling
+from fixedmodel._batch import (
+    BatchResult,
+    CompletionRequest,
+    EmbeddingRequest,
+    abatch,
+    batch,
+    batch_result,
+)
+from fixedmodel.errors import WorkerError
 
 if TYPE_CHECKING:
     from litellm.types.utils import EmbeddingResponse, ModelResponse
@@ -34,79 +51,161 @@ if TYPE_CHECKING:
 
 __all__ = ["batch_on"]
 
-# In a worker process: the stacks rebuilt so far, by the digest of their pickle, so that a
-# worker builds each stack (its connections, its clients) once, not once per chunk.
-_stacks: dict[str, Any] = {}
+LOGGER = logging.getLogger("fixedmodel")
+
+_T = TypeVar("_T")
 
 _Chunk = list[tuple[int, str, dict[str, Any]]]
 
-
-def _stack(payload: bytes, digest: str) -> Any:
-    stack = _stacks.get(digest)
-    if stack is None:
-        stack = _stacks[digest] = pickle.loads(payload)
-    return stack
+# Longest wait, in seconds, for a worker's stacks to close when its process exits.
+_EXIT_TIMEOUT = 10.0
 
 
-class _SentError:
-    """An exception on its way back from a worker: its class, args and attributes.
+class _Worker:
+    """What a worker process keeps for its lifetime: the stacks it rebuilt, one event loop.
 
-    litellm's exception classes take required keyword arguments that pickle does not give
-    back, so they cannot be unpickled as they are; this rebuilds the same class without
-    calling its ``__init__``.
+    A stack is rebuilt once per process (keyed by the digest of its pickle) and kept, with
+    its connections and clients, until the process exits; chunks never close it, so no
+    chunk waits for litellm's logging worker to flush. Async stacks run on one event loop
+    in a daemon thread, shared by every chunk of the process (Dask runs several chunks at
+    once in threads; a Ray async actor calls from inside its own running loop), so their
+    HTTP clients stay on the loop they were made for.
     """
 
-    def __init__(self, error: BaseException) -> None:
-        self.kind = type(error)
-        self.args = error.args
-        self.state = {name: value for name, value in vars(error).items() if _picklable(value)}
-        self.text = str(error)
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stacks: dict[str, Any] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
 
-    def revive(self) -> BaseException:
-        try:
-            error: BaseException = self.kind.__new__(self.kind, *self.args)
-            error.args = self.args
-            vars(error).update(self.state)
-        except Exception:
-            return RuntimeError(f"{self.kind.__qualname__}: {self.text}")
-        return error
+    def stack(self, payload: bytes, digest: str) -> Any:
+        with self.lock:
+            stack = self.stacks.get(digest)
+            if stack is None:
+                stack = self.stacks[digest] = pickle.loads(payload)
+            return stack
+
+    def run(self, work: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``work`` on the worker's loop and wait for it in the calling thread."""
+        with self.lock:
+            loop = self.loop
+            if loop is None:
+                loop = self.loop = asyncio.new_event_loop()
+                self.thread = threading.Thread(
+                    target=loop.run_forever, name="fixedmodel-worker-loop", daemon=True
+                )
+                self.thread.start()
+        return asyncio.run_coroutine_threadsafe(work, loop).result()
+
+    def close(self) -> None:
+        """Close every stack (async ones on the worker's loop), then the loop; bounded."""
+        with self.lock:
+            stacks, self.stacks = list(self.stacks.values()), {}
+            loop, thread, self.loop, self.thread = self.loop, self.thread, None, None
+        # An async stack (one with aclose) is closed on the loop its clients belong to.
+        closers = [getattr(stack, "aclose", None) for stack in stacks]
+        for stack, async_closer in zip(stacks, closers, strict=True):
+            closer = getattr(stack, "close", None)
+            if async_closer is None and callable(closer):
+                _quietly(closer)
+        if loop is None or thread is None:
+            return
+
+        async def close_async() -> None:
+            for closer in closers:
+                if callable(closer):
+                    with contextlib.suppress(Exception):
+                        await cast("Callable[[], Awaitable[object]]", closer)()
+            await loop.shutdown_asyncgens()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(close_async(), loop).result(_EXIT_TIMEOUT)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(_EXIT_TIMEOUT)
+        if not thread.is_alive():
+            loop.close()
 
 
-def _picklable(value: object) -> bool:
+def _quietly(closer: Callable[[], object]) -> None:
     try:
-        pickle.dumps(value)
+        closer()
     except Exception:
-        return False
-    return True
+        LOGGER.debug("fixedmodel: closing a worker's stack failed", exc_info=True)
+
+
+_worker: _Worker | None = None
+_worker_lock = threading.Lock()
+_exit_hooked = False
+
+
+def _current_worker() -> _Worker:
+    global _worker, _exit_hooked
+    with _worker_lock:
+        if _worker is None:
+            _worker = _Worker()
+        if not _exit_hooked:
+            # atexit for spawned processes and the main one; multiprocessing's finalizers
+            # for forked pool processes, which leave through os._exit without atexit.
+            atexit.register(close_worker)
+            multiprocessing.util.Finalize(None, close_worker, exitpriority=10)
+            _exit_hooked = True
+        return _worker
+
+
+def close_worker() -> None:
+    """Close this process's worker stacks and loop; idempotent. Called at process exit."""
+    global _worker
+    with _worker_lock:
+        worker, _worker = _worker, None
+    if worker is not None:
+        worker.close()
+
+
+def _forget_in_child() -> None:
+    # A forked child has none of the parent's threads: its copy of the loop is dead.
+    global _worker, _worker_lock
+    _worker, _worker_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _sendable(result: BatchResult[Any], index: int, identifier: str) -> tuple[Any, ...]:
-    error = None if result.error is None else _SentError(result.error)
-    return (index, identifier, result.response, error)
+    """What a worker sends back for one item: checked to survive pickling, both ways.
+
+    An error that does not come back as itself is replaced by a
+    :class:`~fixedmodel.errors.WorkerError`; an answer that cannot (not seen with litellm's
+    responses) by a ``WorkerError`` saying so. One item can thus never break the chunk,
+    the worker or the pool.
+    """
+    response, error = result.response, result.error
+    if error is not None and not _pickling.round_trips(error):
+        _pickling.register_exception_pickling()  # classes litellm imported since
+        if not _pickling.round_trips(error):
+            error = _pickling.stand_in(error)
+    if response is not None and not _pickling.round_trips(response):
+        kind = type(response).__qualname__
+        msg = f"the worker got an answer but could not send it back (a {kind})"
+        response, error = None, WorkerError(msg, type_name="pickle.PicklingError")
+    return (index, identifier, response, error)
 
 
 def _run_chunk(payload: bytes, digest: str, chunk: _Chunk, concurrency: int) -> list[Any]:
     """In a worker: answer one chunk with the rebuilt stack; results in chunk order."""
+    worker = _current_worker()
     # Typed as a completion stack: the requests arrived as plain dicts, and the runner
     # treats both kinds alike.
-    stack = _stack(payload, digest)
+    stack = worker.stack(payload, digest)
     requests = [cast("CompletionRequest", request) for _, _, request in chunk]
     if inspect.iscoroutinefunction(type(stack).__call__) or inspect.iscoroutinefunction(stack):
-
-        async def run() -> list[BatchResult[ModelResponse]]:
-            try:
-                return await abatch(
-                    cast("AFixedModelCompletion", stack),
-                    requests,
-                    concurrency=concurrency,
-                    progress=False,
-                )
-            finally:
-                closer = getattr(stack, "aclose", None)
-                if closer is not None:
-                    await closer()  # the loop ends with the chunk: release its clients
-
-        results = asyncio.run(run())
+        results = worker.run(
+            abatch(
+                cast("AFixedModelCompletion", stack),
+                requests,
+                concurrency=concurrency,
+                progress=False,
+            )
+        )
     else:
         results = batch(
             cast("FixedModelCompletion", stack), requests, concurrency=concurrency, progress=False
@@ -177,8 +276,10 @@ def batch_on(
     """Run a batch over ``executor``'s workers; yield the results in input order.
 
     Args:
-        executor: Where chunks run: a ``concurrent.futures.ProcessPoolExecutor``, or a Dask
-            cluster's ``client.get_executor()`` (``pip install 'fixedmodel[dask]'``).
+        executor: Where chunks run: a ``concurrent.futures.ProcessPoolExecutor``, a Dask
+            cluster's ``client.get_executor()`` (``pip install 'fixedmodel[dask]'``), or an
+            executor over Ray tasks or actors (``pip install 'fixedmodel[ray]'``; the
+            adapters are on the Workers page).
         fn: A callable of any of the four kinds whose stack can be pickled: state shared
             across processes lives in Redis or on disk (an in-memory cache or limiter
             refuses, naming the shared store to use instead).
@@ -187,11 +288,13 @@ def batch_on(
         concurrency: Requests in flight at once in each worker.
         pending_chunks: Chunks submitted ahead of the one being yielded; with the workers'
             concurrency this bounds what is read from ``requests`` and held in memory.
-        ids: An id per request, as for :func:`~fixedmodel.batch.abatch`.
+        ids: An id per request, as for :func:`~fixedmodel.abatch`.
 
     Yields:
-        One :class:`~fixedmodel.batch.BatchResult` per request, in input order, with the
-        litellm exception of a failed request rebuilt in this process.
+        One :class:`~fixedmodel.BatchResult` per request, in input order, with the
+        exception of a failed request rebuilt in this process (its class, fields, notes
+        and cause), or a :class:`~fixedmodel.errors.WorkerError` standing in for one that
+        could not travel.
 
     Raises:
         TypeError: ``fn`` cannot be pickled (the message names what holds in-process state),
@@ -228,6 +331,5 @@ def _results(
 
 
 def _received(future: Future[list[Any]]) -> Iterator[BatchResult[Any]]:
-    for index, identifier, response, sent in future.result():
-        error = None if sent is None else cast("_SentError", sent).revive()
-        yield BatchResult(index, identifier, response, error)
+    for index, identifier, response, error in future.result():
+        yield batch_result(index, identifier, response, error)

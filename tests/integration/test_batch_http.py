@@ -10,6 +10,7 @@ import litellm
 import pytest
 
 from fixedmodel import (
+    CompletionRequest,
     DiskCacheStore,
     RetryPolicy,
     abatch,
@@ -21,7 +22,6 @@ from fixedmodel import (
     with_cache,
     with_retries,
 )
-from fixedmodel.batch import CompletionRequest
 from fixedmodel.testing.server import Fault, OpenAIServer
 
 

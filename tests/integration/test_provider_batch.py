@@ -396,3 +396,29 @@ async def test_layers_that_cannot_apply_are_refused_naming_them(
     )
     assert all(r.ok for r in results)
     assert server.batches.uploads and not (tmp_path / "s.json").exists()
+
+
+async def test_progress_follows_the_providers_request_counts_then_the_results(
+    server: OpenAIServer, tmp_path: Path
+) -> None:
+    from fixedmodel import BatchProgress
+
+    server.batches.polls_in_progress = 3
+    seen: list[BatchProgress] = []
+    also: list[BatchProgress] = []
+    results = await provider_batch(
+        _chat(server),
+        _requests(8),
+        state=tmp_path / "s.json",
+        poll_interval=0,
+        progress=seen.append,
+        on_progress=also.append,
+    )
+    assert all(r.ok for r in results)
+    polled = [p for p in seen if p.done == 0]
+    assert [p.provider_status for p in polled][:1] == ["in_progress"]
+    counts = [p.provider_completed for p in polled]
+    assert counts == sorted(counts) and counts[-1] > counts[0]  # grows as the provider works
+    assert seen[-1].done == 8 and seen[-1].provider_completed == 8
+    assert seen[-1].prompt_tokens > 0 and seen[-1].cost > 0
+    assert also == seen

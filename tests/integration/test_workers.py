@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from fixedmodel import (
+    CompletionRequest,
     DiskCacheStore,
     RateLimit,
     RateLimiter,
@@ -31,7 +32,6 @@ from fixedmodel import (
     with_rate_limit,
     with_retries,
 )
-from fixedmodel.batch import CompletionRequest
 from fixedmodel.stores._limiter_store import Acquisition
 from fixedmodel.testing.server import Fault, OpenAIServer
 from tests.integration import redis_server as servers

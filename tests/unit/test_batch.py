@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from fixedmodel import abatch, aiter_batch, batch
-from fixedmodel.batch import BatchProgress, CompletionRequest
+from fixedmodel import BatchProgress, CompletionRequest, abatch, aiter_batch, batch
 from fixedmodel.testing import Fail, FakeACompletion, FakeCompletion, FakeUsage, Reply
 
 ANSWER = FakeACompletion([Reply(text="x")] * 1)

@@ -402,9 +402,17 @@ async def test_the_deadline_counts_the_first_attempt(sleeps: list[float]) -> Non
 async def test_inner_retries_are_switched_off_for_completions() -> None:
     fake = AsyncScript()
     await with_retries(fake)(messages=MESSAGES, stream=True)
-    assert fake.calls == [
-        {"messages": MESSAGES, "stream": True, "max_retries": 0, "num_retries": 0}
-    ]
+    [call] = fake.calls
+    assert {k: v for k, v in call.items() if k != "retry_policy"} == {
+        "messages": MESSAGES,
+        "stream": True,
+        "max_retries": 0,
+        "num_retries": 0,
+    }
+    # litellm's sync completion reads `num_retries or litellm.num_retries`: a policy of no
+    # retries for every error class is what keeps a global num_retries out.
+    assert call["retry_policy"]
+    assert set(call["retry_policy"].values()) == {0}
 
 
 async def test_inner_retries_are_switched_off_for_embeddings() -> None:
@@ -420,4 +428,5 @@ async def test_inner_retries_are_switched_off_for_embeddings() -> None:
 def test_a_caller_who_sets_inner_retries_keeps_them(given: dict[str, int]) -> None:
     fake = SyncScript()
     with_retries(fake)(messages=MESSAGES, **given)
-    assert fake.calls == [{"messages": MESSAGES, **given}]
+    [call] = fake.calls
+    assert {k: v for k, v in call.items() if k != "retry_policy"} == {"messages": MESSAGES, **given}

@@ -9,6 +9,7 @@ change it freely. The template plans its copy once, so a copy costs a few micros
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -54,9 +55,20 @@ def encode_answer(kind: EntryKind, response: ModelResponse | EmbeddingResponse) 
     # what litellm's own ModelResponse.model_dump defaults to; EmbeddingResponse dumps all.
     # warnings=False: pydantic's serializer warnings about litellm's loosely typed fields
     # would reach the user on every miss; a value that cannot be serialized still raises.
-    body = response.__pydantic_serializer__.to_json(
-        response, exclude_unset=kind == "completion", warnings=False
-    )
+    exclude_unset = kind == "completion"
+    try:
+        body = response.__pydantic_serializer__.to_json(
+            response, exclude_unset=exclude_unset, warnings=False
+        )
+    except ValueError:
+        # pydantic writes UTF-8 and refuses a lone surrogate (a "\\ud83d" escape in the
+        # provider's JSON decodes to one). json escapes it as \\ud83d, which reads back to
+        # the same string, so such an answer is stored as faithfully as any other.
+        # pydantic's own dump, not litellm's override (whose keywords are untyped).
+        fields = response.__pydantic_serializer__.to_python(
+            response, mode="json", exclude_unset=exclude_unset, warnings=False
+        )
+        body = json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode("ascii")
     return encode_json_entry(kind, body)
 
 

@@ -56,6 +56,7 @@ EXCLUDED_PARAMS: frozenset[str] = frozenset(
         "stream_timeout",
         "max_retries",
         "num_retries",
+        "retry_policy",
         "shared_session",
         "client",
         # Bookkeeping and cost tracking the provider never sees or answers to.
@@ -80,7 +81,15 @@ EXCLUDED_PARAMS: frozenset[str] = frozenset(
 """Request parameters that never enter the key (credentials are left out as well)."""
 
 _TRANSPORT_PARAMS = frozenset(
-    {"timeout", "stream_timeout", "max_retries", "num_retries", "shared_session", "client"}
+    {
+        "timeout",
+        "stream_timeout",
+        "max_retries",
+        "num_retries",
+        "retry_policy",
+        "shared_session",
+        "client",
+    }
 )
 # Parameter name -> (in the cache key, in the flight key only).
 _names: dict[str, tuple[bool, bool]] = {}
@@ -239,9 +248,9 @@ class KeyMaker:
                 kept[name] = _scrubbed(name, kept[name])
         try:
             text = _encode((*self._head, kind, kept))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise _culprit(kept, exc) from None
-        return _PREFIX + hashlib.sha256(text.encode()).hexdigest()
+        return _PREFIX + hashlib.sha256(_utf8(text)).hexdigest()
 
 
 def flight_key(key: str, request: Mapping[str, Any]) -> str:
@@ -267,9 +276,18 @@ def flight_key(key: str, request: Mapping[str, Any]) -> str:
         return key
     try:
         text = _identity_encode(private)
-    except (TypeError, ValueError):  # E.g. a reference cycle: never share this flight.
+    except (TypeError, ValueError, RecursionError):  # E.g. a cycle: never share this flight.
         return f"{key}:unique:{next(_unique)}"
-    return f"{key}:{hashlib.sha256(text.encode()).hexdigest()}"
+    return f"{key}:{hashlib.sha256(_utf8(text)).hexdigest()}"
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8 of ``text``, lone surrogates included (one-to-one, so keys stay distinct).
+
+    JSON from a provider or a user may hold a lone surrogate (``"\\ud83d"`` decodes to one);
+    a strict encode raises ``UnicodeEncodeError`` where litellm would have sent the request.
+    """
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _by_identity(value: object) -> object:
@@ -292,7 +310,7 @@ def _culprit(params: Mapping[str, object], error: Exception) -> UncacheableReque
     for name, value in params.items():
         try:
             _encode(value)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             msg = f"request parameter {name!r} cannot be part of a cache key: {exc}"
             return UncacheableRequestError(msg, name)
     return UncacheableRequestError(f"the request cannot be part of a cache key: {error}", None)

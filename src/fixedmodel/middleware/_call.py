@@ -51,6 +51,9 @@ class CallInfo:
         deployments_tried: Deployments a load balancer sent the call to.
         route_failures: ``(callable name, error class name)`` of every routed attempt that
             failed, in order.
+        route_skips: ``(callable name, reason)`` of every routed callable passed over
+            without a request: ``"retry_after"`` (its provider asked not to be called
+            yet) or ``"context_window"`` (the request does not fit its model).
     """
 
     attempts: int = 0
@@ -61,6 +64,7 @@ class CallInfo:
     deployments_tried: int = 0
     route_failures: tuple[tuple[str, str], ...] = ()
     unsent: int = 0
+    route_skips: tuple[tuple[str, str], ...] = ()
 
 
 def requests_made(info: CallInfo) -> int:

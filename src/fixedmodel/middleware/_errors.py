@@ -49,6 +49,50 @@ def is_unsupported_here(exc: BaseException) -> bool:
     return isinstance(status, int) and status in _PERMANENT_SERVER_STATUSES
 
 
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status ``exc`` carries (``status_code``), or None."""
+    status: object = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) and not isinstance(status, bool) else None
+
+
+def is_denied(exc: BaseException) -> bool:
+    """Tell whether ``exc`` is the provider refusing this caller: HTTP 401 or 403.
+
+    Decided by class (``AuthenticationError``, ``PermissionDeniedError``) and by status:
+    litellm raises a plain ``APIError`` with ``status_code=403`` for some OpenAI-compatible
+    servers (vLLM, proxies), and an ``AuthenticationError`` is not always what a 401 becomes.
+    """
+    return isinstance(
+        exc, _litellm_classes("AuthenticationError", "PermissionDeniedError")
+    ) or status_of(exc) in (401, 403)
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """Tell whether ``exc`` says the model or route does not exist there: HTTP 404.
+
+    By class (``NotFoundError``) and by status, as :func:`is_denied`.
+    """
+    return isinstance(exc, _litellm_classes("NotFoundError")) or status_of(exc) == 404
+
+
+def is_route_failure(exc: BaseException) -> bool:
+    """Tell whether ``exc`` says this provider or deployment cannot serve now, another may.
+
+    The one rule fallbacks and load balancing share (the latter cools such a deployment
+    down): what :func:`is_retryable` retries (429, 408, 409, 5xx, timeouts, connection
+    failures), the 5xx that say "not on this server" (:func:`is_unsupported_here`), a
+    refused key or permission (:func:`is_denied`: 401/403, by class or status), and an
+    account out of credit or quota (:func:`is_quota_exhausted`: 402, ``insufficient_quota``),
+    since another deployment or provider has its own account. Never a failure in this
+    process before any request (:func:`never_sent`), nor a bad request (400, 404, 422).
+    """
+    if never_sent(exc):
+        return False
+    if is_retryable(exc) or is_unsupported_here(exc) or is_denied(exc):
+        return True
+    return is_quota_exhausted(exc)
+
+
 def _retryable_status(status: int) -> bool:
     if 500 <= status <= 599:
         return status not in _PERMANENT_SERVER_STATUSES

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from fixedmodel._litellm import litellm_module
+from fixedmodel.middleware._faults import observer_fault
 
 if TYPE_CHECKING:
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
@@ -128,9 +129,10 @@ class _Watch:
             self.watchers = []
         outcome = StreamEnd(self.usage, completed, error, self.chunks, self.first_chunk_at)
         for watcher in watchers:
-            # A watcher's bug must not break the caller's stream; watchers are ours and are
-            # written not to raise.
-            watcher(outcome)
+            try:  # A watcher's fault must not break the caller's stream, nor other watchers.
+                watcher(outcome)
+            except Exception as fault:
+                observer_fault("a stream watcher", fault)
 
 
 def _abandoned(watch: _Watch) -> None:

@@ -51,6 +51,7 @@ from fixedmodel.middleware._call import (
     request_reader,
     requests_made,
 )
+from fixedmodel.middleware._faults import observer_fault
 from fixedmodel.middleware._streams import StreamEnd, watch_stream
 
 if TYPE_CHECKING:
@@ -404,15 +405,17 @@ def _is_stream(result: object) -> bool:
 class _Observed(Wrapper):
     """Runs the inner call in a call scope and hands the finished record to ``emit``."""
 
-    __slots__ = ("_call", "_emit", "_model", "_read", "_wants")
+    __slots__ = ("_call", "_emit", "_model", "_read", "_role", "_wants")
 
     def __init__(
         self,
         inner: Callable[..., Any],
         emit: Callable[[CallRecord], None],
         wants: Callable[[bool], bool],
+        role: str,
     ) -> None:
         super().__init__(inner)
+        self._role = role  # "with_logging" or "with_metrics", for the log of a fault
         self._call = inner  # Any: the inner callable returns litellm's untyped result
         self._emit = emit
         self._wants = wants  # asked with "did the call fail?" before a record is built
@@ -437,8 +440,8 @@ class _Observed(Wrapper):
                 # The request litellm received says whether a failed call was a stream.
                 stream = error is not None and is_stream_request(self._read(kwargs))
                 self._emit(_record(self._model, kwargs, started, info, result, error, stream))
-        except Exception:  # an observer must never fail the call it observes
-            LOGGER.exception("fixedmodel: recording call metrics failed")
+        except Exception as fault:  # an observer must never fail the call it observes
+            observer_fault(f"{self._role}: recording a call", fault)
 
     def _finish_stream(
         self, kwargs: dict[str, Any], started: float, info: CallInfo, end: StreamEnd
@@ -446,8 +449,8 @@ class _Observed(Wrapper):
         try:
             if self._wants(end.error is not None):
                 self._emit(_stream_record(self._model, kwargs, started, info, end))
-        except Exception:  # an observer must never fail the stream it observes
-            LOGGER.exception("fixedmodel: recording call metrics failed")
+        except Exception as fault:  # an observer must never fail the stream it observes
+            observer_fault(f"{self._role}: recording a stream", fault)
 
 
 class _AsyncObserved(_Observed):
@@ -495,7 +498,7 @@ def _observe(
     wants: Callable[[bool], bool] = _always,
 ) -> _AsyncObserved | _SyncObserved:
     check_callable(fn, wrapper)
-    return (_AsyncObserved if is_async_callable(fn) else _SyncObserved)(fn, emit, wants)
+    return (_AsyncObserved if is_async_callable(fn) else _SyncObserved)(fn, emit, wants, wrapper)
 
 
 _LOG_MESSAGE = (

@@ -9,6 +9,7 @@ and N attempts are exactly N requests on the wire.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 import sys
@@ -30,6 +31,7 @@ from fixedmodel.middleware._call import (
     request_kind,
 )
 from fixedmodel.middleware._errors import is_retryable, retry_after
+from fixedmodel.middleware._give_up import give_up
 
 if TYPE_CHECKING:
     from fixedmodel._protocols import (
@@ -165,8 +167,12 @@ class _Attempts:
         wait = self._backoff(state) * (1.0 - policy.jitter * random.random())
         error = state.outcome.exception() if state.outcome is not None else None
         advice = retry_after(error) if error is not None else None
+        judge = give_up.get()  # A load balancer above: told of every failure, may end them.
+        reason = judge(error) if judge is not None and error is not None else None
         if attempt >= policy.max_attempts:
             self.gave_up = f"max_attempts={policy.max_attempts} reached"
+        elif reason is not None:
+            self.gave_up = reason
         elif advice is not None and advice > policy.max_retry_after:
             self.gave_up = (
                 f"the provider asked to wait {advice:g} s, "
@@ -233,22 +239,53 @@ def _without_inner_retries(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Add the keywords that keep litellm and the openai SDK from retrying under this layer.
 
     ``max_retries=0`` stops the openai SDK's loop. ``num_retries=0`` stops litellm's own
-    completion retries (which also follow the global ``litellm.num_retries``) and keeps it
-    from turning ``num_retries`` into the SDK's ``max_retries``. A keyword the call passes
-    itself is kept; a bound default is overridden.
+    completion retries and keeps it from turning ``num_retries`` into the SDK's
+    ``max_retries``. A ``max_retries`` or ``num_retries`` the call passes itself is kept; a
+    bound default is overridden.
+
+    The global ``litellm.num_retries``: litellm's sync ``completion`` reads
+    ``kwargs.get("num_retries") or litellm.num_retries`` when a request fails (``client`` in
+    ``litellm/utils.py``, 1.100.0 to 1.110.2), so the ``0`` given here is replaced by the
+    global and one failure costs ``1 + litellm.num_retries`` requests. A ``retry_policy`` takes
+    precedence there: one that grants 0 retries for every error class (or none for the
+    classes it does not list, 1.100.0) turns litellm's retries off whatever the global says.
+    The async path reads ``num_retries`` with ``is None``, so the ``0`` already holds there.
 
     Embeddings (litellm 1.110.2): ``OpenAIChatCompletion.embedding`` in
     ``litellm/llms/openai/openai.py`` computes ``max_retries or litellm.DEFAULT_MAX_RETRIES``,
     so 0 becomes 2 and one 429 still costs up to three requests (BerriAI/litellm#7003 saw it
-    for Azure). That path reads no ``num_retries``, and ``DEFAULT_MAX_RETRIES`` is global. An
-    int equal to 0 that is true passes the ``or`` and reaches the SDK as ``max_retries=0``.
+    for Azure). That path reads no ``num_retries`` nor ``litellm.num_retries``, and
+    ``DEFAULT_MAX_RETRIES`` is global. An int equal to 0 that is true passes the ``or`` and
+    reaches the SDK as ``max_retries=0``.
     """
     # Any: the keywords go to litellm unchanged; the Protocols type them at the call site.
-    if "max_retries" in kwargs or "num_retries" in kwargs:
-        return kwargs
     if request_kind(kwargs) == "embedding":
+        if "max_retries" in kwargs or "num_retries" in kwargs:
+            return kwargs
         return {**kwargs, "max_retries": _NoRetries(0)}
-    return {**kwargs, "max_retries": 0, "num_retries": 0}
+    given = "max_retries" in kwargs or "num_retries" in kwargs
+    arguments = dict(kwargs) if given else {**kwargs, "max_retries": 0, "num_retries": 0}
+    if not arguments.get("num_retries") and arguments.get("retry_policy") is None:
+        arguments["retry_policy"] = _no_litellm_retries()
+    return arguments
+
+
+def _no_litellm_retries() -> dict[str, int]:
+    """A litellm ``retry_policy`` that grants 0 retries to every error class it names.
+
+    Built from the installed litellm's ``RetryPolicy`` fields (1.110.2 added
+    ``DefaultRetries`` and others): an unknown field name would fail its validation.
+    """
+    from litellm.types.router import RetryPolicy
+
+    return dict.fromkeys(_retry_policy_fields(RetryPolicy), 0)
+
+
+@functools.cache
+def _retry_policy_fields(policy: type[Any]) -> tuple[str, ...]:
+    # Any: litellm's pydantic RetryPolicy; only its field names are read.
+    fields: dict[str, object] = policy.model_fields
+    return tuple(fields)
 
 
 class _Retries(Wrapper):

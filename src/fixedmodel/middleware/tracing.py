@@ -60,6 +60,7 @@ from fixedmodel.middleware._call import (
     request_reader,
     requests_made,
 )
+from fixedmodel.middleware._faults import observer_fault
 from fixedmodel.middleware._streams import StreamEnd, watch_stream
 
 if TYPE_CHECKING:
@@ -497,15 +498,28 @@ class _Instruments:
         meter: Any, name: str, unit: str, description: str, buckets: Sequence[float]
     ) -> Histogram:
         try:
-            histogram: Histogram = meter.create_histogram(
-                name,
-                unit=unit,
-                description=description,
-                explicit_bucket_boundaries_advisory=list(buckets),
-            )
-        except TypeError:  # an API older than 1.23 takes no advisory
-            histogram = meter.create_histogram(name, unit=unit, description=description)
+            try:
+                histogram: Histogram = meter.create_histogram(
+                    name,
+                    unit=unit,
+                    description=description,
+                    explicit_bucket_boundaries_advisory=list(buckets),
+                )
+            except TypeError:  # an API older than 1.23 takes no advisory
+                histogram = meter.create_histogram(name, unit=unit, description=description)
+        except Exception as fault:  # A faulty meter costs its metric, not the wrapper.
+            observer_fault("with_tracing: creating a histogram", fault)
+            return cast("Histogram", _Unrecorded())
         return histogram
+
+
+class _Unrecorded:
+    """Stands in for a histogram the meter failed to create: measurements go nowhere."""
+
+    __slots__ = ()
+
+    def record(self, *_args: object, **_kwargs: object) -> None:
+        return None
 
 
 def _layers(info: CallInfo) -> dict[str, Any]:
@@ -570,6 +584,58 @@ class _Traced(Wrapper):
         )
         return span, attributes, request
 
+    def _begin(
+        self, kwargs: dict[str, Any]
+    ) -> tuple[Span, dict[str, Any], dict[str, Any], object] | None:
+        """Start the call's span and make it current; ``None``: call untraced (logged)."""
+        instruments = self._instruments
+        try:
+            span, attributes, request = self._start(kwargs)
+        except Exception as fault:
+            observer_fault("with_tracing: starting a span", fault)
+            return None
+        try:
+            token: object = instruments.attach(instruments.in_context(span))
+        except Exception as fault:
+            observer_fault("with_tracing: making a span current", fault)
+            token = None
+        return span, attributes, request, token
+
+    def _detach(self, token: object) -> None:
+        if token is None:
+            return
+        try:
+            self._instruments.detach(token)
+        except Exception as fault:
+            observer_fault("with_tracing: restoring the context", fault)
+
+    def _ended(
+        self,
+        span: Span,
+        attributes: dict[str, Any],
+        request: Mapping[str, object],
+        info: CallInfo,
+        result: object,
+        started: float,
+    ) -> None:
+        """Record a call that returned: its span, metrics, or its stream's watcher."""
+        try:
+            if is_stream_request(request):
+                self._streamed(span, attributes, info, result, started)
+            else:
+                self._succeeded(span, attributes, request, info, result, started)
+        except Exception as fault:
+            observer_fault("with_tracing: recording an answer", fault)
+
+    def _raised(
+        self, span: Span, attributes: dict[str, Any], error: BaseException, started: float
+    ) -> None:
+        """Record a call that raised; the call's own error is raised by the caller, unchanged."""
+        try:
+            self._failed(span, attributes, error, started)
+        except Exception as fault:
+            observer_fault("with_tracing: recording an error", fault)
+
     def _failed(
         self, span: Span, attributes: dict[str, Any], error: BaseException, started: float
     ) -> None:
@@ -633,6 +699,12 @@ class _Traced(Wrapper):
         response_model: object = getattr(stream, "model", None)
 
         def ended(end: StreamEnd) -> None:
+            try:
+                record(end)
+            except Exception as fault:
+                observer_fault("with_tracing: recording a stream's end", fault)
+
+        def record(end: StreamEnd) -> None:
             found: dict[str, Any] = _layers(info)
             if isinstance(response_model, str) and response_model:
                 found["gen_ai.response.model"] = response_model
@@ -663,26 +735,24 @@ class _AsyncTraced(_Traced):
     __slots__ = ()
 
     async def __call__(self, **kwargs: Any) -> Any:
-        instruments = self._instruments
-        if instruments.idle():
+        if self._instruments.idle():
             return await self._call(**kwargs)
-        span, attributes, request = self._start(kwargs)
+        begun = self._begin(kwargs)
+        if begun is None:
+            return await self._call(**kwargs)
+        span, attributes, request, token = begun
         info, opened = join_call()
         started = time.perf_counter()
-        token = instruments.attach(instruments.in_context(span))
         try:
             result = await self._call(**kwargs)
         except BaseException as error:
-            instruments.detach(token)
+            self._detach(token)
             leave_call(opened)
-            self._failed(span, attributes, error, started)
+            self._raised(span, attributes, error, started)
             raise
-        instruments.detach(token)
+        self._detach(token)
         leave_call(opened)
-        if is_stream_request(request):
-            self._streamed(span, attributes, info, result, started)
-        else:
-            self._succeeded(span, attributes, request, info, result, started)
+        self._ended(span, attributes, request, info, result, started)
         return result
 
 
@@ -690,26 +760,24 @@ class _SyncTraced(_Traced):
     __slots__ = ()
 
     def __call__(self, **kwargs: Any) -> Any:
-        instruments = self._instruments
-        if instruments.idle():
+        if self._instruments.idle():
             return self._call(**kwargs)
-        span, attributes, request = self._start(kwargs)
+        begun = self._begin(kwargs)
+        if begun is None:
+            return self._call(**kwargs)
+        span, attributes, request, token = begun
         info, opened = join_call()
         started = time.perf_counter()
-        token = instruments.attach(instruments.in_context(span))
         try:
             result = self._call(**kwargs)
         except BaseException as error:
-            instruments.detach(token)
+            self._detach(token)
             leave_call(opened)
-            self._failed(span, attributes, error, started)
+            self._raised(span, attributes, error, started)
             raise
-        instruments.detach(token)
+        self._detach(token)
         leave_call(opened)
-        if is_stream_request(request):
-            self._streamed(span, attributes, info, result, started)
-        else:
-            self._succeeded(span, attributes, request, info, result, started)
+        self._ended(span, attributes, request, info, result, started)
         return result
 
 

@@ -10,8 +10,7 @@ from fixedmodel._litellm import litellm_module
 from fixedmodel.middleware._call import ModelCallable, Wrapper, request_reader
 from fixedmodel.middleware._errors import (
     is_rate_limit,
-    is_retryable,
-    is_unsupported_here,
+    is_route_failure,
     retry_after,
 )
 from fixedmodel.middleware.rate_limit import RateLimit, RateLimiter
@@ -41,30 +40,51 @@ def limit_of(function: object) -> RateLimit | None:
 
 
 class Usage:
-    """Requests and tokens one deployment was sent over the last period, from this process."""
+    """Requests and tokens one deployment was sent over the last period, from this process.
+
+    Each call is one entry ``[time, tokens, requests, live]``: ``requests`` is 1, or 0 once
+    refunded (nothing was sent: a cache hit, a budget refusal); ``live`` is 1 until the entry
+    leaves the window. A correction (the real token count, a refund) changes the totals only
+    while its entry is live, so a call that outlasts the window is counted once, never
+    subtracted twice. The caller holds the balancer's lock.
+    """
 
     __slots__ = ("limit", "period", "requests", "sent", "tokens")
 
     def __init__(self, limit: RateLimit | None) -> None:
         self.limit = limit
         self.period = limit.period if limit is not None else 60.0
-        self.sent: deque[list[float]] = deque()  # [time, tokens] per call
+        self.sent: deque[list[float]] = deque()
         self.requests = 0
         self.tokens = 0.0
 
     def add(self, now: float, tokens: int) -> list[float]:
-        entry = [now, float(tokens)]
+        entry = [now, float(tokens), 1.0, 1.0]
         self.sent.append(entry)
         self.requests += 1
         self.tokens += tokens
         return entry
 
+    def correct(self, entry: list[float], tokens: float) -> None:
+        """The call of ``entry`` used ``tokens`` tokens in the end."""
+        if entry[3]:
+            self.tokens += tokens - entry[1]
+        entry[1] = tokens
+
+    def refund(self, entry: list[float]) -> None:
+        """The call of ``entry`` sent nothing: it no longer counts."""
+        if entry[3]:
+            self.requests -= round(entry[2])
+            self.tokens -= entry[1]
+        entry[1] = entry[2] = 0.0
+
     def used_share(self, now: float) -> float:
         sent, horizon = self.sent, now - self.period
         while sent and sent[0][0] <= horizon:
-            _, tokens = sent.popleft()
-            self.requests -= 1
-            self.tokens -= tokens
+            entry = sent.popleft()
+            self.requests -= round(entry[2])
+            self.tokens -= entry[1]
+            entry[3] = 0.0
         limit = self.limit
         if limit is None:
             return 0.0
@@ -79,6 +99,7 @@ class Usage:
 class Deployment:
     __slots__ = (
         "call",
+        "failovers",
         "in_flight",
         "index",
         "key",
@@ -96,6 +117,9 @@ class Deployment:
         self.call: Callable[..., Any] = function
         self.key = f"{group}:{name}"
         self.in_flight = 0
+        # Calls that failed here and went on: their next deployment is chosen in turn, so
+        # the share of a deployment that keeps failing is spread evenly over the others.
+        self.failovers = 0
         # When the store said it could be tried again, and until when this process does not
         # ask the store about it (at most _REMEMBER_REFUSAL later than the answer).
         self.recovers_at = 0.0
@@ -106,10 +130,7 @@ class Deployment:
 
 def counts_against(error: BaseException) -> bool:
     """Whether a failure says the deployment is in trouble (and another may do better)."""
-    if is_retryable(error) or is_unsupported_here(error):
-        return True
-    litellm = litellm_module()
-    return isinstance(error, (litellm.AuthenticationError, litellm.PermissionDeniedError))
+    return is_route_failure(error)  # The rule with_fallbacks follows too.
 
 
 def is_budget_refusal(error: BaseException) -> bool:

@@ -1,11 +1,15 @@
-"""Reading a stream's first chunk before the caller does, and handing it back intact.
+"""Reading a stream up to its first chunk with content before the caller does, intact.
 
-A routing layer that may still send a request elsewhere reads the first chunk of a stream
-itself: a provider that accepted the request (HTTP 200) and then failed before any chunk
-(an error event, a dropped connection, a stall past the timeout) has failed before the caller
-saw anything, so the next callable may serve the request. Once the first chunk is in, the
-stream is handed back as litellm's own object, its class switched to a subclass that returns
-that chunk first and behaves as litellm's otherwise (as ``watch_stream`` does).
+A routing layer that may still send a request elsewhere reads the start of a stream itself:
+a provider that accepted the request (HTTP 200) and then failed before any content (an error
+event, a dropped connection, a stall past the timeout) has failed before the caller saw
+anything, so the next callable may serve the request. OpenAI-compatible servers open a
+stream with a chunk that only says ``{"role": "assistant"}`` (empty content); such chunks
+give the caller nothing, so the boundary is the first chunk that carries something the
+caller can use: text, a tool or function call, audio, reasoning text or thinking blocks,
+images. The chunks read up to and including it are handed back first, in order, with the
+stream still litellm's own object, its class switched to a subclass that returns the held
+chunks first and behaves as litellm's otherwise (as ``watch_stream`` does).
 """
 
 from __future__ import annotations
@@ -16,11 +20,25 @@ from typing import Any, cast
 
 from fixedmodel._litellm import litellm_module
 
-__all__ = ["afirst_chunk", "first_chunk", "is_stream"]
+__all__ = ["afirst_chunk", "carries_content", "first_chunk", "is_stream"]
 
 _classes: dict[type[Any], type[Any]] = {}
 _classes_lock = threading.Lock()
-_EMPTY = object()
+_HELD = "_fixedmodel_first"
+# Delta fields whose non-empty value the caller can use (litellm's Delta; OpenAI's
+# ChatCompletionChunk delta has content, tool_calls, function_call, refusal).
+_CONTENT_FIELDS = (
+    "content",
+    "tool_calls",
+    "function_call",
+    "audio",
+    "reasoning_content",
+    "thinking_blocks",
+    "images",
+    "refusal",
+)
+# Chunks read in search of content before giving up and handing the stream back as it is.
+_MAX_EMPTY = 64
 
 
 def is_stream(result: object) -> bool:
@@ -28,8 +46,29 @@ def is_stream(result: object) -> bool:
     return isinstance(result, litellm_module().CustomStreamWrapper)
 
 
+def carries_content(chunk: object) -> bool:
+    """Whether a stream chunk carries something the caller can use (not only a role).
+
+    A chunk of an unknown shape (no ``choices``) counts as content; one with no choices (a
+    usage-only chunk) or whose deltas are all empty does not.
+    """
+    choices: object = getattr(chunk, "choices", _HELD)
+    if choices is _HELD:
+        return True
+    if not isinstance(choices, list | tuple):
+        return True
+    for choice in cast("list[object]", choices):
+        delta: object = getattr(choice, "delta", None)
+        if delta is None:
+            continue
+        for field in _CONTENT_FIELDS:
+            if getattr(delta, field, None):
+                return True
+    return False
+
+
 def _primed_class(base: type[Any]) -> type[Any]:
-    """The subclass of ``base`` that returns a held first chunk first (made once per base)."""
+    """The subclass of ``base`` that returns held chunks first (made once per base)."""
     with _classes_lock:
         made = _classes.get(base)
         if made is not None:
@@ -37,18 +76,18 @@ def _primed_class(base: type[Any]) -> type[Any]:
 
         class PrimedStream(base):  # type: ignore[misc]  # subclassing litellm's class, Any here
             # No __slots__: the instance keeps the base's layout, so __class__ can be switched.
-            _fixedmodel_first: object
+            _fixedmodel_first: list[object]
 
             def __next__(self) -> Any:
-                held = self.__dict__.pop("_fixedmodel_first", _EMPTY)
-                if held is not _EMPTY:
-                    return held
+                held: list[object] | None = self.__dict__.get(_HELD)
+                if held:
+                    return _take(self, held)
                 return super().__next__()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
 
             async def __anext__(self) -> Any:
-                held = self.__dict__.pop("_fixedmodel_first", _EMPTY)
-                if held is not _EMPTY:
-                    return held
+                held: list[object] | None = self.__dict__.get(_HELD)
+                if held:
+                    return _take(self, held)
                 return await super().__anext__()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
 
         PrimedStream.__name__ = base.__name__
@@ -58,55 +97,76 @@ def _primed_class(base: type[Any]) -> type[Any]:
         return PrimedStream
 
 
-def _hold(stream: Any, chunk: object) -> None:
+def _take(stream: Any, held: list[object]) -> object:
+    chunk = held.pop(0)
+    if not held:
+        del stream.__dict__[_HELD]
+    return chunk
+
+
+def _hold(stream: Any, chunks: list[object]) -> None:
+    if not chunks:
+        return
     base: type[Any] = stream.__class__
-    stream._fixedmodel_first = chunk
+    setattr(stream, _HELD, chunks)
     stream.__class__ = _primed_class(base)
 
 
 def _primed(stream: Any) -> bool:
-    """Whether the first chunk is already held, or cannot be (no instance ``__dict__``)."""
+    """Whether chunks are already held, or cannot be (no instance ``__dict__``)."""
     held: object = getattr(stream, "__dict__", None)
-    return not isinstance(held, dict) or "_fixedmodel_first" in held
+    return not isinstance(held, dict) or _HELD in held
 
 
 async def afirst_chunk(stream: Any) -> None:
-    """Read the first chunk of an async stream now, and keep it for the caller.
+    """Read an async stream up to its first chunk with content now; keep them for the caller.
 
     Raises:
-        Exception: What reading the first chunk raised; the stream is closed first.
+        Exception: What reading raised before a chunk with content came; the stream is
+            closed first, and the chunks read before are dropped (the caller saw none).
     """
     if _primed(stream):  # A routing layer inside read it already, or it cannot be held.
         return
+    chunks: list[object] = []
     try:
-        chunk = cast("object", await stream.__anext__())
+        while len(chunks) < _MAX_EMPTY:
+            chunk = cast("object", await stream.__anext__())
+            chunks.append(chunk)
+            if carries_content(chunk):
+                break
     except StopAsyncIteration:
-        return  # An empty stream: the caller's iteration ends at once, as it would have.
+        pass  # The stream ended: the caller gets what was read, then the end, as it would.
     except Exception:
         closer = getattr(stream, "aclose", None)
         if closer is not None:
             with contextlib.suppress(Exception):  # The read's failure is the one to report.
                 await closer()
         raise
-    _hold(stream, chunk)
+    _hold(stream, chunks)
 
 
 def first_chunk(stream: Any) -> None:
-    """Read the first chunk of a sync stream now, and keep it for the caller.
+    """Read a sync stream up to its first chunk with content now; keep them for the caller.
 
     Raises:
-        Exception: What reading the first chunk raised; the stream is closed first.
+        Exception: What reading raised before a chunk with content came; the stream is
+            closed first, and the chunks read before are dropped (the caller saw none).
     """
     if _primed(stream):
         return
+    chunks: list[object] = []
     try:
-        chunk = cast("object", next(stream))
+        while len(chunks) < _MAX_EMPTY:
+            chunk = cast("object", next(stream))
+            chunks.append(chunk)
+            if carries_content(chunk):
+                break
     except StopIteration:
-        return
+        pass
     except Exception:
         closer = getattr(stream, "close", None)
         if closer is not None:
             with contextlib.suppress(Exception):  # The read's failure is the one to report.
                 closer()
         raise
-    _hold(stream, chunk)
+    _hold(stream, chunks)

@@ -27,6 +27,7 @@ __all__ = [
     "name_of",
     "note_failure",
     "note_served",
+    "note_skipped",
     "without_inner_retries",
 ]
 
@@ -114,6 +115,15 @@ def name_of(function: object, index: int) -> str:
 def note_failure(info: CallInfo, name: str, error: BaseException) -> None:
     """Record in the call's record that the routed callable ``name`` failed with ``error``."""
     info.route_failures = (*info.route_failures, (name, type(error).__name__))
+
+
+def note_skipped(info: CallInfo, name: str, reason: str) -> None:
+    """Record that the routed callable ``name`` was passed over without a request.
+
+    ``reason`` is ``"retry_after"`` (its provider asked not to be called yet) or
+    ``"context_window"`` (the request does not fit its model).
+    """
+    info.route_skips = (*info.route_skips, (name, reason))
 
 
 def note_served(info: CallInfo, name: str) -> None:

@@ -1,24 +1,32 @@
 """Fallbacks: when one callable fails in a way another may not, the next serves the request.
 
 ``with_fallbacks(primary, cheaper, other_provider)`` calls ``primary``; when it raises an
-error its :class:`FallbackPolicy` deems fallback-worthy, the same request goes to
-``cheaper``, then to ``other_provider``. The first answer is returned. When every callable
-fails, the last error is raised, with a note per earlier failure, and
-:func:`fallback_causes` returns all of them.
+error its :class:`FallbackPolicy` deems fallback-worthy (by class and HTTP status, the rule
+load balancing shares), the same request goes to ``cheaper``, then to ``other_provider``.
+The first answer is returned. When every callable fails, the last error is raised, with a
+note per earlier failure, and :func:`fallback_causes` returns all of them.
 
-A stream falls back while its provider fails before the first chunk reaches the caller:
-when litellm opens it (HTTP errors such as 429, 5xx, 401, and connection failures arrive
-then) and while its first chunk is read. Unless it is the last callable, the layer reads that
-chunk itself before returning the stream, and hands it back first (the stream stays
-litellm's own object). A failure after the first chunk is the caller's: text may already
-have been shown.
+Callables are passed over without a request when their provider asked for time
+(``Retry-After``: until then, at most ``FallbackPolicy.max_retry_after``) or, for a
+fallback, when litellm knows its context window and the request does not fit. A callable
+appears once in a chain.
+
+A stream falls back while its provider fails before its first chunk with content reaches
+the caller: when litellm opens it (HTTP errors such as 429, 5xx, 401, and connection
+failures arrive then) and while it is read up to that chunk (the role-only chunk that opens
+OpenAI-compatible streams is not content). Unless it is the last callable, the layer reads
+those chunks itself before returning the stream, and hands them back first (the stream
+stays litellm's own object). A failure after that is the caller's: text may already have
+been shown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, cast, overload
 
 from fixedmodel._litellm import litellm_module
 from fixedmodel._protocols import (
@@ -38,7 +46,13 @@ from fixedmodel.middleware._call import (
     join_call,
     leave_call,
 )
-from fixedmodel.middleware._errors import is_retryable, is_unsupported_here, never_sent
+from fixedmodel.middleware._errors import (
+    is_denied,
+    is_not_found,
+    is_route_failure,
+    retry_after,
+)
+from fixedmodel.routing._chain import has_next_in_chain
 from fixedmodel.routing._first_chunk import afirst_chunk, first_chunk, is_stream
 from fixedmodel.routing._route import (
     LOGGER,
@@ -48,11 +62,16 @@ from fixedmodel.routing._route import (
     name_of,
     note_failure,
     note_served,
+    note_skipped,
 )
+from fixedmodel.routing._windows import Fit
 
 __all__ = ["FallbackPolicy", "fallback_causes", "is_fallback_worthy", "with_fallbacks"]
 
 _CAUSES = "_fixedmodel_fallback_causes"
+
+# The clock of retry advice, looked up on every call so that tests can drive it.
+_clock: Callable[[], float] = time.monotonic
 
 
 def _check_flag(name: str, value: object) -> None:
@@ -87,20 +106,29 @@ class FallbackPolicy:
             deliberately (litellm Router calls this ``content_policy_fallbacks``).
         when: Instead of the rules above, your own predicate: ``when(error)`` returns
             whether to fall back. :func:`is_fallback_worthy` gives the default answer.
+        max_retry_after: Longest time, in seconds, a provider's ``Retry-After`` (or
+            ``retry-after-ms``) keeps its callable out of the chain (300 s, as load
+            balancing's ``CooldownPolicy``).
 
     Raises:
         TypeError: A flag is not a bool, or ``when`` is not callable.
+        ValueError: ``max_retry_after`` is negative or not a number.
     """
 
     context_window: bool = True
     authentication: bool = True
     content_policy: bool = False
     when: Callable[[BaseException], bool] | None = None
+    max_retry_after: float = 300.0
 
     def __post_init__(self) -> None:
         _check_flag("context_window", self.context_window)
         _check_flag("authentication", self.authentication)
         _check_flag("content_policy", self.content_policy)
+        limit = cast("object", self.max_retry_after)  # checked: callers without a checker
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit >= 0:
+            msg = f"FallbackPolicy.max_retry_after must be seconds >= 0, got {limit!r}"
+            raise ValueError(msg)
         if self.when is not None and not callable(self.when):
             msg = f"FallbackPolicy.when must be a function of the error, got {self.when!r}"
             raise TypeError(msg)
@@ -115,14 +143,14 @@ class FallbackPolicy:
 _DEFAULT_POLICY = FallbackPolicy()
 
 
-def _is_auth_failure(error: BaseException) -> bool:
-    litellm = litellm_module()
-    kinds = (litellm.AuthenticationError, litellm.PermissionDeniedError, litellm.NotFoundError)
-    return isinstance(error, kinds)
-
-
 def is_fallback_worthy(error: BaseException, policy: FallbackPolicy = _DEFAULT_POLICY) -> bool:
-    """The default rule of :class:`FallbackPolicy` (its flags, without ``when``)."""
+    """The default rule of :class:`FallbackPolicy` (its flags, without ``when``).
+
+    Decided by class and by HTTP status (``status_code``), the way load balancing decides
+    which failures cool a deployment down (``fixedmodel.middleware._errors``): a plain
+    ``litellm.APIError`` with ``status_code=403``, as litellm raises for some
+    OpenAI-compatible servers, is a permission failure like ``PermissionDeniedError``.
+    """
     litellm = litellm_module()
     # Subclasses of BadRequestError first: they are not retryable, but another model may
     # take them.
@@ -130,14 +158,12 @@ def is_fallback_worthy(error: BaseException, policy: FallbackPolicy = _DEFAULT_P
         return policy.context_window
     if isinstance(error, litellm.ContentPolicyViolationError):
         return policy.content_policy
-    if _is_auth_failure(error):
+    if is_denied(error) or is_not_found(error):
         return policy.authentication
     if isinstance(error, litellm.BudgetExceededError):
         return True
-    if is_unsupported_here(error) and not never_sent(error):
-        # 501, 505, ...: not worth retrying on this server, but another may serve it.
-        return True
-    return is_retryable(error)
+    # 429, 408, 409, 5xx, timeouts, connection failures, an account out of quota.
+    return is_route_failure(error)
 
 
 def fallback_causes(error: BaseException) -> tuple[BaseException, ...]:
@@ -152,30 +178,76 @@ def fallback_causes(error: BaseException) -> tuple[BaseException, ...]:
     return (error,)
 
 
-def _give_up(failures: list[tuple[str, BaseException]]) -> None:
-    """Make the last failure, the one raised, carry the earlier ones."""
-    last = failures[-1][1]
-    for name, error in failures[:-1]:
-        status = getattr(error, "status_code", None)
-        shown = f" (HTTP {status})" if isinstance(status, int) else ""
-        add_note(
-            last,
-            f"fixedmodel.with_fallbacks: {name} failed with {type(error).__name__}{shown}",
-        )
-    add_note(
-        last,
-        f"fixedmodel.with_fallbacks: {len(failures)} callables failed; "
-        "fixedmodel.fallback_causes(error) returns every failure",
+def _error_with_headers(kind: str, message: str, model: str, retry_in: float | None) -> Exception:
+    """A litellm exception raised by this layer itself (no provider answered)."""
+    import httpx
+
+    litellm = litellm_module()
+    headers = {} if retry_in is None else {"retry-after-ms": str(max(1, round(retry_in * 1000)))}
+    status = 429 if kind == "RateLimitError" else 400
+    response = httpx.Response(
+        status,
+        headers=headers,
+        request=httpx.Request("POST", "http://fixedmodel.invalid/fallbacks"),
     )
-    # A nested with_fallbacks that gave up brings its own causes: keep them all.
-    causes = tuple(cause for _, error in failures for cause in fallback_causes(error))
-    setattr(last, _CAUSES, causes)
+    cls: Any = getattr(litellm, kind)
+    error: Exception = cls(message, model=model, llm_provider="fixedmodel", response=response)
+    return error
+
+
+class _Call:
+    """What one call through the chain found out: failures, skips, and the request."""
+
+    __slots__ = ("arguments", "failures", "info", "now", "outer_has_next", "skips")
+
+    def __init__(self, info: CallInfo, arguments: dict[str, Any]) -> None:
+        self.info = info
+        self.arguments = arguments
+        self.now = _clock()
+        self.outer_has_next = has_next_in_chain.get()
+        self.failures: list[tuple[str, BaseException]] = []
+        # (index, reason, detail) of every callable passed over without a request.
+        self.skips: list[tuple[int, str, str]] = []
+
+
+def _leaves(function: object) -> list[object]:
+    """The bottom callables of a stack, through routing layers (chains and balancers)."""
+    if isinstance(function, _Fallbacks):
+        return [leaf for call in function.callables for leaf in _leaves(call)]
+    deployments: object = getattr(function, "deployments", None)
+    if isinstance(function, Wrapper) and isinstance(deployments, Mapping):
+        calls: list[object] = list(deployments.values())  # pyright: ignore[reportUnknownArgumentType, reportUnknownMemberType]
+        return [leaf for call in calls for leaf in _leaves(call)]
+    if isinstance(function, Wrapper):
+        return _leaves(function._inner)  # pyright: ignore[reportPrivateUsage]
+    return [function]
+
+
+def _check_once(functions: tuple[ModelCallable, ...]) -> None:
+    """Refuse a callable that appears twice in a chain (nested chains included).
+
+    Raises:
+        ValueError: Naming the repeated callable and both positions.
+    """
+    seen: dict[int, int] = {}
+    for index, function in enumerate(functions):
+        for leaf in {id(leaf): leaf for leaf in _leaves(function)}.values():
+            first = seen.setdefault(id(leaf), index)
+            if first != index:
+                model: object = getattr(leaf, "model", None)
+                shown = repr(model) if isinstance(model, str) else repr(leaf)
+                msg = (
+                    f"with_fallbacks() got the callable {shown} twice (as callable #{first} "
+                    f"and in callable #{index}); a chain tries each callable once, so list it "
+                    "once (to try it again, put with_retries under it)"
+                )
+                raise ValueError(msg)
 
 
 class _Fallbacks(Wrapper):
-    """What the sync and async fallback wrappers share."""
+    """What the sync and async fallback wrappers share: every decision lives here."""
 
-    __slots__ = ("_calls", "_names", "_policy")
+    __slots__ = ("_calls", "_fits", "_lock", "_names", "_policy", "_until")
 
     def __init__(self, functions: tuple[ModelCallable, ...], policy: FallbackPolicy) -> None:
         super().__init__(functions[0])
@@ -183,6 +255,11 @@ class _Fallbacks(Wrapper):
         self._calls: tuple[Callable[..., Any], ...] = functions
         self._names = tuple(name_of(f, i) for i, f in enumerate(functions))
         self._policy = policy
+        # Per callable: whether a request fits its model's context window.
+        self._fits = tuple(Fit(f) for f in functions)
+        # Per callable: until when (on _clock) its provider asked not to be called again.
+        self._until = [0.0] * len(functions)
+        self._lock = threading.Lock()
 
     @property
     def policy(self) -> FallbackPolicy:
@@ -195,29 +272,99 @@ class _Fallbacks(Wrapper):
         calls: tuple[Any, ...] = self._calls
         return calls
 
-    def _failed(
-        self,
-        info: CallInfo,
-        index: int,
-        error: Exception,
-        failures: list[tuple[str, BaseException]],
-    ) -> bool:
+    def _advised(self, index: int, now: float) -> bool:
+        return self._until[index] > now
+
+    def _next(self, call: _Call, start: int) -> int | None:
+        """The next callable to try from ``start`` on, noting each one passed over."""
+        for index in range(start, len(self._calls)):
+            if self._advised(index, call.now):
+                left = self._until[index] - call.now
+                self._skip(call, index, "retry_after", f"asked to wait {left:.3f} s more")
+                continue
+            if index > 0:
+                detail = self._fits[index].misfit(call.arguments)
+                if detail is not None:
+                    self._skip(call, index, "context_window", detail)
+                    continue
+            return index
+        return None
+
+    def _skip(self, call: _Call, index: int, reason: str, detail: str) -> None:
+        call.skips.append((index, reason, detail))
+        note_skipped(call.info, self._names[index], reason)
+        LOGGER.info("with_fallbacks: skipping %s: %s", self._names[index], detail)
+
+    def _has_next(self, call: _Call, index: int) -> bool:
+        """Whether a callable after ``index`` may still be tried (advice known now)."""
+        return any(not self._advised(i, call.now) for i in range(index + 1, len(self._calls)))
+
+    def _failed(self, call: _Call, index: int, error: Exception) -> bool:
         """Record a failure; tell whether to go on to the next callable."""
         name = self._names[index]
-        note_failure(info, name, error)
-        failures.append((name, error))
+        note_failure(call.info, name, error)
+        call.failures.append((name, error))
+        advice = retry_after(error)
+        if advice is not None and advice > 0:
+            until = _clock() + min(advice, self._policy.max_retry_after)
+            with self._lock:  # Only ever later: a shorter advice does not shorten a longer one.
+                self._until[index] = max(self._until[index], until)
         if index + 1 >= len(self._calls) or not self._policy.should_fall_back(error):
             return False
-        level = 30 if _is_auth_failure(error) else 20  # WARNING for a key or model problem
-        LOGGER.log(
-            level,
-            "with_fallbacks: %s failed (%s); trying %s",
-            name,
-            type(error).__name__,
-            self._names[index + 1],
-        )
-        info.fallbacks_tried += 1
+        level = 30 if is_denied(error) or is_not_found(error) else 20  # a key or model problem
+        LOGGER.log(level, "with_fallbacks: %s failed (%s)", name, type(error).__name__)
         return True
+
+    def _tried(self, call: _Call) -> None:
+        call.info.fallbacks_tried += 1
+
+    def _exhausted(self, call: _Call) -> BaseException:
+        """The error to raise when no callable is left to try."""
+        described = "; ".join(f"{self._names[i]}: {detail}" for i, _, detail in call.skips)
+        model = self.model or ""
+        if not call.failures:  # Every callable asked to be left alone for now.
+            retry_in = min(self._until[i] for i, _, _ in call.skips) - call.now
+            message = (
+                "fixedmodel.with_fallbacks: every callable asked not to be called yet "
+                f"({described}); the first can be called again in {retry_in:.3f} s"
+            )
+            return _error_with_headers("RateLimitError", message, model, max(retry_in, 0.0))
+        only_context = all(reason == "context_window" for _, reason, _ in call.skips)
+        if len(call.failures) == 1 and only_context:
+            name, cause = call.failures[0]
+            message = (
+                f"fixedmodel.with_fallbacks: {name} failed with {type(cause).__name__} and no "
+                f"fallback can take the request ({described})"
+            )
+            error = _error_with_headers("ContextWindowExceededError", message, model, None)
+            error.__cause__ = cause
+            setattr(error, _CAUSES, (*fallback_causes(cause), error))
+            return error
+        self._give_up(call)
+        return call.failures[-1][1]
+
+    def _give_up(self, call: _Call) -> None:
+        """Make the last failure, the one raised, carry the earlier ones and the skips."""
+        failures = call.failures
+        last = failures[-1][1]
+        for name, error in failures[:-1]:
+            status = getattr(error, "status_code", None)
+            shown = f" (HTTP {status})" if isinstance(status, int) else ""
+            add_note(
+                last,
+                f"fixedmodel.with_fallbacks: {name} failed with {type(error).__name__}{shown}",
+            )
+        for index, _, detail in call.skips:
+            add_note(last, f"fixedmodel.with_fallbacks: {self._names[index]} skipped: {detail}")
+        if len(failures) > 1:
+            add_note(
+                last,
+                f"fixedmodel.with_fallbacks: {len(failures)} callables failed; "
+                "fixedmodel.fallback_causes(error) returns every failure",
+            )
+            # A nested with_fallbacks that gave up brings its own causes: keep them all.
+            causes = tuple(cause for _, error in failures for cause in fallback_causes(error))
+            setattr(last, _CAUSES, causes)
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(f) for f in self._calls)
@@ -229,26 +376,31 @@ class _AsyncFallbacks(_Fallbacks):
 
     async def __call__(self, **kwargs: Any) -> Any:
         info, opened = join_call()
-        arguments = forward(kwargs)
-        failures: list[tuple[str, BaseException]] = []
-        last = len(self._calls) - 1
         try:
-            for index, call in enumerate(self._calls):
+            call = _Call(info, forward(kwargs))
+            index = self._next(call, 0)
+            while index is not None:
+                further = self._has_next(call, index)
+                flag = has_next_in_chain.set(further or call.outer_has_next)
                 try:
-                    result = await call(**arguments)
-                    if index < last and is_stream(result):
+                    result = await self._calls[index](**call.arguments)
+                    if further and is_stream(result):
                         await afirst_chunk(result)  # A failure before it still falls back.
                 except Exception as error:
-                    if self._failed(info, index, error, failures):
-                        continue
-                    if len(failures) > 1:  # Raised as it is, carrying the earlier ones.
-                        _give_up(failures)
-                    raise
+                    if not self._failed(call, index, error):
+                        self._give_up(call)
+                        raise
+                    index = self._next(call, index + 1)
+                    if index is not None:
+                        self._tried(call)
+                    continue
+                finally:
+                    has_next_in_chain.reset(flag)
                 note_served(info, self._names[index])
                 return result
+            raise self._exhausted(call)
         finally:
             leave_call(opened)
-        raise AssertionError("unreachable: the last callable's failure is raised")
 
 
 class _SyncFallbacks(_Fallbacks):
@@ -256,26 +408,31 @@ class _SyncFallbacks(_Fallbacks):
 
     def __call__(self, **kwargs: Any) -> Any:
         info, opened = join_call()
-        arguments = forward(kwargs)
-        failures: list[tuple[str, BaseException]] = []
-        last = len(self._calls) - 1
         try:
-            for index, call in enumerate(self._calls):
+            call = _Call(info, forward(kwargs))
+            index = self._next(call, 0)
+            while index is not None:
+                further = self._has_next(call, index)
+                flag = has_next_in_chain.set(further or call.outer_has_next)
                 try:
-                    result = call(**arguments)
-                    if index < last and is_stream(result):
+                    result = self._calls[index](**call.arguments)
+                    if further and is_stream(result):
                         first_chunk(result)  # A failure before it still falls back.
                 except Exception as error:
-                    if self._failed(info, index, error, failures):
-                        continue
-                    if len(failures) > 1:  # Raised as it is, carrying the earlier ones.
-                        _give_up(failures)
-                    raise
+                    if not self._failed(call, index, error):
+                        self._give_up(call)
+                        raise
+                    index = self._next(call, index + 1)
+                    if index is not None:
+                        self._tried(call)
+                    continue
+                finally:
+                    has_next_in_chain.reset(flag)
                 note_served(info, self._names[index])
                 return result
+            raise self._exhausted(call)
         finally:
             leave_call(opened)
-        raise AssertionError("unreachable: the last callable's failure is raised")
 
 
 def _check_policy(policy: object) -> FallbackPolicy:
@@ -358,16 +515,26 @@ def with_fallbacks(
 
     Returns:
         A callable of the same kind. When every callable fails, it raises the last failure
-        (a litellm exception, unchanged) with a note per earlier failure;
-        :func:`fallback_causes` returns them all.
+        (a litellm exception, unchanged) with a note per earlier failure and per skipped
+        callable; :func:`fallback_causes` returns them all. When every callable is skipped
+        for its retry advice, it raises ``litellm.RateLimitError`` at once (no request),
+        naming each and with ``retry-after-ms`` set to the soonest end. When the primary
+        failed and every fallback was skipped for its context window (prompt tokens plus
+        ``max_tokens`` over litellm's ``max_input_tokens``), it raises
+        ``litellm.ContextWindowExceededError`` naming each, with the primary's failure as
+        ``__cause__``.
 
     Raises:
         TypeError: A value is not callable, the callables are not all of one kind (sync
             and async, or completion and embedding, mixed), or ``policy`` is not a
             FallbackPolicy.
+        ValueError: A callable appears twice in the chain, directly or inside a nested
+            ``with_fallbacks`` or ``with_load_balancing`` (the same object; two callables
+            bound to one model name are distinct).
     """
     functions = (primary, *fallbacks)
     asynchronous = check_one_kind(functions, "with_fallbacks")
+    _check_once(functions)
     checked = _check_policy(policy)
     if asynchronous:
         return _AsyncFallbacks(functions, checked).made_by(

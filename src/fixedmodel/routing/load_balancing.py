@@ -7,18 +7,24 @@ in :mod:`fixedmodel.stores._cooldown_store`). A call that fails on one deploymen
 error another may not have (429, 5xx, timeout, connection, 401/403) goes to the next
 deployment at once, as does a call a deployment's own ``with_budget`` refused. Cooldown state
 lives in a store: in process by default,
-:class:`~fixedmodel.stores.redis_cooldown.RedisCooldownStore` to share it across processes.
+:class:`~fixedmodel.stores.redis_cooldown.RedisCooldownStore` to share it across processes;
+that store (a ``SharedBalanceStore``) also holds every strategy's state below (the rotation,
+calls in flight, usage), so that processes balance as one.
 
 Strategies:
 
-- ``"least_busy"`` (default): the deployment with the fewest calls in flight from this
-  process (a stream counts until it ends); ties go round-robin. Under even load it is
-  round-robin; a slow or stuck deployment gets fewer calls on its own.
+- ``"least_busy"`` (default): the deployment with the fewest calls in flight (a stream
+  counts until it ends); ties go round-robin. Under even load it is round-robin; a slow or
+  stuck deployment gets fewer calls on its own.
 - ``"round_robin"``: each deployment in turn.
 - ``"usage_based"``: the deployment with the most rate-limiter headroom: the smallest share
-  of its :class:`~fixedmodel.RateLimit` (requests and tokens) used in the last period by
-  calls from this process. Deployments wrapped in ``with_rate_limit`` are found under their
-  middleware; one without a limiter counts as having all its headroom.
+  of its :class:`~fixedmodel.RateLimit` (requests and tokens) used in the last period.
+  Deployments wrapped in ``with_rate_limit`` are found under their middleware; one without
+  a limiter counts as having all its headroom.
+
+Deployments a strategy finds equal take turns among themselves; a call takes one turn
+however many deployments it tries, and the calls a failing deployment hands on are spread
+evenly over the others.
 """
 
 from __future__ import annotations
@@ -48,8 +54,10 @@ from fixedmodel.middleware._call import (
     join_call,
     leave_call,
 )
-from fixedmodel.middleware._streams import watch_stream
+from fixedmodel.middleware._give_up import give_up
+from fixedmodel.middleware._streams import StreamEnd, watch_stream
 from fixedmodel.middleware._tokens import estimate_tokens, used_tokens
+from fixedmodel.routing._chain import has_next_in_chain
 from fixedmodel.routing._deployments import (
     Deployment,
     all_cooling,
@@ -67,7 +75,13 @@ from fixedmodel.routing._route import (
     note_failure,
     note_served,
 )
-from fixedmodel.stores._cooldown_store import CooldownStore, Entry
+from fixedmodel.stores._cooldown_store import (
+    BalanceView,
+    CooldownStore,
+    Entry,
+    SharedBalanceStore,
+    SharedCall,
+)
 from fixedmodel.stores.cooldown_memory import MemoryCooldownStore
 
 __all__ = ["CooldownPolicy", "Strategy", "with_load_balancing"]
@@ -155,16 +169,89 @@ class CooldownPolicy:
             raise ValueError(msg)
 
 
-def _cooling(deployment: Deployment, now: float, retry_in: float) -> None:
-    """Remember that the store says ``deployment`` recovers in ``retry_in`` seconds."""
-    deployment.recovers_at = now + retry_in
-    deployment.skip_until = now + min(retry_in, _REMEMBER_REFUSAL)
+def _cooling(deployment: Deployment, now: float, retry_in: float, *, later: bool = False) -> None:
+    """Remember that ``deployment`` recovers in ``retry_in`` seconds.
+
+    The store's answer replaces what this process knew; a failure seen here (``later``)
+    only moves the deadline later.
+    """
+    recovers_at, skip_until = now + retry_in, now + min(retry_in, _REMEMBER_REFUSAL)
+    if later:
+        recovers_at = max(recovers_at, deployment.recovers_at)
+        skip_until = max(skip_until, deployment.skip_until)
+    deployment.recovers_at, deployment.skip_until = recovers_at, skip_until
+
+
+class _Try:
+    """One call's use of one deployment: the store's entry, and every failure seen there.
+
+    While the deployment is called, :meth:`judge` is the ``give_up`` hook of the
+    ``with_retries`` inside it: told of each failed attempt, it ends the retries as soon as
+    the deployment cools down (its circuit opens, a Retry-After, or a failed probe), so no
+    further request goes to it in this call and a probe is one request.
+    """
+
+    __slots__ = ("counted", "deployment", "entry", "policy", "seen", "shared", "unsent", "usage")
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        entry: Entry,
+        policy: CooldownPolicy,
+        usage: list[float] | None,
+        unsent: int,
+    ) -> None:
+        self.deployment = deployment
+        self.entry = entry
+        self.policy = policy
+        self.usage = usage
+        self.unsent = unsent  # The call record's unsent passes before: a cache hit shows.
+        self.seen: list[BaseException] = []
+        self.counted = 0
+        self.shared: SharedCall | None = None  # Recorded in a shared store.
+
+    @property
+    def estimate(self) -> int:
+        return 0 if self.usage is None else round(self.usage[1])
+
+    def judge(self, error: BaseException) -> str | None:
+        self.seen.append(error)
+        if not counts_against(error):
+            return None
+        self.counted += 1
+        name = self.deployment.name
+        if self.entry.probe:
+            return f"the probe of deployment {name!r} failed; with_load_balancing moves on"
+        cooling = (
+            cool_for(error, self.policy) is not None
+            or self.entry.failures + self.counted >= self.policy.failures
+            or self.deployment.recovers_at > time.monotonic()
+        )
+        if cooling:
+            return f"deployment {name!r} cools down; with_load_balancing moves on"
+        return None
+
+    def failures(self, error: BaseException) -> list[BaseException]:
+        """Every failure seen on this deployment in this call, in order, ending with ``error``."""
+        if self.seen and self.seen[-1] is error:
+            return self.seen
+        return [*self.seen, error]
 
 
 class _Balanced(Wrapper):
     """What the sync and async load balancers share: choosing and bookkeeping."""
 
-    __slots__ = ("_deployments", "_lock", "_policy", "_store", "_strategy", "_turn")
+    __slots__ = (
+        "_deployments",
+        "_ending",
+        "_group",
+        "_lock",
+        "_policy",
+        "_shared",
+        "_store",
+        "_strategy",
+        "_turn",
+    )
 
     def __init__(
         self,
@@ -172,6 +259,7 @@ class _Balanced(Wrapper):
         strategy: Strategy,
         policy: CooldownPolicy,
         store: CooldownStore,
+        group: str,
     ) -> None:
         super().__init__(deployments[0].call)
         self._deployments = deployments
@@ -179,6 +267,10 @@ class _Balanced(Wrapper):
         self._policy = policy
         self._store = store
         self._turn = count()
+        self._group = group
+        # A store shared by processes holds every strategy's state too (see the docs).
+        self._shared = store if isinstance(store, SharedBalanceStore) else None
+        self._ending: set[asyncio.Task[None]] = set()  # Shared ends of async streams.
         self._lock = threading.Lock()
 
     @property
@@ -197,22 +289,50 @@ class _Balanced(Wrapper):
         found: dict[str, Any] = {d.name: d.call for d in self._deployments}
         return found
 
-    def _order(self, tried: set[int], now: float) -> list[Deployment]:
-        """The untried deployments, best first, that this process does not know to be cooling."""
+    def _order(
+        self,
+        tried: set[int],
+        now: float,
+        turn: int,
+        after: Deployment | None,
+        view: BalanceView | None = None,
+    ) -> list[Deployment]:
+        """The untried deployments, best first, that this process does not know to be cooling.
+
+        ``turn`` is the call's place in the rotation (one per call, however many deployments
+        it tries); after a failure on ``after``, the rotation is that deployment's own, so
+        the calls it fails over are spread evenly over the others.
+        """
         # Known-cooling deployments are left out before the turn is taken, so that their
         # share is spread over the others instead of going to their neighbour.
         usable = [d for d in self._deployments if d.index not in tried and d.skip_until <= now]
         if not usable:
             return usable
-        start = next(self._turn) % len(usable)
-        candidates = usable[start:] + usable[:start]
+        if after is not None:
+            with self._lock:
+                turn = after.failovers
+                after.failovers += 1
+        load: dict[int, float] = {}
         if self._strategy == "least_busy":
-            candidates.sort(key=lambda d: d.in_flight)  # Stable: ties stay round-robin.
+            for d in usable:  # Every process's calls with a shared store, else this one's.
+                load[d.index] = view.busy[d.index] if view is not None else d.in_flight
         elif self._strategy == "usage_based":
             with self._lock:  # used_share drops old entries: one thread at a time.
-                shares = {d.index: d.usage.used_share(now) for d in candidates}
-            candidates.sort(key=lambda d: shares[d.index])
-        return candidates
+                for d in usable:
+                    load[d.index] = d.usage.used_share(now)
+            if view is not None:
+                load = {d.index: _shared_share(d, view) for d in usable}
+        return _rotated(usable, load, turn)
+
+    def _windows(self) -> list[float]:
+        """Per deployment, the usage window a shared store counts (0: not counted)."""
+        return [
+            d.usage.period if self._strategy == "usage_based" and d.usage.limit else 0.0
+            for d in self._deployments
+        ]
+
+    def _window(self, deployment: Deployment) -> float:
+        return self._windows()[deployment.index]
 
     def _refused(self, deployment: Deployment, entry: Entry, now: float) -> None:
         _cooling(deployment, now, entry.retry_in)
@@ -238,19 +358,48 @@ class _Balanced(Wrapper):
                 )
             return deployment.usage.add(time.monotonic(), tokens)
 
-    def _done(self, deployment: Deployment, result: object, usage: list[float] | None) -> None:
-        if usage is not None:
+    def _done(
+        self,
+        attempt: _Try,
+        result: object,
+        info: CallInfo,
+        shared_end: Callable[[_Try, int | None, bool], None] | None,
+    ) -> tuple[int | None, bool] | None:
+        """Settle a call that answered; returns what to tell a shared store now (tokens,
+        sent), or None when a stream will tell it when it ends (through ``shared_end``)."""
+        deployment, usage = attempt.deployment, attempt.usage
+        sent, used = info.unsent <= attempt.unsent, None  # More unsent: a cache answered.
+        if sent and not is_stream(result):
             used = used_tokens({}, result)
-            if used is not None:
-                with self._lock:
-                    deployment.usage.tokens += used - usage[1]
-                    usage[1] = float(used)
+        if usage is not None:
+            with self._lock:
+                if not sent:
+                    deployment.usage.refund(usage)
+                elif used is not None:
+                    deployment.usage.correct(usage, float(used))
         if is_stream(result):
-            # A stream keeps the deployment busy until it ends.
+            # A stream keeps the deployment busy until it ends; its usage comes last.
             stream: Any = result  # litellm's stream class, checked just above
-            watch_stream(stream, lambda _end: self._finished(deployment))
-            return
+            watch_stream(stream, lambda end: self._stream_ended(attempt, sent, end, shared_end))
+            return None
         self._finished(deployment)
+        return used, sent
+
+    def _stream_ended(
+        self,
+        attempt: _Try,
+        sent: bool,
+        end: StreamEnd,
+        shared_end: Callable[[_Try, int | None, bool], None] | None,
+    ) -> None:
+        deployment, usage = attempt.deployment, attempt.usage
+        tokens = None if end.usage is None else end.usage.total_tokens
+        with self._lock:
+            deployment.in_flight -= 1
+            if usage is not None and sent and tokens is not None:
+                deployment.usage.correct(usage, float(tokens))
+        if shared_end is not None and attempt.shared is not None:
+            shared_end(attempt, tokens, sent)
 
     def _finished(self, deployment: Deployment) -> None:
         with self._lock:
@@ -259,13 +408,28 @@ class _Balanced(Wrapper):
     def _failed(
         self,
         info: CallInfo,
-        deployment: Deployment,
+        attempt: _Try,
         error: Exception,
         failures: list[tuple[str, BaseException]],
     ) -> None:
+        deployment = attempt.deployment
         self._finished(deployment)
+        if attempt.usage is not None and is_budget_refusal(error):  # Nothing was sent.
+            with self._lock:
+                deployment.usage.refund(attempt.usage)
         note_failure(info, deployment.name, error)
         failures.append((deployment.name, error))
+
+    def _verdicts(self, attempt: _Try, error: Exception) -> list[tuple[bool, float | None]]:
+        """What to tell the store: ``(probe, cool_for)`` per failure that counts, in order."""
+        told: list[tuple[bool, float | None]] = []
+        for failure in attempt.failures(error):
+            if counts_against(failure):
+                seconds = cool_for(failure, self._policy)
+                told.append((attempt.entry.probe and not told, seconds))
+                if seconds is not None:
+                    _cooling(attempt.deployment, time.monotonic(), seconds, later=True)
+        return told
 
     def _goes_on(self, error: Exception, tried: set[int]) -> bool:
         untried = len(tried) < len(self._deployments)
@@ -281,7 +445,9 @@ class _Balanced(Wrapper):
         now = time.monotonic()
         retry_in = self._earliest(tried, now)
         policy = self._policy
-        if policy.when_all_cooling == "raise" or waited + retry_in > policy.max_wait:
+        # In a fallback chain with a callable still to try, that callable can answer now.
+        hand_over = has_next_in_chain.get()
+        if policy.when_all_cooling == "raise" or hand_over or waited + retry_in > policy.max_wait:
             raise all_cooling(self.model, retry_in, [d.name for d in self._deployments])
         LOGGER.debug("with_load_balancing: every deployment is cooling; waiting %.3f s", retry_in)
         # A probe out on another caller may end sooner than its lease: look again at least
@@ -294,6 +460,33 @@ class _Balanced(Wrapper):
             f"with_load_balancing({{{inner}}}, strategy={self._strategy!r}, "
             f"cooldown={self._policy!r}, store={self._store!r})"
         )
+
+
+def _rotated(usable: list[Deployment], load: dict[int, float], turn: int) -> list[Deployment]:
+    """``usable`` least loaded first; deployments with equal load take turns among themselves.
+
+    Rotating within each group of equals (not the whole list, then sorting) keeps the share
+    of a loaded or failing deployment from going to its neighbour in the list alone.
+    """
+    ordered: list[Deployment] = []
+    for level in sorted(set(load.values())) if load else [0.0]:
+        equal = [d for d in usable if load.get(d.index, 0.0) == level]
+        start = turn % len(equal)
+        ordered += equal[start:] + equal[:start]
+    return ordered
+
+
+def _shared_share(deployment: Deployment, view: BalanceView) -> float:
+    """The used share of ``deployment``'s rate limit by every process sharing the store."""
+    limit = deployment.usage.limit
+    if limit is None:
+        return 0.0
+    share = 0.0
+    if limit.requests is not None:
+        share = view.requests[deployment.index] / limit.requests
+    if limit.tokens is not None:
+        share = max(share, view.tokens[deployment.index] / limit.tokens)
+    return share
 
 
 def _annotate(failures: list[tuple[str, BaseException]]) -> None:
@@ -313,9 +506,15 @@ class _AsyncBalanced(_Balanced):
         tried: set[int] = set()
         failures: list[tuple[str, BaseException]] = []
         waited = 0.0
+        after: Deployment | None = None
         try:
+            view = None
+            if self._shared is not None:
+                names = [d.name for d in self._deployments]
+                view = await self._shared.abalance_view(self._group, names, self._windows())
+            turn = next(self._turn) if view is None else view.turn
             while True:
-                chosen = await self._choose(tried)
+                chosen = await self._choose(tried, turn, after, view)
                 if chosen is None:
                     pause = self._wait_or_raise(tried, failures, waited)
                     await _async_sleep(pause)
@@ -324,24 +523,36 @@ class _AsyncBalanced(_Balanced):
                 deployment, entry = chosen
                 tried.add(deployment.index)
                 info.deployments_tried += 1
-                usage = self._start(deployment, arguments)
+                attempt = _Try(
+                    deployment, entry, self._policy, self._start(deployment, arguments), info.unsent
+                )
                 try:
-                    result = await deployment.call(**arguments)
+                    await self._ashare_start(attempt)
+                    hook = give_up.set(attempt.judge)
+                    try:
+                        result = await deployment.call(**arguments)
+                    finally:
+                        give_up.reset(hook)
                     if len(tried) < len(self._deployments) and is_stream(result):
                         await afirst_chunk(result)  # A failure before it may go elsewhere.
                 except Exception as error:
-                    self._failed(info, deployment, error, failures)
-                    await self._report_failure(deployment, entry, error)
+                    self._failed(info, attempt, error, failures)
+                    await self._ashare_end(attempt, None, not is_budget_refusal(error))
+                    await self._report_failure(attempt, error)
                     if self._goes_on(error, tried):
+                        after = deployment
                         continue
                     _annotate(failures)
                     raise
                 except BaseException:
                     self._finished(deployment)
+                    await self._ashare_end(attempt, None, True)
                     if entry.probe:
                         await self._store.areleased(deployment.key)
                     raise
-                self._done(deployment, result, usage)
+                ended = self._done(attempt, result, info, self._stream_end_later())
+                if ended is not None:
+                    await self._ashare_end(attempt, *ended)
                 if entry.probe or entry.failures:
                     await self._store.asucceeded(deployment.key)
                 note_served(info, deployment.name)
@@ -349,24 +560,69 @@ class _AsyncBalanced(_Balanced):
         finally:
             leave_call(opened)
 
-    async def _choose(self, tried: set[int]) -> tuple[Deployment, Entry] | None:
+    async def _choose(
+        self, tried: set[int], turn: int, after: Deployment | None, view: BalanceView | None
+    ) -> tuple[Deployment, Entry] | None:
         now = time.monotonic()
-        for deployment in self._order(tried, now):
+        for deployment in self._order(tried, now, turn, after, view):
             entry = await self._store.aenter(deployment.key, self._policy)
             if entry.granted:
                 return deployment, entry
             self._refused(deployment, entry, now)
         return None
 
-    async def _report_failure(self, deployment: Deployment, entry: Entry, error: Exception) -> None:
-        if counts_against(error):
-            seconds = cool_for(error, self._policy)
-            await self._store.afailed(
-                deployment.key, self._policy, probe=entry.probe, cool_for=seconds
+    async def _ashare_start(self, attempt: _Try) -> None:
+        if self._shared is not None:
+            deployment = attempt.deployment
+            attempt.shared = await self._shared.abalance_started(
+                self._group,
+                deployment.name,
+                lease=self._policy.probe_timeout,
+                window=self._window(deployment),
+                tokens=attempt.estimate,
             )
-            if seconds is not None:
-                _cooling(deployment, time.monotonic(), seconds)
-        elif is_budget_refusal(error):  # Nothing was sent: no verdict on the deployment.
+
+    async def _ashare_end(self, attempt: _Try, tokens: int | None, sent: bool) -> None:
+        call, attempt.shared = attempt.shared, None  # Ended once.
+        if self._shared is not None and call is not None:
+            deployment = attempt.deployment
+            await self._shared.abalance_ended(
+                self._group,
+                deployment.name,
+                call,
+                window=self._window(deployment),
+                tokens=tokens,
+                sent=sent,
+            )
+
+    def _stream_end_later(self) -> Callable[[_Try, int | None, bool], None] | None:
+        """How a stream's end reaches a shared store: a task on this loop (the stream may
+        end in another thread, or in the garbage collector)."""
+        if self._shared is None:
+            return None
+        loop = asyncio.get_running_loop()
+
+        def later(attempt: _Try, tokens: int | None, sent: bool) -> None:
+            def spawn() -> None:
+                task = loop.create_task(self._ashare_end(attempt, tokens, sent))
+                self._ending.add(task)
+                task.add_done_callback(self._ending.discard)
+
+            try:
+                loop.call_soon_threadsafe(spawn)
+            except RuntimeError:  # The loop is closed: the call's lease ends it.
+                LOGGER.debug("with_load_balancing: a stream ended after its event loop closed")
+
+        return later
+
+    async def _report_failure(self, attempt: _Try, error: Exception) -> None:
+        deployment, entry = attempt.deployment, attempt.entry
+        verdicts = self._verdicts(attempt, error)
+        for probe, seconds in verdicts:
+            await self._store.afailed(deployment.key, self._policy, probe=probe, cool_for=seconds)
+        if verdicts:
+            return
+        if is_budget_refusal(error):  # Nothing was sent: no verdict on the deployment.
             if entry.probe:
                 await self._store.areleased(deployment.key)
         elif entry.probe or entry.failures:  # It answered: the deployment itself is fine.
@@ -382,9 +638,15 @@ class _SyncBalanced(_Balanced):
         tried: set[int] = set()
         failures: list[tuple[str, BaseException]] = []
         waited = 0.0
+        after: Deployment | None = None
         try:
+            view = None
+            if self._shared is not None:
+                names = [d.name for d in self._deployments]
+                view = self._shared.balance_view(self._group, names, self._windows())
+            turn = next(self._turn) if view is None else view.turn
             while True:
-                chosen = self._choose(tried)
+                chosen = self._choose(tried, turn, after, view)
                 if chosen is None:
                     pause = self._wait_or_raise(tried, failures, waited)
                     _sync_sleep(pause)
@@ -393,24 +655,36 @@ class _SyncBalanced(_Balanced):
                 deployment, entry = chosen
                 tried.add(deployment.index)
                 info.deployments_tried += 1
-                usage = self._start(deployment, arguments)
+                attempt = _Try(
+                    deployment, entry, self._policy, self._start(deployment, arguments), info.unsent
+                )
                 try:
-                    result = deployment.call(**arguments)
+                    self._share_start(attempt)
+                    hook = give_up.set(attempt.judge)
+                    try:
+                        result = deployment.call(**arguments)
+                    finally:
+                        give_up.reset(hook)
                     if len(tried) < len(self._deployments) and is_stream(result):
                         first_chunk(result)  # A failure before it may go elsewhere.
                 except Exception as error:
-                    self._failed(info, deployment, error, failures)
-                    self._report_failure(deployment, entry, error)
+                    self._failed(info, attempt, error, failures)
+                    self._share_end(attempt, None, not is_budget_refusal(error))
+                    self._report_failure(attempt, error)
                     if self._goes_on(error, tried):
+                        after = deployment
                         continue
                     _annotate(failures)
                     raise
                 except BaseException:
                     self._finished(deployment)
+                    self._share_end(attempt, None, True)
                     if entry.probe:
                         self._store.released(deployment.key)
                     raise
-                self._done(deployment, result, usage)
+                ended = self._done(attempt, result, info, self._share_end)
+                if ended is not None:
+                    self._share_end(attempt, *ended)
                 if entry.probe or entry.failures:
                     self._store.succeeded(deployment.key)
                 note_served(info, deployment.name)
@@ -418,22 +692,49 @@ class _SyncBalanced(_Balanced):
         finally:
             leave_call(opened)
 
-    def _choose(self, tried: set[int]) -> tuple[Deployment, Entry] | None:
+    def _choose(
+        self, tried: set[int], turn: int, after: Deployment | None, view: BalanceView | None
+    ) -> tuple[Deployment, Entry] | None:
         now = time.monotonic()
-        for deployment in self._order(tried, now):
+        for deployment in self._order(tried, now, turn, after, view):
             entry = self._store.enter(deployment.key, self._policy)
             if entry.granted:
                 return deployment, entry
             self._refused(deployment, entry, now)
         return None
 
-    def _report_failure(self, deployment: Deployment, entry: Entry, error: Exception) -> None:
-        if counts_against(error):
-            seconds = cool_for(error, self._policy)
-            self._store.failed(deployment.key, self._policy, probe=entry.probe, cool_for=seconds)
-            if seconds is not None:
-                _cooling(deployment, time.monotonic(), seconds)
-        elif is_budget_refusal(error):
+    def _share_start(self, attempt: _Try) -> None:
+        if self._shared is not None:
+            deployment = attempt.deployment
+            attempt.shared = self._shared.balance_started(
+                self._group,
+                deployment.name,
+                lease=self._policy.probe_timeout,
+                window=self._window(deployment),
+                tokens=attempt.estimate,
+            )
+
+    def _share_end(self, attempt: _Try, tokens: int | None, sent: bool) -> None:
+        call, attempt.shared = attempt.shared, None  # Ended once.
+        if self._shared is not None and call is not None:
+            deployment = attempt.deployment
+            self._shared.balance_ended(
+                self._group,
+                deployment.name,
+                call,
+                window=self._window(deployment),
+                tokens=tokens,
+                sent=sent,
+            )
+
+    def _report_failure(self, attempt: _Try, error: Exception) -> None:
+        deployment, entry = attempt.deployment, attempt.entry
+        verdicts = self._verdicts(attempt, error)
+        for probe, seconds in verdicts:
+            self._store.failed(deployment.key, self._policy, probe=probe, cool_for=seconds)
+        if verdicts:
+            return
+        if is_budget_refusal(error):
             if entry.probe:
                 self._store.released(deployment.key)
         elif entry.probe or entry.failures:
@@ -579,7 +880,8 @@ def with_load_balancing(
             the module documentation.
         cooldown: When a deployment cools down, and what happens when all do.
         store: Where cooldown state lives: a private in-process store by default; a
-            :class:`~fixedmodel.stores.redis_cooldown.RedisCooldownStore` shares it.
+            :class:`~fixedmodel.stores.redis_cooldown.RedisCooldownStore` shares it, and
+            every strategy's state (rotation, calls in flight, usage) with it.
         key: Name of this group of deployments in the store.
 
     Returns:
@@ -607,6 +909,6 @@ def with_load_balancing(
         raise ValueError(msg)
     built = [Deployment(i, n, f, key) for i, (n, f) in enumerate(named)]
     kind = _AsyncBalanced if asynchronous else _SyncBalanced
-    return kind(built, strategy, cooldown, checked).made_by(
+    return kind(built, strategy, cooldown, checked, key).made_by(
         with_load_balancing, dict(named), strategy, cooldown, store=checked, key=key
     )

@@ -17,12 +17,14 @@ Per key the store keeps ``failures`` (consecutive failures), ``last_failure``,
   while the probe is out (``retry_in = probe_until - now``). *Closed* (never opened, or
   closed again): admitted, told the current ``failures``.
 - ``succeeded``: the deployment answered: everything is reset (closed, no failures).
-- ``failed(cool_for)``: a Retry-After of ``cool_for`` seconds opens the circuit at once until
-  ``now + cool_for`` (never shortens it). Otherwise a failed probe opens it again for
-  ``P.cooldown``; a failure while open is ignored (the call started before the circuit
-  opened); in the closed state ``failures`` counts up (reset first when the previous
-  failure is older than ``P.failure_window``) and at ``P.failures`` the circuit opens for
-  ``P.cooldown``.
+- ``failed(cool_for)``: a deadline only ever moves later: every opening sets
+  ``open_until = max(open_until, deadline)``. A failed probe opens the circuit again until
+  ``now + cool_for`` (a Retry-After) or ``now + P.cooldown``. Otherwise a Retry-After of
+  ``cool_for`` seconds opens it at once until ``now + cool_for``; any other failure counts,
+  in every state (a failure while open says the deployment is still failing): ``failures``
+  counts up (reset first when the previous failure is older than ``P.failure_window``) and
+  at ``P.failures`` the circuit opens until ``now + P.cooldown``. An opening that moves the
+  deadline also frees the probe slot, so the next half-open gets a fresh probe.
 - ``released``: a probe ended without a verdict (cancelled): another caller may probe.
 
 Every operation is atomic per key and O(1).
@@ -30,13 +32,14 @@ Every operation is atomic per key and O(1).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from fixedmodel.routing.load_balancing import CooldownPolicy
 
-__all__ = ["CooldownStore", "Entry"]
+__all__ = ["BalanceView", "CooldownStore", "Entry", "SharedBalanceStore", "SharedCall"]
 
 
 @dataclass(frozen=True)
@@ -102,4 +105,101 @@ class CooldownStore(Protocol):
 
     async def areleased(self, key: str) -> None:
         """Async :meth:`released`."""
+        ...
+
+
+@dataclass(frozen=True)
+class BalanceView:
+    """What every process sharing a store has in flight and has used, read at one moment.
+
+    Attributes:
+        turn: The group's place in the round-robin rotation (one per call, all processes).
+        busy: Calls in flight per deployment, in the order asked, from every process.
+        requests: Requests sent per deployment within its usage window.
+        tokens: Tokens (estimated, then corrected) sent per deployment within that window.
+    """
+
+    turn: int
+    busy: tuple[int, ...]
+    requests: tuple[int, ...]
+    tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SharedCall:
+    """A call recorded in a shared store, to end with :meth:`SharedBalanceStore.balance_ended`.
+
+    Attributes:
+        member: Its id among the deployment's calls in flight.
+        bucket: The usage bucket it was counted in (-1: usage not counted).
+        tokens: Tokens counted for it so far.
+    """
+
+    member: str
+    bucket: int
+    tokens: int
+
+
+@runtime_checkable
+class SharedBalanceStore(Protocol):
+    """A cooldown store that also holds every strategy's state for all processes sharing it.
+
+    ``group`` names the balancer's deployment group (its ``key``), ``name`` one deployment.
+    Usage is counted per deployment in buckets of ``window / 10`` seconds and read over the
+    last 11 buckets (so over ``window`` to ``1.1 * window`` seconds); ``window`` 0 means the
+    deployment's usage is not counted. A call counts as in flight until it ends or for
+    ``lease`` seconds, whichever is first (a process that died holds no count for ever).
+    Every method is best effort: ``None`` or nothing when the store cannot answer.
+    """
+
+    def balance_view(
+        self, group: str, names: Sequence[str], windows: Sequence[float]
+    ) -> BalanceView | None:
+        """Take the next turn and read in-flight counts and usage of ``names``."""
+        ...
+
+    async def abalance_view(
+        self, group: str, names: Sequence[str], windows: Sequence[float]
+    ) -> BalanceView | None:
+        """Async :meth:`balance_view`."""
+        ...
+
+    def balance_started(
+        self, group: str, name: str, *, lease: float, window: float, tokens: int
+    ) -> SharedCall | None:
+        """Record a call to ``name``: in flight, and (``window`` > 0) its usage."""
+        ...
+
+    async def abalance_started(
+        self, group: str, name: str, *, lease: float, window: float, tokens: int
+    ) -> SharedCall | None:
+        """Async :meth:`balance_started`."""
+        ...
+
+    def balance_ended(
+        self,
+        group: str,
+        name: str,
+        call: SharedCall,
+        *,
+        window: float,
+        tokens: int | None,
+        sent: bool,
+    ) -> None:
+        """End ``call``: no longer in flight. Its usage is taken back if nothing was
+        ``sent``, else corrected to ``tokens`` (kept as counted when None), while its bucket
+        is still within the window."""
+        ...
+
+    async def abalance_ended(
+        self,
+        group: str,
+        name: str,
+        call: SharedCall,
+        *,
+        window: float,
+        tokens: int | None,
+        sent: bool,
+    ) -> None:
+        """Async :meth:`balance_ended`."""
         ...

@@ -16,6 +16,15 @@ store is shared by every loop of the process (``asyncio.run`` called again makes
 the rate limiter asks the store from one caller at a time, and a cache lookup is one short
 command, so the thread hop costs nothing the caller can notice. A ``redis.asyncio`` client
 passed as ``async_client`` is used directly; its owner keeps it to one loop.
+
+While Redis stalls (a frozen server still accepts connections but answers nothing), every
+operation holds a thread for its whole socket timeout, and with more async callers than
+threads the others would queue behind them: 200 calls at concurrency 64 once took 6 s with a
+0.25 s timeout. So an async caller waits for its operation at most the store's ``timeout``
+(for a caller's ``client=``, its ``socket_timeout``), counted from the call, queueing
+included: past it the operation fails like a socket timeout (``redis.exceptions.
+TimeoutError``, handled by the store's ``on_error``), and if it has not started it never
+will. The bound holds at any concurrency and for every store built on this module.
 """
 
 from __future__ import annotations
@@ -30,8 +39,10 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from fixedmodel._pickling import url_from_environment
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -147,6 +158,7 @@ def _check_url(owner: str, url: object) -> None:
 
 
 def _client_from_url(url: str, timeout: float) -> Redis:
+    url = url_from_environment(url)  # "env:NAME": read here, pickled as the name
     from redis import Redis
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
@@ -158,6 +170,19 @@ def _client_from_url(url: str, timeout: float) -> Redis:
     return Redis.from_url(  # pyright: ignore[reportUnknownMemberType]
         url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry
     )
+
+
+def _socket_timeout(client: Redis | None) -> float | None:
+    """The reply timeout a caller's client was built with, or ``None`` (it waits forever)."""
+    pool: object = getattr(client, "connection_pool", None)
+    settings: object = getattr(pool, "connection_kwargs", None)
+    value: object = None
+    if isinstance(settings, dict):
+        options = cast("dict[str, object]", settings)
+        value = options.get("socket_timeout")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
 
 
 class RedisClients:
@@ -180,6 +205,7 @@ class RedisClients:
         "__weakref__",
         "_async",
         "_async_pid",
+        "_deadline",
         "_executor",
         "_executor_pid",
         "_lock",
@@ -219,10 +245,12 @@ class RedisClients:
             self.endpoint = redact_url(url)
             self._sync: Redis | None = _client_from_url(url, seconds)
             self._owned = True
+            self._deadline: float | None = seconds
         else:
             self._sync = client
             self._owned = False
             self.endpoint = _describe_client(client if client is not None else async_client)
+            self._deadline = _socket_timeout(client)
 
     def url_for_pickling(self, owner: str) -> str:
         """The URL the store was built from, to build it again in another process.
@@ -276,7 +304,17 @@ class RedisClients:
                 )
                 raise RuntimeError(msg)
         client = self.sync()
-        return await asyncio.get_running_loop().run_in_executor(self._pool(), with_sync, client)
+        pending = asyncio.get_running_loop().run_in_executor(self._pool(), with_sync, client)
+        if self._deadline is None:
+            return await pending
+        try:
+            # Cancelling the wait cancels the pool's future too: not started, never run.
+            return await asyncio.wait_for(pending, self._deadline)
+        except asyncio.TimeoutError:  # TimeoutError from 3.11; its own class before
+            from redis.exceptions import TimeoutError as RedisTimeoutError
+
+            msg = f"no answer from Redis within {self._deadline:g} s (queued or running)"
+            raise RedisTimeoutError(msg) from None
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:

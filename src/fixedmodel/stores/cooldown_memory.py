@@ -29,6 +29,13 @@ class _Circuit:
     probe_until: float = 0.0
 
 
+def _open_until(circuit: _Circuit, deadline: float) -> None:
+    """Open ``circuit`` until ``deadline``, unless it is already open longer."""
+    if deadline > circuit.open_until:
+        circuit.open_until = deadline
+        circuit.probe_until = 0.0  # A new opening: the next half-open gets a fresh probe.
+
+
 class MemoryCooldownStore:
     """Circuit breakers of deployments in this process; conforms to ``CooldownStore``.
 
@@ -86,22 +93,23 @@ class MemoryCooldownStore:
             circuit = self._circuits.get(key)
             if circuit is None:
                 circuit = self._circuits[key] = _Circuit()
-            if cool_for is not None:
-                circuit.open_until = max(circuit.open_until, now + cool_for)
-                circuit.probe_until = circuit.failures = 0
+            if probe:  # The probe is back: its failure opens the circuit again.
+                circuit.probe_until = 0.0
+                circuit.failures = 0
+                _open_until(circuit, now + (policy.cooldown if cool_for is None else cool_for))
                 return
-            if circuit.open_until:
-                if probe and now >= circuit.open_until:
-                    circuit.open_until = now + policy.cooldown
-                    circuit.probe_until = 0.0
-                return  # Open, or half-open and not the probe: the call predates the opening.
+            if cool_for is not None:
+                _open_until(circuit, now + cool_for)
+                return
+            # Counted in every state: a failure while open is news too (the deployment is
+            # still failing), and may only keep it out longer.
             if now - circuit.last_failure > policy.failure_window:
                 circuit.failures = 0
             circuit.failures += 1
             circuit.last_failure = now
             if circuit.failures >= policy.failures:
-                circuit.open_until = now + policy.cooldown
                 circuit.failures = 0
+                _open_until(circuit, now + policy.cooldown)
 
     async def afailed(
         self, key: str, policy: CooldownPolicy, *, probe: bool, cool_for: float | None

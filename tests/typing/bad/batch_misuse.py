@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from fixedmodel import abatch, batch, bind_acompletion, bind_aembedding, bind_completion
-from fixedmodel.batch import CompletionRequest
+from fixedmodel import (
+    CompletionRequest,
+    abatch,
+    batch,
+    bind_acompletion,
+    bind_aembedding,
+    bind_completion,
+)
 
 
 async def misuse() -> None:

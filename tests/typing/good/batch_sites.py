@@ -8,7 +8,10 @@ from concurrent.futures import ProcessPoolExecutor
 from typing_extensions import assert_type
 
 from fixedmodel import (
+    BatchProgress,
     BatchResult,
+    CompletionRequest,
+    EmbeddingRequest,
     EmbeddingResponse,
     ModelResponse,
     abatch,
@@ -20,7 +23,6 @@ from fixedmodel import (
     bind_completion,
     with_retries,
 )
-from fixedmodel.batch import BatchProgress, CompletionRequest, EmbeddingRequest
 
 
 def show(progress: BatchProgress) -> None:

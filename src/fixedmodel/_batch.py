@@ -1,0 +1,379 @@
+"""Running many requests through one callable: bounded concurrency, every result kept.
+
+:func:`abatch` (async) and :func:`batch` (sync) take a completion or embedding callable (any
+stack of middleware over a bound object) and an iterable of typed request dicts, consumed
+lazily, and return one :class:`BatchResult` per request in input order: the answer, or the
+exception that item raised. One failing item never stops the others, unless ``fail_fast``
+asks the first failure to stop the batch. :func:`aiter_batch` gives the results through a
+:class:`BatchRun` to read with ``async for`` (in input order, or as they complete), for
+inputs too large to hold, e.g. to append each result to a file; leaving that loop stops the
+requests in flight.
+
+The runner holds at most ``concurrency`` requests in flight and, in input order, at most
+``4 * concurrency`` finished results waiting for a slower earlier one, so its memory does not
+grow with the input. Quotas, retries and caching are the stack's business: wrap the callable
+in ``with_rate_limit``, ``with_retries`` and ``with_cache`` (a persistent cache makes an
+interrupted batch resumable: a rerun answers the finished items from the cache).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+
+from typing_extensions import Required
+
+from fixedmodel._batch_result import (
+    BatchCancelledError,
+    BatchFailure,
+    BatchResult,
+    BatchSuccess,
+    batch_result,
+)
+from fixedmodel._batch_run import BatchRun, Item, Options, Run, checked_item, length, stopped
+from fixedmodel._params import CompletionParams, EmbeddingInput, EmbeddingParams, Messages
+from fixedmodel._progress import BatchProgress, Progress, ProgressCallback, callbacks
+from fixedmodel.middleware._call import is_async_callable
+
+if TYPE_CHECKING:
+    from litellm.types.utils import EmbeddingResponse, ModelResponse
+
+    from fixedmodel._protocols import (
+        AFixedModelCompletion,
+        AFixedModelEmbedding,
+        FixedModelCompletion,
+        FixedModelEmbedding,
+    )
+
+__all__ = [
+    "BatchCancelledError",
+    "BatchFailure",
+    "BatchProgress",
+    "BatchResult",
+    "BatchRun",
+    "BatchSuccess",
+    "CompletionRequest",
+    "EmbeddingRequest",
+    "abatch",
+    "aiter_batch",
+    "batch",
+    "batch_result",
+]
+
+ResponseT = TypeVar("ResponseT")
+CallableT = TypeVar("CallableT")
+
+
+class CompletionRequest(CompletionParams, total=False):
+    """One chat completion request of a batch: ``messages`` and any typed keyword.
+
+    ``stream`` is not a key: a batch collects whole answers.
+    """
+
+    messages: Required[Messages]
+
+
+class EmbeddingRequest(EmbeddingParams, total=False):
+    """One embedding request of a batch: ``input`` and any typed keyword."""
+
+    input: Required[EmbeddingInput]
+
+
+def _check_concurrency(concurrency: object) -> int:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+        msg = f"concurrency must be an int >= 1, got {type(concurrency).__name__}"
+        raise TypeError(msg)
+    if concurrency < 1:
+        msg = f"concurrency must be an int >= 1, got {concurrency}"
+        raise ValueError(msg)
+    return concurrency
+
+
+def _check_kind(fn: object, runner: str, *, asynchronous: bool) -> None:
+    """Refuse a callable of the wrong kind now, before any request (untyped callers)."""
+    if is_async_callable(fn) != asynchronous:
+        wanted = (
+            "an async callable (bind_acompletion, bind_aembedding)"
+            if asynchronous
+            else ("a synchronous callable (bind_completion, bind_embedding)")
+        )
+        other = "batch()" if asynchronous else "abatch() or aiter_batch()"
+        msg = f"{runner}() needs {wanted}, got {fn!r}; use {other} for it"
+        raise TypeError(msg)
+
+
+def _paced_by_budget(fn: CallableT) -> CallableT:
+    """Where a batch will turn on the budget's pacing: a placeholder, returns ``fn``.
+
+    A budget that refuses a call when in-flight reservations would cross its cap fails many
+    items of a batch that would fit once those reservations settle. ``with_budget`` is
+    getting an option to wait (bounded) for them instead, and batches are to use it by
+    default; it is to be switched on here for every runner (abatch, aiter_batch, batch).
+    """
+    return fn
+
+
+@overload
+def aiter_batch(
+    fn: AFixedModelCompletion,
+    requests: Iterable[CompletionRequest] | AsyncIterable[CompletionRequest],
+    *,
+    concurrency: int = ...,
+    ordered: bool = ...,
+    ids: Iterable[str] | None = ...,
+    total: int | None = ...,
+    progress: bool | ProgressCallback | None = ...,
+    on_progress: ProgressCallback | Sequence[ProgressCallback] | None = ...,
+    fail_fast: bool = ...,
+) -> BatchRun[ModelResponse]: ...
+@overload
+def aiter_batch(
+    fn: AFixedModelEmbedding,
+    requests: Iterable[EmbeddingRequest] | AsyncIterable[EmbeddingRequest],
+    *,
+    concurrency: int = ...,
+    ordered: bool = ...,
+    ids: Iterable[str] | None = ...,
+    total: int | None = ...,
+    progress: bool | ProgressCallback | None = ...,
+    on_progress: ProgressCallback | Sequence[ProgressCallback] | None = ...,
+    fail_fast: bool = ...,
+) -> BatchRun[EmbeddingResponse]: ...
+def aiter_batch(
+    fn: AFixedModelCompletion | AFixedModelEmbedding,
+    requests: Iterable[Any] | AsyncIterable[Any],
+    *,
+    concurrency: int = 16,
+    ordered: bool = True,
+    ids: Iterable[str] | None = None,
+    total: int | None = None,
+    progress: bool | ProgressCallback | None = None,
+    on_progress: ProgressCallback | Sequence[ProgressCallback] | None = None,
+    fail_fast: bool = False,
+) -> BatchRun[Any]:
+    """Run ``requests`` through ``fn``; iterate the :class:`BatchRun` for the results.
+
+    Takes the arguments of :func:`abatch`, and ``ordered``: yield in input order (True) or
+    as requests complete (False).
+
+    Returns:
+        A :class:`BatchRun` yielding one :class:`BatchResult` per request. Leaving its
+        ``async for`` loop (``break``, ``return``, an exception, cancellation, Ctrl-C)
+        cancels the requests in flight and reads no further input; results already
+        yielded are kept.
+
+    Raises:
+        TypeError: ``fn`` is not an async callable, a request is not a dict (when it is
+            read), or ``concurrency`` is not an int.
+        ValueError: A request asks for a stream or ``ids`` ran out before the requests
+            (when read), or ``concurrency`` < 1.
+    """
+    options = _options(concurrency, ordered, ids, total, progress, on_progress, fail_fast)
+    _check_kind(fn, "aiter_batch", asynchronous=True)
+    call = _paced_by_budget(cast("Callable[..., Any]", fn))
+    return BatchRun(Run(call, requests, options))
+
+
+def _options(
+    concurrency: int,
+    ordered: bool,
+    ids: Iterable[str] | None,
+    total: int | None,
+    progress: bool | ProgressCallback | None,
+    on_progress: ProgressCallback | Sequence[ProgressCallback] | None,
+    fail_fast: bool,
+) -> Options:
+    return Options(
+        _check_concurrency(concurrency),
+        ordered,
+        ids,
+        total,
+        progress,
+        callbacks(on_progress),
+        fail_fast,
+    )
+
+
+@overload
+async def abatch(
+    fn: AFixedModelCompletion,
+    requests: Iterable[CompletionRequest] | AsyncIterable[CompletionRequest],
+    *,
+    concurrency: int = ...,
+    ids: Iterable[str] | None = ...,
+    total: int | None = ...,
+    progress: bool | ProgressCallback | None = ...,
+    on_progress: ProgressCallback | Sequence[ProgressCallback] | None = ...,
+    fail_fast: bool = ...,
+) -> list[BatchResult[ModelResponse]]: ...
+@overload
+async def abatch(
+    fn: AFixedModelEmbedding,
+    requests: Iterable[EmbeddingRequest] | AsyncIterable[EmbeddingRequest],
+    *,
+    concurrency: int = ...,
+    ids: Iterable[str] | None = ...,
+    total: int | None = ...,
+    progress: bool | ProgressCallback | None = ...,
+    on_progress: ProgressCallback | Sequence[ProgressCallback] | None = ...,
+    fail_fast: bool = ...,
+) -> list[BatchResult[EmbeddingResponse]]: ...
+async def abatch(
+    fn: AFixedModelCompletion | AFixedModelEmbedding,
+    requests: Iterable[Any] | AsyncIterable[Any],
+    *,
+    concurrency: int = 16,
+    ids: Iterable[str] | None = None,
+    total: int | None = None,
+    progress: bool | ProgressCallback | None = None,
+    on_progress: ProgressCallback | Sequence[ProgressCallback] | None = None,
+    fail_fast: bool = False,
+) -> list[BatchResult[Any]]:
+    """Run ``requests`` through ``fn``; return every result, in input order.
+
+    Use :func:`aiter_batch` for inputs whose results should not all be held at once.
+    Args:
+        fn: An async completion or embedding callable (a bound object or a stack).
+        requests: Request dicts (:class:`CompletionRequest` or :class:`EmbeddingRequest`),
+            read lazily, one at a time, as room for them frees up.
+        concurrency: Requests in flight at most (>= 1).
+        ids: An id per request, in order (e.g. OpenAI Batch ``custom_id`` values), at
+            least as many as requests; the position as text when None.
+        total: The number of requests, for the progress bar's percentage (``len(requests)``
+            is used when it has one).
+        progress: True for a progress bar on stderr (tqdm), False for none, None for one
+            only when stderr is a terminal; or a callable that gets a
+            :class:`BatchProgress` after every finished request (then no bar).
+        on_progress: A callable, or a sequence of them, that gets a :class:`BatchProgress`
+            after every finished request, whatever ``progress`` shows.
+            A callback or bar that raises is logged (one warning per callback, on the
+            ``fixedmodel.batch`` logger) and never costs a result.
+        fail_fast: Stop at the first failed request: cancel the requests in flight and
+            read no further input. The results then end early: every request read so far
+            has one, in order, answered, failed, or failed with
+            :class:`BatchCancelledError` (stopped in flight); the requests not read have
+            none.
+    Returns:
+        One :class:`BatchResult` per request read, in input order.
+
+    Raises:
+        TypeError: ``fn`` is not an async callable, a request is not a dict, or
+            ``concurrency`` is not an int.
+        ValueError: A request asks for a stream, ``ids`` ran out before the requests, or
+            ``concurrency`` < 1.
+    """
+    _check_kind(fn, "abatch", asynchronous=True)
+    options = _options(concurrency, True, ids, total, progress, on_progress, fail_fast)
+    run = Run(_paced_by_budget(cast("Callable[..., Any]", fn)), requests, options)
+    results: list[BatchResult[Any]] = []
+    try:
+        while True:
+            try:
+                results.append(await run.next())
+            except StopAsyncIteration:
+                return results
+    finally:
+        await run.aclose()
+
+
+@overload
+def batch(
+    fn: FixedModelCompletion,
+    requests: Iterable[CompletionRequest],
+    *,
+    concurrency: int = ...,
+    ids: Iterable[str] | None = ...,
+    total: int | None = ...,
+    progress: bool | ProgressCallback | None = ...,
+    on_progress: ProgressCallback | Sequence[ProgressCallback] | None = ...,
+    fail_fast: bool = ...,
+) -> list[BatchResult[ModelResponse]]: ...
+@overload
+def batch(
+    fn: FixedModelEmbedding,
+    requests: Iterable[EmbeddingRequest],
+    *,
+    concurrency: int = ...,
+    ids: Iterable[str] | None = ...,
+    total: int | None = ...,
+    progress: bool | ProgressCallback | None = ...,
+    on_progress: ProgressCallback | Sequence[ProgressCallback] | None = ...,
+    fail_fast: bool = ...,
+) -> list[BatchResult[EmbeddingResponse]]: ...
+def batch(
+    fn: FixedModelCompletion | FixedModelEmbedding,
+    requests: Iterable[Any],
+    *,
+    concurrency: int = 16,
+    ids: Iterable[str] | None = None,
+    total: int | None = None,
+    progress: bool | ProgressCallback | None = None,
+    on_progress: ProgressCallback | Sequence[ProgressCallback] | None = None,
+    fail_fast: bool = False,
+) -> list[BatchResult[Any]]:
+    """Run ``requests`` through the synchronous ``fn`` on ``concurrency`` threads.
+
+    The synchronous counterpart of :func:`abatch`, with the same arguments and results.
+    Ctrl-C stops reading input, lets the threads finish their current request and raises
+    ``KeyboardInterrupt``. With ``fail_fast`` the requests already running on a thread
+    finish (their answers are kept; a thread cannot be interrupted) and no other starts.
+    """
+    options = _options(concurrency, True, ids, total, progress, on_progress, fail_fast)
+    _check_kind(fn, "batch", asynchronous=False)
+    call = _paced_by_budget(cast("Callable[..., Any]", fn))
+    meter = Progress(progress, total if total is not None else length(requests), on_progress)
+    given = iter(ids) if ids is not None else None
+    interrupted = threading.Event()
+    failed = threading.Event()
+
+    def run(item: Item) -> BatchResult[Any]:
+        index, identifier, kwargs = item
+        if interrupted.is_set():
+            return BatchFailure(index, identifier, KeyboardInterrupt())
+        if failed.is_set():
+            meter.failed()
+            return BatchFailure(index, identifier, stopped(index))
+        try:
+            response = call(**kwargs)
+        except Exception as error:
+            if fail_fast:
+                failed.set()
+            meter.failed()
+            return BatchFailure(index, identifier, error)
+        meter.answered(response)
+        return BatchSuccess(index, identifier, response)
+
+    results: list[BatchResult[Any]] = []
+    pending: set[Future[BatchResult[Any]]] = set()
+    source = enumerate(requests)
+    try:
+        # The first request runs alone: litellm builds and caches its HTTP client on the
+        # first call, and threads racing through that step each build one, of which all
+        # but the cached one are never closed.
+        for index, request in source:
+            results.append(run(checked_item(index, request, given)))
+            break
+        with ThreadPoolExecutor(
+            max_workers=options.concurrency, thread_name_prefix="fixedmodel-batch"
+        ) as pool:
+            while not failed.is_set():  # fail_fast: read no request after a failure
+                if len(pending) >= options.concurrency:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    results.extend(future.result() for future in done)
+                    continue
+                following = next(source, None)
+                if following is None:
+                    break
+                index, request = following
+                pending.add(pool.submit(run, checked_item(index, request, given)))
+            done, pending = wait(pending)
+            results.extend(future.result() for future in done)
+    except BaseException:
+        interrupted.set()
+        raise
+    finally:
+        meter.close()
+    results.sort(key=lambda result: result.index)
+    return results

@@ -1,0 +1,482 @@
+"""with_fallbacks in the field: retry advice, repeated callables, context windows, status
+codes decided the same way in every layer, and the chain flag a balancer reads.
+
+No network: scripted fakes, and a clock the tests move by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import litellm
+import pytest
+
+from fixedmodel import (
+    CooldownPolicy,
+    FallbackPolicy,
+    fallback_causes,
+    responses,
+    with_fallbacks,
+    with_load_balancing,
+    with_retries,
+)
+from fixedmodel.middleware._call import call_scope
+from fixedmodel.routing import fallbacks as fallbacks_module
+from fixedmodel.routing import is_fallback_worthy
+from fixedmodel.routing._chain import has_next_in_chain
+from fixedmodel.routing._deployments import counts_against
+from fixedmodel.testing import CompletionCall, Fail, FakeACompletion, FakeCompletion
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
+    fake = Clock()
+    monkeypatch.setattr(fallbacks_module, "_clock", fake, raising=False)
+    yield fake
+
+
+# 1. A callable that gave retry advice is skipped until then.
+
+
+async def test_a_primary_that_said_retry_after_47_is_not_asked_again_until_then(
+    clock: Clock,
+) -> None:
+    primary = FakeACompletion([Fail(429, headers={"retry-after": "47"})], model="a/primary")
+    backup = FakeACompletion(lambda call: "from backup", model="b/backup")
+    chat = with_fallbacks(primary, backup)
+    assert responses.text(await chat(messages=MESSAGES)) == "from backup"
+    assert len(primary.calls) == 1
+    for seconds in (1.0, 10.0, 20.0, 40.0, 46.9):
+        clock.now = 1000.0 + seconds
+        with call_scope() as info:
+            assert responses.text(await chat(messages=MESSAGES)) == "from backup"
+        assert info.route_skips == (("a/primary#0", "retry_after"),)
+        assert info.served_by == "b/backup#1"
+        assert info.fallbacks_tried == 0
+        assert info.route_failures == ()
+    assert len(primary.calls) == 1  # Skipped: no request in those 47 s.
+    clock.now = 1047.1
+    primary.add("primary again")
+    with call_scope() as info:
+        assert responses.text(await chat(messages=MESSAGES)) == "primary again"
+    assert info.route_skips == ()
+    assert len(primary.calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "seconds"),
+    [
+        (429, {"retry-after-ms": "2500"}, 2.5),
+        (503, {"retry-after": "8"}, 8.0),
+        (429, {"retry-after": "100000"}, 300.0),  # Capped by max_retry_after.
+    ],
+)
+def test_sync_retry_advice_of_any_kind_skips_for_its_length(
+    clock: Clock, status: int, headers: dict[str, str], seconds: float
+) -> None:
+    primary = FakeCompletion([Fail(status, headers=headers)], model="a/primary")
+    backup = FakeCompletion(lambda call: "b", model="b/backup")
+    chat = with_fallbacks(primary, backup)
+    chat(messages=MESSAGES)
+    clock.now = 1000.0 + seconds - 0.01
+    chat(messages=MESSAGES)
+    assert len(primary.calls) == 1
+    clock.now = 1000.0 + seconds + 0.01
+    primary.add("back")
+    assert responses.text(chat(messages=MESSAGES)) == "back"
+
+
+def test_a_failure_without_advice_does_not_skip(clock: Clock) -> None:
+    primary = FakeCompletion([Fail(503), "again"], model="a/primary")
+    backup = FakeCompletion(lambda call: "b", model="b/backup")
+    chat = with_fallbacks(primary, backup)
+    chat(messages=MESSAGES)
+    assert responses.text(chat(messages=MESSAGES)) == "again"
+
+
+def test_a_shorter_advice_does_not_shorten_a_longer_one(clock: Clock) -> None:
+    primary = FakeCompletion([Fail(429, headers={"retry-after": "5"})], model="a/primary")
+    middle = FakeCompletion(
+        [Fail(429, headers={"retry-after": "60"}), Fail(429, headers={"retry-after": "1"})],
+        model="b/middle",
+    )
+    last = FakeCompletion(lambda call: "c", model="c/last")
+    chat = with_fallbacks(primary, middle, last)
+    chat(messages=MESSAGES)  # primary: 5 s, middle: 60 s
+    clock.now += 6
+    primary.add(Fail(429, headers={"retry-after": "1"}))
+    chat(messages=MESSAGES)  # primary fails again (1 s); middle still skipped
+    assert len(middle.calls) == 1
+    clock.now += 30
+    primary.add(Fail(500))
+    chat(messages=MESSAGES)
+    assert len(middle.calls) == 1  # 36 s < 60 s
+
+
+async def test_when_every_callable_is_skipped_a_rate_limit_names_the_soonest(
+    clock: Clock,
+) -> None:
+    primary = FakeACompletion([Fail(429, headers={"retry-after": "30"})], model="a/one")
+    backup = FakeACompletion([Fail(429, headers={"retry-after": "12"})], model="b/two")
+    chat = with_fallbacks(primary, backup)
+    with pytest.raises(litellm.RateLimitError):
+        await chat(messages=MESSAGES)
+    clock.now += 2
+    with call_scope() as info, pytest.raises(litellm.RateLimitError) as raised:
+        await chat(messages=MESSAGES)
+    assert len(primary.calls) == 1
+    assert len(backup.calls) == 1
+    message = str(raised.value)
+    assert "a/one#0" in message
+    assert "b/two#1" in message
+    from fixedmodel.middleware._errors import retry_after
+
+    assert retry_after(raised.value) == pytest.approx(10.0, abs=0.01)
+    assert info.route_skips == (("a/one#0", "retry_after"), ("b/two#1", "retry_after"))
+    # An outer with_retries honours that advice, and the soonest callable answers then.
+    clock.now += 10.01
+    backup.add("b again")
+    assert responses.text(await chat(messages=MESSAGES)) == "b again"
+
+
+def test_max_retry_after_is_checked() -> None:
+    with pytest.raises(ValueError, match="max_retry_after"):
+        FallbackPolicy(max_retry_after=-1)
+
+
+# 3. A callable appears once in a chain.
+
+
+def test_a_repeated_callable_is_refused_at_construction() -> None:
+    a = FakeCompletion(model="a/one")
+    b = FakeCompletion(model="b/two")
+    with pytest.raises(ValueError, match="'a/one' twice"):
+        with_fallbacks(a, b, a)
+    with pytest.raises(ValueError, match="'b/two' twice"):
+        with_fallbacks(b, with_fallbacks(a, b))
+    with pytest.raises(ValueError, match="'a/one' twice"):
+        with_fallbacks(with_fallbacks(a, b), with_fallbacks(FakeCompletion(), a))
+    with pytest.raises(ValueError, match="'a/one' twice"):
+        with_fallbacks(with_retries(a), a)  # The same model under another layer.
+    with pytest.raises(ValueError, match="'b/two' twice"):
+        with_fallbacks(with_load_balancing([a, b]), b)
+    with pytest.raises(ValueError, match="twice"):
+        with_fallbacks(a, a)
+    # Two callables bound to one model name are two deployments: accepted.
+    with_fallbacks(a, FakeCompletion(model="a/one"))
+
+
+# 4. A fallback whose context window cannot take the request is skipped.
+
+# About 10,000 tokens for litellm's tokenizers (" hello" is one token).
+LONG = [{"role": "user", "content": "hello " * 10_020}]
+
+
+async def test_a_fallback_too_small_for_the_prompt_gets_no_request() -> None:
+    primary = FakeACompletion([Fail(429)], model="gpt-4o")  # 128K
+    small = FakeACompletion(lambda call: "small", model="gpt-4")  # 8K
+    with call_scope() as info, pytest.raises(litellm.ContextWindowExceededError) as raised:
+        await with_fallbacks(primary, small)(messages=LONG, max_tokens=500)
+    assert small.calls == []
+    assert isinstance(raised.value.__cause__, litellm.RateLimitError)
+    assert "gpt-4#1" in str(raised.value)
+    assert "8192" in str(raised.value)
+    assert [type(c) for c in fallback_causes(raised.value)] == [
+        litellm.RateLimitError,
+        litellm.ContextWindowExceededError,
+    ]
+    assert info.route_skips == (("gpt-4#1", "context_window"),)
+    assert info.route_failures == (("gpt-4o#0", "RateLimitError"),)
+
+
+def test_a_larger_fallback_after_a_small_one_serves() -> None:
+    primary = FakeCompletion([Fail(503)], model="gpt-4o")
+    small = FakeCompletion(lambda call: "small", model="gpt-4")  # 8,192
+    larger = FakeCompletion(lambda call: "larger", model="gpt-3.5-turbo")  # 16,385
+    chat = with_fallbacks(primary, small, larger)
+    with call_scope() as info:
+        assert responses.text(chat(messages=LONG, max_tokens=500)) == "larger"
+    assert small.calls == []
+    assert info.route_skips == (("gpt-4#1", "context_window"),)
+    # A short prompt fits the small model.
+    primary.add(Fail(503))
+    assert responses.text(chat(messages=MESSAGES, max_tokens=500)) == "small"
+
+
+def test_max_tokens_counts_and_bound_defaults_are_read() -> None:
+    # ~7,000 prompt tokens fit 8,192 alone, not with 2,000 tokens of answer.
+    medium = [{"role": "user", "content": "hello " * 7_000}]
+    primary = FakeCompletion([Fail(503), Fail(503)], model="gpt-4o")
+    small = FakeCompletion(lambda call: "small", model="gpt-4")
+    chat = with_fallbacks(primary, small)
+    assert responses.text(chat(messages=medium)) == "small"
+    with pytest.raises(litellm.ContextWindowExceededError):
+        chat(messages=medium, max_tokens=2_000)
+    assert len(small.calls) == 1
+    # The same limit as a default of the fallback (what litellm will receive) counts too.
+    limited = FakeCompletion(lambda call: "x", model="gpt-4", max_tokens=2_000)
+    primary.add(Fail(503))
+    with pytest.raises(litellm.ContextWindowExceededError):
+        with_fallbacks(primary, limited)(messages=medium)
+    assert limited.calls == []
+
+
+def test_an_unknown_model_is_never_skipped_for_context() -> None:
+    primary = FakeCompletion([Fail(503)], model="gpt-4o")
+    unknown = FakeCompletion(lambda call: "ok", model="custom/unmapped-model")
+    assert responses.text(with_fallbacks(primary, unknown)(messages=LONG)) == "ok"
+
+
+# 5. Fallback-worthy by status code as well as class, the same in every layer.
+
+
+def _api_error(status: int) -> Exception:
+    return litellm.APIError(
+        status_code=status, message=f"HTTP {status}", llm_provider="openai", model="m"
+    )
+
+
+class StatusError(Exception):
+    """An exception from a hand-written callable that carries an HTTP status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status_code = status
+
+
+@pytest.mark.parametrize("make", [_api_error, StatusError])
+@pytest.mark.parametrize("status", [401, 403, 404, 408, 409, 429, 500, 502, 503, 529, 501])
+def test_status_codes_fall_back_whatever_the_class(make: type[Exception], status: int) -> None:
+    error = make(status)
+    assert is_fallback_worthy(error)
+    primary = FakeCompletion([error], model="a/one")
+    backup = FakeCompletion(lambda call: "backup", model="b/two")
+    assert responses.text(with_fallbacks(primary, backup)(messages=MESSAGES)) == "backup"
+    assert len(backup.calls) == 1
+
+
+@pytest.mark.parametrize("make", [_api_error, StatusError])
+@pytest.mark.parametrize("status", [400, 422])
+def test_bad_request_statuses_do_not_fall_back_whatever_the_class(
+    make: type[Exception], status: int
+) -> None:
+    error = make(status)
+    assert not is_fallback_worthy(error)
+    assert not counts_against(error)
+    backup = FakeCompletion(lambda call: "backup", model="b/two")
+    with pytest.raises(type(error)):
+        with_fallbacks(FakeCompletion([error], model="a/one"), backup)(messages=MESSAGES)
+    assert backup.calls == []
+
+
+@pytest.mark.parametrize("make", [_api_error, StatusError])
+def test_denied_and_not_found_follow_the_authentication_flag(make: type[Exception]) -> None:
+    from fixedmodel.middleware._errors import is_denied, is_not_found
+
+    off = FallbackPolicy(authentication=False)
+    for status in (401, 403, 404):
+        assert not is_fallback_worthy(make(status), off)
+    assert is_denied(make(403))
+    assert is_denied(make(401))
+    assert is_not_found(make(404))
+    assert not is_denied(make(404))
+
+
+def test_one_rule_for_load_balancing_and_fallbacks() -> None:
+    from fixedmodel.middleware._errors import is_route_failure
+
+    for status in (401, 403, 408, 409, 429, 500, 503, 501):
+        assert counts_against(_api_error(status)), status
+        assert is_route_failure(StatusError(status)), status
+    for status in (400, 404, 422):
+        assert not counts_against(_api_error(status)), status
+    quota = Fail(429, code="insufficient_quota").exception("m")
+    assert counts_against(quota)  # Another deployment has its own account.
+    assert is_fallback_worthy(quota)
+
+
+def test_a_load_balanced_403_deployment_cools_down_and_the_healthy_one_serves() -> None:
+    denied = FakeCompletion(lambda call: _api_error(403), model="a/denied")
+    healthy = FakeCompletion(lambda call: "ok", model="b/healthy")
+    chat = with_load_balancing(
+        [denied, healthy], cooldown=CooldownPolicy(failures=1, cooldown=60.0)
+    )
+    answers = [responses.text(chat(messages=MESSAGES)) for _ in range(6)]
+    assert answers == ["ok"] * 6
+    assert len(denied.calls) <= 1
+    assert len(healthy.calls) == 6
+
+
+# 6. The chain flag: True inside every callable but the last.
+
+
+def _recording(seen: list[bool], model: str, *replies: object) -> FakeCompletion:
+    """A fake that records the chain flag at each call; its last reply repeats."""
+    left = list(replies)
+
+    def respond(call: CompletionCall) -> object:
+        seen.append(has_next_in_chain.get())
+        return left.pop(0) if len(left) > 1 else left[0]
+
+    return FakeCompletion(respond, model=model)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+
+def test_the_chain_flag_is_set_for_all_but_the_last_callable() -> None:
+    seen: list[bool] = []
+    chat = with_fallbacks(
+        _recording(seen, "a/one", Fail(503)),
+        _recording(seen, "b/two", Fail(503)),
+        _recording(seen, "c/three", "ok"),
+    )
+    assert responses.text(chat(messages=MESSAGES)) == "ok"
+    assert seen == [True, True, False]
+    assert has_next_in_chain.get() is False  # Reset after the call.
+    seen.clear()
+    stream = chat(messages=MESSAGES, stream=True)
+    assert "".join(responses.text_deltas(stream)) == "ok"
+    assert seen == [True, True, False]
+
+
+async def test_the_chain_flag_in_async_calls_and_nested_chains() -> None:
+    seen: list[bool] = []
+
+    def recording(model: str, reply: object) -> FakeACompletion:
+        def respond(call: CompletionCall) -> object:
+            seen.append(has_next_in_chain.get())
+            return reply
+
+        return FakeACompletion(respond, model=model)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+    inner = with_fallbacks(recording("a/one", Fail(503)), recording("b/two", Fail(503)))
+    chat = with_fallbacks(inner, recording("c/three", "ok"))
+    assert responses.text(await chat(messages=MESSAGES)) == "ok"
+    # The inner chain's last callable still has the outer chain's next one after it.
+    assert seen == [True, True, False]
+    assert has_next_in_chain.get() is False
+
+
+def test_the_chain_flag_is_false_when_every_later_callable_is_skipped(clock: Clock) -> None:
+    seen: list[bool] = []
+    first = _recording(seen, "a/one", Fail(503), "ok")
+    later = FakeCompletion([Fail(429, headers={"retry-after": "30"})], model="b/two")
+    chat = with_fallbacks(first, later)
+    with pytest.raises(litellm.RateLimitError):
+        chat(messages=MESSAGES)
+    seen.clear()
+    # b/two is skipped for 30 s: a/one is the last callable that can answer.
+    assert responses.text(chat(messages=MESSAGES)) == "ok"
+    assert seen == [False]
+
+
+# 7. The first chunk with content, not the role-only opener, is the boundary.
+
+
+def _chunk(**delta: object) -> object:
+    from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
+
+    return ModelResponseStream(choices=[StreamingChoices(delta=Delta(**delta))])
+
+
+class _Stream:
+    """A stand-in stream: yields its items, raising the exceptions among them."""
+
+    def __init__(self, items: list[object]) -> None:
+        self.items = list(items)
+        self.closed = False
+
+    def __iter__(self) -> _Stream:
+        return self
+
+    def __next__(self) -> object:
+        if not self.items:
+            raise StopIteration
+        item = self.items.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def __aiter__(self) -> _Stream:
+        return self
+
+    async def __anext__(self) -> object:
+        try:
+            return self.__next__()
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def test_what_counts_as_content() -> None:
+    from litellm.types.utils import ChatCompletionDeltaToolCall, Function
+
+    from fixedmodel.routing._first_chunk import carries_content
+
+    assert not carries_content(_chunk(role="assistant", content=""))
+    assert not carries_content(_chunk(role="assistant"))
+    assert not carries_content(_chunk())  # the stop chunk
+    assert carries_content(_chunk(content="Hi"))
+    assert carries_content(_chunk(reasoning_content="thinking"))
+    call = ChatCompletionDeltaToolCall(
+        id="c1", type="function", index=0, function=Function(name="f", arguments="{}")
+    )
+    assert carries_content(_chunk(role="assistant", tool_calls=[call]))
+    from litellm.types.utils import ModelResponseStream
+
+    assert not carries_content(ModelResponseStream(choices=[]))  # usage only
+    assert carries_content(object())  # an unknown shape is not held back
+
+
+def test_chunks_before_content_are_held_in_order_and_a_failure_after_them_raises() -> None:
+    from fixedmodel.routing._first_chunk import first_chunk
+
+    role, usage, text, more = (
+        _chunk(role="assistant", content=""),
+        _chunk(),
+        _chunk(content="Hi"),
+        _chunk(content=" there"),
+    )
+    stream = _Stream([role, usage, text, more])
+    first_chunk(stream)
+    assert stream.items == [more]  # read up to the first content, no further
+    assert list(stream) == [role, usage, text, more]
+
+    failing = _Stream([role, litellm.Timeout(message="stall", model="m", llm_provider="x")])
+    with pytest.raises(litellm.Timeout):
+        first_chunk(failing)
+    assert failing.closed
+
+    ended = _Stream([role])
+    first_chunk(ended)
+    assert list(ended) == [role]
+
+
+async def test_async_chunks_before_content_are_held_in_order() -> None:
+    from fixedmodel.routing._first_chunk import afirst_chunk
+
+    role, text = _chunk(role="assistant", content=""), _chunk(content="Hi")
+    stream = _Stream([role, text])
+    await afirst_chunk(stream)
+    assert [chunk async for chunk in stream] == [role, text]
+    failing = _Stream(
+        [role, litellm.APIConnectionError(message="cut", model="m", llm_provider="x")]
+    )
+    with pytest.raises(litellm.APIConnectionError):
+        await afirst_chunk(failing)
+    assert failing.closed

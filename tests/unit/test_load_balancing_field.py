@@ -1,0 +1,367 @@
+"""with_load_balancing in the field: cooldown deadlines, fallback chains, retries underneath,
+even shares, exact bookkeeping (issue "Routing and budgets in the field")."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import litellm
+import pytest
+
+from fixedmodel import (
+    CooldownPolicy,
+    MemoryCooldownStore,
+    RateLimit,
+    RetryPolicy,
+    responses,
+    with_cache,
+    with_load_balancing,
+    with_rate_limit,
+    with_retries,
+)
+from fixedmodel.middleware import retries as retries_module
+from fixedmodel.routing import load_balancing as lb_module
+from fixedmodel.routing._chain import has_next_in_chain
+from fixedmodel.routing.load_balancing import Strategy
+from fixedmodel.testing import CompletionCall, Fail, FakeACompletion, FakeCompletion
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- a deadline only moves later --------------------------------------------------------------
+
+
+def test_slower_failures_while_open_keep_the_deployment_out_until_the_latest_deadline() -> None:
+    clock = Clock()
+    store = MemoryCooldownStore(clock=clock)
+    policy = CooldownPolicy(failures=3, cooldown=30.0)
+    store.failed("d", policy, probe=False, cool_for=1.0)  # 429 with Retry-After: 1
+    for _ in range(3):  # Three slower 429s without advice, reported while open.
+        clock.now += 0.3
+        store.failed("d", policy, probe=False, cool_for=None)
+    clock.now += 1.0  # Past the Retry-After, long before the cooldown of the third.
+    entry = store.enter("d", policy)
+    assert not entry.granted
+    assert entry.retry_in == pytest.approx(30.0 - 1.0)
+
+
+@pytest.mark.parametrize("probe", [False, True], ids=["a call", "the probe"])
+def test_a_shorter_retry_after_never_shortens_a_cooldown(probe: bool) -> None:
+    clock = Clock()
+    store = MemoryCooldownStore(clock=clock)
+    policy = CooldownPolicy(failures=1, cooldown=30.0)
+    store.failed("d", policy, probe=False, cool_for=None)  # Open for 30 s.
+    clock.now += 1.0
+    store.failed("d", policy, probe=probe, cool_for=2.0)
+    clock.now += 5.0
+    entry = store.enter("d", policy)
+    assert not entry.granted
+    assert entry.retry_in == pytest.approx(24.0)
+
+
+def test_a_failed_probe_never_shortens_a_later_opening() -> None:
+    clock = Clock()
+    store = MemoryCooldownStore(clock=clock)
+    policy = CooldownPolicy(failures=1, cooldown=10.0)
+    store.failed("d", policy, probe=False, cool_for=None)
+    clock.now += 10.0
+    assert store.enter("d", policy).probe
+    store.failed("d", policy, probe=False, cool_for=60.0)  # Another call: Retry-After 60.
+    store.failed("d", policy, probe=True, cool_for=None)  # The probe fails: 10 s only.
+    clock.now += 20.0
+    entry = store.enter("d", policy)
+    assert not entry.granted
+    assert entry.retry_in == pytest.approx(40.0)
+
+
+# --- inside a fallback chain: hand over at once -----------------------------------------------
+
+
+def _all_cooling(names: tuple[str, ...]) -> tuple[MemoryCooldownStore, CooldownPolicy]:
+    store = MemoryCooldownStore()
+    policy = CooldownPolicy(failures=1, cooldown=4.0, when_all_cooling="wait", max_wait=30.0)
+    for name in names:
+        store.failed(f"default:{name}", policy, probe=False, cool_for=4.0)
+    return store, policy
+
+
+async def test_a_balancer_with_a_next_in_chain_hands_over_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+
+    async def record(seconds: float) -> None:
+        slept.append(seconds)
+        raise AssertionError("the balancer waited")
+
+    monkeypatch.setattr(lb_module, "_async_sleep", record)
+    store, policy = _all_cooling(("a", "b"))
+    fakes = {n: FakeACompletion(lambda call: "x", model="m") for n in ("a", "b")}
+    chat = with_load_balancing(fakes, cooldown=policy, store=store)
+    token = has_next_in_chain.set(True)
+    try:
+        with pytest.raises(litellm.RateLimitError) as raised:
+            await chat(messages=MESSAGES)
+    finally:
+        has_next_in_chain.reset(token)
+    assert slept == []
+    assert "every deployment" in str(raised.value)
+    assert 3.0 < int(raised.value.response.headers["retry-after-ms"]) / 1000 <= 4.0
+    assert all(not fake.calls for fake in fakes.values())
+
+
+def test_a_sync_balancer_with_a_next_in_chain_hands_over_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(lb_module, "_sync_sleep", slept.append)
+    store, policy = _all_cooling(("a", "b"))
+    fakes = {n: FakeCompletion(lambda call: "x", model="m") for n in ("a", "b")}
+    chat = with_load_balancing(fakes, cooldown=policy, store=store)
+    token = has_next_in_chain.set(True)
+    try:
+        with pytest.raises(litellm.RateLimitError):
+            chat(messages=MESSAGES)
+    finally:
+        has_next_in_chain.reset(token)
+    assert slept == []
+
+
+def test_a_balancer_at_the_end_of_a_chain_still_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    store, policy = _all_cooling(("a",))
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        store.succeeded("default:a")  # Recovered meanwhile.
+
+    monkeypatch.setattr(lb_module, "_sync_sleep", sleep)
+    monkeypatch.setattr(lb_module, "_REMEMBER_REFUSAL", 0.0)
+    chat = with_load_balancing(
+        {"a": FakeCompletion(lambda call: "x", model="m")}, cooldown=policy, store=store
+    )
+    assert responses.text(chat(messages=MESSAGES)) == "x"
+    assert len(slept) == 1
+
+
+# --- retries underneath stop once the deployment cools ----------------------------------------
+
+
+def _retrying(answer: Callable[[CompletionCall], Any], order: list[str], name: str) -> Any:
+    def recorded(call: CompletionCall) -> Any:
+        order.append(name)
+        return answer(call)
+
+    return with_retries(
+        FakeCompletion(recorded, model="m"), RetryPolicy(max_attempts=3, initial_wait=0.5)
+    )
+
+
+@pytest.mark.parametrize(
+    ("failure", "failures"),
+    [
+        (Fail(429, headers={"retry-after": "1"}), 1),
+        (Fail(429, headers={"retry-after": "1"}), 3),  # A Retry-After cools at once.
+        (Fail(500), 1),
+        (Fail(503), 1),
+    ],
+    ids=["429 Retry-After, failures=1", "429 Retry-After, failures=3", "500", "503"],
+)
+def test_retries_underneath_stop_once_the_deployment_cools(
+    monkeypatch: pytest.MonkeyPatch, failure: Fail, failures: int
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(retries_module, "_sync_sleep", slept.append)
+    order: list[str] = []
+    chat = with_load_balancing(
+        {
+            "a": _retrying(lambda call: failure, order, "a"),
+            "b": _retrying(lambda call: "b", order, "b"),
+        },
+        strategy="round_robin",
+        cooldown=CooldownPolicy(failures=failures, cooldown=30.0),
+    )
+    assert responses.text(chat(messages=MESSAGES)) == "b"
+    assert order == ["a", "b"]
+    assert slept == []  # Not one Retry-After or backoff slept on the cooling deployment.
+
+
+def test_retries_underneath_go_on_until_the_circuit_opens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(retries_module, "_sync_sleep", lambda seconds: None)
+    order: list[str] = []
+    chat = with_load_balancing(
+        {
+            "a": _retrying(lambda call: Fail(500), order, "a"),
+            "b": _retrying(lambda call: "b", order, "b"),
+        },
+        strategy="round_robin",
+        cooldown=CooldownPolicy(failures=2, cooldown=30.0),
+    )
+    assert responses.text(chat(messages=MESSAGES)) == "b"
+    assert order == ["a", "a", "b"]  # The second failure opened the circuit.
+    for _ in range(4):
+        chat(messages=MESSAGES)
+    assert order.count("a") == 2  # Cooling: skipped.
+
+
+def test_a_half_open_probe_is_one_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retries_module, "_sync_sleep", lambda seconds: None)
+    monkeypatch.setattr(lb_module, "_REMEMBER_REFUSAL", 0.0)
+    clock = Clock()
+    store = MemoryCooldownStore(clock=clock)
+    order: list[str] = []
+    chat = with_load_balancing(
+        {
+            "a": _retrying(lambda call: Fail(503), order, "a"),
+            "b": _retrying(lambda call: "b", order, "b"),
+        },
+        strategy="round_robin",
+        cooldown=CooldownPolicy(failures=3, cooldown=30.0),
+        store=store,
+    )
+    chat(messages=MESSAGES)
+    assert order.count("a") == 3  # Closed: three attempts, the third opens the circuit.
+    for _ in range(3):
+        clock.now += 30.0
+        chat(messages=MESSAGES)
+        chat(messages=MESSAGES)
+    assert order.count("a") == 6  # Each probe: one request.
+
+
+async def test_async_retries_underneath_stop_once_the_deployment_cools(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+
+    async def record(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(retries_module, "_async_sleep", record)
+    order: list[str] = []
+
+    def answer(name: str, reply: Any) -> Any:
+        def respond(call: CompletionCall) -> Any:
+            order.append(name)
+            return reply
+
+        return with_retries(FakeACompletion(respond, model="m"), RetryPolicy(max_attempts=3))
+
+    chat = with_load_balancing(
+        {"a": answer("a", Fail(429, headers={"retry-after": "1"})), "b": answer("b", "b")},
+        strategy="round_robin",
+        cooldown=CooldownPolicy(failures=1),
+    )
+    assert responses.text(await chat(messages=MESSAGES)) == "b"
+    assert order == ["a", "b"]
+    assert slept == []
+
+
+# --- a deployment that keeps failing does not skew the others' shares -------------------------
+
+
+@pytest.mark.parametrize("strategy", ["round_robin", "least_busy", "usage_based"])
+@pytest.mark.parametrize("sick_at", [0, 1, 2])
+def test_a_failing_deployment_spreads_its_share_evenly(strategy: Strategy, sick_at: int) -> None:
+    names = ["a", "b", "c"]
+    sick = names[sick_at]
+    limit = RateLimit(requests=10**6)
+    fakes = {
+        name: with_rate_limit(
+            FakeCompletion(lambda call, name=name: Fail(500) if name == sick else name, model="m"),
+            limit,
+        )
+        for name in names
+    }
+    chat = with_load_balancing(fakes, strategy=strategy, cooldown=CooldownPolicy(failures=10**6))
+    served = Counter(responses.text(chat(messages=MESSAGES)) for _ in range(300))
+    healthy = [served[name] for name in names if name != sick]
+    assert sum(healthy) == 300
+    assert abs(healthy[0] - healthy[1]) <= 9  # Within 3 %.
+    sent = fakes[sick]._inner  # type: ignore[attr-defined]
+    if strategy != "usage_based":  # There its failed requests count as usage, as they should.
+        assert 90 <= len(sent.calls) <= 110  # The sick one is still tried in its turn only.
+
+
+# --- bookkeeping stays exact ------------------------------------------------------------------
+
+
+async def test_in_flight_counts_return_to_zero_after_errors_cancellations_and_streams() -> None:
+    release = asyncio.Event()
+
+    class Held(FakeACompletion):
+        async def __call__(self, **kwargs: Any) -> Any:
+            await release.wait()
+            return await super().__call__(**kwargs)
+
+    held = Held(lambda call: "held", model="m")
+    failing = FakeACompletion(lambda call: Fail(400), model="m")
+    streaming = FakeACompletion(lambda call: "streamed", model="m")
+    chat = with_load_balancing({"held": held, "failing": failing, "streaming": streaming})
+    stuck = [asyncio.ensure_future(chat(messages=MESSAGES)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    for task in stuck:
+        task.cancel()
+    await asyncio.gather(*stuck, return_exceptions=True)
+    release.set()
+    for _ in range(6):
+        try:
+            result = await chat(messages=MESSAGES, stream=True)
+        except litellm.BadRequestError:
+            continue
+        async for _chunk in result:
+            pass
+    deployments = chat._deployments  # type: ignore[attr-defined]
+    assert [d.in_flight for d in deployments] == [0, 0, 0]
+
+
+async def test_usage_of_a_call_that_outlasts_the_window_is_counted_once() -> None:
+    release = asyncio.Event()
+    first = [True]
+
+    class Slow(FakeACompletion):
+        async def __call__(self, **kwargs: Any) -> Any:
+            if first[0]:
+                first[0] = False
+                await release.wait()
+            return await super().__call__(**kwargs)
+
+    limit = RateLimit(tokens=10**6, period=0.05, assumed_completion_tokens=500)
+    slow = with_rate_limit(Slow(lambda call: "long answer " * 20, model="m"), limit)
+    chat = with_load_balancing({"slow": slow}, strategy="usage_based")
+    outlasting = asyncio.ensure_future(chat(messages=MESSAGES))
+    await asyncio.sleep(0.1)  # Past the window: the next call drops its entry.
+    await chat(messages=MESSAGES)
+    release.set()
+    await outlasting  # Its real token count arrives after its entry left the window.
+    await asyncio.sleep(0.1)
+    usage = chat._deployments[0].usage  # type: ignore[attr-defined]
+    assert usage.used_share(time.monotonic()) == 0.0
+    assert (usage.requests, usage.tokens) == (0, 0.0)
+
+
+def test_a_cache_hit_under_a_deployment_costs_no_usage() -> None:
+    limit = RateLimit(requests=100)
+    fake = FakeCompletion(lambda call: "x", model="m")
+    chat = with_load_balancing(
+        {"cached": with_cache(with_rate_limit(fake, limit))}, strategy="usage_based"
+    )
+    for _ in range(3):
+        chat(messages=MESSAGES)
+    assert len(fake.calls) == 1
+    usage = chat._deployments[0].usage  # type: ignore[attr-defined]
+    assert usage.requests == 1
+    assert usage.used_share(time.monotonic()) == pytest.approx(0.01)
