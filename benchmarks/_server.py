@@ -121,7 +121,7 @@ def _serve() -> None:
     with OpenAIServer() as server:
         print(f"{_READY}{server.port}", flush=True)
         while not stdin_closed.wait(_RESET_EVERY_SECONDS):
-            server.reset()
+            server.clear_requests()  # Faults and batch jobs stay.
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from benchmarks import (
     litellm_profile,
     memory,
     overhead,
+    provider_batch,
     redis_limiter,
     routing,
     stack,
@@ -59,6 +60,7 @@ SECTIONS: dict[str, Section] = {
     "tracing": tracing.run,
     "batch": batch.run,
     "routing": routing.run,
+    "provider-batch": provider_batch.run,
 }
 """The sections, by the name ``--only`` takes, in the order they run."""
 

@@ -43,6 +43,9 @@ from fixedmodel._batch import (
 from fixedmodel._batch import (
     batch as batch,
 )
+from fixedmodel._batch_lines import (
+    ProviderBatchLineError as ProviderBatchLineError,
+)
 from fixedmodel._bind import (
     BoundACompletion as BoundACompletion,
 )
@@ -111,6 +114,9 @@ from fixedmodel._protocols import (
 )
 from fixedmodel._protocols import (
     FixedModelEmbedding as FixedModelEmbedding,
+)
+from fixedmodel._provider_batch import (
+    provider_batch as provider_batch,
 )
 from fixedmodel._workers import (
     batch_on as batch_on,
@@ -284,6 +290,7 @@ __all__ = [
     "ModelResponseStream",
     "Permit",
     "ProgressCallback",
+    "ProviderBatchLineError",
     "RateLimit",
     "RateLimiter",
     "RedisBudgetStore",
@@ -308,6 +315,7 @@ __all__ = [
     "errors",
     "fallback_causes",
     "is_cache_hit",
+    "provider_batch",
     "responses",
     "with_budget",
     "with_cache",

@@ -73,6 +73,10 @@ def run(args: argparse.Namespace, check_model: Any) -> int:
         print(f"fixedmodel: nothing was sent: the input has problems{more}", file=sys.stderr)
         return EXIT_NOTHING_SENT
     check_model(args.model, args.api_base, args.mock_response is not None)
+    if args.provider_batch:
+        from fixedmodel import _cli_provider
+
+        _cli_provider.check(args)
     lock = OutputLock(args.output)
     try:
         locked = lock.acquire()
@@ -276,6 +280,8 @@ async def _run(args: argparse.Namespace, plan: _cli_input.Plan, body_model: str 
     bound, chat = _stack(args, plan.kind)
     writer = RecordWriter(args.output)
     job = _Job(args, writer)
+    if args.provider_batch:
+        return await _provider_batch(args, plan, body_model, bound, chat, writer, job)
     taken = _listen(job)
     try:
         async with bound:
@@ -296,6 +302,35 @@ async def _run(args: argparse.Namespace, plan: _cli_input.Plan, body_model: str 
         loop = asyncio.get_running_loop()
         for number in taken:
             loop.remove_signal_handler(number)
+        writer.close()
+    return _finish(args.output, plan, job)
+
+
+async def _provider_batch(
+    args: argparse.Namespace,
+    plan: _cli_input.Plan,
+    body_model: str | None,
+    bound: BoundACompletion | BoundAEmbedding,
+    chat: AFixedModelCompletion,
+    writer: RecordWriter,
+    job: _Job,
+) -> int:
+    """The job through the provider's Batch API (``--provider-batch``)."""
+    from fixedmodel import _cli_provider
+
+    try:
+        async with bound:
+            await _cli_provider.run(args, chat, body_model, writer)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        job.interrupted = True
+        print(
+            "fixedmodel: interrupted; the provider batch keeps running: run the same command "
+            "with --resume to collect it",
+            file=sys.stderr,
+        )
+    except ValueError as problem:  # a layer or provider provider_batch cannot drive
+        raise UsageError(f"--provider-batch: {problem}") from None
+    finally:
         writer.close()
     return _finish(args.output, plan, job)
 

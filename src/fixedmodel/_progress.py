@@ -33,6 +33,12 @@ class BatchProgress:
         completion_tokens: Output tokens of the answers so far (cache hits not counted).
         cost: USD spent so far, as litellm prices the answers (0 for answers it cannot
             price and for cache hits).
+        provider_status: For a provider batch job: the provider's status of its batches
+            (``validating``, ``in_progress``, ``finalizing``, ...; the least advanced one),
+            else None.
+        provider_completed: For a provider batch job: lines the provider reports answered
+            (its ``request_counts.completed``, summed over the job's running batches).
+        provider_failed: ... and failed (``request_counts.failed``).
     """
 
     done: int
@@ -43,6 +49,9 @@ class BatchProgress:
     prompt_tokens: int
     completion_tokens: int
     cost: float
+    provider_status: str | None = None
+    provider_completed: int = 0
+    provider_failed: int = 0
 
     @property
     def requests_per_second(self) -> float:
@@ -126,6 +135,7 @@ class Progress:
         self._total = total
         self._done = self._errors = self._hits = self._prompt = self._completion = 0
         self._cost = 0.0
+        self._provider: tuple[str | None, int, int] = (None, 0, 0)
         self._callbacks = callbacks(on_progress)
         self._broken: set[int] = set()  # ids of the callbacks whose failure was logged
         self._bar: Any = None  # tqdm's bar; Any: tqdm's own types are loose
@@ -170,7 +180,30 @@ class Progress:
             prompt_tokens=self._prompt,
             completion_tokens=self._completion,
             cost=self._cost,
+            provider_status=self._provider[0],
+            provider_completed=self._provider[1],
+            provider_failed=self._provider[2],
         )
+
+    def provider(self, status: str, completed: int, failed: int) -> None:
+        """Show a provider batch job's own progress (a poll's status and request counts)."""
+        with self._lock:
+            changed = self._provider != (status, completed, failed)
+            self._provider = (status, completed, failed)
+            snapshot = self._snapshot()
+        if not changed:
+            return
+        for callback in self._callbacks:
+            try:
+                callback(snapshot)
+            except Exception:
+                self._log_once(callback, "progress callback")
+        bar = self._bar
+        if bar is not None:
+            try:
+                bar.set_description(f"{status} {completed + failed} at the provider", refresh=True)
+            except Exception:
+                self._log_once(bar, "progress bar")
 
     def _show(self, snapshot: BatchProgress) -> None:
         for callback in self._callbacks:

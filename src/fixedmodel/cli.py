@@ -224,6 +224,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--mock-response", metavar="TEXT", help="answer with TEXT, send nothing")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--provider-batch",
+        action="store_true",
+        help=(
+            "send the lines as the provider's batch job (OpenAI, Azure: about half the price, "
+            "answered within 24 h); --resume collects a job a killed run left"
+        ),
+    )
+    run.add_argument(
+        "--poll-interval",
+        type=_number(0.0, above=False),
+        default=30.0,
+        metavar="SECONDS",
+        help="with --provider-batch: seconds between looks at the job (default 30)",
+    )
     return parser
 
 

@@ -25,6 +25,8 @@ from typing import Any, Literal, cast
 from aiohttp import web
 from typing_extensions import Self
 
+from fixedmodel.testing._batches import BatchService
+
 FaultKind = Literal["status", "delay", "drop", "malformed", "truncated_stream"]
 DEFAULT_REPLY = "Hello from the loopback server."
 _ERROR_KINDS: dict[int, tuple[str, str | None]] = {
@@ -149,6 +151,13 @@ def _count_words(value: object) -> int:
     return 0
 
 
+def _error_body(fault: Fault) -> dict[str, Any]:
+    """The OpenAI-style JSON error body of a ``"status"`` fault."""
+    default = "server_error" if fault.status_code >= 500 else "invalid_request_error"
+    kind, code = _ERROR_KINDS.get(fault.status_code, (default, None))
+    return {"error": {"message": fault.message, "type": kind, "param": None, "code": code}}
+
+
 def _sse(payload: Mapping[str, Any]) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
@@ -164,6 +173,9 @@ class OpenAIServer:
         models: Model ids listed by ``GET /v1/models``.
         fault_rule: A function of each request's JSON body that returns the fault to inject
             into it, or None for a normal answer; consulted after the queued faults.
+        batches: The Files and Batches endpoints (OpenAI's Batch API): their uploads, their
+            batches, and the settings that steer a batch job (see :class:`BatchService`).
+            A batch line is answered as the same request live, ``fault_rule`` included.
     """
 
     def __init__(self, *, reply_text: str = DEFAULT_REPLY, embedding_dim: int = 8) -> None:
@@ -183,6 +195,7 @@ class OpenAIServer:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._port = 0
+        self.batches = BatchService(self._line_answer)
 
     def start(self) -> Self:
         """Starts the server thread, returning itself once the socket listens."""
@@ -237,6 +250,7 @@ class OpenAIServer:
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_post("/v1/embeddings", self._handle)
         app.router.add_get("/v1/models", self._handle)
+        self.batches.add_routes(app)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
         await runner.setup()
         try:
@@ -297,10 +311,16 @@ class OpenAIServer:
             self._faults.clear()
             self._random = None
 
+    def clear_requests(self) -> None:
+        """Forgets the recorded requests (a long-running server stays small)."""
+        with self._lock:
+            self._requests.clear()
+
     def reset(self) -> None:
         """Clears recorded requests and all faults, the fault rule included."""
         self.clear_faults()
         self.fault_rule = None
+        self.batches.reset()
         with self._lock:
             self._requests.clear()
 
@@ -340,11 +360,9 @@ class OpenAIServer:
         self, request: web.Request, body: dict[str, Any], fault: Fault
     ) -> web.StreamResponse:
         if fault.kind == "status":
-            default = "server_error" if fault.status_code >= 500 else "invalid_request_error"
-            kind, code = _ERROR_KINDS.get(fault.status_code, (default, None))
-            error = {"message": fault.message, "type": kind, "param": None, "code": code}
             headers = dict(fault.headers)
-            return web.json_response({"error": error}, status=fault.status_code, headers=headers)
+            error = _error_body(fault)
+            return web.json_response(error, status=fault.status_code, headers=headers)
         if fault.kind == "malformed":
             text = '{"id": "chatcmpl-malformed", "object": "chat.completion", "choices": [{'
             return web.Response(text=text, content_type="application/json")
@@ -360,6 +378,17 @@ class OpenAIServer:
         if request.transport is not None:
             request.transport.abort()
         return web.Response()
+
+    def _line_answer(self, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """A batch line's status and body: what the same request gets live (status faults
+        of ``fault_rule`` included; other faults and the queue concern live requests)."""
+        with self._lock:
+            fault = self.fault_rule(body) if self.fault_rule is not None else None
+        if fault is not None and fault.kind == "status":
+            return fault.status_code, _error_body(fault)
+        if url.endswith("/embeddings"):
+            return 200, self._embeddings(body)
+        return 200, self._completion(body)
 
     async def _send(
         self, request: web.Request, events: Sequence[bytes], *, truncate: bool

@@ -1,0 +1,113 @@
+"""``fixedmodel batch --provider-batch``: the checked input through the provider's Batch API.
+
+The job's state is ``OUTPUT.provider-batch.json`` (with its parts beside it) and the list of
+the lines it was made for is ``OUTPUT.provider-batch.ids``. The records are written when the
+job's answers are read back, all of them; a run killed before that leaves OUTPUT as it was
+and ``--resume`` collects the same job (nothing uploaded or paid twice). Once a job is
+collected, its state is kept as ``...json.done`` and, with ``--resume``, the lines still
+without an answer (failed, or never written) go into a new job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fixedmodel import _cli_input
+from fixedmodel._cli_common import UsageError
+from fixedmodel._cli_output import RecordWriter, answer_record, error_record, read_state
+
+if TYPE_CHECKING:
+    from fixedmodel._protocols import AFixedModelCompletion
+
+__all__ = ["check", "run", "state_path"]
+
+
+def state_path(output: Path) -> Path:
+    """Where the job for ``output`` keeps its state."""
+    return output.with_name(f"{output.name}.provider-batch.json")
+
+
+def _ids_path(output: Path) -> Path:
+    return output.with_name(f"{output.name}.provider-batch.ids")
+
+
+def check(args: argparse.Namespace) -> None:
+    """Refuse options that cannot apply to a provider batch, and a job left half way."""
+    if args.max_cost is not None:
+        msg = "--max-cost: a provider batch cannot stop part way; leave it out"
+        raise UsageError(msg)
+    if args.mock_response is not None:
+        msg = "--mock-response: a provider batch has no mock; use the loopback test server"
+        raise UsageError(msg)
+    if state_path(args.output).exists() and not args.resume:
+        msg = (
+            f"OUTPUT {args.output} has a provider batch job under way "
+            f"({state_path(args.output)}): pass --resume to collect it"
+        )
+        raise UsageError(msg)
+
+
+async def run(
+    args: argparse.Namespace,
+    chat: AFixedModelCompletion,
+    body_model: str | None,
+    writer: RecordWriter,
+) -> None:
+    """Run (or collect) the provider batch job(s) of this OUTPUT, writing every record."""
+    state = state_path(args.output)
+    if state.exists():  # A job a killed run started: collect it, paying nothing again.
+        ids = json.loads(_ids_path(args.output).read_text(encoding="utf-8"))
+        await _job(args, chat, body_model, writer, set(ids))
+    done = read_state(args.output).answered  # Without --resume, OUTPUT is empty.
+    wanted = {
+        line.custom_id
+        for line in _cli_input.lines(args.input, body_model)
+        if line.custom_id not in done
+    }
+    if wanted:
+        await _job(args, chat, body_model, writer, wanted)
+
+
+async def _job(
+    args: argparse.Namespace,
+    chat: AFixedModelCompletion,
+    body_model: str | None,
+    writer: RecordWriter,
+    wanted: set[str],
+) -> None:
+    from fixedmodel import provider_batch
+
+    state = state_path(args.output)
+    ids_file = _ids_path(args.output)
+    lines = [line for line in _cli_input.lines(args.input, body_model) if line.custom_id in wanted]
+    if not state.exists():
+        ids_file.write_text(json.dumps([line.custom_id for line in lines]), encoding="utf-8")
+    requests: list[Any] = [line.request for line in lines]
+    print(
+        f"fixedmodel: provider batch job for {len(lines)} line(s); state {state} "
+        "(Ctrl-C leaves it running: --resume collects it)",
+        file=sys.stderr,
+    )
+    results = await provider_batch(
+        chat,
+        requests,
+        state=state,
+        ids=[line.custom_id for line in lines],
+        poll_interval=args.poll_interval,
+        progress=False if args.no_progress else None,
+    )
+    done = read_state(args.output).answered
+    for result in results:
+        if result.id in done:
+            continue
+        if result.error is None:
+            writer.write(answer_record(result.id, result.response))
+        else:
+            writer.write(error_record(result.id, result.error))
+    finished = state.with_name(f"{state.name}.done")
+    state.replace(finished)
+    ids_file.unlink(missing_ok=True)

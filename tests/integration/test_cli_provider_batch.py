@@ -1,0 +1,124 @@
+"""``fixedmodel batch --provider-batch``: the same input and output files, the Batch API between."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fixedmodel.cli import EXIT_NOTHING_SENT, EXIT_OK, EXIT_SOME_FAILED, main
+from fixedmodel.testing.server import Fault, OpenAIServer
+
+
+def _write_input(path: Path, count: int) -> None:
+    with path.open("w") as sink:
+        for number in range(1, count + 1):
+            line = {
+                "custom_id": f"req-{number}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": f"question {number}"}],
+                    "max_tokens": 20,
+                },
+            }
+            sink.write(json.dumps(line) + "\n")
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _argv(server: OpenAIServer, source: Path, target: Path, *more: str) -> list[str]:
+    return [
+        "batch", "openai/gpt-4o-mini", str(source), str(target), "--api-base", server.base_url,
+        "--provider-batch", "--poll-interval", "0", "--no-progress", *more,
+    ]  # fmt: skip
+
+
+def test_a_provider_batch_writes_the_same_records_with_one_upload_and_no_live_call(
+    server: OpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_input(source, 30)
+    server.fault_rule = lambda body: (
+        Fault.status(400, message="bad max_tokens")
+        if body["messages"][0]["content"] == "question 7"
+        else None
+    )
+    code = main(_argv(server, source, target))
+    err = capsys.readouterr().err
+    assert code == EXIT_SOME_FAILED, err
+    assert json.loads(err.splitlines()[-1]) == {
+        "request_counts": {"total": 30, "completed": 29, "failed": 1}
+    }
+    assert len(server.batches.uploads) == 1 and len(server.batches.batches) == 1
+    assert server.request_count() == 0
+    records = {r["custom_id"]: r for r in _records(target)}
+    assert set(records) == {f"req-{n}" for n in range(1, 31)}
+    answer = records["req-1"]["response"]
+    assert answer["status_code"] == 200
+    assert answer["body"]["choices"][0]["message"]["content"] == server.reply_text
+    failed = records["req-7"]["response"]
+    assert failed["status_code"] == 400
+    assert failed["body"]["error"]["message"] == "bad max_tokens"
+
+    # --resume sends exactly the failed line again, in a new job.
+    server.fault_rule = None
+    assert main(_argv(server, source, target, "--resume")) == EXIT_OK
+    assert len(server.batches.batches) == 2
+    second = server.batches.file_lines(server.batches.batches[1]["input_file_id"])
+    assert [line["custom_id"] for line in second] == ["req-7"]
+    assert {r["custom_id"] for r in _records(target)} == {f"req-{n}" for n in range(1, 31)}
+
+
+def test_options_that_cannot_apply_are_refused(
+    server: OpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_input(source, 2)
+    assert main(_argv(server, source, target, "--max-cost", "1")) == EXIT_NOTHING_SENT
+    assert "--max-cost" in capsys.readouterr().err
+    assert main(_argv(server, source, target, "--poll-interval", "-1")) == EXIT_NOTHING_SENT
+    assert "--poll-interval" in capsys.readouterr().err
+    assert not server.batches.uploads
+
+
+async def test_resume_after_a_kill_collects_the_same_job(
+    server: OpenAIServer, tmp_path: Path
+) -> None:
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_input(source, 12)
+    server.batches.polls_in_progress = 10_000
+    argv = [sys.executable, "-m", "fixedmodel", *_argv(server, source, target)]
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    child = await asyncio.create_subprocess_exec(*argv, env=env)
+    state = tmp_path / "out.jsonl.provider-batch.json"
+    deadline = time.monotonic() + 120
+    try:
+        while not (state.exists() and "batch-" in state.read_text()):
+            assert child.returncode is None and time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    assert len(server.batches.uploads) == 1 and len(server.batches.batches) == 1
+
+    # A run without --resume is refused while the job is under way.
+    assert await asyncio.to_thread(main, _argv(server, source, target)) == EXIT_NOTHING_SENT
+    server.batches.polls_in_progress = 1
+    code = await asyncio.to_thread(main, _argv(server, source, target, "--resume"))
+    assert code == EXIT_OK
+    assert len(server.batches.uploads) == 1 and len(server.batches.batches) == 1
+    assert sorted(r["custom_id"] for r in _records(target)) == sorted(
+        f"req-{n}" for n in range(1, 13)
+    )
