@@ -36,8 +36,8 @@ async def main() -> None:
 
             # Every result, in input order; a failed item carries its exception.
             results = await abatch(chat, questions(20), concurrency=8, progress=False)
-            answered = [r for r in results if r.ok and r.response is not None]
-            print(f"{len(answered)} answered, first: {responses.text(answered[0].response)}")
+            answered = [r.response for r in results if r.response is not None]
+            print(f"{len(answered)} answered, first: {responses.text(answered[0])}")
 
             # As they complete, with a callback for the counters (tokens, cost, errors).
             def report(progress: BatchProgress) -> None:
