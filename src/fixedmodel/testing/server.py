@@ -403,6 +403,8 @@ class OpenAIServer:
         recorded = RecordedRequest(
             request.method, request.path, headers, body, time.monotonic(), fault
         )
+        with self._lock:  # recorded on arrival, so the list stays in arrival order
+            self._requests.append(recorded)
         answer: ServerAnswer = None
         responder = self.responder
         if fault is None and responder is not None:
@@ -419,10 +421,16 @@ class OpenAIServer:
                 answer = Fault.status(500, message=f"the responder failed: {error!r}")
             if isinstance(answer, Fault):
                 fault, answer = answer, None
-                recorded = dataclasses.replace(recorded, fault=fault)
-        with self._lock:
-            self._requests.append(recorded)
+                self._set_fault(recorded, fault)
         return fault, answer
+
+    def _set_fault(self, recorded: RecordedRequest, fault: Fault) -> None:
+        """Replace ``recorded`` in the list by a copy that names the responder's fault."""
+        with self._lock:
+            for index in range(len(self._requests) - 1, -1, -1):
+                if self._requests[index] is recorded:
+                    self._requests[index] = dataclasses.replace(recorded, fault=fault)
+                    return
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
