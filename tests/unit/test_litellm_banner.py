@@ -7,6 +7,7 @@ at its lazy import of litellm; ``FIXEDMODEL_LITELLM_BANNER=1`` keeps the banner.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,17 @@ from fixedmodel.testing.server import Fault, OpenAIServer
 MESSAGES = [{"role": "user", "content": "Hi"}]
 BANNER = "Give Feedback"
 BANNER_ENV = "FIXEDMODEL_LITELLM_BANNER"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _a_loop_this_module_closes() -> Iterator[None]:
+    # litellm's sync path asks asyncio.get_event_loop(), which in a main thread without a loop
+    # creates one nobody closes; collected later, its ResourceWarning fails some other test.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,17 @@ from fixedmodel.testing.server import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _a_loop_this_module_closes() -> Iterator[None]:
+    # litellm's sync path asks asyncio.get_event_loop(), which in a main thread without a loop
+    # creates one nobody closes; collected later, its ResourceWarning fails some other test.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
 @pytest.fixture(scope="module")
 def running() -> Iterator[OpenAIServer]:
     with OpenAIServer() as server:
