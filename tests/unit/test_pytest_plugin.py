@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,18 @@ from fixedmodel import bind_completion, responses
 from fixedmodel.testing import RealRequestError, blocking_real_requests
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _a_loop_this_module_closes() -> Iterator[None]:
+    # litellm's sync path asks asyncio.get_event_loop(), which in a main thread without a loop
+    # creates one nobody closes; collected later, its ResourceWarning fails some other test.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
+
 
 # Every connection attempt of the inner test's process is recorded and refused, so a test can
 # show that the switch stops a call before it tries to connect.
