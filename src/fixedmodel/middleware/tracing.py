@@ -579,7 +579,7 @@ class _AttemptSpans:
         instruments = self._instruments
         token: object = None
         try:
-            span: Span | None = instruments.tracer.start_span(
+            span: Span = instruments.tracer.start_span(
                 self._span_name(known), kind=instruments.client, attributes=attributes
             )
         except Exception as fault:  # No span, but the model that answers is still followed.
