@@ -23,6 +23,18 @@ and ``fixedmodel.rate_limit.wait`` (s). Message content is recorded only with
 with any credential value of the request replaced by ``[REDACTED]``; credentials themselves
 are never recorded.
 
+Below it, each attempt of ``with_fallbacks`` (a callable of the chain),
+``with_load_balancing`` (a deployment) and ``with_retries`` (a request) is a child span named
+``{gen_ai.operation.name} {gen_ai.request.model}`` after the callable attempted, with
+``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.model``,
+``fixedmodel.attempt.kind`` (``fallback``, ``deployment``, ``retry``),
+``fixedmodel.attempt.name`` (the routed name) or ``fixedmodel.attempt.number`` (retries,
+from 1), and on failure ``error.type``, an ERROR status and an ``exception`` event. An
+attempt's span is current while it runs, so nested layers' attempts nest. A call answered
+by another model than the one asked has its span renamed after the model that answered
+(``gen_ai.request.model`` keeps the one asked). A streamed attempt's span ends when the stream
+is returned, or at its first chunk when a routing layer still had somewhere to go.
+
 A stream's span ends when the stream ends: read to its end, failed, closed early, or
 garbage-collected unread.
 
