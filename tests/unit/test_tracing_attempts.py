@@ -23,7 +23,7 @@ from fixedmodel import (
     with_tracing,
 )
 from fixedmodel.middleware import _attempts
-from fixedmodel.testing import CompletionCall, Fail, FakeACompletion, FakeCompletion
+from fixedmodel.testing import CompletionCall, Fail, FakeACompletion, FakeAEmbedding, FakeCompletion
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 QUICK = RetryPolicy(max_attempts=3, initial_wait=0.001, max_wait=0.001, jitter=0.0)
@@ -242,3 +242,56 @@ async def test_a_failing_tracer_never_changes_the_call(
     assert answer.choices[0].message.content == "fine"
     assert primary.calls and len(primary.calls) == 3
     assert spans.call_span().name == "chat openai/b"
+
+
+async def test_embeddings_and_a_balancer_inside_a_chain_nest_their_attempts(spans: Spans) -> None:
+    one = FakeAEmbedding(lambda c: Fail(429), model="openai/text-embedding-3-small")
+    two = FakeAEmbedding(lambda c: Fail(503), model="azure/text-embedding-3-small")
+    spare = FakeAEmbedding(lambda c: [[0.5, 0.5]], model="cohere/embed-v4")
+    balanced = with_load_balancing({"one": one, "two": two}, strategy="round_robin")
+    embed = spans.trace(with_fallbacks(balanced, spare))
+
+    await embed(input=["a text"])
+
+    top = spans.call_span()
+    assert top.name == "embeddings cohere/embed-v4"
+    chain = spans.children(top)
+    assert [shape(s) for s in chain] == [
+        (
+            "embeddings openai/text-embedding-3-small",
+            "fallback",
+            "ServiceUnavailableError",
+            "openai/text-embedding-3-small#0",
+        ),
+        ("embeddings cohere/embed-v4", "fallback", None, "cohere/embed-v4#1"),
+    ]
+    assert [shape(s) for s in spans.children(chain[0])] == [
+        ("embeddings openai/text-embedding-3-small", "deployment", "RateLimitError", "one"),
+        ("embeddings azure/text-embedding-3-small", "deployment", "ServiceUnavailableError", "two"),
+    ]
+    assert {attributes(s)["gen_ai.operation.name"] for s in spans.finished()} == {"embeddings"}
+
+
+async def test_concurrent_calls_keep_their_attempts_apart(spans: Spans) -> None:
+    arrived: list[None] = []
+    both = asyncio.Event()
+
+    class Gate(FakeACompletion):
+        async def __call__(self, **kwargs: Any) -> Any:
+            arrived.append(None)
+            if len(arrived) == 2:
+                both.set()
+            await both.wait()  # both calls are inside their attempts at once
+            return await super().__call__(**kwargs)
+
+    primary = FakeACompletion(lambda c: Fail(503), model="openai/a")
+    backup = Gate(lambda c: "ok", model="openai/b")
+    chat = spans.trace(with_fallbacks(primary, backup))
+
+    await asyncio.gather(chat(messages=MESSAGES), chat(messages=MESSAGES))
+
+    tops = [s for s in spans.finished() if s.parent is None]
+    assert len(tops) == 2
+    for top in tops:
+        assert top.name == "chat openai/b"
+        assert [shape(s)[2] for s in spans.children(top)] == ["ServiceUnavailableError", None]
