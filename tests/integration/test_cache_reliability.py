@@ -20,6 +20,8 @@ from fixedmodel import bind_acompletion, bind_aembedding, bind_completion, respo
 from fixedmodel.middleware.cache import with_cache
 from fixedmodel.middleware.observe import CallRecord, with_metrics
 from fixedmodel.middleware.retries import RetryPolicy, with_retries
+from fixedmodel.testing import Reply
+from fixedmodel.testing.server import RecordedRequest
 from tests.support.openai_server import Fault, OpenAIServer
 
 MESSAGES = [{"role": "user", "content": "Hello?"}]
@@ -31,12 +33,15 @@ MODEL = "openai/test-model"
 class KeyCheckingServer(OpenAIServer):
     """Answers 401 to a request whose bearer token or ``api-key``-style header says "bad"."""
 
-    def _record(self, request: web.Request, body: dict[str, Any]) -> Fault | None:
-        fault = super()._record(request, body)
-        credentials = " ".join(v for k, v in request.headers.items() if k.lower() != "host")
-        if fault is None and "bad" in credentials:
+    def __init__(self) -> None:
+        super().__init__(responder=self._check_key)
+
+    @staticmethod
+    def _check_key(request: RecordedRequest) -> Fault | None:
+        credentials = " ".join(v for k, v in request.headers.items() if k != "host")
+        if "bad" in credentials:
             return Fault.status(401, message="Incorrect API key provided.")
-        return fault
+        return None
 
     async def _fault_response(
         self, request: web.Request, body: dict[str, Any], fault: Fault
@@ -52,7 +57,7 @@ class ShapedServer(OpenAIServer):
         super().__init__()
         self.shape: dict[str, Any] = {}
 
-    def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _completion(self, body: dict[str, Any], reply: Reply | None = None) -> dict[str, Any]:
         return {**self._envelope(body, "chat.completion"), **copy.deepcopy(self.shape)}
 
 
