@@ -113,7 +113,7 @@ class Deployment:
     def __init__(self, index: int, name: str, function: ModelCallable, group: str) -> None:
         self.index = index
         self.name = name
-        # Any: the four kinds return litellm's objects; the overloads type the results.
+        # Any: the four kinds return litellm's objects; the Protocols type the results.
         self.call: Callable[..., Any] = function
         self.key = f"{group}:{name}"
         self.in_flight = 0

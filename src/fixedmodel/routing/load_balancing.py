@@ -35,18 +35,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import count
-from typing import Any, Literal, cast, overload
+from typing import Any, Literal, cast
 
-from fixedmodel._protocols import (
-    AFixedModelCompletion,
-    AFixedModelEmbedding,
-    ClosableAFixedModelCompletion,
-    ClosableAFixedModelEmbedding,
-    ClosableFixedModelCompletion,
-    ClosableFixedModelEmbedding,
-    FixedModelCompletion,
-    FixedModelEmbedding,
-)
+from fixedmodel._protocols import ModelFn
 from fixedmodel.middleware._call import (
     CallInfo,
     ModelCallable,
@@ -786,89 +777,14 @@ def _check_args(strategy: object, cooldown: object, store: object, key: object) 
 _DEFAULT_POLICY = CooldownPolicy()
 
 
-@overload
 def with_load_balancing(
-    deployments: Sequence[ClosableAFixedModelCompletion]
-    | Mapping[str, ClosableAFixedModelCompletion],
-    strategy: Strategy = ...,
-    cooldown: CooldownPolicy = ...,
-    *,
-    store: CooldownStore | None = ...,
-    key: str = ...,
-) -> ClosableAFixedModelCompletion: ...
-@overload
-def with_load_balancing(
-    deployments: Sequence[ClosableFixedModelCompletion]
-    | Mapping[str, ClosableFixedModelCompletion],
-    strategy: Strategy = ...,
-    cooldown: CooldownPolicy = ...,
-    *,
-    store: CooldownStore | None = ...,
-    key: str = ...,
-) -> ClosableFixedModelCompletion: ...
-@overload
-def with_load_balancing(
-    deployments: Sequence[ClosableAFixedModelEmbedding]
-    | Mapping[str, ClosableAFixedModelEmbedding],
-    strategy: Strategy = ...,
-    cooldown: CooldownPolicy = ...,
-    *,
-    store: CooldownStore | None = ...,
-    key: str = ...,
-) -> ClosableAFixedModelEmbedding: ...
-@overload
-def with_load_balancing(
-    deployments: Sequence[ClosableFixedModelEmbedding] | Mapping[str, ClosableFixedModelEmbedding],
-    strategy: Strategy = ...,
-    cooldown: CooldownPolicy = ...,
-    *,
-    store: CooldownStore | None = ...,
-    key: str = ...,
-) -> ClosableFixedModelEmbedding: ...
-@overload
-def with_load_balancing(
-    deployments: Sequence[AFixedModelCompletion] | Mapping[str, AFixedModelCompletion],
-    strategy: Strategy = ...,
-    cooldown: CooldownPolicy = ...,
-    *,
-    store: CooldownStore | None = ...,
-    key: str = ...,
-) -> AFixedModelCompletion: ...
-@overload
-def with_load_balancing(
-    deployments: Sequence[FixedModelCompletion] | Mapping[str, FixedModelCompletion],
-    strategy: Strategy = ...,
-    cooldown: CooldownPolicy = ...,
-    *,
-    store: CooldownStore | None = ...,
-    key: str = ...,
-) -> FixedModelCompletion: ...
-@overload
-def with_load_balancing(
-    deployments: Sequence[AFixedModelEmbedding] | Mapping[str, AFixedModelEmbedding],
-    strategy: Strategy = ...,
-    cooldown: CooldownPolicy = ...,
-    *,
-    store: CooldownStore | None = ...,
-    key: str = ...,
-) -> AFixedModelEmbedding: ...
-@overload
-def with_load_balancing(
-    deployments: Sequence[FixedModelEmbedding] | Mapping[str, FixedModelEmbedding],
-    strategy: Strategy = ...,
-    cooldown: CooldownPolicy = ...,
-    *,
-    store: CooldownStore | None = ...,
-    key: str = ...,
-) -> FixedModelEmbedding: ...
-def with_load_balancing(
-    deployments: Sequence[ModelCallable] | Mapping[str, ModelCallable],
+    deployments: Sequence[ModelFn] | Mapping[str, ModelFn],
     strategy: Strategy = "least_busy",
     cooldown: CooldownPolicy = _DEFAULT_POLICY,
     *,
     store: CooldownStore | None = None,
     key: str = "default",
-) -> ModelCallable:
+) -> ModelFn:
     """Spread calls over deployments of one model, skipping those that cool down.
 
     Args:
@@ -909,6 +825,7 @@ def with_load_balancing(
         raise ValueError(msg)
     built = [Deployment(i, n, f, key) for i, (n, f) in enumerate(named)]
     kind = _AsyncBalanced if asynchronous else _SyncBalanced
-    return kind(built, strategy, cooldown, checked, key).made_by(
+    wrapped = kind(built, strategy, cooldown, checked, key).made_by(
         with_load_balancing, dict(named), strategy, cooldown, store=checked, key=key
     )
+    return cast("ModelFn", wrapped)
