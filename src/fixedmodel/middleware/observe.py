@@ -24,10 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast, runtime_checkable
 
+from fixedmodel._faults import observer_fault
 from fixedmodel._litellm import litellm_module
 from fixedmodel._pickling import refuse_pickling
 from fixedmodel._protocols import ModelFn
 from fixedmodel._pydantic import read_attribute
+from fixedmodel._streams import StreamEnd, watch_stream
 from fixedmodel.middleware._call import (
     CallInfo,
     ModelCallable,
@@ -42,8 +44,6 @@ from fixedmodel.middleware._call import (
     request_reader,
     requests_made,
 )
-from fixedmodel.middleware._faults import observer_fault
-from fixedmodel.middleware._streams import StreamEnd, watch_stream
 
 if TYPE_CHECKING:
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper

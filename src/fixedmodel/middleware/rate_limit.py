@@ -40,6 +40,7 @@ from typing import Any, cast
 
 from fixedmodel._limits import RateLimit
 from fixedmodel._protocols import ModelFn
+from fixedmodel._streams import StreamEnd, watch_stream
 from fixedmodel.middleware._call import (
     CallInfo,
     ModelCallable,
@@ -52,7 +53,6 @@ from fixedmodel.middleware._call import (
 )
 from fixedmodel.middleware._errors import is_rate_limit, is_retryable, retry_after
 from fixedmodel.middleware._limiter import Permit, RateLimiter
-from fixedmodel.middleware._streams import StreamEnd, watch_stream
 from fixedmodel.middleware._tokens import estimate_tokens, used_tokens, warm_tokenizer
 from fixedmodel.middleware.retries import (
     _Retries,  # pyright: ignore[reportPrivateUsage]

@@ -45,8 +45,10 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
+from fixedmodel._faults import observer_fault
 from fixedmodel._pickling import refuse_pickling
 from fixedmodel._secrets import is_secret
+from fixedmodel._streams import StreamEnd, watch_stream
 from fixedmodel.middleware._call import (
     CallInfo,
     ModelCallable,
@@ -60,8 +62,6 @@ from fixedmodel.middleware._call import (
     request_reader,
     requests_made,
 )
-from fixedmodel.middleware._faults import observer_fault
-from fixedmodel.middleware._streams import StreamEnd, watch_stream
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Histogram, MeterProvider

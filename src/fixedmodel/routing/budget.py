@@ -52,6 +52,7 @@ from typing import Any, Literal, cast
 from fixedmodel._litellm import litellm_module
 from fixedmodel._protocols import ModelFn
 from fixedmodel._pydantic import read_attribute
+from fixedmodel._streams import StreamEnd, StreamUsage, watch_stream
 from fixedmodel.middleware._call import (
     ModelCallable,
     Wrapper,
@@ -61,7 +62,6 @@ from fixedmodel.middleware._call import (
     request_kind,
     request_reader,
 )
-from fixedmodel.middleware._streams import StreamEnd, StreamUsage, watch_stream
 from fixedmodel.middleware._tokens import estimate_tokens
 from fixedmodel.routing._pacing import POLL, Settlements, budget_pacing, check_wait, default_wait
 from fixedmodel.routing._pricing import (

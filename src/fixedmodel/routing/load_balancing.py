@@ -38,6 +38,7 @@ from itertools import count
 from typing import Any, Literal, cast
 
 from fixedmodel._protocols import ModelFn
+from fixedmodel._streams import StreamEnd, watch_stream
 from fixedmodel.middleware._call import (
     CallInfo,
     ModelCallable,
@@ -46,7 +47,6 @@ from fixedmodel.middleware._call import (
     leave_call,
 )
 from fixedmodel.middleware._give_up import give_up
-from fixedmodel.middleware._streams import StreamEnd, watch_stream
 from fixedmodel.middleware._tokens import estimate_tokens, used_tokens
 from fixedmodel.routing._chain import has_next_in_chain
 from fixedmodel.routing._deployments import (

@@ -31,8 +31,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from fixedmodel._faults import observer_fault
 from fixedmodel._litellm import litellm_module
-from fixedmodel.middleware._faults import observer_fault
 
 if TYPE_CHECKING:
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
