@@ -16,7 +16,7 @@ from fixedmodel.middleware._errors import (
 from fixedmodel.middleware.rate_limit import RateLimit, RateLimiter
 
 if TYPE_CHECKING:
-    from fixedmodel.routing.load_balancing import CooldownPolicy
+    from fixedmodel._cooldown import CooldownPolicy
 
 __all__ = [
     "Deployment",
