@@ -443,7 +443,7 @@ class _Instruments:
         self, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
     ) -> None:
         trace, metrics = _otel()
-        from fixedmodel import __name__ as package
+        package = __name__.partition(".")[0]  # the instrumentation scope: "fixedmodel"
 
         # Providers given by the caller live in this process; the global ones are looked up
         # again wherever the wrapper is rebuilt (see _Traced.__reduce__).
