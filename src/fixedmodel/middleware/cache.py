@@ -85,7 +85,7 @@ from fixedmodel.stores.memory import MemoryCacheStore
 if TYPE_CHECKING:
     from litellm.types.utils import EmbeddingResponse, ModelResponse
 
-__all__ = ["AsyncCache", "SyncCache", "is_cache_hit", "with_cache"]
+__all__ = ["is_cache_hit", "with_cache"]
 
 _log = logging.getLogger("fixedmodel.cache")
 _FlightT = TypeVar("_FlightT", AsyncFlight, SyncFlight)
