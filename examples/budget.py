@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-import litellm
-
-from fixedmodel import Budget, bind_acompletion, with_budget
+from fixedmodel import Budget, bind_acompletion, errors, with_budget
 
 MESSAGES = [{"role": "user", "content": "Say something short."}]
 
@@ -27,7 +25,7 @@ async def main() -> None:
                 # to what litellm prices the answer at.
                 await spend(messages=MESSAGES, max_tokens=200)
                 made += 1
-        except litellm.BudgetExceededError as error:
+        except errors.BudgetExceededError as error:
             print(f"refused after {made} calls:", str(error).split(":", 1)[-1].strip()[:90])
     status = budget.status()
     print(f"spent ${status.cost:.6f}, ${status.cost_left:.6f} left, resets in", end=" ")

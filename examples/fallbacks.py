@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 
-import litellm
-
 from fixedmodel import (
     CallRecord,
     FallbackPolicy,
     bind_acompletion,
+    errors,
     fallback_causes,
     responses,
     with_fallbacks,
@@ -49,7 +48,7 @@ async def main() -> None:
         # When every callable fails, the last error is raised and carries the others.
         try:
             await with_fallbacks(primary, broken)(messages=MESSAGES)
-        except litellm.InternalServerError as error:
+        except errors.InternalServerError as error:
             print("all failed:", [type(cause).__name__ for cause in fallback_causes(error)])
 
 

@@ -7,7 +7,12 @@ little about them: the keywords are ``**kwargs`` and the result is a union or ``
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
+
+# Raw litellm downloads its price list when imported unless this is set (fixedmodel sets it
+# before its own lazy import); set here so that the "before" code runs offline too.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm
 
@@ -32,6 +37,7 @@ async def main() -> None:
         mock_response="optional settings",
     )
     # --8<-- [end:optional]
+    assert isinstance(response, litellm.ModelResponse)  # not a stream: stream was not passed
     # --8<-- [start:messages]
     messages: list[dict[str, Any] | litellm.Message] = [USER]
     messages.append(response.choices[0].message)  # the model's reply, a litellm Message
@@ -60,6 +66,7 @@ async def main() -> None:
     kwargs.update(user_options)
     response = await litellm.acompletion(**kwargs, mock_response="merged")
     # --8<-- [end:update]
+    assert isinstance(response, litellm.ModelResponse)
     print(response.choices[0].message.content)
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from litellm.exceptions import RateLimitError, ServiceUnavailableError
-
 from fixedmodel import AFixedModelCompletion, Messages, bind_acompletion, responses
+from fixedmodel.errors import RateLimitError, ServiceUnavailableError
 from fixedmodel.middleware.retries import RetryPolicy, with_retries
 
 MESSAGES = [{"role": "user", "content": "Say something short."}]

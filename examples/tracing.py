@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
@@ -35,7 +35,13 @@ async def main() -> None:
     for resource_metrics in data.resource_metrics if data else ():
         for scope in resource_metrics.scope_metrics:
             for metric in scope.metrics:
-                print(metric.name, [point.count for point in metric.data.data_points])
+                # Histograms (durations, token counts) report how many values they hold.
+                counts = [
+                    point.count
+                    for point in metric.data.data_points
+                    if isinstance(point, HistogramDataPoint)
+                ]
+                print(metric.name, counts)
     tracer_provider.shutdown()
     meter_provider.shutdown()
 

@@ -3,9 +3,16 @@
 While the switch is on (:func:`blocking_real_requests`, or the pytest plugin's
 ``no_real_requests`` fixture and marker), every bound call checks where litellm would send
 the request before calling litellm. It goes ahead only when no request leaves the machine:
-``mock_response`` is set, or the request's ``api_base``/``base_url`` (or the base URL the
-environment gives the provider) is a loopback address. Anything else raises
-:class:`RealRequestError` before any connection is attempted.
+``mock_response`` is set, or the address litellm will really use is a loopback address.
+
+That address is resolved the way litellm resolves it for the call's provider: the request's
+``api_base``/``base_url``; else the base URL ``litellm.get_llm_provider`` gives the provider
+(e.g. ``deepseek/`` has its own host, ``ollama/`` defaults to localhost); else
+``litellm.api_base``; else the provider's own environment variables (``OPENAI_BASE_URL`` and
+``OPENAI_API_BASE`` for ``openai/`` only, ``ANTHROPIC_API_BASE`` for ``anthropic/``, ...,
+as litellm's ``main.py`` reads them). When the provider cannot be resolved, or none of these
+gives an address, the call would reach the provider's public servers and is blocked.
+Anything blocked raises :class:`RealRequestError` before any connection is attempted.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import os
 import threading
 from collections.abc import Generator, Mapping
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = ["RealRequestError", "blocking_real_requests", "check_request", "is_blocking"]
@@ -31,8 +39,19 @@ class RealRequestError(AssertionError):
 _lock = threading.Lock()
 _depth = 0
 
-# Environment variables litellm (and the openai SDK) read for an OpenAI-compatible base URL.
-_BASE_URL_VARIABLES = ("OPENAI_BASE_URL", "OPENAI_API_BASE")
+# The environment variables litellm reads for a provider's base URL when the call gives none,
+# in litellm's order (litellm/main.py and llms/anthropic/common_utils.py). A provider missing
+# here falls back to its public host (or to what get_llm_provider resolves), so it is blocked
+# unless the call names a loopback api_base: when in doubt, block.
+_OPENAI_VARIABLES = ("OPENAI_BASE_URL", "OPENAI_API_BASE")
+_BASE_URL_VARIABLES: dict[str, tuple[str, ...]] = {
+    "openai": _OPENAI_VARIABLES,
+    "text-completion-openai": _OPENAI_VARIABLES,
+    "anthropic": ("ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"),
+    "azure": ("AZURE_API_BASE",),
+    "azure_text": ("AZURE_API_BASE",),
+    "gemini": ("GEMINI_API_BASE",),
+}
 
 
 def is_blocking() -> bool:
@@ -72,24 +91,52 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
+def _target(model: str, arguments: Mapping[str, object]) -> tuple[str | None, str]:
+    """The base URL litellm will send the request to, and where it came from.
+
+    ``None`` when litellm would use the provider's public default (or the provider is unknown).
+    """
+    explicit = arguments.get("api_base") or arguments.get("base_url")
+    if isinstance(explicit, str):
+        return explicit, "api_base"
+    from fixedmodel._litellm import litellm_module
+
+    litellm = litellm_module()
+    provider_hint = arguments.get("custom_llm_provider")
+    try:
+        # Any: litellm's function, untyped for us; it returns (model, provider, key, api_base).
+        resolved: Any = litellm.get_llm_provider(
+            model=model,
+            custom_llm_provider=provider_hint if isinstance(provider_hint, str) else None,
+        )
+    except Exception:  # an unknown provider: not provably local, so blocked
+        return None, "an unknown provider"
+    provider = str(resolved[1])
+    if isinstance(resolved[3], str) and resolved[3]:
+        return resolved[3], f"the {provider} provider's base URL"
+    configured: object = getattr(litellm, "api_base", None)
+    if isinstance(configured, str) and configured:
+        return configured, "litellm.api_base"
+    for name in _BASE_URL_VARIABLES.get(provider, ()):
+        value = os.environ.get(name)
+        if value:
+            return value, f"${name}"
+    return None, f"the {provider} provider"
+
+
 def check_request(model: str, arguments: Mapping[str, object]) -> None:
     """Refuse ``arguments`` (what litellm is about to receive) unless they stay local.
 
     Raises:
-        RealRequestError: The request would reach a provider that is not on this machine.
+        RealRequestError: The request would reach a provider that is not on this machine,
+            or where it would go cannot be told.
     """
     if arguments.get("mock_response") is not None:
         return
-    target: object = arguments.get("api_base") or arguments.get("base_url")
-    source = "api_base"
-    if not isinstance(target, str):
-        target = next(
-            (os.environ[name] for name in _BASE_URL_VARIABLES if os.environ.get(name)), None
-        )
-        source = "the environment"
-    if isinstance(target, str) and _is_loopback(target):
+    target, source = _target(model, arguments)
+    if target is not None and _is_loopback(target):
         return
-    where = f"{target!r} (from {source})" if isinstance(target, str) else "the provider's servers"
+    where = f"{target!r} (from {source})" if target is not None else f"{source}'s servers"
     msg = (
         f"real requests are blocked in this test, but a call to model {model!r} would reach "
         f"{where}. Use a fake from fixedmodel.testing, mock_response=, or point api_base at "

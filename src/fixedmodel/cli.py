@@ -275,8 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _quiet_litellm() -> None:
     """Keep litellm's help banner ("Give Feedback / Get Help") off stdout.
 
-    A global litellm setting, which the library never changes; the command line is an
-    application and owns its output (``chat --json`` must print JSON only).
+    The library turns it off too when it imports litellm, unless
+    ``FIXEDMODEL_LITELLM_BANNER=1`` asks to keep it; the command line is an application
+    and owns its output (``chat --json`` must print JSON only), so it turns it off always.
     """
     from fixedmodel._litellm import litellm_module
 

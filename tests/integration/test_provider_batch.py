@@ -422,3 +422,15 @@ async def test_progress_follows_the_providers_request_counts_then_the_results(
     assert seen[-1].done == 8 and seen[-1].provider_completed == 8
     assert seen[-1].prompt_tokens > 0 and seen[-1].cost > 0
     assert also == seen
+
+
+async def test_the_servers_responder_answers_batch_lines_as_it_answers_live_calls(
+    server: OpenAIServer, tmp_path: Path
+) -> None:
+    server.responder = lambda request: f"summary of {request.messages[-1]['content']}"
+    results = await provider_batch(
+        _chat(server), _requests(3), state=tmp_path / "s.json", poll_interval=0
+    )
+    assert [responses.text(r.response) for r in results if r.response is not None] == [
+        f"summary of document {i}" for i in range(3)
+    ]

@@ -15,6 +15,7 @@ import asyncio
 import gc
 import http.server
 import itertools
+import statistics
 import threading
 import time
 from collections.abc import Sequence
@@ -104,10 +105,24 @@ async def test_200_waiting_callers_neither_block_nor_busy_the_event_loop(
 ) -> None:
     # Lag is measured while the callers wait, not while litellm works: its own per-call
     # processing holds the loop for several milliseconds whatever the limiter does.
+    # The bounds compare with a baseline taken by the same sampler, in the same test, just
+    # before the callers start: on a loaded machine the loop lags without any limiter at all.
     async with chat_for(server) as chat:
-        limited = with_rate_limit(chat, RateLimit(requests=3, period=PERIOD))
+        limited = with_rate_limit(chat, RateLimit(requests=3, period=2 * PERIOD))
         loop = asyncio.get_running_loop()
-        reopens = loop.time() + PERIOD  # not before this: the budget is spent from now on
+
+        async def sample_lags(until: float) -> list[float]:
+            lags: list[float] = []
+            while loop.time() < until:
+                due = loop.time() + 0.005
+                await asyncio.sleep(0.005)
+                lags.append(loop.time() - due)
+            return lags
+
+        await chat(messages=[{"role": "user", "content": "warm-up"}])  # the first is slower
+        server.reset()
+        baseline = await sample_lags(loop.time() + 0.4)
+        reopens = loop.time() + 2 * PERIOD  # not before this: the budget is spent from now on
         for n in range(3):
             await limited(messages=[{"role": "user", "content": f"first {n}"}])
         cpu_started, wall_started = time.process_time(), loop.time()
@@ -115,11 +130,7 @@ async def test_200_waiting_callers_neither_block_nor_busy_the_event_loop(
             asyncio.create_task(limited(messages=[{"role": "user", "content": "waiting"}]))
             for _ in range(200)
         ]
-        lags: list[float] = []
-        while loop.time() < reopens - 0.1:
-            due = loop.time() + 0.005
-            await asyncio.sleep(0.005)
-            lags.append(loop.time() - due)
+        lags = await sample_lags(reopens - 0.1)
         cpu = time.process_time() - cpu_started
         wall = loop.time() - wall_started
         assert not any(task.done() for task in callers)
@@ -127,7 +138,18 @@ async def test_200_waiting_callers_neither_block_nor_busy_the_event_loop(
             task.cancel()
         await asyncio.gather(*callers, return_exceptions=True)
         await limited(messages=[{"role": "user", "content": "after"}])
-    assert max(lags) < 0.020, f"loop lag up to {max(lags) * 1000:.1f} ms"
+    assert len(lags) >= 20, f"only {len(lags)} samples while the callers waited"
+    typical, usual = statistics.median(lags), statistics.median(baseline)
+    # Waiters that polled or spun would raise the typical lag; one that blocked the loop
+    # (a sync sleep until the window reopens) would show a lag of most of a period.
+    assert typical <= 2 * usual + 0.005, (
+        f"median lag {typical * 1e3:.1f} ms, {usual * 1e3:.1f} ms before"
+    )
+    worst, noise = max(lags), max(baseline)
+    assert worst < 0.020 + 3 * noise, (
+        f"loop lag up to {worst * 1e3:.1f} ms, {noise * 1e3:.1f} ms before"
+    )
+    # process_time counts this process only: other load on the machine lowers the share.
     assert cpu < 0.2 * wall, f"{cpu:.3f} s of CPU while waiting {wall:.3f} s"
     assert server.request_count() == 4
 
@@ -165,13 +187,20 @@ async def test_real_usage_refunds_the_estimate(server: OpenAIServer) -> None:
     # Each call is charged ~260 tokens up front (max_tokens=250), so without the refund to
     # the ~10 tokens the server reports, only one call would fit per period.
     async with chat_for(server) as chat:
+        # Baseline under the same load: the same five calls without the limiter.
+        started = time.monotonic()
+        for n in range(5):
+            await chat(messages=[{"role": "user", "content": f"plain {n}"}], max_tokens=250)
+        alone = time.monotonic() - started
+        server.reset()
         limited = with_rate_limit(chat, RateLimit(tokens=300, period=PERIOD))
         started = time.monotonic()
         for n in range(5):
             await limited(messages=[{"role": "user", "content": f"call {n}"}], max_tokens=250)
         elapsed = time.monotonic() - started
     assert server.request_count() == 5
-    assert elapsed < PERIOD
+    # Without the refund, each of the last four calls would wait most of a period.
+    assert elapsed - alone < PERIOD
 
 
 def test_sync_callers_wait_for_the_window(server: OpenAIServer) -> None:
@@ -179,15 +208,21 @@ def test_sync_callers_wait_for_the_window(server: OpenAIServer) -> None:
         "openai/test", api_base=server.base_url, api_key="sk-x", max_retries=0
     ) as chat:
         chat(messages=[{"role": "user", "content": "warm-up"}])  # the first call is slower
+        # Baseline under the same load: one call's time, from sending to the next arrival.
+        started = time.monotonic()
+        chat(messages=[{"role": "user", "content": "timed"}])
+        one_call = time.monotonic() - started
         limited = with_rate_limit(chat, RateLimit(requests=2, period=0.5))
         sent = []
         for n in range(3):
             sent.append(time.monotonic())
             limited(messages=[{"role": "user", "content": f"{n}"}])
-    _, first, second, third = (r.arrived_at for r in server.requests)
-    assert second - first < 0.25
+    _, _, first, second, third = (r.arrived_at for r in server.requests)
+    # The second is within the limit: one call's time after the first, not a window's.
+    assert second - first < 0.1 + 2 * one_call
     assert third - sent[0] >= 0.5  # the third waited for the window
-    assert third - first >= 0.5 - 0.05  # arrivals: less the unevenness of send delays
+    # Arrivals: the first arrived before its call returned (sent[1]), however slow the machine.
+    assert third - first >= 0.5 - (sent[1] - sent[0])
 
 
 # --- every request on the wire holds a permit ------------------------------------------------

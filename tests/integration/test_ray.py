@@ -99,8 +99,12 @@ def _once(bound: Any) -> Any:
 def _check_batch(executor: Executor, server: OpenAIServer) -> None:
     first = _once(bind_acompletion("openai/first", api_base=server.base_url, api_key="k"))
     second = _once(bind_acompletion("openai/second", api_base=server.base_url, api_key="k"))
+    # Only the last model gives retry advice: advice makes with_fallbacks skip a model for
+    # that long, which would fail the worker's later items if both gave it.
     server.fault_rule = lambda body: (
-        Fault.status(429, retry_after=4) if body["messages"][0]["content"] == "item 3" else None
+        Fault.status(429, retry_after=4 if body["model"] == "second" else None)
+        if body["messages"][0]["content"] == "item 3"
+        else None
     )
     requests: list[Any] = [
         {"messages": [{"role": "user", "content": f"item {i}"}]} for i in range(8)

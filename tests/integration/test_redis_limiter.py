@@ -80,7 +80,10 @@ def burst_worker(url: str, namespace: str, ready: Barrier, results: Queue) -> No
     """Call through one shared quota as fast as the limiter lets it, for DURATION seconds."""
     store = RecordingStore(RedisLimiterStore(url, namespace=namespace))
     call = with_rate_limit(_trivial, RateLimiter(LIMIT, store=store, key="shared"))
-    store.inner.acquire("warm-up", RateLimit(requests=10**9), 0)  # Connect before the start.
+    # Connect, and import litellm's token counter (seconds on a busy machine), before the
+    # start: a first call after it would spend the whole measured window importing.
+    warm_up = RateLimiter(RateLimit(requests=10**9), store=store.inner, key="warm-up")
+    with_rate_limit(_trivial, warm_up)(messages=[{"role": "user", "content": "hi"}])
     ready.wait(timeout=120)
     deadline = time.time() + DURATION
     while time.time() < deadline:
@@ -333,6 +336,13 @@ def test_redis_down_follows_the_policy_then_recovers(
     open_limiter = RateLimiter(limit, store=fail_open, key="q")
     closed_limiter = RateLimiter(limit, store=fail_closed, key="q")
     assert open_limiter.acquire().segment >= 0
+    # Baseline under the same load: the slowest acquire with Redis up (the async one builds a
+    # loop and a client). An outage may add the 0.25 s timeout and a little more, never a hang.
+    healthy = max(
+        _timed(open_limiter.acquire)[0],
+        _timed(lambda: asyncio.run(open_limiter.aacquire()))[0],
+    )
+    bound = 0.75 + 2 * healthy
     caplog.set_level(logging.INFO, logger="fixedmodel.redis")
 
     for outage in ("stopped", "frozen"):
@@ -341,14 +351,14 @@ def test_redis_down_follows_the_policy_then_recovers(
         else:
             own_redis_server.freeze()
         elapsed, permit = _timed(open_limiter.acquire)
-        assert elapsed < 1.0, (outage, elapsed)
+        assert elapsed < bound, (outage, elapsed, healthy)
         assert getattr(permit, "segment", None) == -1, permit  # Let through, unlimited.
         elapsed, error = _timed(closed_limiter.acquire)
-        assert elapsed < 1.0, (outage, elapsed)
+        assert elapsed < bound, (outage, elapsed, healthy)
         assert isinstance(error, RedisUnavailableError), error
         assert "on_error='closed'" in str(error)
         elapsed, _ = _timed(lambda: asyncio.run(open_limiter.aacquire()))
-        assert elapsed < 1.0, (outage, elapsed)
+        assert elapsed < bound, (outage, elapsed, healthy)
         # Corrections and pauses are best effort: they never raise.
         fail_closed.adjust("q", limit, 12345, 10)
         fail_closed.pause("q", 1.0)

@@ -59,8 +59,12 @@ def test_an_item_failing_on_every_fallback_leaves_the_pool_whole(
 ) -> None:
     first = _once(bind_acompletion("openai/first", api_base=server.base_url, api_key="k"))
     second = _once(bind_acompletion("openai/second", api_base=server.base_url, api_key="k"))
+    # Only the last model gives retry advice: advice makes with_fallbacks skip a model for
+    # that long, which would fail the chunk's other items if both gave it.
     server.fault_rule = lambda body: (
-        Fault.status(503, retry_after=3) if body["messages"][0]["content"] == "item 1" else None
+        Fault.status(503, retry_after=3 if body["model"] == "second" else None)
+        if body["messages"][0]["content"] == "item 1"
+        else None
     )
     requests: list[Any] = [{"messages": messages} for messages in MESSAGES_OF]
     results = list(batch_on(pool, with_fallbacks(first, second), requests, chunk_size=3))

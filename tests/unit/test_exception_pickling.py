@@ -165,6 +165,11 @@ def test_fixedmodels_own_exceptions_round_trip() -> None:
 
 
 def test_an_attribute_that_cannot_travel_is_left_behind_not_fatal() -> None:
+    # Importing Dask's distributed (earlier tests do) runs tblib's install(), which replaces
+    # every exception class's copyreg entry; batch_on registers again before it sends.
+    from fixedmodel._pickling import register_exception_pickling
+
+    register_exception_pickling()
     error = litellm.BadRequestError("bad", model="gpt-x", llm_provider="openai")
     error.lock = __import__("threading").Lock()  # type: ignore[attr-defined]  # cannot pickle
     error.inner = UnrebuildableError("deep")  # type: ignore[attr-defined]  # pickles, no loads

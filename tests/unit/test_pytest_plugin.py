@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,12 +14,25 @@ from fixedmodel.testing import RealRequestError, blocking_real_requests
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _a_loop_this_module_closes() -> Iterator[None]:
+    # litellm's sync path asks asyncio.get_event_loop(), which in a main thread without a loop
+    # creates one nobody closes; collected later, its ResourceWarning fails some other test.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
 # Every connection attempt of the inner test's process is recorded and refused, so a test can
 # show that the switch stops a call before it tries to connect.
 RECORD_CONNECTIONS = """
 import socket
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,3 +160,64 @@ def test_the_documented_example_tests_pass(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_app=example.read_text())
     pytester.makeini("[pytest]\nasyncio_mode = auto\n")
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+# Base-URL variables that could leak into a test from the developer's shell.
+_PROVIDER_BASE_VARIABLES = (
+    "OPENAI_BASE_URL",
+    "OPENAI_API_BASE",
+    "ANTHROPIC_API_BASE",
+    "ANTHROPIC_BASE_URL",
+    "AZURE_API_BASE",
+    "GEMINI_API_BASE",
+)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "anthropic/claude-3-5-haiku-latest",
+        "gemini/gemini-2.0-flash",
+        "azure/my-deployment",
+        "groq/llama-3.1-8b-instant",  # litellm gives groq its own public host
+        "deepseek/deepseek-chat",
+        "bedrock/anthropic.claude-3-haiku-20240307-v1:0",
+        "no-such-provider-model",  # unknown provider: when in doubt, block
+    ],
+)
+def test_an_openai_base_url_on_loopback_does_not_let_other_providers_through(
+    monkeypatch: pytest.MonkeyPatch, model: str
+) -> None:
+    # OPENAI_BASE_URL only steers litellm's OpenAI path; these providers go to their own hosts.
+    for name in _PROVIDER_BASE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    chat = bind_completion(model, api_key="k", max_retries=0, timeout=0.5)
+    with blocking_real_requests(), pytest.raises(RealRequestError, match="would reach"):
+        chat(messages=MESSAGES)
+
+
+def test_the_providers_own_base_url_variable_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _PROVIDER_BASE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ANTHROPIC_API_BASE", "https://anthropic.invalid")
+    chat = bind_completion("anthropic/claude-3-5-haiku-latest", api_key="k", max_retries=0)
+    with blocking_real_requests(), pytest.raises(RealRequestError, match=r"anthropic\.invalid"):
+        chat(messages=MESSAGES)
+
+
+def test_openai_with_a_loopback_environment_base_url_is_allowed(
+    monkeypatch: pytest.MonkeyPatch, openai_server: Any
+) -> None:
+    for name in _PROVIDER_BASE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    openai_server.reply_text = "from loopback"
+    for model in ("openai/my-model", "gpt-4o-mini"):
+        chat = bind_completion(model, api_key="k", max_retries=0)
+        with blocking_real_requests():
+            assert responses.text(chat(messages=MESSAGES)) == "from loopback"
+    # An explicit loopback api_base lets any provider through: it is where litellm sends it.
+    openai_like = bind_completion("openai/x", api_base=openai_server.base_url, api_key="k")
+    with blocking_real_requests():
+        assert responses.text(openai_like(messages=MESSAGES)) == "from loopback"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, wait_exponential
 
+from fixedmodel.middleware._attempts import attempt as observed_attempt
 from fixedmodel.middleware._call import (
     CallInfo,
     ModelCallable,
@@ -315,7 +316,8 @@ class _AsyncRetries(_Retries):
         # is handed to the loop as its first attempt, which raises it again without a request.
         started = time.monotonic()
         try:
-            result = await self._call(**arguments)
+            with observed_attempt("retry", self._call, number=1):
+                result = await self._call(**arguments)
         except Exception as error:
             failed = error  # Retried below, outside this handler: no chained "during handling".
         except BaseException:  # Cancelled or interrupted: the attempt was made all the same.
@@ -331,13 +333,16 @@ class _AsyncRetries(_Retries):
     ) -> Any:
         attempts = _Attempts(self._policy, info, started)
         failed: Exception | None = first
+        made = 1
 
         async def attempt() -> Any:
-            nonlocal failed
+            nonlocal failed, made
             if failed is not None:
                 error, failed = failed, None
                 raise error
-            return await self._call(**arguments)
+            made += 1
+            with observed_attempt("retry", self._call, number=made):
+                return await self._call(**arguments)
 
         try:
             return await attempts.async_retrying()(attempt)
@@ -360,7 +365,8 @@ class _SyncRetries(_Retries):
         # As in _AsyncRetries._attempt: the first attempt runs outside tenacity.
         started = time.monotonic()
         try:
-            result = self._call(**arguments)
+            with observed_attempt("retry", self._call, number=1):
+                result = self._call(**arguments)
         except Exception as error:
             failed = error  # Retried below, outside this handler: no chained "during handling".
         except BaseException:  # Cancelled or interrupted: the attempt was made all the same.
@@ -376,13 +382,16 @@ class _SyncRetries(_Retries):
     ) -> Any:
         attempts = _Attempts(self._policy, info, started)
         failed: Exception | None = first
+        made = 1
 
         def attempt() -> Any:
-            nonlocal failed
+            nonlocal failed, made
             if failed is not None:
                 error, failed = failed, None
                 raise error
-            return self._call(**arguments)
+            made += 1
+            with observed_attempt("retry", self._call, number=made):
+                return self._call(**arguments)
 
         try:
             return attempts.retrying()(attempt)

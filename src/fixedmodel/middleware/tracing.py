@@ -23,6 +23,18 @@ and ``fixedmodel.rate_limit.wait`` (s). Message content is recorded only with
 with any credential value of the request replaced by ``[REDACTED]``; credentials themselves
 are never recorded.
 
+Below it, each attempt of ``with_fallbacks`` (a callable of the chain),
+``with_load_balancing`` (a deployment) and ``with_retries`` (a request) is a child span named
+``{gen_ai.operation.name} {gen_ai.request.model}`` after the callable attempted, with
+``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.model``,
+``fixedmodel.attempt.kind`` (``fallback``, ``deployment``, ``retry``),
+``fixedmodel.attempt.name`` (the routed name) or ``fixedmodel.attempt.number`` (retries,
+from 1), and on failure ``error.type``, an ERROR status and an ``exception`` event. An
+attempt's span is current while it runs, so nested layers' attempts nest. A call answered
+by another model than the one asked has its span renamed after the model that answered
+(``gen_ai.request.model`` keeps the one asked). A streamed attempt's span ends when the stream
+is returned, or at its first chunk when a routing layer still had somewhere to go.
+
 A stream's span ends when the stream ends: read to its end, failed, closed early, or
 garbage-collected unread.
 
@@ -49,6 +61,12 @@ from fixedmodel._faults import observer_fault
 from fixedmodel._pickling import refuse_pickling
 from fixedmodel._secrets import is_secret
 from fixedmodel._streams import StreamEnd, watch_stream
+from fixedmodel.middleware._attempts import (
+    AttemptKind,
+    AttemptObserver,
+    observing,
+    stop_observing,
+)
 from fixedmodel.middleware._call import (
     CallInfo,
     ModelCallable,
@@ -64,6 +82,8 @@ from fixedmodel.middleware._call import (
 )
 
 if TYPE_CHECKING:
+    from contextvars import Token
+
     from opentelemetry.metrics import Histogram, MeterProvider
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
@@ -513,6 +533,92 @@ class _Unrecorded:
         return None
 
 
+def _mark_failed(instruments: _Instruments, span: Span, error: BaseException) -> str:
+    """Record ``error`` on ``span`` (error.type, ERROR status); return its error.type."""
+    error_type = type(error).__qualname__
+    if isinstance(error, Exception):
+        # As the API's use_span records it: an "exception" event (not for
+        # cancellation and other BaseExceptions, which are not errors of the call).
+        span.record_exception(error)
+    span.set_attribute("error.type", error_type)
+    status = getattr(error, "status_code", None)
+    description = f"{error_type} (HTTP {status})" if isinstance(status, int) else error_type
+    span.set_status(instruments.error_status(description))
+    return error_type
+
+
+class _AttemptSpans:
+    """The attempt spans of one traced call: a child span per attempt of a routing or retry
+    layer (see :mod:`fixedmodel.middleware._attempts`), made current while the attempt runs
+    so that nested attempts nest.
+
+    ``answered`` is the model of the innermost attempt that answered since the last failure:
+    the model whose answer the call returns (None while unknown).
+    """
+
+    __slots__ = ("_instruments", "_operation", "answered")
+
+    def __init__(self, instruments: _Instruments, operation: str) -> None:
+        self._instruments = instruments
+        self._operation = operation
+        self.answered: str | None = None
+
+    def begin(
+        self, kind: AttemptKind, target: object, name: str | None, number: int | None
+    ) -> object:
+        model: object = getattr(target, "model", None)
+        known = model if isinstance(model, str) and model else None
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": self._operation,
+            "gen_ai.provider.name": provider_name(known),
+            "fixedmodel.attempt.kind": kind,
+        }
+        if known is not None:
+            attributes["gen_ai.request.model"] = known
+        if name is not None:
+            attributes["fixedmodel.attempt.name"] = name
+        if number is not None:
+            attributes["fixedmodel.attempt.number"] = number
+        instruments = self._instruments
+        token: object = None
+        try:
+            span: Span = instruments.tracer.start_span(
+                self._span_name(known), kind=instruments.client, attributes=attributes
+            )
+        except Exception as fault:  # No span, but the model that answers is still followed.
+            observer_fault("with_tracing: starting an attempt's span", fault)
+            return None, None, known
+        try:
+            token = instruments.attach(instruments.in_context(span))
+        except Exception as fault:
+            observer_fault("with_tracing: making an attempt's span current", fault)
+        return span, token, known
+
+    def end(self, handle: object, error: BaseException | None) -> None:
+        span, token, model = cast("tuple[Span | None, object, str | None]", handle)
+        if error is not None:
+            self.answered = None
+        elif self.answered is None:
+            self.answered = model
+        if span is None:
+            return
+        try:
+            if token is not None:
+                self._instruments.detach(token)
+        finally:
+            try:
+                if error is not None:
+                    _mark_failed(self._instruments, span, error)
+                elif self.answered != model and self.answered is not None:
+                    # A layer inside it routed to another model, which answered.
+                    span.update_name(self._span_name(self.answered))
+            finally:
+                span.end()
+
+    def _span_name(self, model: str | None) -> str:
+        return f"{self._operation} {model}" if model is not None else self._operation
+
+
 def _layers(info: CallInfo) -> dict[str, Any]:
     return {
         "fixedmodel.attempts": requests_made(info),
@@ -592,6 +698,41 @@ class _Traced(Wrapper):
             token = None
         return span, attributes, request, token
 
+    def _observe(
+        self, span: Span, attributes: Mapping[str, Any]
+    ) -> tuple[_AttemptSpans, Token[AttemptObserver | None]] | None:
+        """Have the routing and retry layers below report their attempts, as child spans of
+        ``span`` (only when it records: a call the sampler dropped gets no attempt work)."""
+        try:
+            if not span.is_recording():
+                return None
+            spans = _AttemptSpans(self._instruments, attributes["gen_ai.operation.name"])
+            return spans, observing(spans)
+        except Exception as fault:
+            observer_fault("with_tracing: observing attempts", fault)
+            return None
+
+    def _unobserve(
+        self,
+        observed: tuple[_AttemptSpans, Token[AttemptObserver | None]] | None,
+        span: Span,
+        attributes: Mapping[str, Any],
+        *,
+        answered: bool,
+    ) -> None:
+        """Stop observing attempts; name an answered call's span after the model that gave
+        the answer, when a routing layer below chose another model than the one asked."""
+        if observed is None:
+            return
+        spans, observer = observed
+        try:
+            stop_observing(observer)
+            model = spans.answered
+            if answered and model is not None and model != attributes.get("gen_ai.request.model"):
+                span.update_name(f"{attributes['gen_ai.operation.name']} {model}")
+        except Exception as fault:
+            observer_fault("with_tracing: ending the observation of attempts", fault)
+
     def _detach(self, token: object) -> None:
         if token is None:
             return
@@ -630,15 +771,7 @@ class _Traced(Wrapper):
     def _failed(
         self, span: Span, attributes: dict[str, Any], error: BaseException, started: float
     ) -> None:
-        error_type = type(error).__qualname__
-        if isinstance(error, Exception):
-            # As the API's use_span records it: an "exception" event (not for
-            # cancellation and other BaseExceptions, which are not errors of the call).
-            span.record_exception(error)
-        span.set_attribute("error.type", error_type)
-        status = getattr(error, "status_code", None)
-        description = f"{error_type} (HTTP {status})" if isinstance(status, int) else error_type
-        span.set_status(self._instruments.error_status(description))
+        error_type = _mark_failed(self._instruments, span, error)
         span.end()
         measured = _metric_attributes({**attributes, "error.type": error_type})
         self._instruments.duration.record(time.perf_counter() - started, measured)
@@ -732,15 +865,18 @@ class _AsyncTraced(_Traced):
         if begun is None:
             return await self._call(**kwargs)
         span, attributes, request, token = begun
+        observed = self._observe(span, attributes)
         info, opened = join_call()
         started = time.perf_counter()
         try:
             result = await self._call(**kwargs)
         except BaseException as error:
+            self._unobserve(observed, span, attributes, answered=False)
             self._detach(token)
             leave_call(opened)
             self._raised(span, attributes, error, started)
             raise
+        self._unobserve(observed, span, attributes, answered=True)
         self._detach(token)
         leave_call(opened)
         self._ended(span, attributes, request, info, result, started)
@@ -757,15 +893,18 @@ class _SyncTraced(_Traced):
         if begun is None:
             return self._call(**kwargs)
         span, attributes, request, token = begun
+        observed = self._observe(span, attributes)
         info, opened = join_call()
         started = time.perf_counter()
         try:
             result = self._call(**kwargs)
         except BaseException as error:
+            self._unobserve(observed, span, attributes, answered=False)
             self._detach(token)
             leave_call(opened)
             self._raised(span, attributes, error, started)
             raise
+        self._unobserve(observed, span, attributes, answered=True)
         self._detach(token)
         leave_call(opened)
         self._ended(span, attributes, request, info, result, started)

@@ -30,6 +30,7 @@ from typing import Any, cast
 
 from fixedmodel._litellm import litellm_module
 from fixedmodel._protocols import ModelFn
+from fixedmodel.middleware._attempts import attempt
 from fixedmodel.middleware._call import (
     CallInfo,
     ModelCallable,
@@ -374,9 +375,10 @@ class _AsyncFallbacks(_Fallbacks):
                 further = self._has_next(call, index)
                 flag = has_next_in_chain.set(further or call.outer_has_next)
                 try:
-                    result = await self._calls[index](**call.arguments)
-                    if further and is_stream(result):
-                        await afirst_chunk(result)  # A failure before it still falls back.
+                    with attempt("fallback", self._calls[index], self._names[index]):
+                        result = await self._calls[index](**call.arguments)
+                        if further and is_stream(result):
+                            await afirst_chunk(result)  # A failure before it still falls back.
                 except Exception as error:
                     if not self._failed(call, index, error):
                         self._give_up(call)
@@ -406,9 +408,10 @@ class _SyncFallbacks(_Fallbacks):
                 further = self._has_next(call, index)
                 flag = has_next_in_chain.set(further or call.outer_has_next)
                 try:
-                    result = self._calls[index](**call.arguments)
-                    if further and is_stream(result):
-                        first_chunk(result)  # A failure before it still falls back.
+                    with attempt("fallback", self._calls[index], self._names[index]):
+                        result = self._calls[index](**call.arguments)
+                        if further and is_stream(result):
+                            first_chunk(result)  # A failure before it still falls back.
                 except Exception as error:
                     if not self._failed(call, index, error):
                         self._give_up(call)

@@ -39,6 +39,7 @@ from typing import Any, Literal, cast
 from fixedmodel._cooldown import CooldownPolicy
 from fixedmodel._protocols import ModelFn
 from fixedmodel._streams import StreamEnd, watch_stream
+from fixedmodel.middleware._attempts import attempt as observed_attempt
 from fixedmodel.middleware._call import (
     CallInfo,
     ModelCallable,
@@ -452,12 +453,13 @@ class _AsyncBalanced(_Balanced):
                 try:
                     await self._ashare_start(attempt)
                     hook = give_up.set(attempt.judge)
-                    try:
-                        result = await deployment.call(**arguments)
-                    finally:
-                        give_up.reset(hook)
-                    if len(tried) < len(self._deployments) and is_stream(result):
-                        await afirst_chunk(result)  # A failure before it may go elsewhere.
+                    with observed_attempt("deployment", deployment.call, deployment.name):
+                        try:
+                            result = await deployment.call(**arguments)
+                        finally:
+                            give_up.reset(hook)
+                        if len(tried) < len(self._deployments) and is_stream(result):
+                            await afirst_chunk(result)  # A failure before it may go elsewhere.
                 except Exception as error:
                     self._failed(info, attempt, error, failures)
                     await self._ashare_end(attempt, None, not is_budget_refusal(error))
@@ -584,12 +586,13 @@ class _SyncBalanced(_Balanced):
                 try:
                     self._share_start(attempt)
                     hook = give_up.set(attempt.judge)
-                    try:
-                        result = deployment.call(**arguments)
-                    finally:
-                        give_up.reset(hook)
-                    if len(tried) < len(self._deployments) and is_stream(result):
-                        first_chunk(result)  # A failure before it may go elsewhere.
+                    with observed_attempt("deployment", deployment.call, deployment.name):
+                        try:
+                            result = deployment.call(**arguments)
+                        finally:
+                            give_up.reset(hook)
+                        if len(tried) < len(self._deployments) and is_stream(result):
+                            first_chunk(result)  # A failure before it may go elsewhere.
                 except Exception as error:
                     self._failed(info, attempt, error, failures)
                     self._share_end(attempt, None, not is_budget_refusal(error))

@@ -32,6 +32,7 @@ through uncounted and logs a WARNING. Settlements never raise.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -518,9 +519,13 @@ class RedisBudgetStore(PolicyStore):
     def committed(self, key: str, caps: Caps) -> Committed:
         """The totals of the current window.
 
+        Settlements this process has not had confirmed yet are sent first, so the totals
+        include every call it knows has ended.
+
         Raises:
             RedisUnavailableError: Redis did not answer.
         """
+        self.flush_unsettled()
         head, sent = self._clock.args(key, "committed")
         try:
             raw = _SCRIPT.run(self._clients.sync(), [self._namespace + key], [*head, _period(caps)])
@@ -532,6 +537,8 @@ class RedisBudgetStore(PolicyStore):
 
     async def acommitted(self, key: str, caps: Caps) -> Committed:
         """Async :meth:`committed`."""
+        with contextlib.suppress(*self._errors):  # Still unconfirmed: kept for next time.
+            await self._aflush_unsettled()
         head, sent = self._clock.args(key, "committed")
         keys, args = [self._namespace + key], [*head, _period(caps)]
         try:

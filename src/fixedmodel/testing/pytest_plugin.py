@@ -2,8 +2,9 @@
 
 Fixtures:
     openai_server: A loopback OpenAI-compatible server (:class:`OpenAIServer`) shared by the
-        session and reset for each test: no faults queued, no requests recorded, the default
-        reply. Point a bound object at it with ``api_base=openai_server.base_url``.
+        session and reset for each test: no faults queued, no fault rule or responder, no
+        requests recorded, the default reply. Point a bound object at it with
+        ``api_base=openai_server.base_url``.
     no_real_requests: Blocks, for the test, every bound call whose request would leave the
         machine (:class:`~fixedmodel.testing.RealRequestError` instead, before any connection).
 

@@ -2,14 +2,25 @@
 
 The aiohttp app runs on a private event loop in a daemon thread, so one server serves sync
 tests, async tests on another loop and benchmark scripts alike. It records every request and
-injects faults queued with ``OpenAIServer.enqueue`` or drawn by ``OpenAIServer.random_faults``.
+injects faults queued with ``OpenAIServer.enqueue``, chosen by ``OpenAIServer.fault_rule`` or
+drawn by ``OpenAIServer.random_faults``. Without a fault, ``OpenAIServer.responder`` (a
+function of the recorded request) may give each request its own answer; otherwise every chat
+completion says ``reply_text``.
+
+Standalone (no pytest)::
+
+    with OpenAIServer() as server:
+        server.responder = lambda request: f"{len(request.messages)} message(s)"
+        chat = bind_completion("openai/test", api_base=server.base_url, api_key="k")
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
+import inspect
 import json
 import random
 import re
@@ -18,14 +29,15 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeAlias, cast
 
 from aiohttp import web
 from typing_extensions import Self
 
 from fixedmodel.testing._batches import BatchService
+from fixedmodel.testing._script import Reply
 
 FaultKind = Literal["status", "delay", "drop", "malformed", "truncated_stream"]
 DEFAULT_REPLY = "Hello from the loopback server."
@@ -126,6 +138,59 @@ class RecordedRequest:
     arrived_at: float
     fault: Fault | None = None
 
+    @property
+    def endpoint(self) -> Literal["chat", "embeddings", "models"]:
+        """Which endpoint was called: ``"chat"``, ``"embeddings"`` or ``"models"``."""
+        if self.path.endswith("/chat/completions"):
+            return "chat"
+        return "embeddings" if self.path.endswith("/embeddings") else "models"
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The chat request's messages (``[]`` for other endpoints)."""
+        given: object = self.body.get("messages")
+        if not isinstance(given, list):
+            return []
+        items = cast("list[object]", given)
+        return [cast("dict[str, Any]", m) for m in items if isinstance(m, dict)]
+
+    @property
+    def prompt(self) -> str:
+        """The text content of the last message (``""`` when there is none or it is not text)."""
+        content: object = self.messages[-1].get("content") if self.messages else None
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            parts = cast("list[object]", content)
+            texts = [cast("dict[str, Any]", p).get("text") for p in parts if isinstance(p, dict)]
+            return "".join(t for t in texts if isinstance(t, str))
+        return ""
+
+    @property
+    def inputs(self) -> list[str]:
+        """The embedding request's inputs as texts (token lists as JSON text)."""
+        return _embedding_texts(self.body)
+
+    @property
+    def stream(self) -> bool:
+        """Whether the chat request asked for a stream."""
+        return bool(self.body.get("stream"))
+
+
+ServerAnswer: TypeAlias = "str | Reply | Sequence[float] | Sequence[Sequence[float]] | Fault | None"
+"""What a responder returns for one request.
+
+- ``str``: the chat answer's text (streamed word by word when the request streams).
+- :class:`~fixedmodel.testing.Reply`: a full chat answer: text or JSON, tool calls, how a
+  stream is chunked, the usage reported, the finish reason.
+- a vector, or one vector per input: the embedding answer.
+- :class:`Fault`: that fault, as if it had been queued.
+- ``None``: the server's usual answer (``reply_text``, or the embedding of each input).
+"""
+
+Responder: TypeAlias = "Callable[[RecordedRequest], ServerAnswer | Awaitable[ServerAnswer]]"
+"""A function (or coroutine function) from the recorded request to its answer."""
+
 
 def embedding_vector(text: str, dim: int = 8) -> list[float]:
     """Returns the unit-length vector served for ``text``; its floats are exact float32."""
@@ -173,14 +238,27 @@ class OpenAIServer:
         models: Model ids listed by ``GET /v1/models``.
         fault_rule: A function of each request's JSON body that returns the fault to inject
             into it, or None for a normal answer; consulted after the queued faults.
+        responder: A function of each :class:`RecordedRequest` that returns its answer (see
+            :data:`ServerAnswer`), called on the server's thread for every request that no
+            queued, rule or random fault serves; None answers every chat with ``reply_text``.
+            It may be a coroutine function (e.g. to sleep per request). An exception it raises,
+            or an answer of the wrong kind (vectors for a chat, text for an embedding), is
+            answered with HTTP 500 and a message that says so (recorded as that fault).
         batches: The Files and Batches endpoints (OpenAI's Batch API): their uploads, their
             batches, and the settings that steer a batch job (see :class:`BatchService`).
             A batch line is answered as the same request live, ``fault_rule`` included.
     """
 
-    def __init__(self, *, reply_text: str = DEFAULT_REPLY, embedding_dim: int = 8) -> None:
-        """Creates a stopped server with the given reply text and embedding dimension."""
+    def __init__(
+        self,
+        *,
+        reply_text: str = DEFAULT_REPLY,
+        embedding_dim: int = 8,
+        responder: Responder | None = None,
+    ) -> None:
+        """Creates a stopped server with the given reply text, embedding size and responder."""
         self.reply_text = reply_text
+        self.responder: Responder | None = responder
         self.usage_completion_tokens: int | None = None
         self.latency = 0.0
         self.embedding_dim = embedding_dim
@@ -317,14 +395,15 @@ class OpenAIServer:
             self._requests.clear()
 
     def reset(self) -> None:
-        """Clears recorded requests and all faults, the fault rule included."""
+        """Clears recorded requests and all faults, the fault rule and the responder included."""
         self.clear_faults()
         self.fault_rule = None
         self.batches.reset()
+        self.responder = None
         with self._lock:
             self._requests.clear()
 
-    def _record(self, request: web.Request, body: dict[str, Any]) -> Fault | None:
+    def _injected_fault(self, body: dict[str, Any]) -> Fault | None:
         with self._lock:
             fault = self._faults.popleft() if self._faults else None
             if fault is None and self.fault_rule is not None:
@@ -332,10 +411,45 @@ class OpenAIServer:
             if fault is None and self._random and self._rng.random() < self._random[0]:
                 code = self._rng.choice(self._random[1])
                 fault = Fault.status(code, retry_after=self._random[2])
-            headers = {k.lower(): v for k, v in request.headers.items()}
-            now, method, path = time.monotonic(), request.method, request.path
-            self._requests.append(RecordedRequest(method, path, headers, body, now, fault))
-        return fault
+            return fault
+
+    async def _record(
+        self, request: web.Request, body: dict[str, Any]
+    ) -> tuple[Fault | None, ServerAnswer]:
+        """Decide the request's fault or answer, and record the request with its fault."""
+        fault = self._injected_fault(body)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        recorded = RecordedRequest(
+            request.method, request.path, headers, body, time.monotonic(), fault
+        )
+        with self._lock:  # recorded on arrival, so the list stays in arrival order
+            self._requests.append(recorded)
+        answer: ServerAnswer = None
+        responder = self.responder
+        if fault is None and responder is not None:
+            try:
+                given = responder(recorded)
+                answer = await given if inspect.isawaitable(given) else given
+                if isinstance(answer, Fault):
+                    pass
+                elif recorded.endpoint == "chat":
+                    self._chat_reply(answer)  # raises for an answer that does not fit
+                elif recorded.endpoint == "embeddings":
+                    _answer_vectors(answer, len(recorded.inputs))
+            except Exception as error:
+                answer = Fault.status(500, message=f"the responder failed: {error!r}")
+            if isinstance(answer, Fault):
+                fault, answer = answer, None
+                self._set_fault(recorded, fault)
+        return fault, answer
+
+    def _set_fault(self, recorded: RecordedRequest, fault: Fault) -> None:
+        """Replace ``recorded`` in the list by a copy that names the responder's fault."""
+        with self._lock:
+            for index in range(len(self._requests) - 1, -1, -1):
+                if self._requests[index] is recorded:
+                    self._requests[index] = dataclasses.replace(recorded, fault=fault)
+                    return
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -343,16 +457,18 @@ class OpenAIServer:
         except ValueError:
             parsed = None
         body = cast("dict[str, Any]", parsed) if isinstance(parsed, dict) else {}
-        fault = self._record(request, body)
+        fault, answer = await self._record(request, body)
         if fault is not None and fault.kind != "delay":
             return await self._fault_response(request, body, fault)
         await asyncio.sleep((fault.seconds if fault else 0.0) + self.latency)
         if request.path.endswith("/chat/completions"):
+            reply = self._chat_reply(answer)
             if body.get("stream"):
-                return await self._send(request, self._stream_events(body), truncate=False)
-            return web.json_response(self._completion(body))
+                events = self._stream_events(body, reply)
+                return await self._send(request, events, truncate=False)
+            return web.json_response(self._completion(body, reply))
         if request.path.endswith("/embeddings"):
-            return web.json_response(self._embeddings(body))
+            return web.json_response(self._embeddings(body, answer))
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "me"} for m in self.models]
         return web.json_response({"object": "list", "data": data})
 
@@ -380,15 +496,38 @@ class OpenAIServer:
         return web.Response()
 
     def _line_answer(self, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """A batch line's status and body: what the same request gets live (status faults
-        of ``fault_rule`` included; other faults and the queue concern live requests)."""
+        """A batch line's status and body: what the same request gets live.
+
+        ``fault_rule``'s status faults and a (synchronous) ``responder`` apply; the queued
+        and random faults, and faults that break a connection, concern live requests only.
+        """
         with self._lock:
             fault = self.fault_rule(body) if self.fault_rule is not None else None
+        answer: ServerAnswer = None
+        responder = self.responder
+        if fault is None and responder is not None:
+            recorded = RecordedRequest("POST", url, {}, body, time.monotonic(), None)
+            try:
+                given = responder(recorded)
+                if inspect.isawaitable(given):
+                    if inspect.iscoroutine(given):
+                        given.close()
+                    msg = "a batch line is answered on the server's thread: give a sync responder"
+                    raise TypeError(msg)
+                answer = given
+            except Exception as error:
+                answer = Fault.status(500, message=f"the responder failed: {error!r}")
+            if isinstance(answer, Fault):
+                fault, answer = answer, None
         if fault is not None and fault.kind == "status":
             return fault.status_code, _error_body(fault)
-        if url.endswith("/embeddings"):
-            return 200, self._embeddings(body)
-        return 200, self._completion(body)
+        try:
+            if url.endswith("/embeddings"):
+                return 200, self._embeddings(body, answer)
+            return 200, self._completion(body, self._chat_reply(answer))
+        except Exception as error:  # an answer of the wrong kind, as live
+            failed = Fault.status(500, message=f"the responder failed: {error!r}")
+            return 500, _error_body(failed)
 
     async def _send(
         self, request: web.Request, events: Sequence[bytes], *, truncate: bool
@@ -405,10 +544,23 @@ class OpenAIServer:
             await response.write_eof()
         return response
 
-    def _usage(self, body: dict[str, Any]) -> dict[str, int]:
-        prompt = max(1, _count_words(body.get("messages", [])))
-        done = self.usage_completion_tokens
-        done = len(self.reply_text.split()) if done is None else done
+    def _chat_reply(self, answer: ServerAnswer) -> Reply:
+        if answer is None:
+            return Reply(text=self.reply_text)
+        if isinstance(answer, str):
+            return Reply(text=answer)
+        if isinstance(answer, Reply):
+            return answer
+        msg = f"a responder answered a chat request with {answer!r}: give a str or a Reply"
+        raise TypeError(msg)
+
+    def _usage(self, body: dict[str, Any], reply: Reply) -> dict[str, int]:
+        if reply.usage is not None:
+            prompt, done = reply.usage.prompt_tokens, reply.usage.completion_tokens
+        else:
+            prompt = max(1, _count_words(body.get("messages", [])))
+            default = self.usage_completion_tokens
+            done = len((reply.content or "").split()) if default is None else default
         return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
 
     def _envelope(self, body: dict[str, Any], obj: str) -> dict[str, Any]:
@@ -420,35 +572,44 @@ class OpenAIServer:
             "system_fingerprint": None,
         }
 
-    def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
-        message = {"role": "assistant", "content": self.reply_text, "refusal": None}
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+    def _completion(self, body: dict[str, Any], reply: Reply | None = None) -> dict[str, Any]:
+        reply = reply or Reply(text=self.reply_text)
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content, "refusal": None}
+        if reply.tool_calls:
+            message["tool_calls"] = [call.as_openai() for call in reply.tool_calls]
+        finish = _finish_reason(reply)
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
         envelope = self._envelope(body, "chat.completion")
-        return {**envelope, "choices": [choice], "usage": self._usage(body)}
+        return {**envelope, "choices": [choice], "usage": self._usage(body, reply)}
 
-    def _stream_events(self, body: dict[str, Any]) -> list[bytes]:
-        """SSE events: role, one chunk per reply piece, stop, optional usage, ``[DONE]``."""
+    def _stream_events(self, body: dict[str, Any], reply: Reply | None = None) -> list[bytes]:
+        """SSE events: role, one chunk per reply piece, tool calls, finish, usage, ``[DONE]``."""
+        reply = reply or Reply(text=self.reply_text)
         base = self._envelope(body, "chat.completion.chunk")
-        pieces = ({"content": piece} for piece in split_reply(self.reply_text))
-        deltas = [{"role": "assistant", "content": ""}, *pieces, {}]  # {} carries the stop.
-        choices = [
-            [{"index": 0, "delta": d, "finish_reason": None if d else "stop"}] for d in deltas
+        split = reply.chunks if reply.chunks is not None else split_reply(reply.content or "")
+        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+        deltas += [{"content": piece} for piece in split]
+        if reply.tool_calls:
+            calls = [call.as_openai() for call in reply.tool_calls]
+            deltas.append({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]})
+        choices: list[list[dict[str, Any]]] = [
+            [{"index": 0, "delta": d, "finish_reason": None}] for d in deltas
         ]
+        choices.append([{"index": 0, "delta": {}, "finish_reason": _finish_reason(reply)}])
         events = [_sse({**base, "choices": c}) for c in choices]
         options: object = body.get("stream_options")
         if isinstance(options, dict) and cast("dict[str, object]", options).get("include_usage"):
-            events.append(_sse({**base, "choices": [], "usage": self._usage(body)}))
+            events.append(_sse({**base, "choices": [], "usage": self._usage(body, reply)}))
         return [*events, b"data: [DONE]\n\n"]
 
-    def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
-        given: object = body.get("input", "")
-        items: list[object] = cast("list[object]", given) if isinstance(given, list) else [given]
-        if isinstance(given, list) and all(type(x) is int for x in items):
-            items = [given]  # One pre-tokenised input.
-        texts = [x if isinstance(x, str) else json.dumps(x) for x in items]
+    def _embeddings(self, body: dict[str, Any], answer: ServerAnswer = None) -> dict[str, Any]:
+        texts = _embedding_texts(body)
+        vectors = _answer_vectors(answer, len(texts))
         data: list[dict[str, Any]] = []
         for index, text in enumerate(texts):
-            vector: Any = embedding_vector(text, self.embedding_dim)
+            vector: Any = embedding_vector(text, self.embedding_dim) if vectors is None else None
+            if vectors is not None:
+                vector = vectors[index]
             if body.get("encoding_format") == "base64":  # The openai SDK asks for this.
                 vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
             data.append({"object": "embedding", "index": index, "embedding": vector})
@@ -456,3 +617,34 @@ class OpenAIServer:
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         model = str(body.get("model", "text-embedding-3-small"))
         return {"object": "list", "data": data, "model": model, "usage": usage}
+
+
+def _finish_reason(reply: Reply) -> str:
+    if reply.finish_reason is not None:
+        return reply.finish_reason
+    return "tool_calls" if reply.tool_calls else "stop"
+
+
+def _embedding_texts(body: Mapping[str, Any]) -> list[str]:
+    given: object = body.get("input", "")
+    items: list[object] = cast("list[object]", given) if isinstance(given, list) else [given]
+    if isinstance(given, list) and items and all(type(x) is int for x in items):
+        items = [given]  # One pre-tokenised input.
+    return [x if isinstance(x, str) else json.dumps(x) for x in items]
+
+
+def _answer_vectors(answer: ServerAnswer, inputs: int) -> list[list[float]] | None:
+    """The vectors a responder's answer gives ``inputs`` inputs; None for the usual ones."""
+    if answer is None:
+        return None
+    if isinstance(answer, (str, Reply, Fault)):
+        msg = f"a responder answered an embedding request with {answer!r}: give vectors"
+        raise TypeError(msg)
+    items = list(cast("Sequence[object]", answer))
+    if items and all(isinstance(item, (int, float)) for item in items):
+        return [[float(cast("float", x)) for x in items] for _ in range(inputs)]
+    vectors = [[float(x) for x in cast("Sequence[float]", item)] for item in items]
+    if len(vectors) != inputs:
+        msg = f"a responder gave {len(vectors)} vectors for {inputs} embedding inputs"
+        raise ValueError(msg)
+    return vectors
