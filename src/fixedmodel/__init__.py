@@ -174,13 +174,18 @@ from fixedmodel.routing import Budget as Budget
 from fixedmodel.routing import BudgetStatus as BudgetStatus
 from fixedmodel.routing import CooldownPolicy as CooldownPolicy
 from fixedmodel.routing import FallbackPolicy as FallbackPolicy
+from fixedmodel.routing import Strategy as Strategy
+from fixedmodel.routing import budget_pacing as budget_pacing
 from fixedmodel.routing import fallback_causes as fallback_causes
+from fixedmodel.routing import is_fallback_worthy as is_fallback_worthy
 from fixedmodel.routing import with_budget as with_budget
 from fixedmodel.routing import with_fallbacks as with_fallbacks
 from fixedmodel.routing import with_load_balancing as with_load_balancing
 from fixedmodel.stores._budget_store import BudgetStore as BudgetStore
 from fixedmodel.stores._cache_store import CacheStore as CacheStore
+from fixedmodel.stores._cache_store import CorruptEntryError as CorruptEntryError
 from fixedmodel.stores._cooldown_store import CooldownStore as CooldownStore
+from fixedmodel.stores._limiter_store import Acquisition as Acquisition
 from fixedmodel.stores._limiter_store import LimiterStore as LimiterStore
 from fixedmodel.stores.budget_memory import MemoryBudgetStore as MemoryBudgetStore
 from fixedmodel.stores.cooldown_memory import MemoryCooldownStore as MemoryCooldownStore
@@ -190,6 +195,7 @@ from fixedmodel.stores.memory import MemoryCacheStore as MemoryCacheStore
 from fixedmodel.stores.redis_budget import RedisBudgetStore as RedisBudgetStore
 from fixedmodel.stores.redis_cache import RedisCacheStore as RedisCacheStore
 from fixedmodel.stores.redis_cooldown import RedisCooldownStore as RedisCooldownStore
+from fixedmodel.stores.redis_limiter import OnError as OnError
 from fixedmodel.stores.redis_limiter import RedisLimiterStore as RedisLimiterStore
 from fixedmodel.stores.redis_limiter import RedisUnavailableError as RedisUnavailableError
 
@@ -237,6 +243,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AFixedModelCompletion",
     "AFixedModelEmbedding",
+    "Acquisition",
     "BatchCancelledError",
     "BatchFailure",
     "BatchProgress",
@@ -264,6 +271,7 @@ __all__ = [
     "CompletionRequest",
     "CooldownPolicy",
     "CooldownStore",
+    "CorruptEntryError",
     "CustomStreamWrapper",
     "Delta",
     "DiskCacheStore",
@@ -288,6 +296,7 @@ __all__ = [
     "MetricsSummary",
     "ModelResponse",
     "ModelResponseStream",
+    "OnError",
     "Permit",
     "ProgressCallback",
     "ProviderBatchLineError",
@@ -300,6 +309,7 @@ __all__ = [
     "RedisUnavailableError",
     "ResponseContentError",
     "RetryPolicy",
+    "Strategy",
     "StreamingChoices",
     "UnknownKeywordWarning",
     "Usage",
@@ -311,10 +321,12 @@ __all__ = [
     "bind_aembedding",
     "bind_completion",
     "bind_embedding",
+    "budget_pacing",
     "default_metrics",
     "errors",
     "fallback_causes",
     "is_cache_hit",
+    "is_fallback_worthy",
     "provider_batch",
     "responses",
     "with_budget",

@@ -163,6 +163,8 @@ class _Bound:
 
     _factory = ""
     _function_name = ""
+    # What the bound function answers, read by the routing layers to refuse mixed kinds.
+    _fixedmodel_kind: ClassVar[Literal["completion", "embedding"]] = "completion"
     _typed: ClassVar[Mapping[str, object]] = {}
     _positional: ClassVar[frozenset[str]] = frozenset()
     # Per bound class, filled on first bind: see _known_keywords.
@@ -213,6 +215,15 @@ class _Bound:
     def default_names(self) -> tuple[str, ...]:
         """Names of the bound defaults (their values are not exposed: some are secrets)."""
         return tuple(self._defaults) + tuple(f"{_EXTRA}.{key}" for key in self._extra)
+
+    def _fixedmodel_request(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """What litellm will receive for ``kwargs``, without ``model`` or provider hint.
+
+        Read by the middleware layers (``middleware._call.request_reader``), never sent.
+        """
+        request = self._arguments(kwargs, hint=False)
+        del request["model"]
+        return request
 
     def _arguments(self, kwargs: dict[str, object], *, hint: bool = True) -> dict[str, Any]:
         """The keywords litellm receives for a call with ``kwargs``, ``model`` included.
@@ -408,6 +419,7 @@ class BoundAEmbedding(_AsyncBound):
     _function_name = "aembedding"
     _typed = EmbeddingParams.__annotations__
     _positional = frozenset({"input"})
+    _fixedmodel_kind = "embedding"
 
     async def __call__(
         self, *, input: EmbeddingInput, **kwargs: Unpack[EmbeddingParams]
@@ -426,6 +438,7 @@ class BoundEmbedding(_SyncBound):
     _function_name = "embedding"
     _typed = EmbeddingParams.__annotations__
     _positional = frozenset({"input"})
+    _fixedmodel_kind = "embedding"
 
     def __call__(
         self, *, input: EmbeddingInput, **kwargs: Unpack[EmbeddingParams]
@@ -492,7 +505,3 @@ if TYPE_CHECKING:
     _sync_completion: type[FixedModelCompletion] = BoundCompletion
     _async_embedding: type[AFixedModelEmbedding] = BoundAEmbedding
     _sync_embedding: type[FixedModelEmbedding] = BoundEmbedding
-
-
-BOUND_KINDS = (BoundACompletion, BoundCompletion, BoundAEmbedding, BoundEmbedding)
-"""The four bound classes, for ``isinstance`` checks."""

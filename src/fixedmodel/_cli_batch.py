@@ -31,6 +31,7 @@ from fixedmodel._cli_common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     UsageError,
+    bound_defaults,
     redact_url,
 )
 from fixedmodel._cli_output import (
@@ -153,7 +154,6 @@ def _stack(
         with_rate_limit,
         with_retries,
     )
-    from fixedmodel.cli import bound_defaults
 
     defaults = bound_defaults(args.api_base, args.mock_response)
     bound = (

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 EXIT_OK = 0
@@ -58,3 +59,16 @@ def redact(text: str) -> str:
         if is_credential(name) and len(value) >= _SHORTEST_SECRET and value in hidden:
             hidden = hidden.replace(value, "***")
     return hidden
+
+
+def bound_defaults(api_base: str | None, mock_response: str | None) -> dict[str, Any]:
+    """The bound object's defaults the options give (shared by ``chat`` and ``batch``)."""
+    defaults: dict[str, Any] = {}
+    if api_base is not None:
+        defaults["api_base"] = api_base
+        # A local OpenAI-compatible server takes any key; the SDK wants one.
+        if not os.environ.get("OPENAI_API_KEY"):
+            defaults["api_key"] = "unused"
+    if mock_response is not None:
+        defaults["mock_response"] = mock_response
+    return defaults

@@ -16,7 +16,7 @@ functions return them when given them, so a wrapped stack stays closable for the
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Protocol, overload, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, overload, runtime_checkable
 
 from typing_extensions import Self, Unpack
 
@@ -35,6 +35,7 @@ __all__ = [
     "ClosableFixedModelEmbedding",
     "FixedModelCompletion",
     "FixedModelEmbedding",
+    "ModelFn",
 ]
 
 
@@ -181,3 +182,21 @@ class ClosableAFixedModelEmbedding(AFixedModelEmbedding, _AsyncClosable, Protoco
 @runtime_checkable
 class ClosableFixedModelEmbedding(FixedModelEmbedding, _SyncClosable, Protocol):
     """A ``FixedModelEmbedding`` that tells its model and can be closed (``with``)."""
+
+
+ModelFn = TypeVar(
+    "ModelFn",
+    ClosableAFixedModelCompletion,
+    ClosableFixedModelCompletion,
+    ClosableAFixedModelEmbedding,
+    ClosableFixedModelEmbedding,
+    AFixedModelCompletion,
+    FixedModelCompletion,
+    AFixedModelEmbedding,
+    FixedModelEmbedding,
+)
+"""One of the eight kinds: a middleware or routing function returns the kind it is given.
+
+Constrained, not bound, so the checker answers with one of these Protocols (a closable one
+whenever the argument can close) and rejects arguments of different kinds given together.
+"""

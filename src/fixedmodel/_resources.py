@@ -40,6 +40,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from fixedmodel._litellm import litellm_module
+from fixedmodel._streams import watch_stream
 
 if TYPE_CHECKING:
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
@@ -172,8 +173,6 @@ def _hold_until_stream_ends(result: object, release: Callable[[], None]) -> bool
     stream_class = _stream_class()
     if stream_class is None or not isinstance(result, stream_class):
         return False
-    from fixedmodel.middleware._streams import watch_stream  # the middleware imports us
-
     watch_stream(cast("CustomStreamWrapper", result), lambda _end: release())
     return True
 

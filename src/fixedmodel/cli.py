@@ -36,6 +36,7 @@ from fixedmodel._cli_common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     UsageError,
+    bound_defaults,
     is_credential,
     redact,
     redact_url,
@@ -306,19 +307,6 @@ def _check_model(model: str, api_base: str | None, mock: bool) -> None:
         names = ", ".join(str(name) for name in missing)
         msg = f"missing credentials for {provider} model {model!r}: set {names}"
         raise UsageError(msg)
-
-
-def bound_defaults(api_base: str | None, mock_response: str | None) -> dict[str, Any]:
-    """The bound object's defaults the options give (shared by ``chat`` and ``batch``)."""
-    defaults: dict[str, Any] = {}
-    if api_base is not None:
-        defaults["api_base"] = api_base
-        # A local OpenAI-compatible server takes any key; the SDK wants one.
-        if not os.environ.get("OPENAI_API_KEY"):
-            defaults["api_key"] = "unused"
-    if mock_response is not None:
-        defaults["mock_response"] = mock_response
-    return defaults
 
 
 def _chat(args: argparse.Namespace) -> int:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from fixedmodel._pickling import WorkerError as WorkerError
+
 if TYPE_CHECKING:
     from litellm.exceptions import APIConnectionError as APIConnectionError
     from litellm.exceptions import APIError as APIError
@@ -65,50 +67,8 @@ __all__ = [
     "UnprocessableEntityError",
     "UnsupportedParamsError",
 ]
-# ``__all__`` lists litellm's classes, resolved lazily below; WorkerError is defined here.
-
-
-class WorkerError(Exception):
-    """Stands in for an exception raised in a worker that could not be sent back as itself.
-
-    :func:`~fixedmodel.batch_on` checks that each failed item's exception survives being
-    pickled and unpickled; litellm's and fixedmodel's own classes do. One that does not (a
-    class defined in a function, an attribute that cannot be rebuilt) comes back as this,
-    with what the driver needs to decide what to do next.
-
-    Attributes:
-        type_name: The original class, as ``module.QualifiedName``.
-        status_code: The HTTP status the provider answered, if the original had one.
-        model: The model the original named, if any.
-        llm_provider: The provider the original named, if any.
-        litellm_response_headers: The response headers of the original (lower-case
-            names), if it had a response; fixedmodel's retries and cooldowns read
-            ``Retry-After`` / ``retry-after-ms`` from them as from litellm's exceptions.
-
-    ``str()`` gives the type name and the original message; the notes (``__notes__``) and
-    the cause (``__cause__``, itself a stand-in if need be) are kept.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        type_name: str = "",
-        status_code: int | None = None,
-        model: str | None = None,
-        llm_provider: str | None = None,
-        response_headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.type_name = type_name
-        self.status_code = status_code
-        self.model = model
-        self.llm_provider = llm_provider
-        self.litellm_response_headers = response_headers
-
-    def __str__(self) -> str:
-        return f"{self.type_name}: {self.message}" if self.type_name else self.message
+# ``__all__`` lists litellm's classes, resolved lazily below; WorkerError is imported above
+# from where it is made (it stands in for an exception that cannot be pickled).
 
 
 if not TYPE_CHECKING:

@@ -18,7 +18,7 @@ from fixedmodel import (
     with_budget,
     with_fallbacks,
 )
-from fixedmodel.middleware._streams import StreamUsage
+from fixedmodel._streams import StreamUsage
 from fixedmodel.routing import _pricing as pricing
 from fixedmodel.testing import (
     Fail,

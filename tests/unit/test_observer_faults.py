@@ -15,9 +15,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from fixedmodel import responses, with_logging, with_metrics, with_tracing
-from fixedmodel.middleware import _faults
-from fixedmodel.middleware._streams import watch_stream
+from fixedmodel import _faults, responses, with_logging, with_metrics, with_tracing
+from fixedmodel._streams import watch_stream
 from fixedmodel.testing import Fail, FakeACompletion, FakeAEmbedding, FakeCompletion, FakeEmbedding
 
 MESSAGES = [{"role": "user", "content": "Hi"}]

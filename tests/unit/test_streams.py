@@ -1,4 +1,4 @@
-"""Watching how a stream ends without re-wrapping litellm's stream (middleware/_streams.py)."""
+"""Watching how a stream ends without re-wrapping litellm's stream (_streams.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 import fixedmodel
 from fixedmodel import bind_acompletion, bind_completion
-from fixedmodel.middleware._streams import StreamEnd, StreamUsage, watch_stream
+from fixedmodel._streams import StreamEnd, StreamUsage, watch_stream
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 USAGE = {"include_usage": True}

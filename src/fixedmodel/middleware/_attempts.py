@@ -16,7 +16,7 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Literal, Protocol, TypeAlias
 
-from fixedmodel.middleware._faults import observer_fault
+from fixedmodel._faults import observer_fault
 
 __all__ = ["AttemptKind", "AttemptObserver", "attempt", "observing", "stop_observing"]
 

@@ -17,7 +17,6 @@ from typing import Any, Literal, TypeAlias, cast
 
 from typing_extensions import Self
 
-from fixedmodel._bind import BOUND_KINDS
 from fixedmodel._protocols import (
     AFixedModelCompletion,
     AFixedModelEmbedding,
@@ -244,20 +243,10 @@ def request_reader(inner: object) -> Callable[[dict[str, Any]], dict[str, Any]]:
     ``None`` meaning "not given" (a bound ``stream=True`` makes every call a stream). The
     result has no ``model`` and no provider hint; it is read, never sent.
     """
-    bottom = innermost(inner)
-    # The scripted fakes of fixedmodel.testing merge their defaults the same way.
-    merge: object = getattr(bottom, "_fixedmodel_request", None)
+    # Bound objects and the scripted fakes of fixedmodel.testing tell it themselves.
+    merge: object = getattr(innermost(inner), "_fixedmodel_request", None)
     if callable(merge):
         return cast("Callable[[dict[str, Any]], dict[str, Any]]", merge)
-    if isinstance(bottom, BOUND_KINDS):
-        arguments = bottom._arguments  # pyright: ignore[reportPrivateUsage]
-
-        def read(kwargs: dict[str, Any]) -> dict[str, Any]:
-            request = arguments(kwargs, hint=False)
-            del request["model"]
-            return request
-
-        return read
     return flatten_request
 
 

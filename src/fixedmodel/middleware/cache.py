@@ -85,10 +85,25 @@ from fixedmodel.stores.memory import MemoryCacheStore
 if TYPE_CHECKING:
     from litellm.types.utils import EmbeddingResponse, ModelResponse
 
-__all__ = ["AsyncCache", "SyncCache", "is_cache_hit", "with_cache"]
+__all__ = ["is_cache_hit", "with_cache"]
 
 _log = logging.getLogger("fixedmodel.cache")
 _FlightT = TypeVar("_FlightT", AsyncFlight, SyncFlight)
+# The kinds by what they answer: the validator's argument depends on it.
+_CompletionFn = TypeVar(
+    "_CompletionFn",
+    ClosableAFixedModelCompletion,
+    ClosableFixedModelCompletion,
+    AFixedModelCompletion,
+    FixedModelCompletion,
+)
+_EmbeddingFn = TypeVar(
+    "_EmbeddingFn",
+    ClosableAFixedModelEmbedding,
+    ClosableFixedModelEmbedding,
+    AFixedModelEmbedding,
+    FixedModelEmbedding,
+)
 _WARNED_MAX = 1024  # Parameter names warned about, per cache; a safeguard, names are few.
 
 
@@ -438,92 +453,22 @@ class SyncCache(_Cache[SyncFlight]):
 
 @overload
 def with_cache(
-    fn: ClosableAFixedModelCompletion,
+    fn: _CompletionFn,
     store: CacheStore | None = None,
     *,
     ttl: float | None = None,
     validator: Callable[[ModelResponse], bool] | None = None,
     namespace: str | None = None,
-) -> ClosableAFixedModelCompletion: ...
-
-
+) -> _CompletionFn: ...
 @overload
 def with_cache(
-    fn: ClosableFixedModelCompletion,
-    store: CacheStore | None = None,
-    *,
-    ttl: float | None = None,
-    validator: Callable[[ModelResponse], bool] | None = None,
-    namespace: str | None = None,
-) -> ClosableFixedModelCompletion: ...
-
-
-@overload
-def with_cache(
-    fn: ClosableAFixedModelEmbedding,
+    fn: _EmbeddingFn,
     store: CacheStore | None = None,
     *,
     ttl: float | None = None,
     validator: Callable[[EmbeddingResponse], bool] | None = None,
     namespace: str | None = None,
-) -> ClosableAFixedModelEmbedding: ...
-
-
-@overload
-def with_cache(
-    fn: ClosableFixedModelEmbedding,
-    store: CacheStore | None = None,
-    *,
-    ttl: float | None = None,
-    validator: Callable[[EmbeddingResponse], bool] | None = None,
-    namespace: str | None = None,
-) -> ClosableFixedModelEmbedding: ...
-
-
-@overload
-def with_cache(
-    fn: AFixedModelCompletion,
-    store: CacheStore | None = None,
-    *,
-    ttl: float | None = None,
-    validator: Callable[[ModelResponse], bool] | None = None,
-    namespace: str | None = None,
-) -> AFixedModelCompletion: ...
-
-
-@overload
-def with_cache(
-    fn: FixedModelCompletion,
-    store: CacheStore | None = None,
-    *,
-    ttl: float | None = None,
-    validator: Callable[[ModelResponse], bool] | None = None,
-    namespace: str | None = None,
-) -> FixedModelCompletion: ...
-
-
-@overload
-def with_cache(
-    fn: AFixedModelEmbedding,
-    store: CacheStore | None = None,
-    *,
-    ttl: float | None = None,
-    validator: Callable[[EmbeddingResponse], bool] | None = None,
-    namespace: str | None = None,
-) -> AFixedModelEmbedding: ...
-
-
-@overload
-def with_cache(
-    fn: FixedModelEmbedding,
-    store: CacheStore | None = None,
-    *,
-    ttl: float | None = None,
-    validator: Callable[[EmbeddingResponse], bool] | None = None,
-    namespace: str | None = None,
-) -> FixedModelEmbedding: ...
-
-
+) -> _EmbeddingFn: ...
 def with_cache(
     fn: ModelCallable,
     store: CacheStore | None = None,

@@ -22,21 +22,14 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast, overload, runtime_checkable
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast, runtime_checkable
 
+from fixedmodel._faults import observer_fault
 from fixedmodel._litellm import litellm_module
 from fixedmodel._pickling import refuse_pickling
-from fixedmodel._protocols import (
-    AFixedModelCompletion,
-    AFixedModelEmbedding,
-    ClosableAFixedModelCompletion,
-    ClosableAFixedModelEmbedding,
-    ClosableFixedModelCompletion,
-    ClosableFixedModelEmbedding,
-    FixedModelCompletion,
-    FixedModelEmbedding,
-)
+from fixedmodel._protocols import ModelFn
 from fixedmodel._pydantic import read_attribute
+from fixedmodel._streams import StreamEnd, watch_stream
 from fixedmodel.middleware._call import (
     CallInfo,
     ModelCallable,
@@ -51,8 +44,6 @@ from fixedmodel.middleware._call import (
     request_reader,
     requests_made,
 )
-from fixedmodel.middleware._faults import observer_fault
-from fixedmodel.middleware._streams import StreamEnd, watch_stream
 
 if TYPE_CHECKING:
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
@@ -556,41 +547,9 @@ _EMIT_FILE = _log_emitter.__code__.co_filename
 _EMIT_LINE = _log_emitter.__code__.co_firstlineno + 1
 
 
-@overload
 def with_logging(
-    fn: ClosableAFixedModelCompletion, *, logger: logging.Logger | None = ..., level: int = ...
-) -> ClosableAFixedModelCompletion: ...
-@overload
-def with_logging(
-    fn: ClosableFixedModelCompletion, *, logger: logging.Logger | None = ..., level: int = ...
-) -> ClosableFixedModelCompletion: ...
-@overload
-def with_logging(
-    fn: ClosableAFixedModelEmbedding, *, logger: logging.Logger | None = ..., level: int = ...
-) -> ClosableAFixedModelEmbedding: ...
-@overload
-def with_logging(
-    fn: ClosableFixedModelEmbedding, *, logger: logging.Logger | None = ..., level: int = ...
-) -> ClosableFixedModelEmbedding: ...
-@overload
-def with_logging(
-    fn: AFixedModelCompletion, *, logger: logging.Logger | None = ..., level: int = ...
-) -> AFixedModelCompletion: ...
-@overload
-def with_logging(
-    fn: FixedModelCompletion, *, logger: logging.Logger | None = ..., level: int = ...
-) -> FixedModelCompletion: ...
-@overload
-def with_logging(
-    fn: AFixedModelEmbedding, *, logger: logging.Logger | None = ..., level: int = ...
-) -> AFixedModelEmbedding: ...
-@overload
-def with_logging(
-    fn: FixedModelEmbedding, *, logger: logging.Logger | None = ..., level: int = ...
-) -> FixedModelEmbedding: ...
-def with_logging(
-    fn: ModelCallable, *, logger: logging.Logger | None = None, level: int = logging.INFO
-) -> ModelCallable:
+    fn: ModelFn, *, logger: logging.Logger | None = None, level: int = logging.INFO
+) -> ModelFn:
     """Log one stdlib ``logging`` record per call.
 
     The record carries model, latency, tokens, attempts, cache hit and error class (as text
@@ -616,42 +575,10 @@ def with_logging(
         return target.isEnabledFor(failure_level if failed else level)
 
     wrapped = _observe(fn, _log_emitter(target, level), "with_logging", wants)
-    return wrapped.made_by(with_logging, fn, logger=logger, level=level)
+    return cast("ModelFn", wrapped.made_by(with_logging, fn, logger=logger, level=level))
 
 
-@overload
-def with_metrics(
-    fn: ClosableAFixedModelCompletion, sink: MetricsSink | None = ...
-) -> ClosableAFixedModelCompletion: ...
-@overload
-def with_metrics(
-    fn: ClosableFixedModelCompletion, sink: MetricsSink | None = ...
-) -> ClosableFixedModelCompletion: ...
-@overload
-def with_metrics(
-    fn: ClosableAFixedModelEmbedding, sink: MetricsSink | None = ...
-) -> ClosableAFixedModelEmbedding: ...
-@overload
-def with_metrics(
-    fn: ClosableFixedModelEmbedding, sink: MetricsSink | None = ...
-) -> ClosableFixedModelEmbedding: ...
-@overload
-def with_metrics(
-    fn: AFixedModelCompletion, sink: MetricsSink | None = ...
-) -> AFixedModelCompletion: ...
-@overload
-def with_metrics(
-    fn: FixedModelCompletion, sink: MetricsSink | None = ...
-) -> FixedModelCompletion: ...
-@overload
-def with_metrics(
-    fn: AFixedModelEmbedding, sink: MetricsSink | None = ...
-) -> AFixedModelEmbedding: ...
-@overload
-def with_metrics(
-    fn: FixedModelEmbedding, sink: MetricsSink | None = ...
-) -> FixedModelEmbedding: ...
-def with_metrics(fn: ModelCallable, sink: MetricsSink | None = None) -> ModelCallable:
+def with_metrics(fn: ModelFn, sink: MetricsSink | None = None) -> ModelFn:
     """Send a :class:`CallRecord` per call to ``sink``.
 
     Args:
@@ -668,4 +595,4 @@ def with_metrics(fn: ModelCallable, sink: MetricsSink | None = None) -> ModelCal
         raise TypeError(msg)
     wrapped = _observe(fn, target.record, "with_metrics")
     # In another process, sink=None means that process's own default aggregator.
-    return wrapped.made_by(with_metrics, fn, sink)
+    return cast("ModelFn", wrapped.made_by(with_metrics, fn, sink))

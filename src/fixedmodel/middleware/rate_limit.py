@@ -36,19 +36,11 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, overload
+from typing import Any, cast
 
 from fixedmodel._limits import RateLimit
-from fixedmodel._protocols import (
-    AFixedModelCompletion,
-    AFixedModelEmbedding,
-    ClosableAFixedModelCompletion,
-    ClosableAFixedModelEmbedding,
-    ClosableFixedModelCompletion,
-    ClosableFixedModelEmbedding,
-    FixedModelCompletion,
-    FixedModelEmbedding,
-)
+from fixedmodel._protocols import ModelFn
+from fixedmodel._streams import StreamEnd, watch_stream
 from fixedmodel.middleware._call import (
     CallInfo,
     ModelCallable,
@@ -61,7 +53,6 @@ from fixedmodel.middleware._call import (
 )
 from fixedmodel.middleware._errors import is_rate_limit, is_retryable, retry_after
 from fixedmodel.middleware._limiter import Permit, RateLimiter
-from fixedmodel.middleware._streams import StreamEnd, watch_stream
 from fixedmodel.middleware._tokens import estimate_tokens, used_tokens, warm_tokenizer
 from fixedmodel.middleware.retries import (
     _Retries,  # pyright: ignore[reportPrivateUsage]
@@ -375,39 +366,7 @@ def _check_store(limiter: RateLimiter, *, is_async: bool) -> None:
         store.require_sync_client("with_rate_limit() was given a sync callable")
 
 
-@overload
-def with_rate_limit(
-    function: ClosableAFixedModelCompletion, limit: RateLimiter | RateLimit
-) -> ClosableAFixedModelCompletion: ...
-@overload
-def with_rate_limit(
-    function: ClosableFixedModelCompletion, limit: RateLimiter | RateLimit
-) -> ClosableFixedModelCompletion: ...
-@overload
-def with_rate_limit(
-    function: ClosableAFixedModelEmbedding, limit: RateLimiter | RateLimit
-) -> ClosableAFixedModelEmbedding: ...
-@overload
-def with_rate_limit(
-    function: ClosableFixedModelEmbedding, limit: RateLimiter | RateLimit
-) -> ClosableFixedModelEmbedding: ...
-@overload
-def with_rate_limit(
-    function: AFixedModelCompletion, limit: RateLimiter | RateLimit
-) -> AFixedModelCompletion: ...
-@overload
-def with_rate_limit(
-    function: FixedModelCompletion, limit: RateLimiter | RateLimit
-) -> FixedModelCompletion: ...
-@overload
-def with_rate_limit(
-    function: AFixedModelEmbedding, limit: RateLimiter | RateLimit
-) -> AFixedModelEmbedding: ...
-@overload
-def with_rate_limit(
-    function: FixedModelEmbedding, limit: RateLimiter | RateLimit
-) -> FixedModelEmbedding: ...
-def with_rate_limit(function: ModelCallable, limit: RateLimiter | RateLimit) -> ModelCallable:
+def with_rate_limit(function: ModelFn, limit: RateLimiter | RateLimit) -> ModelFn:
     """Admit every call of ``function`` through a rate limiter.
 
     Args:
@@ -433,4 +392,4 @@ def with_rate_limit(function: ModelCallable, limit: RateLimiter | RateLimit) -> 
     wrapped = kind(function, limiter)
     if limiter.limit.tokens is not None:
         warm_tokenizer(wrapped.model)
-    return wrapped
+    return cast("ModelFn", wrapped)

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, cast
 
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, wait_exponential
 
@@ -35,16 +35,7 @@ from fixedmodel.middleware._errors import is_retryable, retry_after
 from fixedmodel.middleware._give_up import give_up
 
 if TYPE_CHECKING:
-    from fixedmodel._protocols import (
-        AFixedModelCompletion,
-        AFixedModelEmbedding,
-        ClosableAFixedModelCompletion,
-        ClosableAFixedModelEmbedding,
-        ClosableFixedModelCompletion,
-        ClosableFixedModelEmbedding,
-        FixedModelCompletion,
-        FixedModelEmbedding,
-    )
+    from fixedmodel._protocols import ModelFn
 
 __all__ = ["RetryPolicy", "with_retries"]
 
@@ -418,31 +409,7 @@ def _check_policy(policy: object) -> None:
         raise TypeError(msg)
 
 
-@overload
-def with_retries(
-    fn: ClosableAFixedModelCompletion, policy: RetryPolicy = ...
-) -> ClosableAFixedModelCompletion: ...
-@overload
-def with_retries(
-    fn: ClosableFixedModelCompletion, policy: RetryPolicy = ...
-) -> ClosableFixedModelCompletion: ...
-@overload
-def with_retries(
-    fn: ClosableAFixedModelEmbedding, policy: RetryPolicy = ...
-) -> ClosableAFixedModelEmbedding: ...
-@overload
-def with_retries(
-    fn: ClosableFixedModelEmbedding, policy: RetryPolicy = ...
-) -> ClosableFixedModelEmbedding: ...
-@overload
-def with_retries(fn: AFixedModelCompletion, policy: RetryPolicy = ...) -> AFixedModelCompletion: ...
-@overload
-def with_retries(fn: FixedModelCompletion, policy: RetryPolicy = ...) -> FixedModelCompletion: ...
-@overload
-def with_retries(fn: AFixedModelEmbedding, policy: RetryPolicy = ...) -> AFixedModelEmbedding: ...
-@overload
-def with_retries(fn: FixedModelEmbedding, policy: RetryPolicy = ...) -> FixedModelEmbedding: ...
-def with_retries(fn: ModelCallable, policy: RetryPolicy = _DEFAULT_POLICY) -> ModelCallable:
+def with_retries(fn: ModelFn, policy: RetryPolicy = _DEFAULT_POLICY) -> ModelFn:
     """Wrap ``fn`` so that failures that can succeed on retry are tried again.
 
     Retried: rate limits (429), 5xx answers, timeouts and connection errors. Raised at once:
@@ -470,6 +437,5 @@ def with_retries(fn: ModelCallable, policy: RetryPolicy = _DEFAULT_POLICY) -> Mo
     """
     check_callable(fn, "with_retries")
     _check_policy(policy)
-    if is_async_callable(fn):
-        return _AsyncRetries(fn, policy).made_by(with_retries, fn, policy)
-    return _SyncRetries(fn, policy).made_by(with_retries, fn, policy)
+    layer = _AsyncRetries(fn, policy) if is_async_callable(fn) else _SyncRetries(fn, policy)
+    return cast("ModelFn", layer.made_by(with_retries, fn, policy))

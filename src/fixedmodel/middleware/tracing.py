@@ -54,11 +54,13 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, cast, overload
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
+from fixedmodel._faults import observer_fault
 from fixedmodel._pickling import refuse_pickling
 from fixedmodel._secrets import is_secret
+from fixedmodel._streams import StreamEnd, watch_stream
 from fixedmodel.middleware._attempts import (
     AttemptKind,
     AttemptObserver,
@@ -78,8 +80,6 @@ from fixedmodel.middleware._call import (
     request_reader,
     requests_made,
 )
-from fixedmodel.middleware._faults import observer_fault
-from fixedmodel.middleware._streams import StreamEnd, watch_stream
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -87,16 +87,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import Histogram, MeterProvider
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
-    from fixedmodel._protocols import (
-        AFixedModelCompletion,
-        AFixedModelEmbedding,
-        ClosableAFixedModelCompletion,
-        ClosableAFixedModelEmbedding,
-        ClosableFixedModelCompletion,
-        ClosableFixedModelEmbedding,
-        FixedModelCompletion,
-        FixedModelEmbedding,
-    )
+    from fixedmodel._protocols import ModelFn
 
 __all__ = ["with_tracing"]
 
@@ -472,7 +463,7 @@ class _Instruments:
         self, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
     ) -> None:
         trace, metrics = _otel()
-        from fixedmodel import __name__ as package
+        package = __name__.partition(".")[0]  # the instrumentation scope: "fixedmodel"
 
         # Providers given by the caller live in this process; the global ones are looked up
         # again wherever the wrapper is rebuilt (see _Traced.__reduce__).
@@ -661,7 +652,7 @@ class _Traced(Wrapper):
         capture_content: bool,
     ) -> None:
         super().__init__(inner)
-        self._call: Callable[..., Any] = inner  # litellm boundary: results typed by overloads
+        self._call: Callable[..., Any] = inner  # litellm boundary: results typed by the Protocols
         self._instruments = instruments
         self._capture = capture_content
         self._read = request_reader(inner)
@@ -920,77 +911,13 @@ class _SyncTraced(_Traced):
         return result
 
 
-@overload
 def with_tracing(
-    fn: ClosableAFixedModelCompletion,
-    *,
-    tracer_provider: TracerProvider | None = ...,
-    meter_provider: MeterProvider | None = ...,
-    capture_content: bool = ...,
-) -> ClosableAFixedModelCompletion: ...
-@overload
-def with_tracing(
-    fn: ClosableFixedModelCompletion,
-    *,
-    tracer_provider: TracerProvider | None = ...,
-    meter_provider: MeterProvider | None = ...,
-    capture_content: bool = ...,
-) -> ClosableFixedModelCompletion: ...
-@overload
-def with_tracing(
-    fn: ClosableAFixedModelEmbedding,
-    *,
-    tracer_provider: TracerProvider | None = ...,
-    meter_provider: MeterProvider | None = ...,
-    capture_content: bool = ...,
-) -> ClosableAFixedModelEmbedding: ...
-@overload
-def with_tracing(
-    fn: ClosableFixedModelEmbedding,
-    *,
-    tracer_provider: TracerProvider | None = ...,
-    meter_provider: MeterProvider | None = ...,
-    capture_content: bool = ...,
-) -> ClosableFixedModelEmbedding: ...
-@overload
-def with_tracing(
-    fn: AFixedModelCompletion,
-    *,
-    tracer_provider: TracerProvider | None = ...,
-    meter_provider: MeterProvider | None = ...,
-    capture_content: bool = ...,
-) -> AFixedModelCompletion: ...
-@overload
-def with_tracing(
-    fn: FixedModelCompletion,
-    *,
-    tracer_provider: TracerProvider | None = ...,
-    meter_provider: MeterProvider | None = ...,
-    capture_content: bool = ...,
-) -> FixedModelCompletion: ...
-@overload
-def with_tracing(
-    fn: AFixedModelEmbedding,
-    *,
-    tracer_provider: TracerProvider | None = ...,
-    meter_provider: MeterProvider | None = ...,
-    capture_content: bool = ...,
-) -> AFixedModelEmbedding: ...
-@overload
-def with_tracing(
-    fn: FixedModelEmbedding,
-    *,
-    tracer_provider: TracerProvider | None = ...,
-    meter_provider: MeterProvider | None = ...,
-    capture_content: bool = ...,
-) -> FixedModelEmbedding: ...
-def with_tracing(
-    fn: ModelCallable,
+    fn: ModelFn,
     *,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
     capture_content: bool = False,
-) -> ModelCallable:
+) -> ModelFn:
     """Trace every call of ``fn`` with OpenTelemetry (see the module docstring).
 
     Args:
@@ -1014,11 +941,10 @@ def with_tracing(
         msg = f"with_tracing(capture_content=) must be a bool, got {type(capture_content).__name__}"
         raise TypeError(msg)
     instruments = _Instruments(tracer_provider, meter_provider)
-    if is_async_callable(fn):
-        return _AsyncTraced(fn, instruments, capture_content)
-    return _SyncTraced(fn, instruments, capture_content)
+    kind = _AsyncTraced if is_async_callable(fn) else _SyncTraced
+    return cast("ModelFn", kind(fn, instruments, capture_content))
 
 
-def _rebuild_traced(inner: ModelCallable, capture_content: bool) -> ModelCallable:
+def _rebuild_traced(inner: ModelFn, capture_content: bool) -> ModelFn:
     """Unpickle a traced callable: trace it again with this process's global providers."""
     return with_tracing(inner, capture_content=capture_content)

@@ -2,6 +2,7 @@
 
 from fixedmodel.routing.budget import Budget as Budget
 from fixedmodel.routing.budget import BudgetStatus as BudgetStatus
+from fixedmodel.routing.budget import budget_pacing as budget_pacing
 from fixedmodel.routing.budget import with_budget as with_budget
 from fixedmodel.routing.fallbacks import FallbackPolicy as FallbackPolicy
 from fixedmodel.routing.fallbacks import fallback_causes as fallback_causes
@@ -17,6 +18,7 @@ __all__ = [
     "CooldownPolicy",
     "FallbackPolicy",
     "Strategy",
+    "budget_pacing",
     "fallback_causes",
     "is_fallback_worthy",
     "with_budget",

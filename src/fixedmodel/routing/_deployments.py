@@ -16,7 +16,7 @@ from fixedmodel.middleware._errors import (
 from fixedmodel.middleware.rate_limit import RateLimit, RateLimiter
 
 if TYPE_CHECKING:
-    from fixedmodel.routing.load_balancing import CooldownPolicy
+    from fixedmodel._cooldown import CooldownPolicy
 
 __all__ = [
     "Deployment",
@@ -113,7 +113,7 @@ class Deployment:
     def __init__(self, index: int, name: str, function: ModelCallable, group: str) -> None:
         self.index = index
         self.name = name
-        # Any: the four kinds return litellm's objects; the overloads type the results.
+        # Any: the four kinds return litellm's objects; the Protocols type the results.
         self.call: Callable[..., Any] = function
         self.key = f"{group}:{name}"
         self.in_flight = 0

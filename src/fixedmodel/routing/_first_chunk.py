@@ -9,21 +9,20 @@ give the caller nothing, so the boundary is the first chunk that carries somethi
 caller can use: text, a tool or function call, audio, reasoning text or thinking blocks,
 images. The chunks read up to and including it are handed back first, in order, with the
 stream still litellm's own object, its class switched to a subclass that returns the held
-chunks first and behaves as litellm's otherwise (as ``watch_stream`` does).
+chunks first and behaves as litellm's otherwise (``_streams.stream_subclass``, the one
+mechanism ``watch_stream`` uses too).
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from typing import Any, cast
 
 from fixedmodel._litellm import litellm_module
+from fixedmodel._streams import stream_subclass
 
 __all__ = ["afirst_chunk", "carries_content", "first_chunk", "is_stream"]
 
-_classes: dict[type[Any], type[Any]] = {}
-_classes_lock = threading.Lock()
 _HELD = "_fixedmodel_first"
 # Delta fields whose non-empty value the caller can use (litellm's Delta; OpenAI's
 # ChatCompletionChunk delta has content, tool_calls, function_call, refusal).
@@ -67,34 +66,26 @@ def carries_content(chunk: object) -> bool:
     return False
 
 
-def _primed_class(base: type[Any]) -> type[Any]:
-    """The subclass of ``base`` that returns held chunks first (made once per base)."""
-    with _classes_lock:
-        made = _classes.get(base)
-        if made is not None:
-            return made
+def _holding(base: type[Any]) -> type[Any]:
+    """Make the subclass of litellm's stream class that returns the held chunks first."""
 
-        class PrimedStream(base):  # type: ignore[misc]  # subclassing litellm's class, Any here
-            # No __slots__: the instance keeps the base's layout, so __class__ can be switched.
-            _fixedmodel_first: list[object]
+    class PrimedStream(base):  # type: ignore[misc]  # subclassing litellm's class, Any here
+        # No __slots__: the instance keeps the base's layout, so __class__ can be switched.
+        _fixedmodel_first: list[object]
 
-            def __next__(self) -> Any:
-                held: list[object] | None = self.__dict__.get(_HELD)
-                if held:
-                    return _take(self, held)
-                return super().__next__()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        def __next__(self) -> Any:
+            held: list[object] | None = self.__dict__.get(_HELD)
+            if held:
+                return _take(self, held)
+            return super().__next__()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
 
-            async def __anext__(self) -> Any:
-                held: list[object] | None = self.__dict__.get(_HELD)
-                if held:
-                    return _take(self, held)
-                return await super().__anext__()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        async def __anext__(self) -> Any:
+            held: list[object] | None = self.__dict__.get(_HELD)
+            if held:
+                return _take(self, held)
+            return await super().__anext__()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
 
-        PrimedStream.__name__ = base.__name__
-        PrimedStream.__qualname__ = base.__qualname__
-        PrimedStream.__module__ = base.__module__
-        _classes[base] = PrimedStream
-        return PrimedStream
+    return PrimedStream
 
 
 def _take(stream: Any, held: list[object]) -> object:
@@ -109,7 +100,7 @@ def _hold(stream: Any, chunks: list[object]) -> None:
         return
     base: type[Any] = stream.__class__
     setattr(stream, _HELD, chunks)
-    stream.__class__ = _primed_class(base)
+    stream.__class__ = stream_subclass(base, "primed", _holding)
 
 
 def _primed(stream: Any) -> bool:

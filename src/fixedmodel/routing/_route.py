@@ -9,7 +9,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from fixedmodel._bind import BoundAEmbedding, BoundEmbedding
 from fixedmodel.middleware._call import (
     CallInfo,
     RequestKind,
@@ -50,23 +49,12 @@ def kind_of(function: object) -> tuple[bool, RequestKind | None]:
     middleware); it is ``None`` for a hand-written callable.
     """
     asynchronous = is_async_callable(function)
-    bottom = innermost(function)
-    if isinstance(bottom, (BoundAEmbedding, BoundEmbedding)):
-        return asynchronous, "embedding"
-    from fixedmodel._bind import BoundACompletion, BoundCompletion
-
-    if isinstance(bottom, (BoundACompletion, BoundCompletion)):
+    # Bound objects and the test kit's fakes say what they answer in a class attribute.
+    kind: object = getattr(type(innermost(function)), "_fixedmodel_kind", None)
+    if kind == "completion":
         return asynchronous, "completion"
-    if "fixedmodel.testing" in sys.modules:
-        from fixedmodel.testing._fakes import (
-            _CompletionFake,  # pyright: ignore[reportPrivateUsage]
-            _EmbeddingFake,  # pyright: ignore[reportPrivateUsage]
-        )
-
-        if isinstance(bottom, _EmbeddingFake):
-            return asynchronous, "embedding"
-        if isinstance(bottom, _CompletionFake):
-            return asynchronous, "completion"
+    if kind == "embedding":
+        return asynchronous, "embedding"
     return asynchronous, None
 
 

@@ -47,20 +47,12 @@ import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, cast, overload
+from typing import Any, Literal, cast
 
 from fixedmodel._litellm import litellm_module
-from fixedmodel._protocols import (
-    AFixedModelCompletion,
-    AFixedModelEmbedding,
-    ClosableAFixedModelCompletion,
-    ClosableAFixedModelEmbedding,
-    ClosableFixedModelCompletion,
-    ClosableFixedModelEmbedding,
-    FixedModelCompletion,
-    FixedModelEmbedding,
-)
+from fixedmodel._protocols import ModelFn
 from fixedmodel._pydantic import read_attribute
+from fixedmodel._streams import StreamEnd, StreamUsage, watch_stream
 from fixedmodel.middleware._call import (
     ModelCallable,
     Wrapper,
@@ -70,7 +62,6 @@ from fixedmodel.middleware._call import (
     request_kind,
     request_reader,
 )
-from fixedmodel.middleware._streams import StreamEnd, StreamUsage, watch_stream
 from fixedmodel.middleware._tokens import estimate_tokens
 from fixedmodel.routing._pacing import POLL, Settlements, budget_pacing, check_wait, default_wait
 from fixedmodel.routing._pricing import (
@@ -399,7 +390,7 @@ class _Budgeted(Wrapper):
 
     def __init__(self, inner: ModelCallable, budget: Budget) -> None:
         super().__init__(inner)
-        # Any: the four kinds return litellm's objects; the overloads type the results.
+        # Any: the four kinds return litellm's objects; the Protocols type the results.
         self._call: Callable[..., Any] = inner
         self._budget = budget
         self._model = self.model
@@ -668,29 +659,7 @@ def _check_budget(budget: object) -> Budget:
     return budget
 
 
-@overload
-def with_budget(
-    fn: ClosableAFixedModelCompletion, budget: Budget
-) -> ClosableAFixedModelCompletion: ...
-@overload
-def with_budget(
-    fn: ClosableFixedModelCompletion, budget: Budget
-) -> ClosableFixedModelCompletion: ...
-@overload
-def with_budget(
-    fn: ClosableAFixedModelEmbedding, budget: Budget
-) -> ClosableAFixedModelEmbedding: ...
-@overload
-def with_budget(fn: ClosableFixedModelEmbedding, budget: Budget) -> ClosableFixedModelEmbedding: ...
-@overload
-def with_budget(fn: AFixedModelCompletion, budget: Budget) -> AFixedModelCompletion: ...
-@overload
-def with_budget(fn: FixedModelCompletion, budget: Budget) -> FixedModelCompletion: ...
-@overload
-def with_budget(fn: AFixedModelEmbedding, budget: Budget) -> AFixedModelEmbedding: ...
-@overload
-def with_budget(fn: FixedModelEmbedding, budget: Budget) -> FixedModelEmbedding: ...
-def with_budget(fn: ModelCallable, budget: Budget) -> ModelCallable:
+def with_budget(fn: ModelFn, budget: Budget) -> ModelFn:
     """Spend every call of ``fn`` from ``budget``; refuse calls that could cross its caps.
 
     Args:
@@ -724,7 +693,7 @@ def with_budget(fn: ModelCallable, budget: Budget) -> ModelCallable:
             "Budget(unknown_price='count_tokens')"
         )
         raise ValueError(msg)
-    return wrapped.made_by(with_budget, fn, checked)
+    return cast("ModelFn", wrapped.made_by(with_budget, fn, checked))
 
 
 def _rebuild_budget(options: dict[str, Any]) -> Budget:

@@ -26,19 +26,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast, overload
+from typing import Any, cast
 
 from fixedmodel._litellm import litellm_module
-from fixedmodel._protocols import (
-    AFixedModelCompletion,
-    AFixedModelEmbedding,
-    ClosableAFixedModelCompletion,
-    ClosableAFixedModelEmbedding,
-    ClosableFixedModelCompletion,
-    ClosableFixedModelEmbedding,
-    FixedModelCompletion,
-    FixedModelEmbedding,
-)
+from fixedmodel._protocols import ModelFn
 from fixedmodel.middleware._attempts import attempt
 from fixedmodel.middleware._call import (
     CallInfo,
@@ -252,7 +243,7 @@ class _Fallbacks(Wrapper):
 
     def __init__(self, functions: tuple[ModelCallable, ...], policy: FallbackPolicy) -> None:
         super().__init__(functions[0])
-        # Any: the four kinds return litellm's objects; the overloads type the results.
+        # Any: the four kinds return litellm's objects; the Protocols type the results.
         self._calls: tuple[Callable[..., Any], ...] = functions
         self._names = tuple(name_of(f, i) for i, f in enumerate(functions))
         self._policy = policy
@@ -448,57 +439,9 @@ def _check_policy(policy: object) -> FallbackPolicy:
     return policy
 
 
-@overload
 def with_fallbacks(
-    primary: ClosableAFixedModelCompletion,
-    *fallbacks: ClosableAFixedModelCompletion,
-    policy: FallbackPolicy = ...,
-) -> ClosableAFixedModelCompletion: ...
-@overload
-def with_fallbacks(
-    primary: ClosableFixedModelCompletion,
-    *fallbacks: ClosableFixedModelCompletion,
-    policy: FallbackPolicy = ...,
-) -> ClosableFixedModelCompletion: ...
-@overload
-def with_fallbacks(
-    primary: ClosableAFixedModelEmbedding,
-    *fallbacks: ClosableAFixedModelEmbedding,
-    policy: FallbackPolicy = ...,
-) -> ClosableAFixedModelEmbedding: ...
-@overload
-def with_fallbacks(
-    primary: ClosableFixedModelEmbedding,
-    *fallbacks: ClosableFixedModelEmbedding,
-    policy: FallbackPolicy = ...,
-) -> ClosableFixedModelEmbedding: ...
-@overload
-def with_fallbacks(
-    primary: AFixedModelCompletion,
-    *fallbacks: AFixedModelCompletion,
-    policy: FallbackPolicy = ...,
-) -> AFixedModelCompletion: ...
-@overload
-def with_fallbacks(
-    primary: FixedModelCompletion,
-    *fallbacks: FixedModelCompletion,
-    policy: FallbackPolicy = ...,
-) -> FixedModelCompletion: ...
-@overload
-def with_fallbacks(
-    primary: AFixedModelEmbedding,
-    *fallbacks: AFixedModelEmbedding,
-    policy: FallbackPolicy = ...,
-) -> AFixedModelEmbedding: ...
-@overload
-def with_fallbacks(
-    primary: FixedModelEmbedding,
-    *fallbacks: FixedModelEmbedding,
-    policy: FallbackPolicy = ...,
-) -> FixedModelEmbedding: ...
-def with_fallbacks(
-    primary: ModelCallable, *fallbacks: ModelCallable, policy: FallbackPolicy = _DEFAULT_POLICY
-) -> ModelCallable:
+    primary: ModelFn, *fallbacks: ModelFn, policy: FallbackPolicy = _DEFAULT_POLICY
+) -> ModelFn:
     """Serve each call with ``primary``, or with the next callable when one fails.
 
     Each callable receives the same keywords. A failure the policy deems fallback-worthy
@@ -535,12 +478,10 @@ def with_fallbacks(
             ``with_fallbacks`` or ``with_load_balancing`` (the same object; two callables
             bound to one model name are distinct).
     """
-    functions = (primary, *fallbacks)
+    functions: tuple[ModelCallable, ...] = (primary, *fallbacks)
     asynchronous = check_one_kind(functions, "with_fallbacks")
     _check_once(functions)
     checked = _check_policy(policy)
-    if asynchronous:
-        return _AsyncFallbacks(functions, checked).made_by(
-            with_fallbacks, *functions, policy=checked
-        )
-    return _SyncFallbacks(functions, checked).made_by(with_fallbacks, *functions, policy=checked)
+    kind = _AsyncFallbacks if asynchronous else _SyncFallbacks
+    wrapped = kind(functions, checked).made_by(with_fallbacks, *functions, policy=checked)
+    return cast("ModelFn", wrapped)

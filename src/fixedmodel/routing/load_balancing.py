@@ -33,20 +33,12 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from itertools import count
-from typing import Any, Literal, cast, overload
+from typing import Any, Literal, cast
 
-from fixedmodel._protocols import (
-    AFixedModelCompletion,
-    AFixedModelEmbedding,
-    ClosableAFixedModelCompletion,
-    ClosableAFixedModelEmbedding,
-    ClosableFixedModelCompletion,
-    ClosableFixedModelEmbedding,
-    FixedModelCompletion,
-    FixedModelEmbedding,
-)
+from fixedmodel._cooldown import CooldownPolicy
+from fixedmodel._protocols import ModelFn
+from fixedmodel._streams import StreamEnd, watch_stream
 from fixedmodel.middleware._attempts import attempt as observed_attempt
 from fixedmodel.middleware._call import (
     CallInfo,
@@ -56,7 +48,6 @@ from fixedmodel.middleware._call import (
     leave_call,
 )
 from fixedmodel.middleware._give_up import give_up
-from fixedmodel.middleware._streams import StreamEnd, watch_stream
 from fixedmodel.middleware._tokens import estimate_tokens, used_tokens
 from fixedmodel.routing._chain import has_next_in_chain
 from fixedmodel.routing._deployments import (
@@ -100,74 +91,6 @@ _sync_sleep: Callable[[float], None] = time.sleep
 # A refusal by the store is remembered for at most this long, so that a process does not ask
 # the store about a cooling deployment on every call, and still sees a recovery soon.
 _REMEMBER_REFUSAL = 1.0
-
-
-def _check_seconds(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"CooldownPolicy.{name} must be a number of seconds, got {type(value).__name__}"
-        raise TypeError(msg)
-    if not (value > 0 and value < float("inf")):
-        msg = f"CooldownPolicy.{name} must be a finite number of seconds > 0, got {value!r}"
-        raise ValueError(msg)
-
-
-@dataclass(frozen=True)
-class CooldownPolicy:
-    """When a deployment cools down, for how long, and what a call does when all do.
-
-    A 429 with ``Retry-After`` (or ``retry-after-ms``) cools the deployment down at once for
-    that long (at most ``max_retry_after``). Other failures that say the deployment is in
-    trouble (429 without advice, 5xx, timeouts, connection errors, 401/403) count; at
-    ``failures`` in a row, none more than ``failure_window`` after the previous, it cools
-    down for ``cooldown``. Afterwards one call at a time probes it: success closes the
-    circuit, failure cools it down again. Bad requests (400, 404, 422) say nothing about the
-    deployment and do not count.
-
-    Attributes:
-        failures: Consecutive failures that open the circuit (an int >= 1).
-        cooldown: Seconds a deployment is skipped after ``failures`` failures or a failed
-            probe.
-        failure_window: Seconds after which an old failure no longer counts towards
-            ``failures``.
-        max_retry_after: Longest cooldown, in seconds, a provider's Retry-After can impose.
-        probe_timeout: Seconds a probe may take before another caller may probe instead (a
-            process that died while probing does not block the deployment for ever).
-        when_all_cooling: ``"wait"`` until the earliest deployment can be tried again (if
-            that is within ``max_wait``), or ``"raise"`` at once. Either way, the error
-            raised is a ``litellm.RateLimitError`` (HTTP 429) whose ``retry-after-ms``
-            header says when a deployment recovers, so ``with_retries`` and
-            ``with_fallbacks`` outside handle it like a provider's 429.
-        max_wait: Longest wait, in seconds, for a deployment to recover.
-
-    Raises:
-        TypeError: A value has the wrong type.
-        ValueError: A value is out of range.
-    """
-
-    failures: int = 3
-    cooldown: float = 30.0
-    failure_window: float = 60.0
-    max_retry_after: float = 300.0
-    probe_timeout: float = 60.0
-    when_all_cooling: Literal["wait", "raise"] = "wait"
-    max_wait: float = 30.0
-
-    def __post_init__(self) -> None:
-        failures = cast("object", self.failures)  # Checked: callers may pass anything.
-        if isinstance(failures, bool) or not isinstance(failures, int):
-            msg = f"CooldownPolicy.failures must be an int >= 1, got {type(failures).__name__}"
-            raise TypeError(msg)
-        if failures < 1:
-            msg = f"CooldownPolicy.failures must be an int >= 1, got {failures}"
-            raise ValueError(msg)
-        for name in ("cooldown", "failure_window", "max_retry_after", "probe_timeout", "max_wait"):
-            _check_seconds(name, getattr(self, name))
-        if self.when_all_cooling not in ("wait", "raise"):
-            msg = (
-                "CooldownPolicy.when_all_cooling must be 'wait' or 'raise', "
-                f"got {self.when_all_cooling!r}"
-            )
-            raise ValueError(msg)
 
 
 def _cooling(deployment: Deployment, now: float, retry_in: float, *, later: bool = False) -> None:
@@ -789,89 +712,14 @@ def _check_args(strategy: object, cooldown: object, store: object, key: object) 
 _DEFAULT_POLICY = CooldownPolicy()
 
 
-@overload
 def with_load_balancing(
-    deployments: Sequence[ClosableAFixedModelCompletion]
-    | Mapping[str, ClosableAFixedModelCompletion],
-    strategy: Strategy = ...,
-    cooldown: CooldownPolicy = ...,
-    *,
-    store: CooldownStore | None = ...,
-    key: str = ...,
-) -> ClosableAFixedModelCompletion: ...
-@overload
-def with_load_balancing(
-    deployments: Sequence[ClosableFixedModelCompletion]
-    | Mapping[str, ClosableFixedModelCompletion],
-    strategy: Strategy = ...,
-    cooldown: CooldownPolicy = ...,
-    *,
-    store: CooldownStore | None = ...,
-    key: str = ...,
-) -> ClosableFixedModelCompletion: ...
-@overload
-def with_load_balancing(
-    deployments: Sequence[ClosableAFixedModelEmbedding]
-    | Mapping[str, ClosableAFixedModelEmbedding],
-    strategy: Strategy = ...,
-    cooldown: CooldownPolicy = ...,
-    *,
-    store: CooldownStore | None = ...,
-    key: str = ...,
-) -> ClosableAFixedModelEmbedding: ...
-@overload
-def with_load_balancing(
-    deployments: Sequence[ClosableFixedModelEmbedding] | Mapping[str, ClosableFixedModelEmbedding],
-    strategy: Strategy = ...,
-    cooldown: CooldownPolicy = ...,
-    *,
-    store: CooldownStore | None = ...,
-    key: str = ...,
-) -> ClosableFixedModelEmbedding: ...
-@overload
-def with_load_balancing(
-    deployments: Sequence[AFixedModelCompletion] | Mapping[str, AFixedModelCompletion],
-    strategy: Strategy = ...,
-    cooldown: CooldownPolicy = ...,
-    *,
-    store: CooldownStore | None = ...,
-    key: str = ...,
-) -> AFixedModelCompletion: ...
-@overload
-def with_load_balancing(
-    deployments: Sequence[FixedModelCompletion] | Mapping[str, FixedModelCompletion],
-    strategy: Strategy = ...,
-    cooldown: CooldownPolicy = ...,
-    *,
-    store: CooldownStore | None = ...,
-    key: str = ...,
-) -> FixedModelCompletion: ...
-@overload
-def with_load_balancing(
-    deployments: Sequence[AFixedModelEmbedding] | Mapping[str, AFixedModelEmbedding],
-    strategy: Strategy = ...,
-    cooldown: CooldownPolicy = ...,
-    *,
-    store: CooldownStore | None = ...,
-    key: str = ...,
-) -> AFixedModelEmbedding: ...
-@overload
-def with_load_balancing(
-    deployments: Sequence[FixedModelEmbedding] | Mapping[str, FixedModelEmbedding],
-    strategy: Strategy = ...,
-    cooldown: CooldownPolicy = ...,
-    *,
-    store: CooldownStore | None = ...,
-    key: str = ...,
-) -> FixedModelEmbedding: ...
-def with_load_balancing(
-    deployments: Sequence[ModelCallable] | Mapping[str, ModelCallable],
+    deployments: Sequence[ModelFn] | Mapping[str, ModelFn],
     strategy: Strategy = "least_busy",
     cooldown: CooldownPolicy = _DEFAULT_POLICY,
     *,
     store: CooldownStore | None = None,
     key: str = "default",
-) -> ModelCallable:
+) -> ModelFn:
     """Spread calls over deployments of one model, skipping those that cool down.
 
     Args:
@@ -912,6 +760,7 @@ def with_load_balancing(
         raise ValueError(msg)
     built = [Deployment(i, n, f, key) for i, (n, f) in enumerate(named)]
     kind = _AsyncBalanced if asynchronous else _SyncBalanced
-    return kind(built, strategy, cooldown, checked, key).made_by(
+    wrapped = kind(built, strategy, cooldown, checked, key).made_by(
         with_load_balancing, dict(named), strategy, cooldown, store=checked, key=key
     )
+    return cast("ModelFn", wrapped)

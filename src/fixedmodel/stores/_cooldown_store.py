@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from fixedmodel.routing.load_balancing import CooldownPolicy
+    from fixedmodel._cooldown import CooldownPolicy
 
 __all__ = ["BalanceView", "CooldownStore", "Entry", "SharedBalanceStore", "SharedCall"]
 

@@ -16,7 +16,7 @@ from fixedmodel._pickling import refuse_pickling
 from fixedmodel.stores._cooldown_store import ADMITTED, Entry
 
 if TYPE_CHECKING:
-    from fixedmodel.routing.load_balancing import CooldownPolicy
+    from fixedmodel._cooldown import CooldownPolicy
 
 __all__ = ["MemoryCooldownStore"]
 

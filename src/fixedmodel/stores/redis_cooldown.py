@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from redis import Redis
     from redis.asyncio import Redis as AsyncRedis
 
-    from fixedmodel.routing.load_balancing import CooldownPolicy
+    from fixedmodel._cooldown import CooldownPolicy
 
 __all__ = ["RedisCooldownStore"]
 

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast, overload
 
 from typing_extensions import Self, Unpack
 
@@ -202,6 +202,9 @@ class _Fake(Generic[_Entry, _Call]):
 
 
 class _CompletionFake(_Fake[ChatEntry, CompletionCall]):
+    # Read by the routing layers, as on the bound objects, to refuse mixed kinds.
+    _fixedmodel_kind: ClassVar[Literal["completion", "embedding"]] = "completion"
+
     def _answer(
         self, kwargs: dict[str, Any], *, asynchronous: bool
     ) -> ModelResponse | CustomStreamWrapper:
@@ -323,6 +326,8 @@ class FakeCompletion(_CompletionFake):
 
 
 class _EmbeddingFake(_Fake[EmbeddingEntry, EmbeddingCall]):
+    _fixedmodel_kind: ClassVar[Literal["completion", "embedding"]] = "embedding"
+
     def _answer(self, kwargs: dict[str, Any]) -> EmbeddingResponse:
         request = self._request(kwargs)
         params = {k: v for k, v in request.items() if k != "input"}

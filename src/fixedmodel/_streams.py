@@ -31,13 +31,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from fixedmodel._faults import observer_fault
 from fixedmodel._litellm import litellm_module
-from fixedmodel.middleware._faults import observer_fault
 
 if TYPE_CHECKING:
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 
-__all__ = ["StreamEnd", "StreamUsage", "watch_stream"]
+__all__ = ["StreamEnd", "StreamUsage", "stream_subclass", "watch_stream"]
 
 LOGGER = logging.getLogger("fixedmodel")
 
@@ -208,70 +208,84 @@ def _abandoned(watch: _Watch) -> None:
     watch.end(completed=False, error=None)
 
 
-_classes: dict[type[Any], type[Any]] = {}
-_classes_lock = threading.Lock()
+_subclasses: dict[tuple[str, type[Any]], type[Any]] = {}
+_subclasses_lock = threading.Lock()
 
 
-def _watched_class(base: type[Any]) -> type[Any]:
-    """The subclass of litellm's stream class that reports its end (made once per base)."""
-    with _classes_lock:
-        made = _classes.get(base)
-        if made is not None:
-            return made
+def stream_subclass(
+    base: type[Any], role: str, make: Callable[[type[Any]], type[Any]]
+) -> type[Any]:
+    """The subclass of ``base`` that ``make`` builds for ``role``, made once per base and role.
 
-        class WatchedStream(base):  # type: ignore[misc]  # subclassing litellm's class, Any here
-            # No __slots__: the instance keeps the base's layout, so __class__ can be switched.
-            _fixedmodel_watch: _Watch
+    The one way a layer changes what litellm's stream does: it switches the object's class
+    (``stream.__class__ = stream_subclass(...)``) instead of wrapping it, so the caller keeps
+    litellm's own object. The subclass bears the base's name, qualified name and module, so
+    it reads as litellm's class; it must not add ``__slots__``, so that the instance keeps
+    the base's layout. Subclasses stack: a stream watched and then primed has both.
+    """
+    with _subclasses_lock:
+        made = _subclasses.get((role, base))
+        if made is None:
+            made = make(base)
+            made.__name__ = base.__name__
+            made.__qualname__ = base.__qualname__
+            made.__module__ = base.__module__
+            _subclasses[(role, base)] = made
+        return made
 
-            def __next__(self) -> Any:
-                watch = self._fixedmodel_watch
-                watch.inside = True
-                try:
-                    chunk = cast("object", super().__next__())  # pyright: ignore[reportUnknownMemberType]
-                except StopIteration:
-                    watch.end(completed=True, error=None)
-                    raise
-                except BaseException as error:
-                    watch.end(completed=False, error=error)
-                    raise
-                finally:
-                    watch.inside = False
-                watch.seen(chunk)
-                return chunk
 
-            async def __anext__(self) -> Any:
-                watch = self._fixedmodel_watch
-                watch.inside = True
-                try:
-                    chunk = cast("object", await super().__anext__())  # pyright: ignore[reportUnknownMemberType]
-                except StopAsyncIteration:
-                    await watch.aend(completed=True, error=None)
-                    raise
-                except BaseException as error:
-                    await watch.aend(completed=False, error=error)
-                    raise
-                finally:
-                    watch.inside = False
-                watch.seen(chunk)
-                return chunk
+def _reporting(base: type[Any]) -> type[Any]:
+    """Make the subclass of litellm's stream class that reports its end to the watchers."""
 
-            def close(self) -> Any:
-                if not self._fixedmodel_watch.inside:
-                    self._fixedmodel_watch.end(completed=False, error=None)
-                closer = getattr(super(), "close", None)
-                return closer() if closer is not None else None
+    class WatchedStream(base):  # type: ignore[misc]  # subclassing litellm's class, Any here
+        # No __slots__: the instance keeps the base's layout, so __class__ can be switched.
+        _fixedmodel_watch: _Watch
 
-            async def aclose(self) -> Any:
-                if not self._fixedmodel_watch.inside:
-                    await self._fixedmodel_watch.aend(completed=False, error=None)
-                closer = getattr(super(), "aclose", None)
-                return (await closer()) if closer is not None else None
+        def __next__(self) -> Any:
+            watch = self._fixedmodel_watch
+            watch.inside = True
+            try:
+                chunk = cast("object", super().__next__())  # pyright: ignore[reportUnknownMemberType]
+            except StopIteration:
+                watch.end(completed=True, error=None)
+                raise
+            except BaseException as error:
+                watch.end(completed=False, error=error)
+                raise
+            finally:
+                watch.inside = False
+            watch.seen(chunk)
+            return chunk
 
-        WatchedStream.__name__ = base.__name__
-        WatchedStream.__qualname__ = base.__qualname__
-        WatchedStream.__module__ = base.__module__
-        _classes[base] = WatchedStream
-        return WatchedStream
+        async def __anext__(self) -> Any:
+            watch = self._fixedmodel_watch
+            watch.inside = True
+            try:
+                chunk = cast("object", await super().__anext__())  # pyright: ignore[reportUnknownMemberType]
+            except StopAsyncIteration:
+                await watch.aend(completed=True, error=None)
+                raise
+            except BaseException as error:
+                await watch.aend(completed=False, error=error)
+                raise
+            finally:
+                watch.inside = False
+            watch.seen(chunk)
+            return chunk
+
+        def close(self) -> Any:
+            if not self._fixedmodel_watch.inside:
+                self._fixedmodel_watch.end(completed=False, error=None)
+            closer = getattr(super(), "close", None)
+            return closer() if closer is not None else None
+
+        async def aclose(self) -> Any:
+            if not self._fixedmodel_watch.inside:
+                await self._fixedmodel_watch.aend(completed=False, error=None)
+            closer = getattr(super(), "aclose", None)
+            return (await closer()) if closer is not None else None
+
+    return WatchedStream
 
 
 def watch_stream(
@@ -304,7 +318,7 @@ def watch_stream(
             return
         watch = _Watch()
         stream._fixedmodel_watch = watch  # type: ignore[attr-defined]  # ours, on litellm's object
-        stream.__class__ = _watched_class(base)
+        stream.__class__ = stream_subclass(base, "watched", _reporting)
         weakref.finalize(stream, _abandoned, watch)
     with watch.lock:
         if not watch.done:
