@@ -13,9 +13,10 @@ kill interrupted) and collects them, uploading and paying nothing twice. Lines t
 expired or cancelled batch left unanswered go into a new batch (``max_rounds``).
 
 Layers of the stack: ``with_cache`` applies (answered requests are not sent; every answer is
-stored as a live one would be). Routing that picks another model per request
-(``with_fallbacks``, ``with_load_balancing``) and ``with_budget`` cannot apply to one batch
-and are refused, naming the layer. Per-request layers (``with_retries``,
+stored as a live one would be), and so does ``with_budget`` (each line reserves its worst
+case at the batch price and is settled from its usage; see ``_batch_budget.py``). Routing
+that picks another model per request (``with_fallbacks``, ``with_load_balancing``) cannot
+apply to one batch and is refused, naming the layer. Per-request layers (``with_retries``,
 ``with_rate_limit``, logging, metrics, tracing) are passed over: a batch makes no live
 requests for them to govern or record.
 """
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, cast, overload
 
 from fixedmodel._batch import CompletionRequest, EmbeddingRequest
 from fixedmodel._batch_api import BatchAPI
+from fixedmodel._batch_budget import BatchBudget
 from fixedmodel._batch_lines import LineFormat, LineOutcome, ProviderBatchLineError, read_line
 from fixedmodel._batch_result import BatchFailure, BatchResult, BatchSuccess
 from fixedmodel._batch_state import JobState, Part, parts_folder
@@ -57,8 +59,6 @@ _ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 _REFUSED = {
     "_Fallbacks": "with_fallbacks (a batch goes to one model)",
     "_Balanced": "with_load_balancing (a batch goes to one deployment)",
-    "_Budgeted": "with_budget (not applied to provider batches yet; bound the job with max_rounds "
-    "and the provider's own limits)",
 }
 
 
@@ -68,8 +68,10 @@ class _Stack:
     def __init__(self, fn: object) -> None:
         from fixedmodel._bind import BoundACompletion, BoundAEmbedding
         from fixedmodel.middleware.cache import AsyncCache
+        from fixedmodel.routing.budget import _AsyncBudgeted  # pyright: ignore[reportPrivateUsage]
 
         self.cache: AsyncCache | None = None
+        self.budget: _AsyncBudgeted | None = None
         layer = fn
         while isinstance(layer, Wrapper):
             for base in type(layer).__mro__:
@@ -78,6 +80,8 @@ class _Stack:
                     raise ValueError(msg)
             if isinstance(layer, AsyncCache) and self.cache is None:
                 self.cache = layer
+            if isinstance(layer, _AsyncBudgeted) and self.budget is None:
+                self.budget = layer
             layer = layer._inner  # pyright: ignore[reportPrivateUsage]
         if isinstance(layer, BoundACompletion):
             self.kind: RequestKind = "completion"
@@ -93,12 +97,15 @@ class _Stack:
 
 
 class _Item:
-    __slots__ = ("cache_key", "custom_id", "line")
+    __slots__ = ("cache_key", "custom_id", "line", "worst")
 
-    def __init__(self, custom_id: str, line: bytes, cache_key: str | None) -> None:
+    def __init__(
+        self, custom_id: str, line: bytes, cache_key: str | None, worst: tuple[int, int]
+    ) -> None:
         self.custom_id = custom_id
         self.line = line
         self.cache_key = cache_key
+        self.worst = worst  # (nano-USD, tokens) a budget reserves for it
 
 
 @overload
@@ -231,6 +238,10 @@ class _Job:
         self._files: dict[str, tuple[str | None, str | None]] = {}
         self._failures: dict[str, tuple[str, str] | None] = {}
         self._seen: dict[str, Any] = {}  # The last look at each part's batch.
+        self._budget: BatchBudget | None = None
+        if stack.budget is not None:
+            self._budget = BatchBudget(stack.budget, lines.provider_model, lines.provider)
+        self._unsettled: list[str] = []  # Failed lines whose reservation is to be given back.
         self._progress: Progress | None = None
 
     async def read(
@@ -262,7 +273,8 @@ class _Job:
             if cache is not None:
                 found = cache._request(kwargs)  # pyright: ignore[reportPrivateUsage]
                 key = found.key if found is not None else None
-            items.append(_Item(custom_id, self._lines.line(custom_id, kwargs), key))
+            worst = (0, 0) if self._budget is None else self._budget.worst_case(kwargs)
+            items.append(_Item(custom_id, self._lines.line(custom_id, kwargs), key, worst))
         return items
 
     async def run(
@@ -279,6 +291,30 @@ class _Job:
                 await self._from_cache(index, item, progress)
         missing = [i for i in items if self._index[i.custom_id] not in self._results]
         missing = [i for i in missing if i.custom_id not in batched]
+        try:
+            return await self._run(state, items, missing, progress, limits)
+        finally:
+            if self._budget is not None:
+                await self._budget.release()
+
+    async def _run(
+        self,
+        state: JobState,
+        items: list[_Item],
+        missing: list[_Item],
+        progress: Progress,
+        limits: tuple[int, int],
+    ) -> list[BatchResult[Any]]:
+        budget = self._budget
+        if budget is not None:
+            allowed: list[_Item] = []
+            for item in missing:
+                refusal = await budget.reserve(item.custom_id, *item.worst)
+                if refusal is None:
+                    allowed.append(item)
+                else:  # Not uploaded: the budget refused it before anything was sent.
+                    self._fail(item, refusal, progress)
+            missing = allowed
         if missing:
             self._add_round(state, missing, limits)
         done_rounds = 0
@@ -289,6 +325,7 @@ class _Job:
             unanswered: list[_Item] = []
             for part in parts:
                 unanswered.extend(await self._collect(state, part, items, progress))
+            await self._release_failed()
             done_rounds += 1
             if unanswered and done_rounds == len(state.rounds):
                 if len(state.rounds) < self._max_rounds:
@@ -302,7 +339,15 @@ class _Job:
                     item.custom_id, "missing", "the batch's files hold no line for this request"
                 )
                 self._fail(item, error, progress)
+        await self._release_failed()
         return [self._results[i] for i in range(len(items))]
+
+    async def _release_failed(self) -> None:
+        """Give back the reservations of the lines that failed (providers bill no error)."""
+        failed, self._unsettled = self._unsettled, []
+        if self._budget is not None:
+            for custom_id in failed:
+                await self._budget.settle(custom_id, None)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -507,6 +552,8 @@ class _Job:
             return
         self._results[index] = BatchSuccess(index, item.custom_id, response)
         progress.answered(response)
+        if self._budget is not None:
+            await self._budget.settle(item.custom_id, response)
         await self._store(item, response)
 
     async def _store(self, item: _Item, response: object) -> None:
@@ -526,6 +573,7 @@ class _Job:
         if index in self._results:
             return
         self._results[index] = BatchFailure(index, item.custom_id, error)
+        self._unsettled.append(item.custom_id)
         progress.failed()
 
     def _pending_error(self, item: _Item) -> BaseException:

@@ -434,3 +434,31 @@ async def test_the_servers_responder_answers_batch_lines_as_it_answers_live_call
     assert [responses.text(r.response) for r in results if r.response is not None] == [
         f"summary of document {i}" for i in range(3)
     ]
+
+
+async def test_a_budget_reserves_at_the_batch_price_and_settles_from_usage(
+    server: OpenAIServer, tmp_path: Path
+) -> None:
+    import litellm
+
+    from fixedmodel import Budget, with_budget
+
+    info = litellm.get_model_info("gpt-4o-mini", "openai")
+    # Room for the worst case of 5 lines (64 output tokens each) at the batch price, but not 6.
+    prompt = litellm.token_counter(model="gpt-4o-mini", messages=_requests(1)[0]["messages"])
+    batch_worst = prompt * info["input_cost_per_token_batches"]
+    batch_worst += 64 * info["output_cost_per_token_batches"]
+    budget = Budget(max_cost=5.5 * batch_worst * 1.2)
+    chat = with_budget(_chat(server, max_tokens=64), budget)
+    results = await provider_batch(chat, _requests(8), state=tmp_path / "s.json", poll_interval=0)
+
+    answered = [r for r in results if r.ok]
+    refused = [r for r in results if isinstance(r.error, litellm.BudgetExceededError)]
+    assert answered and refused and len(answered) + len(refused) == 8
+    [upload] = server.batches.uploads
+    sent = {line["custom_id"] for line in server.batches.file_lines(upload["id"])}
+    assert sent == {r.id for r in answered}  # refused lines were never uploaded
+    status = await budget.astatus()
+    spent = sum(r.response._hidden_params["response_cost"] for r in answered if r.response)
+    assert status.cost == pytest.approx(spent, rel=1e-6)  # settled from usage, batch price
+    assert status.cost_in_flight == 0  # nothing left held
