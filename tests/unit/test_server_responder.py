@@ -208,3 +208,18 @@ def test_the_standalone_example_in_the_docs_runs() -> None:
     section = page.split("## The loopback server", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(code, "docs/testing.md", "exec"), {"__name__": "docs_example"})
+
+
+def test_a_fixed_port_keeps_the_base_url_from_run_to_run() -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port free right now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    urls = []
+    for _ in range(2):
+        with OpenAIServer(port=port) as server:
+            urls.append(server.base_url)
+    assert urls == [f"http://127.0.0.1:{port}/v1"] * 2
+    with pytest.raises(ValueError, match="port"):
+        OpenAIServer(port=70000)

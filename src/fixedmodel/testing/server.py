@@ -255,8 +255,18 @@ class OpenAIServer:
         reply_text: str = DEFAULT_REPLY,
         embedding_dim: int = 8,
         responder: Responder | None = None,
+        port: int = 0,
     ) -> None:
-        """Creates a stopped server with the given reply text, embedding size and responder."""
+        """Creates a stopped server with the given reply text, embedding size and responder.
+
+        ``port`` fixes the TCP port on 127.0.0.1 (0: a free one, chosen at start). A fixed
+        port keeps ``base_url`` the same from run to run, which a persistent cache needs:
+        ``api_base`` is part of every cache key.
+        """
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            msg = f"port must be an int in 0..65535, got {port!r}"
+            raise ValueError(msg)
+        self._wanted_port = port
         self.reply_text = reply_text
         self.responder: Responder | None = responder
         self.usage_completion_tokens: int | None = None
@@ -332,7 +342,7 @@ class OpenAIServer:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
         await runner.setup()
         try:
-            await web.TCPSite(runner, "127.0.0.1", 0, backlog=2048).start()
+            await web.TCPSite(runner, "127.0.0.1", self._wanted_port, backlog=2048).start()
         except BaseException:
             await runner.cleanup()
             raise
