@@ -263,7 +263,7 @@ class OpenAIServer:
         port keeps ``base_url`` the same from run to run, which a persistent cache needs:
         ``api_base`` is part of every cache key.
         """
-        given: object = port  # untyped callers pass anything
+        given = cast("object", port)  # untyped callers pass anything
         if isinstance(given, bool) or not isinstance(given, int) or not 0 <= given <= 65535:
             msg = f"port must be an int in 0..65535, got {port!r}"
             raise ValueError(msg)
