@@ -385,16 +385,16 @@ def _redis(calls: int) -> dict[str, list[float]]:
         RedisCooldownStore(server.url) as cooldown,
     ):
         cooldown.failed("cooling", policy, probe=False, cool_for=3600.0)
-        for _ in range(50):  # Warm up: connection, script load.
-            held = budget.reserve("b", caps, 1000, 10)
-            budget.settle("b", caps, held.window, -10, -1)
+        for number in range(50):  # Warm up: connection, script load.
+            budget.reserve("b", caps, f"w{number}", 1000, 10)
+            budget.settle("b", caps, f"w{number}", 990, 9)
             cooldown.enter("healthy", policy)
             cooldown.enter("cooling", policy)
         with frozen_heap():
-            for _ in range(calls):
+            for number in range(calls):
                 start = time.perf_counter()
-                held = budget.reserve("b", caps, 1000, 10)
-                budget.settle("b", caps, held.window, -10, -1)
+                budget.reserve("b", caps, f"r{number}", 1000, 10)
+                budget.settle("b", caps, f"r{number}", 990, 9)
                 middle = time.perf_counter()
                 cooldown.enter("healthy", policy)
                 healthy = time.perf_counter()
