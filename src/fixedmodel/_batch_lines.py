@@ -190,7 +190,7 @@ class LineFormat:
             for name in ("api_key", "api_base", "base_url", "api_version", "organization")
             if defaults.get(name) is not None
         }
-        self._templates: dict[str, dict[str, Any]] = {}
+        self._templates: dict[object, dict[str, Any]] = {}
         self._flat: tuple[float, float] | bool | None = None  # None: not looked up yet
         self._flat_checked = False
 
@@ -201,7 +201,11 @@ class LineFormat:
         content = request.pop(content_name)
         params = {n: v for n, v in request.items() if n not in _NOT_IN_BODY and n != "stream"}
         extra = params.pop("extra_body", None)
-        signature = json.dumps(params, sort_keys=True, default=repr)
+        signature: object
+        try:  # Plain values (the usual case): hashing them is far cheaper than encoding.
+            signature = frozenset(params.items())
+        except TypeError:  # A list or dict among them: its JSON text keys the mapping.
+            signature = json.dumps(params, sort_keys=True, default=repr)
         template = self._templates.get(signature)
         if template is None:
             template = self._map(params)
@@ -220,7 +224,8 @@ class LineFormat:
             "url": self.endpoint,
             "body": self.body(kwargs),
         }
-        return json.dumps(line, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
+        # ASCII JSON: the C encoder's fast path, and any text (a lone surrogate too) escaped.
+        return json.dumps(line).encode("ascii") + b"\n"
 
     def _map(self, params: dict[str, Any]) -> dict[str, Any]:
         """litellm's mapping of the optional parameters for this provider and model."""
