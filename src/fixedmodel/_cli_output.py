@@ -58,8 +58,8 @@ def error_record(custom_id: str, error: BaseException) -> dict[str, Any]:
             "response": None,
             "error": {"code": _error_code(error), "message": _message(error)},
         }
-    response: object = getattr(error, "response", None)
-    request_id = _header(response, "x-request-id") or _header(response, "request-id")
+    headers = _answer_headers(error)
+    request_id = _header(headers, "x-request-id") or _header(headers, "request-id")
     return {
         "id": record_id,
         "custom_id": custom_id,
@@ -78,14 +78,13 @@ def _http_status(error: BaseException) -> int | None:
     Only the openai SDK's status errors (which litellm's own HTTP error classes extend)
     can carry an answer, and litellm also raises them for failures that had none: a
     dropped connection becomes an ``InternalServerError`` (500) whose stand-in response
-    has no headers. A real answer always has some (litellm copies them over).
+    has no headers. A real answer always has some (see :func:`_answer_headers`).
     """
     import openai
 
     if not isinstance(error, openai.APIStatusError):
         return None
-    headers: Any = getattr(error.response, "headers", None)
-    if not headers:
+    if not _answer_headers(error):
         return None
     status: int = error.status_code
     return status if 400 <= status <= 599 else None
@@ -108,8 +107,17 @@ def _message(error: BaseException) -> str:
     return redact(_LITELLM_PREFIX.sub("", first) or first)
 
 
-def _header(response: object, name: str) -> str | None:
-    headers: Any = getattr(response, "headers", None)
+def _answer_headers(error: BaseException) -> Any:
+    """The headers of the provider's answer behind ``error``; empty when none came back.
+
+    Newer litellm releases copy them onto the error's response; older ones (1.100) leave
+    that response bare and keep them in ``litellm_response_headers``.
+    """
+    headers: Any = getattr(getattr(error, "response", None), "headers", None)
+    return headers or getattr(error, "litellm_response_headers", None) or {}
+
+
+def _header(headers: Any, name: str) -> str | None:
     try:
         value: object = headers.get(name) if headers is not None else None
     except Exception:  # a mock response without real headers
