@@ -193,6 +193,7 @@ class LineFormat:
         self._templates: dict[object, dict[str, Any]] = {}
         self._flat: tuple[float, float] | bool | None = None  # None: not looked up yet
         self._flat_checked = False
+        self._full_dump: bool | None = None  # None: not looked up yet
 
     def body(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The JSON body litellm would send live for a call with ``kwargs``."""
@@ -256,13 +257,37 @@ class LineFormat:
             litellm.ModelResponse() if self.kind == "completion" else litellm.EmbeddingResponse()
         )
         response: ModelResponse | EmbeddingResponse = convert(
-            response_object=body, model_response_object=empty, response_type=self.kind
+            response_object=self._as_live(body),
+            model_response_object=empty,
+            response_type=self.kind,
         )
         hidden: dict[str, Any] = getattr(response, "_hidden_params")  # noqa: B009 - litellm's
         hidden["custom_llm_provider"] = self.provider
         hidden["response_cost"] = self.cost(response)
         hidden["batch"] = True
         return response
+
+    def _as_live(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` as litellm's live OpenAI path hands it to the converter.
+
+        Newer litellm releases pass on only the fields the provider sent
+        (``model_dump_provider_response``); older ones (1.100) dump the SDK's parsed
+        ``ChatCompletion`` whole, so its unset fields arrive as None and the live answer
+        has them too.
+        """
+        if self.kind != "completion":
+            return body
+        if self._full_dump is None:
+            common = import_module("litellm.llms.openai.common_utils")
+            self._full_dump = not hasattr(common, "model_dump_provider_response")
+        if not self._full_dump:
+            return body
+        from openai.types.chat import ChatCompletion
+
+        try:
+            return ChatCompletion.model_validate(body).model_dump()
+        except ValueError:  # not a chat completion after all: as the provider sent it
+            return body
 
     def cost(self, response: ModelResponse | EmbeddingResponse) -> float:
         """USD for ``response`` at the provider's batch price (0 when litellm has none).
