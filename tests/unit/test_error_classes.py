@@ -9,7 +9,15 @@ import litellm
 import openai
 import pytest
 
-from fixedmodel.middleware._errors import is_quota_exhausted, is_retryable, never_sent
+from fixedmodel.middleware._errors import (
+    is_quota_exhausted,
+    is_rate_limit,
+    is_retryable,
+    is_route_failure,
+    is_unsupported_here,
+    never_sent,
+    status_of,
+)
 
 
 def _response(status: int, body: object) -> httpx.Response:
@@ -166,3 +174,17 @@ def test_payment_required_is_not_retried() -> None:
     )
     assert is_quota_exhausted(error)
     assert not is_retryable(error)
+
+
+@pytest.mark.parametrize("status", [429, 422, 503])
+def test_a_budget_refusal_is_no_provider_status_whatever_litellm_labels_it(status: int) -> None:
+    # litellm 1.100 gives BudgetExceededError status_code 429, later releases 422: either
+    # way the refusal happened here before any request, so it is neither a rate limit to
+    # retry nor a deployment failure to cool down for.
+    refusal = litellm.BudgetExceededError(current_cost=2.0, max_budget=1.0)
+    refusal.status_code = status
+    assert status_of(refusal) is None
+    assert not is_retryable(refusal)
+    assert not is_rate_limit(refusal)
+    assert not is_route_failure(refusal)
+    assert not is_unsupported_here(refusal)

@@ -45,14 +45,20 @@ def is_unsupported_here(exc: BaseException) -> bool:
     not retried: the same server fails the same way. Another deployment or provider may
     serve the request, so fallbacks and load balancing may still move on.
     """
-    status = getattr(exc, "status_code", None)
-    return isinstance(status, int) and status in _PERMANENT_SERVER_STATUSES
+    return status_of(exc) in _PERMANENT_SERVER_STATUSES
 
 
 def status_of(exc: BaseException) -> int | None:
-    """The HTTP status ``exc`` carries (``status_code``), or None."""
+    """The HTTP status a provider answered with, as ``exc`` carries it (``status_code``).
+
+    None when it carries none, and for ``litellm.BudgetExceededError``: a refusal in this
+    process before any request, whose ``status_code`` litellm makes up (429 in 1.100, so
+    read as a rate limit it would be retried and cool a deployment; 422 in later releases).
+    """
     status: object = getattr(exc, "status_code", None)
-    return status if isinstance(status, int) and not isinstance(status, bool) else None
+    if not isinstance(status, int) or isinstance(status, bool):
+        return None
+    return None if isinstance(exc, litellm_module().BudgetExceededError) else status
 
 
 def is_denied(exc: BaseException) -> bool:
@@ -134,8 +140,8 @@ def is_retryable(exc: BaseException) -> bool:
     )
     if isinstance(exc, never) or never_sent(exc) or is_quota_exhausted(exc):
         return False
-    status = getattr(exc, "status_code", None)
-    if isinstance(status, int) and status in _PERMANENT_SERVER_STATUSES:
+    status = status_of(exc)
+    if status in _PERMANENT_SERVER_STATUSES:
         return False
     always = _litellm_classes(
         "RateLimitError",
@@ -147,7 +153,7 @@ def is_retryable(exc: BaseException) -> bool:
     )
     if isinstance(exc, always):
         return True
-    return isinstance(status, int) and not isinstance(status, bool) and _retryable_status(status)
+    return status is not None and _retryable_status(status)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -280,7 +286,7 @@ def is_quota_exhausted(exc: BaseException) -> bool:
     The error body is read from the exception (``body``, the HTTP response, or the JSON
     litellm quotes in its message); wording of messages is never matched.
     """
-    status = getattr(exc, "status_code", None)
+    status = status_of(exc)
     if status == 402:
         return True
     if status not in (None, 403, 429):
@@ -358,9 +364,7 @@ def _first_json_object(text: str) -> Mapping[str, object] | None:
 
 def is_rate_limit(exc: BaseException) -> bool:
     """Tell whether ``exc`` is the provider saying "too many requests" (HTTP 429)."""
-    return isinstance(exc, litellm_module().RateLimitError) or (
-        getattr(exc, "status_code", None) == 429
-    )
+    return isinstance(exc, litellm_module().RateLimitError) or status_of(exc) == 429
 
 
 def _headers(exc: BaseException) -> Mapping[str, str] | None:

@@ -80,6 +80,7 @@ from fixedmodel.middleware._call import (
     request_reader,
     requests_made,
 )
+from fixedmodel.middleware._errors import status_of
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -541,8 +542,8 @@ def _mark_failed(instruments: _Instruments, span: Span, error: BaseException) ->
         # cancellation and other BaseExceptions, which are not errors of the call).
         span.record_exception(error)
     span.set_attribute("error.type", error_type)
-    status = getattr(error, "status_code", None)
-    description = f"{error_type} (HTTP {status})" if isinstance(status, int) else error_type
+    status = status_of(error)
+    description = error_type if status is None else f"{error_type} (HTTP {status})"
     span.set_status(instruments.error_status(description))
     return error_type
 

@@ -43,6 +43,7 @@ from fixedmodel.middleware._errors import (
     is_not_found,
     is_route_failure,
     retry_after,
+    status_of,
 )
 from fixedmodel.routing._chain import has_next_in_chain
 from fixedmodel.routing._first_chunk import afirst_chunk, first_chunk, is_stream
@@ -340,8 +341,8 @@ class _Fallbacks(Wrapper):
         failures = call.failures
         last = failures[-1][1]
         for name, error in failures[:-1]:
-            status = getattr(error, "status_code", None)
-            shown = f" (HTTP {status})" if isinstance(status, int) else ""
+            status = status_of(error)
+            shown = "" if status is None else f" (HTTP {status})"
             add_note(
                 last,
                 f"fixedmodel.with_fallbacks: {name} failed with {type(error).__name__}{shown}",
