@@ -31,6 +31,9 @@ from fixedmodel.middleware._errors import retry_after
 from fixedmodel.testing.server import Fault, OpenAIServer
 from tests.unit.test_exception_pickling import raise_rate_limit
 
+# Starts other interpreters or engines; run at the newest litellm only (see scripts/test.sh).
+pytestmark = pytest.mark.heavy
+
 ROOT = Path(__file__).parents[2]
 
 # Read by Ray when it is imported: without it, Ray resolves 127.0.0.1 to the host's address

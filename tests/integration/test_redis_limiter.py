@@ -104,6 +104,7 @@ def _max_certainly_in_window(admissions: list[tuple[float, float]], period: floa
     return most
 
 
+@pytest.mark.heavy  # Starts worker processes; run at the newest litellm only.
 def test_worker_processes_share_one_quota(redis_server: servers.RedisServer) -> None:
     namespace = servers.unique_namespace("workers")
     context = multiprocessing.get_context("spawn")

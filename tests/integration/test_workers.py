@@ -36,6 +36,9 @@ from fixedmodel.stores._limiter_store import Acquisition
 from fixedmodel.testing.server import Fault, OpenAIServer
 from tests.integration import redis_server as servers
 
+# Starts other interpreters or engines; run at the newest litellm only (see scripts/test.sh).
+pytestmark = pytest.mark.heavy
+
 redis_server = servers.redis_server
 
 LIMIT = RateLimit(requests=60, period=1.0)

@@ -40,6 +40,9 @@ from fixedmodel.middleware._errors import retry_after
 from fixedmodel.testing.server import Fault, OpenAIServer
 from tests.unit.test_exception_pickling import UnrebuildableError, raise_rate_limit
 
+# Starts other interpreters or engines; run at the newest litellm only (see scripts/test.sh).
+pytestmark = pytest.mark.heavy
+
 MESSAGES_OF = [[{"role": "user", "content": f"item {i}"}] for i in range(3)]
 
 

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+# Starts other interpreters or engines; run at the newest litellm only (see scripts/test.sh).
+pytestmark = pytest.mark.heavy
+
 ROOT = Path(__file__).parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 OFFLINE = ROOT / "tests" / "support" / "offline"

@@ -12,6 +12,9 @@ import pytest
 from fixedmodel import bind_completion, responses
 from fixedmodel.testing import RealRequestError, blocking_real_requests
 
+# Starts other interpreters or engines; run at the newest litellm only (see scripts/test.sh).
+pytestmark = pytest.mark.heavy
+
 MESSAGES = [{"role": "user", "content": "Hi"}]
 
 
