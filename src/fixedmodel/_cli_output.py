@@ -19,12 +19,13 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, cast
 
 from fixedmodel._cli_common import redact
+from fixedmodel.middleware._errors import answer_headers
 
 _LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?(\w+Exception\s*-\s*)?")
 
@@ -58,7 +59,7 @@ def error_record(custom_id: str, error: BaseException) -> dict[str, Any]:
             "response": None,
             "error": {"code": _error_code(error), "message": _message(error)},
         }
-    headers = _answer_headers(error)
+    headers = answer_headers(error)
     request_id = _header(headers, "x-request-id") or _header(headers, "request-id")
     return {
         "id": record_id,
@@ -78,13 +79,13 @@ def _http_status(error: BaseException) -> int | None:
     Only the openai SDK's status errors (which litellm's own HTTP error classes extend)
     can carry an answer, and litellm also raises them for failures that had none: a
     dropped connection becomes an ``InternalServerError`` (500) whose stand-in response
-    has no headers. A real answer always has some (see :func:`_answer_headers`).
+    has no headers. A real answer always has some (see ``answer_headers``).
     """
     import openai
 
     if not isinstance(error, openai.APIStatusError):
         return None
-    if not _answer_headers(error):
+    if not answer_headers(error):
         return None
     status: int = error.status_code
     return status if 400 <= status <= 599 else None
@@ -107,17 +108,7 @@ def _message(error: BaseException) -> str:
     return redact(_LITELLM_PREFIX.sub("", first) or first)
 
 
-def _answer_headers(error: BaseException) -> Any:
-    """The headers of the provider's answer behind ``error``; empty when none came back.
-
-    Newer litellm releases copy them onto the error's response; older ones (1.100) leave
-    that response bare and keep them in ``litellm_response_headers``.
-    """
-    headers: Any = getattr(getattr(error, "response", None), "headers", None)
-    return headers or getattr(error, "litellm_response_headers", None) or {}
-
-
-def _header(headers: Any, name: str) -> str | None:
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
     try:
         value: object = headers.get(name) if headers is not None else None
     except Exception:  # a mock response without real headers

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +14,6 @@ from fixedmodel.testing import RealRequestError, blocking_real_requests
 pytestmark = pytest.mark.heavy
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _a_loop_this_module_closes() -> Iterator[None]:
-    # litellm's sync path asks asyncio.get_event_loop(), which in a main thread without a loop
-    # creates one nobody closes; collected later, its ResourceWarning fails some other test.
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
 
 
 # Every connection attempt of the inner test's process is recorded and refused, so a test can

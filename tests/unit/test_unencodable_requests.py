@@ -63,9 +63,6 @@ DEEP: dict[str, dict[str, Any]] = {
 }
 
 
-LITELLM_FINE: dict[str, Any] = {"mock_response": "fine", "api_key": "sk-x"}
-
-
 def _answers_deep_requests() -> FakeCompletion:
     """A bound call that answers requests nested deeper than the recursion limit.
 
@@ -164,7 +161,10 @@ def test_a_deep_content_part_is_estimated() -> None:
 @pytest.mark.parametrize("case", [*DEEP, "content"])
 def test_the_token_limiter_lets_such_requests_through(case: str) -> None:
     request = DEEP.get(case) or UNENCODABLE[case]
-    chat = _answers_deep_requests() if case in DEEP else bind_completion(MODEL, **LITELLM_FINE)
+    if case in DEEP:
+        chat = _answers_deep_requests()
+    else:
+        chat = bind_completion(MODEL, mock_response="fine", api_key="sk-x")
     limited = with_rate_limit(chat, RateLimit(tokens=10_000_000))
     assert responses.text(limited(**request)) == "fine"
 

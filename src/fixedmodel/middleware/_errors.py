@@ -367,9 +367,15 @@ def is_rate_limit(exc: BaseException) -> bool:
     return isinstance(exc, litellm_module().RateLimitError) or status_of(exc) == 429
 
 
-def _headers(exc: BaseException) -> Mapping[str, str] | None:
+def answer_headers(exc: BaseException) -> Mapping[str, str] | None:
+    """The headers of the provider's answer behind ``exc``; None when no answer came back.
+
+    litellm keeps them in ``litellm_response_headers``; newer releases also copy them onto
+    the error's ``response`` (1.100 leaves that response's headers empty). The first
+    non-empty one counts: a failure with no answer behind it (a dropped connection) has none.
+    """
     for source in (getattr(exc, "litellm_response_headers", None), _response_headers(exc)):
-        if isinstance(source, Mapping):
+        if isinstance(source, Mapping) and source:
             headers: Mapping[str, str] = source  # pyright: ignore[reportUnknownVariableType]
             return headers
     return None
@@ -386,7 +392,7 @@ def retry_after(exc: BaseException, *, now: float | None = None) -> float | None
     Reads ``retry-after-ms`` (milliseconds) first, then ``retry-after`` as seconds or as an
     HTTP date. Negative or unreadable values count as no advice.
     """
-    headers = _headers(exc)
+    headers = answer_headers(exc)
     if headers is None:
         return None
     millis = headers.get("retry-after-ms")
