@@ -7,6 +7,7 @@ No network: scripted fakes, and a clock the tests move by hand.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import litellm
 import pytest
@@ -231,6 +232,30 @@ def test_max_tokens_counts_and_bound_defaults_are_read() -> None:
     with pytest.raises(litellm.ContextWindowExceededError):
         with_fallbacks(primary, limited)(messages=medium)
     assert limited.calls == []
+
+
+def test_a_prompt_whose_bytes_fit_is_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Counting tokens costs tens of microseconds on every failover; a text prompt's UTF-8
+    # bytes bound its tokens, so a prompt that fits by bytes is let through uncounted.
+    from fixedmodel.routing import _windows
+
+    counted: list[object] = []
+    real = _windows.estimate_tokens
+
+    def counting(*args: Any, **kwargs: Any) -> int:
+        counted.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_windows, "estimate_tokens", counting)
+    primary = FakeCompletion([Fail(503), Fail(503)], model="gpt-4o")
+    small = FakeCompletion(lambda call: "small", model="gpt-4")  # 8,192
+    chat = with_fallbacks(primary, small)
+    assert responses.text(chat(messages=MESSAGES, max_tokens=500)) == "small"
+    assert counted == []
+    # Past the window by bytes, yet about 7,000 tokens: counted, and it fits.
+    medium = [{"role": "user", "content": "hello " * 7_000}]
+    assert responses.text(chat(messages=medium)) == "small"
+    assert len(counted) == 1
 
 
 def test_an_unknown_model_is_never_skipped_for_context() -> None:

@@ -10,6 +10,7 @@ before any request was sent (:func:`never_sent`).
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -105,12 +106,13 @@ def _retryable_status(status: int) -> bool:
     return status in _RETRYABLE_CLIENT_STATUSES
 
 
+@functools.cache
 def _litellm_classes(*names: str) -> tuple[type[BaseException], ...]:
     """The litellm exception classes of these names that the installed litellm has.
 
     Looked up one by one: older litellm releases lack some (1.80.0 has no
     ``PermissionDeniedError``), and a missing class must not turn every error into an
-    ``AttributeError``.
+    ``AttributeError``. Looked up once per set of names: every failed call asks.
     """
     litellm = litellm_module()
     found: list[type[BaseException]] = []

@@ -14,6 +14,7 @@ from typing import Any
 from fixedmodel._litellm import litellm_module
 from fixedmodel.middleware._call import Wrapper, request_reader
 from fixedmodel.middleware._tokens import estimate_tokens
+from fixedmodel.routing._pricing import prompt_bound, requested_output
 
 __all__ = ["Fit"]
 
@@ -72,6 +73,9 @@ class Fit:
             return None
         request = self._read(arguments)
         request.pop("n", None)  # Each choice has the whole window to itself.
+        bound = prompt_bound(request)  # Never below the count, and far cheaper than counting.
+        if bound is not None and bound + requested_output(request, 0) <= window:
+            return None
         try:
             needed = estimate_tokens(request, self._model, 0)
         except Exception:  # a request it cannot count is the callable's to judge
