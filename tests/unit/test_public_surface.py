@@ -9,10 +9,16 @@ as modules keep their own lists: ``fixedmodel.errors``, ``fixedmodel.responses``
 
 from __future__ import annotations
 
+import ast
 import importlib
+import os
 import pkgutil
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import fixedmodel
 
@@ -52,3 +58,55 @@ def test_the_api_page_names_every_public_name() -> None:
     page = API_PAGE.read_text(encoding="utf-8")
     unnamed = [name for name in fixedmodel.__all__ if not re.search(rf"\b{name}\b", page)]
     assert unnamed == [], f"not on docs/api.md: {unnamed}"
+
+
+def _checker_imports() -> dict[str, str]:
+    """The names ``fixedmodel/__init__.py`` imports for the type checkers, and from where."""
+    tree = ast.parse(Path(fixedmodel.__file__).read_text(encoding="utf-8"))
+    blocks = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    ]
+    found: dict[str, str] = {}
+    for node in (statement for block in blocks for statement in block.body):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                module = node.module
+                if module == "fixedmodel":  # A submodule: fixedmodel.errors, ...
+                    module = f"fixedmodel.{alias.name}"
+                found[alias.asname or alias.name] = module
+    return found
+
+
+def test_the_lazy_homes_say_what_the_checkers_see() -> None:
+    checked = _checker_imports()
+    assert checked == fixedmodel._HOME_OF
+    assert list(fixedmodel._HOME_OF) == fixedmodel.__all__
+
+
+def test_every_public_name_resolves_to_its_home() -> None:
+    for name in fixedmodel.__all__:
+        value = getattr(fixedmodel, name)
+        home = importlib.import_module(fixedmodel._HOME_OF[name])
+        assert value is (home if home.__name__ == f"fixedmodel.{name}" else getattr(home, name))
+    assert set(fixedmodel.__all__) <= set(dir(fixedmodel))
+    with pytest.raises(AttributeError, match="has no attribute 'with_retry'"):
+        _ = fixedmodel.with_retry  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
+
+
+def test_import_fixedmodel_loads_no_layer_until_used() -> None:
+    # A fresh interpreter: this one has imported everything already.
+    probe = (
+        "import sys, fixedmodel\n"
+        "heavy = ('litellm', 'tenacity', 'redis', 'fixedmodel.routing', 'fixedmodel._batch',\n"
+        "         'fixedmodel.stores', 'fixedmodel._workers', 'fixedmodel.middleware.tracing')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "fixedmodel.with_budget\n"
+        "print('fixedmodel.routing' in sys.modules)\n"
+    )
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.split("\n")[:2] == ["[]", "True"]
