@@ -25,9 +25,8 @@ from collections.abc import (
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
-from typing_extensions import Self
-
 from fixedmodel._batch_result import BatchCancelledError, BatchFailure, BatchResult, BatchSuccess
+from fixedmodel._closing import AsyncClosing
 from fixedmodel._progress import Progress, ProgressCallback
 
 __all__ = ["BatchRun", "Item", "Options", "Run", "checked_item", "length", "stopped"]
@@ -263,7 +262,7 @@ class _Cursor:
         return await self._run.next()
 
 
-class BatchRun(Generic[ResponseT]):
+class BatchRun(AsyncClosing, Generic[ResponseT]):
     """The results of :func:`aiter_batch`, read once with ``async for``.
 
     Leaving the ``async for`` loop, by ``break``, ``return`` or an exception, cancels the
@@ -293,12 +292,6 @@ class BatchRun(Generic[ResponseT]):
     async def aclose(self) -> None:
         """Cancel the requests in flight and stop reading input (idempotent)."""
         await self._run.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 @dataclass(frozen=True)

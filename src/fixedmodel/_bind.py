@@ -13,11 +13,11 @@ import difflib
 import inspect
 import warnings
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
-from typing_extensions import Self, Unpack
+from typing_extensions import Unpack
 
+from fixedmodel._closing import AsyncClosing, Closing
 from fixedmodel._guard import check_request, is_blocking
 from fixedmodel._litellm import litellm_module
 from fixedmodel._params import CompletionParams, EmbeddingInput, EmbeddingParams, Messages
@@ -281,7 +281,7 @@ class _Bound:
         )
 
 
-class _SyncBound(_Bound):
+class _SyncBound(Closing, _Bound):
     __slots__ = ()
 
     def close(self) -> None:
@@ -291,19 +291,8 @@ class _SyncBound(_Bound):
         """
         release_sync_clients()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class _AsyncBound(_Bound):
+class _AsyncBound(AsyncClosing, _Bound):
     __slots__ = ()
 
     async def aclose(self) -> None:
@@ -312,17 +301,6 @@ class _AsyncBound(_Bound):
         The object stays usable: the next call opens new connections.
         """
         await release_async_clients()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class BoundACompletion(_AsyncBound):

@@ -12,6 +12,7 @@ An attempt never changes the call: a fault of the observer is logged (once per k
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Literal, Protocol, TypeAlias
@@ -52,24 +53,7 @@ def stop_observing(token: Token[AttemptObserver | None]) -> None:
     _observer.reset(token)
 
 
-class _Nothing:
-    """The context manager of an unobserved attempt."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> Literal[False]:
-        return False
-
-
-_NOTHING = _Nothing()
+_NOTHING: AbstractContextManager[None] = nullcontext()  # An unobserved attempt.
 
 
 class _Observed:
@@ -99,7 +83,7 @@ class _Observed:
 
 def attempt(
     kind: AttemptKind, target: object, name: str | None = None, number: int | None = None
-) -> _Nothing | _Observed:
+) -> AbstractContextManager[None]:
     """A context manager around one attempt of ``target`` (the callable tried).
 
     Args:

@@ -12,11 +12,11 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal, TypeAlias, cast
 
 from typing_extensions import Self
 
+from fixedmodel._closing import AsyncClosing, Closing
 from fixedmodel._protocols import (
     AFixedModelCompletion,
     AFixedModelEmbedding,
@@ -136,7 +136,7 @@ def check_callable(function: object, wrapper: str) -> None:
         raise TypeError(msg)
 
 
-class Wrapper:
+class Wrapper(Closing, AsyncClosing):
     """Base of the middleware wrappers: keeps the inner callable, forwards what a stack shares.
 
     A stack tells the model of its innermost bound object and closes like one: ``close()``,
@@ -180,28 +180,6 @@ class Wrapper:
         aclose: Callable[[], Awaitable[object]] | None = getattr(self._inner, "aclose", None)
         if callable(aclose):
             await aclose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         # Layers name themselves after their with_* function; the class name is the fallback,

@@ -42,14 +42,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from fixedmodel._closing import Closing
 from fixedmodel._pickling import url_from_environment
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from redis import Redis
     from redis.asyncio import Redis as AsyncRedis
-    from typing_extensions import Self
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -481,7 +479,7 @@ def check_on_error(on_error: object) -> OnError:
     raise ValueError(msg)
 
 
-class PolicyStore:
+class PolicyStore(Closing):
     """What the Redis stores with a failure policy share (limiter, cooldowns, budget).
 
     The clients, the health reporting, the namespace and ``on_error``; rebuilding in another
@@ -533,17 +531,6 @@ class PolicyStore:
     def close(self) -> None:
         """Release the worker threads and the client built from the URL (not yours)."""
         self._clients.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (

@@ -14,11 +14,9 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from typing_extensions import Self
-
+from fixedmodel._closing import Closing
 from fixedmodel.stores._cache_store import CorruptEntryError, after_fork_in_child
 
 __all__ = ["DiskCacheStore"]
@@ -60,7 +58,7 @@ def _check_size_limit(size_limit: object) -> None:
         raise ValueError(msg)
 
 
-class DiskCacheStore:
+class DiskCacheStore(Closing):
     """A response cache store in a directory, shared by threads and processes.
 
     Conforms to :class:`~fixedmodel.stores.CacheStore`. Entries persist across restarts
@@ -165,17 +163,6 @@ class DiskCacheStore:
             executor.submit(self._cache.close).result()
             executor.shutdown(wait=True)
         self._cache.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     async def _in_worker(self, function: Callable[[], _T]) -> _T:
         with self._executor_lock:

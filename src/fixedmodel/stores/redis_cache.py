@@ -19,8 +19,7 @@ import math
 import threading
 from typing import TYPE_CHECKING, Any
 
-from typing_extensions import Self
-
+from fixedmodel._closing import Closing
 from fixedmodel.stores._cache_store import CorruptEntryError, after_fork_in_child
 from fixedmodel.stores._redis import (
     DEFAULT_TIMEOUT,
@@ -33,8 +32,6 @@ from fixedmodel.stores._redis import (
 )
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from redis import Redis
     from redis.asyncio import Redis as AsyncRedis
 
@@ -63,7 +60,7 @@ def _is_wrong_type(exc: Exception) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE")
 
 
-class RedisCacheStore:
+class RedisCacheStore(Closing):
     """A response cache store in Redis, shared by processes and hosts; conforms to CacheStore.
 
     Entries expire with the TTL given to :func:`~fixedmodel.middleware.cache.with_cache`;
@@ -212,17 +209,6 @@ class RedisCacheStore:
     def close(self) -> None:
         """Release the worker threads and the client built from the URL (not yours)."""
         self._clients.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"RedisCacheStore({self._clients.endpoint!r}, namespace={self._namespace!r})"

@@ -11,11 +11,11 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast, overload
 
-from typing_extensions import Self, Unpack
+from typing_extensions import Unpack
 
+from fixedmodel._closing import AsyncClosing, Closing
 from fixedmodel._params import CompletionParams, EmbeddingInput, EmbeddingParams, Messages
 from fixedmodel.middleware._call import flatten_request
 from fixedmodel.testing._script import (
@@ -96,7 +96,7 @@ def _merged(defaults: Mapping[str, object], kwargs: Mapping[str, object]) -> dic
     return {**flatten_request(defaults), **flatten_request(kwargs)}
 
 
-class _Fake(Generic[_Entry, _Call]):
+class _Fake(Closing, AsyncClosing, Generic[_Entry, _Call]):
     """What the four fakes share: the script, the record of calls, model and closing."""
 
     _kind = ""
@@ -173,28 +173,6 @@ class _Fake(Generic[_Entry, _Call]):
 
     async def aclose(self) -> None:
         """Do nothing: a fake holds no resources (there for parity with bound objects)."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         source = "function" if self._respond is not None else f"{self.remaining} scripted"
