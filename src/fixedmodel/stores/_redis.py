@@ -44,6 +44,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fixedmodel._closing import Closing
 from fixedmodel._pickling import url_from_environment
+from fixedmodel.stores._cache_store import after_fork_in_child
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -479,15 +480,72 @@ def check_on_error(on_error: object) -> OnError:
     raise ValueError(msg)
 
 
-class PolicyStore(Closing):
-    """What the Redis stores with a failure policy share (limiter, cooldowns, budget).
+class RedisStore(Closing):
+    """What every Redis store shares (cache, limiter, cooldowns, budget).
 
-    The clients, the health reporting, the namespace and ``on_error``; rebuilding in another
-    process from the URL (pickling); closing, ``with``, and a ``repr`` without the password.
-    Each store's own ``__init__`` gives its defaults and calls :meth:`_connect`.
+    The clients, the health reporting and the namespace; rebuilding in another process from
+    the URL (pickling); fresh locks in the child of a fork; closing, ``with``, and a
+    ``repr`` without the password. Each store's own ``__init__`` gives its defaults and
+    calls :meth:`_open` (or :meth:`PolicyStore._connect`).
     """
 
-    __slots__ = ("_clients", "_errors", "_health", "_namespace", "_on_error")
+    __slots__ = ("__weakref__", "_clients", "_errors", "_health", "_namespace")
+
+    def _open(
+        self,
+        url: str | None,
+        client: Redis | None,
+        async_client: AsyncRedis | None,
+        *,
+        namespace: str,
+        example: str,
+        timeout: float,
+        empty_namespace: bool = False,
+    ) -> None:
+        owner = type(self).__name__
+        self._namespace = check_namespace(namespace, example=example, empty=empty_namespace)
+        require_redis()
+        self._clients = RedisClients(owner, url, client, async_client, timeout)
+        self._errors = redis_errors()
+        self._health = Health(owner, self._clients.endpoint)
+        after_fork_in_child(self)
+
+    def _after_fork(self) -> None:
+        # The worker pool is started afresh by the clients themselves when they see a new
+        # process id, and redis-py reconnects; but a lock another thread held at the fork
+        # (starting the pool, or logging Redis's health) would stay locked in the child.
+        self._clients._lock = threading.Lock()  # pyright: ignore[reportPrivateUsage]  # fork reset
+        self._health._lock = threading.Lock()  # pyright: ignore[reportPrivateUsage]  # fork reset
+
+    @property
+    def namespace(self) -> str:
+        """Prefix of this store's keys."""
+        return self._namespace
+
+    def _options(self) -> dict[str, Any]:
+        """The keywords that build this store again from its URL."""
+        return {"namespace": self._namespace, "timeout": self._clients.timeout}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Another process gets its own connections to the same Redis (only from a URL).
+        url = self._clients.url_for_pickling(type(self).__name__)
+        return (rebuild_store, (type(self), url, self._options()))
+
+    def close(self) -> None:
+        """Release the worker threads and the client built from the URL (not yours)."""
+        self._clients.close()
+
+    def __repr__(self) -> str:
+        options = self._options()
+        del options["timeout"]  # Not what tells two stores apart.
+        shown = "".join(f", {name}={value!r}" for name, value in options.items())
+        return f"{type(self).__name__}({self._clients.endpoint!r}{shown})"
+
+
+class PolicyStore(RedisStore):
+    """A Redis store with a failure policy (limiter, cooldowns, budget): ``on_error``."""
+
+    __slots__ = ("_on_error",)
 
     def _connect(
         self,
@@ -500,40 +558,13 @@ class PolicyStore(Closing):
         on_error: OnError,
         timeout: float,
     ) -> None:
-        owner = type(self).__name__
-        self._namespace = check_namespace(namespace, example=example)
         self._on_error: OnError = check_on_error(on_error)
-        require_redis()
-        self._clients = RedisClients(owner, url, client, async_client, timeout)
-        self._errors = redis_errors()
-        self._health = Health(owner, self._clients.endpoint)
-
-    @property
-    def namespace(self) -> str:
-        """Prefix of this store's keys."""
-        return self._namespace
+        self._open(url, client, async_client, namespace=namespace, example=example, timeout=timeout)
 
     @property
     def on_error(self) -> OnError:
         """What happens to a call when Redis cannot decide on it."""
         return self._on_error
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Another process gets its own connections to the same Redis (only from a URL).
-        url = self._clients.url_for_pickling(type(self).__name__)
-        options = {
-            "namespace": self._namespace,
-            "on_error": self._on_error,
-            "timeout": self._clients.timeout,
-        }
-        return (rebuild_store, (type(self), url, options))
-
-    def close(self) -> None:
-        """Release the worker threads and the client built from the URL (not yours)."""
-        self._clients.close()
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({self._clients.endpoint!r}, "
-            f"namespace={self._namespace!r}, on_error={self._on_error!r})"
-        )
+    def _options(self) -> dict[str, Any]:
+        return {**super()._options(), "on_error": self._on_error}

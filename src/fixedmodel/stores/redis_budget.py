@@ -319,7 +319,7 @@ class RedisBudgetStore(PolicyStore):
             range.
     """
 
-    __slots__ = ("__weakref__", "_clock", "_unsettled")
+    __slots__ = ("_clock", "_unsettled")
 
     def __init__(
         self,

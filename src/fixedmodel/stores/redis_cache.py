@@ -16,20 +16,10 @@ store uses Redis again as soon as it answers.
 from __future__ import annotations
 
 import math
-import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from fixedmodel._closing import Closing
-from fixedmodel.stores._cache_store import CorruptEntryError, after_fork_in_child
-from fixedmodel.stores._redis import (
-    DEFAULT_TIMEOUT,
-    Health,
-    RedisClients,
-    check_namespace,
-    rebuild_store,
-    redis_errors,
-    require_redis,
-)
+from fixedmodel.stores._cache_store import CorruptEntryError
+from fixedmodel.stores._redis import DEFAULT_TIMEOUT, RedisStore
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -60,7 +50,7 @@ def _is_wrong_type(exc: Exception) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE")
 
 
-class RedisCacheStore(Closing):
+class RedisCacheStore(RedisStore):
     """A response cache store in Redis, shared by processes and hosts; conforms to CacheStore.
 
     Entries expire with the TTL given to :func:`~fixedmodel.middleware.cache.with_cache`;
@@ -89,7 +79,7 @@ class RedisCacheStore(Closing):
         ValueError: ``namespace`` is empty or ``timeout`` is out of range.
     """
 
-    __slots__ = ("__weakref__", "_clients", "_errors", "_health", "_namespace")
+    __slots__ = ()
 
     def __init__(
         self,
@@ -100,30 +90,15 @@ class RedisCacheStore(Closing):
         namespace: str = "",
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._namespace = check_namespace(namespace, example="myapp:", empty=True)
-        require_redis()
-        self._clients = RedisClients("RedisCacheStore", url, client, async_client, timeout)
-        self._errors = redis_errors()
-        self._health = Health("RedisCacheStore", self._clients.endpoint)
-        after_fork_in_child(self)
-
-    def _after_fork(self) -> None:
-        # The worker pool is started afresh by the clients themselves when they see a new
-        # process id, and redis-py reconnects; but a lock another thread held at the fork
-        # (starting the pool, or logging Redis's health) would stay locked in the child.
-        self._clients._lock = threading.Lock()  # pyright: ignore[reportPrivateUsage]  # fork reset
-        self._health._lock = threading.Lock()  # pyright: ignore[reportPrivateUsage]  # fork reset
-
-    @property
-    def namespace(self) -> str:
-        """Prefix of this store's keys."""
-        return self._namespace
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Another process gets its own connections to the same Redis (only from a URL).
-        url = self._clients.url_for_pickling("RedisCacheStore")
-        options = {"namespace": self._namespace, "timeout": self._clients.timeout}
-        return (rebuild_store, (RedisCacheStore, url, options))
+        self._open(
+            url,
+            client,
+            async_client,
+            namespace=namespace,
+            example="myapp:",
+            timeout=timeout,
+            empty_namespace=True,
+        )
 
     def check_for(self, *, asynchronous: bool) -> None:
         """Refuse, when a cache is built, a callable kind this store has no client for.
@@ -205,10 +180,3 @@ class RedisCacheStore(Closing):
             self._health.failed("set", exc, _SKIPPED)
             return
         self._health.succeeded()
-
-    def close(self) -> None:
-        """Release the worker threads and the client built from the URL (not yours)."""
-        self._clients.close()
-
-    def __repr__(self) -> str:
-        return f"RedisCacheStore({self._clients.endpoint!r}, namespace={self._namespace!r})"
