@@ -127,6 +127,7 @@ def _run_writer(directory: Path, server: OpenAIServer) -> str:
     return result.stdout.strip()
 
 
+@pytest.mark.heavy  # Starts another interpreter; run at the newest litellm only.
 def test_a_disk_entry_written_by_one_process_is_a_hit_in_another(
     server: OpenAIServer, tmp_path: Path
 ) -> None:

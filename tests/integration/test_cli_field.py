@@ -502,6 +502,7 @@ def _wait_for(condition: Any, seconds: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.heavy  # Kills a child interpreter; run at the newest litellm only.
 def test_a_second_run_is_refused_and_a_killed_run_leaves_no_lock(
     server: OpenAIServer, files: tuple[Path, Path], run: _Run
 ) -> None:
@@ -537,6 +538,7 @@ def test_a_second_run_is_refused_and_a_killed_run_leaves_no_lock(
     assert sorted(r["custom_id"] for r in records) == sorted(f"req-{n}" for n in range(1, 41))
 
 
+@pytest.mark.heavy  # Interrupts a child interpreter; run at the newest litellm only.
 def test_ctrl_c_lets_calls_in_flight_finish_and_writes_them(
     server: OpenAIServer, files: tuple[Path, Path]
 ) -> None:

@@ -92,6 +92,7 @@ def test_options_that_cannot_apply_are_refused(
     assert not server.batches.uploads
 
 
+@pytest.mark.heavy  # Kills a child interpreter; run at the newest litellm only.
 async def test_resume_after_a_kill_collects_the_same_job(
     server: OpenAIServer, tmp_path: Path
 ) -> None:

@@ -206,6 +206,7 @@ async def test_a_cancelled_batch_sends_the_lines_it_never_ran_again(
     assert all(r.ok for r in results)
 
 
+@pytest.mark.heavy  # 60,000 lines of our own splitting; run at the newest litellm only.
 async def test_60000_lines_split_into_two_files_and_a_byte_limit_is_honoured(
     server: OpenAIServer, tmp_path: Path
 ) -> None:
@@ -257,6 +258,7 @@ async def test_with_a_disk_cache_a_rerun_uploads_nothing_and_a_later_live_call_i
     await chat.aclose()
 
 
+@pytest.mark.heavy  # Kills a child interpreter; run at the newest litellm only.
 async def test_a_resume_after_a_kill_finds_the_upload_and_the_batch_instead_of_making_new_ones(
     server: OpenAIServer, tmp_path: Path
 ) -> None:

@@ -224,6 +224,7 @@ print(decision.granted, decision.retry_in)
 """
 
 
+@pytest.mark.heavy  # Starts other processes; run at the newest litellm only.
 def test_a_429_pause_holds_for_other_processes(redis_server: servers.RedisServer) -> None:
     namespace = servers.unique_namespace("pause")
     store = RedisLimiterStore(redis_server.url, namespace=namespace)

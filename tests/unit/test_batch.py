@@ -29,6 +29,7 @@ class Instant:
         return kwargs["messages"][0]["content"]
 
 
+@pytest.mark.heavy  # 100,000 items through our own runner; run at the newest litellm only.
 async def test_a_hundred_thousand_requests_are_read_lazily_in_bounded_memory(
     tmp_path: Path,
 ) -> None:

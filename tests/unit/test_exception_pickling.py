@@ -238,6 +238,7 @@ def pool() -> Iterator[ProcessPoolExecutor]:
         yield pool
 
 
+@pytest.mark.heavy  # A process pool; run at the newest litellm only.
 def test_a_process_pool_worker_raising_a_429_gives_the_429(pool: ProcessPoolExecutor) -> None:
     with pytest.raises(litellm.RateLimitError) as caught:
         pool.submit(raise_rate_limit).result()

@@ -87,6 +87,7 @@ def test_in_process_state_refuses_naming_the_shared_alternative(build: object, n
         pickle.dumps(build(bound))  # type: ignore[operator]
 
 
+@pytest.mark.heavy  # Starts another interpreter; run at the newest litellm only.
 def test_a_pickled_stack_works_in_a_fresh_interpreter(tmp_path: Path) -> None:
     stack = with_retries(
         with_cache(
