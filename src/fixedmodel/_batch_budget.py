@@ -13,9 +13,9 @@ run that collects the job charges what the lines cost.
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any, cast
 
+from fixedmodel._ids import unique_id
 from fixedmodel._litellm import litellm_module
 from fixedmodel._pydantic import read_attribute
 from fixedmodel.routing._pricing import nanos, usage_tokens
@@ -57,7 +57,7 @@ class BatchBudget:
 
     async def reserve(self, custom_id: str, cost: int, tokens: int) -> BaseException | None:
         """Hold a line's worst case; the refusal (``BudgetExceededError``) when it does not fit."""
-        reservation_id = uuid.uuid4().hex
+        reservation_id = unique_id()
         reservation = await self._store.areserve(
             self._key, self._caps, reservation_id, cost, tokens
         )
@@ -83,7 +83,7 @@ class BatchBudget:
                 cost = nanos(float(found))
             tokens = usage_tokens(read_attribute(response, "usage")) or 0
         if reservation_id is None:  # Running at the provider before this run: charge it.
-            reservation_id = uuid.uuid4().hex
+            reservation_id = unique_id()
             await self._store.areserve(self._key, self._caps, reservation_id, 0, 0)
         try:
             await self._store.asettle(self._key, self._caps, reservation_id, cost, tokens)

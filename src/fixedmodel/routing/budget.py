@@ -43,12 +43,12 @@ import logging
 import math
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from fixedmodel._ids import unique_id
 from fixedmodel._litellm import litellm_module
 from fixedmodel._protocols import ModelFn
 from fixedmodel._pydantic import read_attribute
@@ -517,7 +517,7 @@ class _AsyncBudgeted(_Budgeted):
         deadline: float | None = None
         while True:
             seen = budget._settled.generation  # pyright: ignore[reportPrivateUsage]
-            reservation_id = uuid.uuid4().hex
+            reservation_id = unique_id()
             reservation = await store.areserve(key, caps, reservation_id, worst.cost, worst.tokens)
             if not reservation.granted and worst.prompt is None:
                 exact = self._worst(request, exact=True)  # Near the cap: count exactly.
@@ -596,7 +596,7 @@ class _SyncBudgeted(_Budgeted):
         deadline: float | None = None
         while True:
             seen = budget._settled.generation  # pyright: ignore[reportPrivateUsage]
-            reservation_id = uuid.uuid4().hex
+            reservation_id = unique_id()
             reservation = store.reserve(key, caps, reservation_id, worst.cost, worst.tokens)
             if not reservation.granted and worst.prompt is None:
                 exact = self._worst(request, exact=True)  # Near the cap: count exactly.

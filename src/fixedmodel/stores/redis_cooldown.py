@@ -31,10 +31,10 @@ call went are best effort under both (logged, never raised).
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from fixedmodel._ids import unique_id
 from fixedmodel.stores._cooldown_store import ADMITTED, BalanceView, Entry, SharedCall
 from fixedmodel.stores._redis import (
     DEFAULT_TIMEOUT,
@@ -531,7 +531,7 @@ class RedisCooldownStore(PolicyStore):
         self, group: str, name: str, *, lease: float, window: float, tokens: int
     ) -> SharedCall | None:
         """Record a call to ``name``: in flight, and (``window`` > 0) its usage."""
-        member = secrets.token_hex(8)
+        member = unique_id()
         args = _started_args(member, lease, window, tokens)
         reply = self._balance(self._balance_keys(group, name), args)
         return None if reply is None else SharedCall(member, _first(reply), tokens)
@@ -540,7 +540,7 @@ class RedisCooldownStore(PolicyStore):
         self, group: str, name: str, *, lease: float, window: float, tokens: int
     ) -> SharedCall | None:
         """Async :meth:`balance_started`."""
-        member = secrets.token_hex(8)
+        member = unique_id()
         args = _started_args(member, lease, window, tokens)
         reply = await self._abalance(self._balance_keys(group, name), args)
         return None if reply is None else SharedCall(member, _first(reply), tokens)
