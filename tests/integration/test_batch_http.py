@@ -33,6 +33,7 @@ def _requests(count: int) -> list[CompletionRequest]:
     return [{"messages": [{"role": "user", "content": f"item {i}"}]} for i in range(count)]
 
 
+@pytest.mark.heavy  # Seconds of fixedmodel's own logic; run at the newest litellm only.
 async def test_a_thousand_requests_keep_their_order_and_only_the_bad_ones_fail(
     server: OpenAIServer,
 ) -> None:

@@ -40,6 +40,7 @@ class ListSink:
         self.records.append(call)
 
 
+@pytest.mark.heavy  # Seconds of fixedmodel's own logic; run at the newest litellm only.
 async def test_500_concurrent_calls_with_20_percent_faults_all_end_properly(
     server: OpenAIServer,
 ) -> None:

@@ -65,6 +65,7 @@ def chat_for(server: OpenAIServer) -> Any:
     return bind_acompletion("openai/test", api_base=server.base_url, api_key="sk-x", max_retries=0)
 
 
+@pytest.mark.heavy  # Seconds of fixedmodel's own logic; run at the newest litellm only.
 async def test_requests_never_exceed_the_limit_in_any_window(server: OpenAIServer) -> None:
     ids = itertools.count()
     async with chat_for(server) as chat:

@@ -326,6 +326,7 @@ def _timed(action: Callable[[], object]) -> tuple[float, object]:
     return time.monotonic() - started, result
 
 
+@pytest.mark.heavy  # Seconds of fixedmodel's own logic; run at the newest litellm only.
 def test_redis_down_follows_the_policy_then_recovers(
     own_redis_server: servers.RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
