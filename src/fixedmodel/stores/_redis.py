@@ -44,7 +44,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fixedmodel._closing import Closing
 from fixedmodel._pickling import url_from_environment
-from fixedmodel.stores._cache_store import after_fork_in_child
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -483,10 +482,10 @@ def check_on_error(on_error: object) -> OnError:
 class RedisStore(Closing):
     """What every Redis store shares (cache, limiter, cooldowns, budget).
 
-    The clients, the health reporting and the namespace; rebuilding in another process from
-    the URL (pickling); fresh locks in the child of a fork; closing, ``with``, and a
-    ``repr`` without the password. Each store's own ``__init__`` gives its defaults and
-    calls :meth:`_open` (or :meth:`PolicyStore._connect`).
+    The clients, the health reporting and the namespace (both renew their locks in a forked
+    child themselves, see ``_renew_locks_in_child``); rebuilding in another process from the
+    URL (pickling); closing, ``with``, and a ``repr`` without the password. Each store's own
+    ``__init__`` gives its defaults and calls :meth:`_open` (or :meth:`PolicyStore._connect`).
     """
 
     __slots__ = ("__weakref__", "_clients", "_errors", "_health", "_namespace")
@@ -508,14 +507,6 @@ class RedisStore(Closing):
         self._clients = RedisClients(owner, url, client, async_client, timeout)
         self._errors = redis_errors()
         self._health = Health(owner, self._clients.endpoint)
-        after_fork_in_child(self)
-
-    def _after_fork(self) -> None:
-        # The worker pool is started afresh by the clients themselves when they see a new
-        # process id, and redis-py reconnects; but a lock another thread held at the fork
-        # (starting the pool, or logging Redis's health) would stay locked in the child.
-        self._clients._lock = threading.Lock()  # pyright: ignore[reportPrivateUsage]  # fork reset
-        self._health._lock = threading.Lock()  # pyright: ignore[reportPrivateUsage]  # fork reset
 
     @property
     def namespace(self) -> str:
