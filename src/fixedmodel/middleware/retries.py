@@ -268,15 +268,15 @@ def _no_litellm_retries() -> dict[str, int]:
     Built from the installed litellm's ``RetryPolicy`` fields (1.110.2 added
     ``DefaultRetries`` and others): an unknown field name would fail its validation.
     """
-    from litellm.types.router import RetryPolicy
-
-    return dict.fromkeys(_retry_policy_fields(RetryPolicy), 0)
+    return dict.fromkeys(_retry_policy_fields(), 0)
 
 
 @functools.cache
-def _retry_policy_fields(policy: type[Any]) -> tuple[str, ...]:
-    # Any: litellm's pydantic RetryPolicy; only its field names are read.
-    fields: dict[str, object] = policy.model_fields
+def _retry_policy_fields() -> tuple[str, ...]:
+    # Imported once, not on every call: this runs on every routed and retried call.
+    from litellm.types.router import RetryPolicy
+
+    fields: dict[str, object] = RetryPolicy.model_fields
     return tuple(fields)
 
 

@@ -65,23 +65,26 @@ class Settlements:
     notes the generation before it asks the store, and does not wait if it moved since.
     """
 
-    __slots__ = ("__weakref__", "_changed", "_futures", "generation")
+    __slots__ = ("__weakref__", "_changed", "_futures", "_threads", "generation")
 
     def __init__(self) -> None:
         self.generation = 0
         self._changed = threading.Condition(threading.Lock())
         self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._threads = 0  # Threads in wait_change.
         _all.add(self)
 
     def renew_after_fork(self) -> None:
         """A fresh lock, and no waiters: after a fork only the forking thread exists."""
         self._changed = threading.Condition(threading.Lock())
         self._futures = []
+        self._threads = 0
 
     def notify(self) -> None:
         with self._changed:
             self.generation += 1
-            self._changed.notify_all()
+            if self._threads:  # Every settled call notifies; most often nobody waits.
+                self._changed.notify_all()
             futures, self._futures = self._futures, []
         for loop, future in futures:
             try:
@@ -92,7 +95,11 @@ class Settlements:
     def wait_change(self, seen: int, timeout: float) -> None:
         with self._changed:
             if self.generation == seen:
-                self._changed.wait(timeout)
+                self._threads += 1
+                try:
+                    self._changed.wait(timeout)
+                finally:
+                    self._threads -= 1
 
     async def await_change(self, seen: int, timeout: float) -> None:
         loop = asyncio.get_running_loop()

@@ -293,7 +293,9 @@ class _Balanced(Wrapper):
         sent), or None when a stream will tell it when it ends (through ``shared_end``)."""
         deployment, usage = attempt.deployment, attempt.usage
         sent, used = info.unsent <= attempt.unsent, None  # More unsent: a cache answered.
-        if sent and not is_stream(result):
+        stream = is_stream(result)
+        # The answer's usage is read only for a strategy or a shared store that counts it.
+        if sent and not stream and (usage is not None or self._shared is not None):
             used = used_tokens({}, result)
         if usage is not None:
             with self._lock:
@@ -301,10 +303,10 @@ class _Balanced(Wrapper):
                     deployment.usage.refund(usage)
                 elif used is not None:
                     deployment.usage.correct(usage, float(used))
-        if is_stream(result):
+        if stream:
             # A stream keeps the deployment busy until it ends; its usage comes last.
-            stream: Any = result  # litellm's stream class, checked just above
-            watch_stream(stream, lambda end: self._stream_ended(attempt, sent, end, shared_end))
+            watched: Any = result  # litellm's stream class, checked just above
+            watch_stream(watched, lambda end: self._stream_ended(attempt, sent, end, shared_end))
             return None
         self._finished(deployment)
         return used, sent
@@ -392,8 +394,12 @@ def _rotated(usable: list[Deployment], load: dict[int, float], turn: int) -> lis
     Rotating within each group of equals (not the whole list, then sorting) keeps the share
     of a loaded or failing deployment from going to its neighbour in the list alone.
     """
+    levels = set(load.values())
+    if len(levels) < 2:  # All equal (or no load kept): the plain rotation.
+        start = turn % len(usable)
+        return usable[start:] + usable[:start]
     ordered: list[Deployment] = []
-    for level in sorted(set(load.values())) if load else [0.0]:
+    for level in sorted(levels):
         equal = [d for d in usable if load.get(d.index, 0.0) == level]
         start = turn % len(equal)
         ordered += equal[start:] + equal[:start]
@@ -451,7 +457,8 @@ class _AsyncBalanced(_Balanced):
                     deployment, entry, self._policy, self._start(deployment, arguments), info.unsent
                 )
                 try:
-                    await self._ashare_start(attempt)
+                    if self._shared is not None:
+                        await self._ashare_start(attempt)
                     hook = give_up.set(attempt.judge)
                     with observed_attempt("deployment", deployment.call, deployment.name):
                         try:
@@ -476,7 +483,7 @@ class _AsyncBalanced(_Balanced):
                         await self._store.areleased(deployment.key)
                     raise
                 ended = self._done(attempt, result, info, self._stream_end_later())
-                if ended is not None:
+                if ended is not None and self._shared is not None:
                     await self._ashare_end(attempt, *ended)
                 if entry.probe or entry.failures:
                     await self._store.asucceeded(deployment.key)
