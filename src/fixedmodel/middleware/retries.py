@@ -276,8 +276,7 @@ def _retry_policy_fields() -> tuple[str, ...]:
     # Imported once, not on every call: this runs on every routed and retried call.
     from litellm.types.router import RetryPolicy
 
-    fields: dict[str, object] = RetryPolicy.model_fields
-    return tuple(fields)
+    return tuple(RetryPolicy.model_fields)
 
 
 class _Retries(Wrapper):
