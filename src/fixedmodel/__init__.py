@@ -8,8 +8,9 @@ exception classes are in :mod:`fixedmodel.errors`.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from fixedmodel._lazy import first_use
 
 if TYPE_CHECKING:
     from litellm.litellm_core_utils.streaming_handler import (
@@ -318,23 +319,14 @@ _HOME_OF: dict[str, str] = {
 }
 
 
+# The subpackages users reach as attributes (fixedmodel.routing.with_budget, ...).
+_SUBPACKAGES = ("middleware", "routing", "stores", "testing")
+
 if not TYPE_CHECKING:
     # Hidden from checkers: a module __getattr__ would make them accept any misspelled name.
-
-    def __getattr__(name: str) -> object:
-        module = _HOME_OF.get(name)
-        if module is None:
-            msg = f"module 'fixedmodel' has no attribute {name!r}"
-            raise AttributeError(msg)
-        if module == f"fixedmodel.{name}":  # A submodule: importing it sets it here.
-            return importlib.import_module(module)
-        if module.startswith("litellm"):
-            from fixedmodel._litellm import litellm_module
-
-            litellm_module()  # litellm's own settings first (see fixedmodel._litellm)
-        value: object = getattr(importlib.import_module(module), name)
-        globals()[name] = value
-        return value
+    __getattr__ = first_use(
+        "fixedmodel", {**_HOME_OF, **{n: f"fixedmodel.{n}" for n in _SUBPACKAGES}}, globals()
+    )
 
 
 def __dir__() -> list[str]:

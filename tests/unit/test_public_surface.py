@@ -60,9 +60,14 @@ def test_the_api_page_names_every_public_name() -> None:
     assert unnamed == [], f"not on docs/api.md: {unnamed}"
 
 
-def _checker_imports() -> dict[str, str]:
-    """The names ``fixedmodel/__init__.py`` imports for the type checkers, and from where."""
-    tree = ast.parse(Path(fixedmodel.__file__).read_text(encoding="utf-8"))
+LAZY_PACKAGES = ("fixedmodel", "fixedmodel.routing", "fixedmodel.stores", "fixedmodel.testing")
+
+
+def _checker_imports(package: str) -> dict[str, str]:
+    """The names a package's ``__init__.py`` imports for the type checkers, and from where."""
+    path = importlib.import_module(package).__file__
+    assert path is not None
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
     blocks = [
         node
         for node in tree.body
@@ -79,20 +84,94 @@ def _checker_imports() -> dict[str, str]:
     return found
 
 
-def test_the_lazy_homes_say_what_the_checkers_see() -> None:
-    checked = _checker_imports()
-    assert checked == fixedmodel._HOME_OF
-    assert list(fixedmodel._HOME_OF) == fixedmodel.__all__
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_the_lazy_homes_say_what_the_checkers_see(package: str) -> None:
+    module = importlib.import_module(package)
+    assert _checker_imports(package) == module._HOME_OF
+    assert list(module._HOME_OF) == module.__all__
 
 
-def test_every_public_name_resolves_to_its_home() -> None:
-    for name in fixedmodel.__all__:
-        value = getattr(fixedmodel, name)
-        home = importlib.import_module(fixedmodel._HOME_OF[name])
-        assert value is (home if home.__name__ == f"fixedmodel.{name}" else getattr(home, name))
-    assert set(fixedmodel.__all__) <= set(dir(fixedmodel))
-    with pytest.raises(AttributeError, match="has no attribute 'with_retry'"):
-        _ = fixedmodel.with_retry  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_every_public_name_resolves_to_its_home(package: str) -> None:
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        value = getattr(module, name)
+        home = importlib.import_module(module._HOME_OF[name])
+        assert value is (home if home.__name__ == f"{package}.{name}" else getattr(home, name))
+    assert set(module.__all__) <= set(dir(module))
+    with pytest.raises(AttributeError, match=f"module '{package}' has no attribute 'with_retry'"):
+        _ = module.with_retry
+
+
+def test_the_subpackages_are_attributes_of_fixedmodel_at_once() -> None:
+    # A fresh interpreter: in this one every subpackage is imported (and set) already.
+    probe = (
+        "import fixedmodel\n"
+        "print(fixedmodel.routing.with_budget.__name__, fixedmodel.stores.__name__,\n"
+        "      fixedmodel.middleware.__name__, fixedmodel.testing.FakeACompletion.__name__)\n"
+    )
+    assert _fresh(probe) == (
+        "with_budget fixedmodel.stores fixedmodel.middleware FakeACompletion\n"
+    )
+
+
+# Threads released together in a fresh interpreter, each reading one name (or importing one
+# module) for the first time; prints what failed.
+_AT_ONCE = """
+import importlib, sys, threading
+import fixedmodel
+names = sys.argv[1:]
+barrier = threading.Barrier(len(names))
+failed = []
+def touch(name):
+    barrier.wait()
+    try:
+        if "." in name:
+            importlib.import_module(name)
+        else:
+            getattr(fixedmodel, name)
+    except BaseException as error:
+        failed.append(f"{name}: {error!r}")
+threads = [threading.Thread(target=touch, args=(name,)) for name in names]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(failed)
+"""
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize(
+    "names",
+    [
+        [name for name in fixedmodel.__all__ if name.endswith(("Store", "Error"))],
+        [
+            "fixedmodel.stores.redis_budget",
+            "fixedmodel.stores.redis_limiter",
+            "fixedmodel.stores.redis_cooldown",
+            "fixedmodel.routing.budget",
+            "fixedmodel.routing.load_balancing",
+            "fixedmodel.testing._fakes",
+        ],
+    ],
+    ids=["names", "modules"],
+)
+def test_threads_reading_names_for_the_first_time_at_once_all_get_them(
+    names: list[str],
+) -> None:
+    # A package importing its submodules in __init__ deadlocked here (or gave a partly run
+    # module) in most fresh interpreters.
+    for _ in range(4):
+        assert _fresh(_AT_ONCE, *names) == "[]\n"
+
+
+def _fresh(code: str, *args: str) -> str:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=True
+    )
+    return done.stdout
 
 
 def test_import_fixedmodel_loads_no_layer_until_used() -> None:
@@ -102,6 +181,9 @@ def test_import_fixedmodel_loads_no_layer_until_used() -> None:
         "heavy = ('litellm', 'tenacity', 'redis', 'fixedmodel.routing', 'fixedmodel._batch',\n"
         "         'fixedmodel.stores', 'fixedmodel._workers', 'fixedmodel.middleware.tracing')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "import fixedmodel.stores, fixedmodel.testing\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('fixedmodel.stores.',\n"
+        "                                                     'fixedmodel.testing.'))))\n"
         "fixedmodel.with_budget\n"
         "print('fixedmodel.routing' in sys.modules)\n"
     )
@@ -109,4 +191,4 @@ def test_import_fixedmodel_loads_no_layer_until_used() -> None:
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
     )
-    assert done.stdout.split("\n")[:2] == ["[]", "True"]
+    assert done.stdout.split("\n")[:3] == ["[]", "[]", "True"]
