@@ -27,7 +27,14 @@ from fixedmodel import (
 from fixedmodel.middleware.retries import RetryPolicy
 from fixedmodel.routing._chain import has_next_in_chain
 from fixedmodel.routing.budget import budget_pacing
-from fixedmodel.testing import Fail, FakeACompletion, FakeCompletion, FakeUsage, Reply
+from fixedmodel.testing import (
+    Fail,
+    FakeACompletion,
+    FakeCompletion,
+    FakeEmbedding,
+    FakeUsage,
+    Reply,
+)
 
 MakeBudget = Callable[..., Budget]
 
@@ -438,3 +445,32 @@ async def test_a_batch_paces_a_budget_by_default_instead_of_refusing_items() -> 
     sync_chat = with_budget(SlowSync(answer, model=MODEL), Budget(max_cost=3.5 * worst))
     sync_results = await asyncio.to_thread(batch, sync_chat, requests, concurrency=8)
     assert [r.error for r in sync_results] == [None] * 12
+
+
+# --- text with no UTF-8 form ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"messages": [{"role": "user", "content": "cut: \ud83d"}]},
+        {"input": "cut: \ud83d"},
+        {"input": ["fine", "cut: \ud83d"]},
+    ],
+    ids=["message", "embedding input", "embedding inputs"],
+)
+def test_a_request_holding_a_lone_surrogate_is_bounded_not_raised(
+    request_: dict[str, Any],
+) -> None:
+    # The UTF-8 bound of the prompt used to raise UnicodeEncodeError before any request.
+    fake = (
+        FakeCompletion(["ok"], model=MODEL)
+        if "messages" in request_
+        else FakeEmbedding(
+            [[[0.5]] * len(request_["input"]) if isinstance(request_["input"], list) else [0.5]],
+            model="text-embedding-3-small",
+        )
+    )
+    chat: Any = with_budget(fake, Budget(max_cost=1.0))
+    chat(**request_)
+    assert chat.budget.status().requests == 1

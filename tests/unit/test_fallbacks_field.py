@@ -505,3 +505,27 @@ async def test_async_chunks_before_content_are_held_in_order() -> None:
     with pytest.raises(litellm.APIConnectionError):
         await afirst_chunk(failing)
     assert failing.closed
+
+
+# --- text with no UTF-8 form ---------------------------------------------------------------
+
+# Half of an emoji, as json.loads('"\ud83d"') or errors="surrogateescape" decoding gives it.
+LONE_SURROGATE = "truncated emoji: \ud83d"
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["content", "name", "second message"],
+)
+def test_a_prompt_holding_a_lone_surrogate_still_reaches_the_fallback(where: str) -> None:
+    messages: list[dict[str, str]] = [{"role": "user", "content": "hello"}]
+    if where == "content":
+        messages[0]["content"] = LONE_SURROGATE
+    elif where == "name":
+        messages[0]["name"] = LONE_SURROGATE
+    else:
+        messages.append({"role": "user", "content": LONE_SURROGATE})
+    primary = FakeCompletion([Fail(503)], model="openai/gpt-4o-mini")
+    backup = FakeCompletion(["from backup"], model="openai/gpt-4o")  # a window litellm knows
+    answer = with_fallbacks(primary, backup)(messages=messages)  # type: ignore[arg-type]
+    assert responses.text(answer) == "from backup"

@@ -120,10 +120,10 @@ def prompt_bound(request: dict[str, Any]) -> int | None:
     if request_kind(request) == "embedding":
         given = request.get("input")
         if isinstance(given, str):
-            return len(given.encode()) + 1
+            return _utf8_length(given) + 1
         if isinstance(given, list) and all(isinstance(item, str) for item in given):  # pyright: ignore[reportUnknownVariableType]
             texts: list[str] = given  # pyright: ignore[reportUnknownVariableType]
-            return sum(len(text.encode()) + 1 for text in texts)
+            return sum(_utf8_length(text) + 1 for text in texts)
         return None
     messages = request.get("messages")
     if request.get("tools") or request.get("functions") or not isinstance(messages, list):
@@ -139,9 +139,15 @@ def prompt_bound(request: dict[str, Any]) -> int | None:
                 continue
             if not isinstance(value, str):
                 return None
-            total += len(value.encode())
+            total += _utf8_length(value)
         total += _PER_MESSAGE
     return total
+
+
+def _utf8_length(text: str) -> int:
+    # A lone surrogate (half of an emoji cut off) has no UTF-8 form; counted as the 3 bytes
+    # "surrogatepass" gives it, the bound holds and the layer does not raise.
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def requested_output(request: dict[str, Any], default: int) -> int:
