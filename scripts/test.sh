@@ -26,12 +26,14 @@ make_venv() {
     "$1/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
 }
 
-# run_pytest PYTHON [PYTEST ARGS...]: the test suite; collecting no test is a failure (exit 5).
+# run_pytest PYTHON [PYTEST ARGS...]: the test suite in two worker processes (pytest-xdist:
+# most tests wait on servers, subprocesses and timers, so two share two cores well); collecting
+# no test is a failure (exit 5).
 run_pytest() {
     local python="$1"
     shift
     set +e
-    "$python" -X dev -m pytest -p no:cacheprovider -q "$@"
+    "$python" -X dev -m pytest -p no:cacheprovider -q -n 2 "$@"
     local status=$?
     set -e
     if [ "$status" -eq 5 ]; then
