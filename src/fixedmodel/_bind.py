@@ -13,17 +13,19 @@ import difflib
 import inspect
 import warnings
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from typing_extensions import Unpack
 
 from fixedmodel._closing import AsyncClosing, Closing
 from fixedmodel._guard import check_request, is_blocking
 from fixedmodel._litellm import litellm_module
-from fixedmodel._params import CompletionParams, EmbeddingInput, EmbeddingParams, Messages
+from fixedmodel._params import CompletionParams, EmbeddingInput, EmbeddingParams
 from fixedmodel._protocols import (
+    ACompletionOverloads,
     AFixedModelCompletion,
     AFixedModelEmbedding,
+    CompletionOverloads,
     FixedModelCompletion,
     FixedModelEmbedding,
 )
@@ -303,7 +305,7 @@ class _AsyncBound(AsyncClosing, _Bound):
         await release_async_clients()
 
 
-class BoundACompletion(_AsyncBound):
+class BoundACompletion(_AsyncBound, ACompletionOverloads):
     """``litellm.acompletion`` with its model fixed; conforms to ``AFixedModelCompletion``."""
 
     __slots__ = ()
@@ -312,41 +314,14 @@ class BoundACompletion(_AsyncBound):
     _typed = CompletionParams.__annotations__
     _positional = frozenset({"messages", "stream"})
 
-    @overload
-    async def __call__(
-        self,
-        *,
-        messages: Messages,
-        stream: Literal[False] | None = None,
-        **kwargs: Unpack[CompletionParams],
-    ) -> ModelResponse: ...
-
-    @overload
-    async def __call__(
-        self,
-        *,
-        messages: Messages,
-        stream: Literal[True],
-        **kwargs: Unpack[CompletionParams],
-    ) -> CustomStreamWrapper: ...
-
-    @overload
-    async def __call__(
-        self,
-        *,
-        messages: Messages,
-        stream: bool | None = None,
-        **kwargs: Unpack[CompletionParams],
-    ) -> ModelResponse | CustomStreamWrapper: ...
-
-    async def __call__(self, **kwargs: Any) -> ModelResponse | CustomStreamWrapper:
+    async def _complete(self, kwargs: dict[str, Any]) -> ModelResponse | CustomStreamWrapper:
         response: ModelResponse | CustomStreamWrapper = await self._function(
             **self._checked(self._arguments(kwargs))
         )
         return response
 
 
-class BoundCompletion(_SyncBound):
+class BoundCompletion(_SyncBound, CompletionOverloads):
     """``litellm.completion`` with its model fixed; conforms to ``FixedModelCompletion``."""
 
     __slots__ = ()
@@ -355,34 +330,7 @@ class BoundCompletion(_SyncBound):
     _typed = CompletionParams.__annotations__
     _positional = frozenset({"messages", "stream"})
 
-    @overload
-    def __call__(
-        self,
-        *,
-        messages: Messages,
-        stream: Literal[False] | None = None,
-        **kwargs: Unpack[CompletionParams],
-    ) -> ModelResponse: ...
-
-    @overload
-    def __call__(
-        self,
-        *,
-        messages: Messages,
-        stream: Literal[True],
-        **kwargs: Unpack[CompletionParams],
-    ) -> CustomStreamWrapper: ...
-
-    @overload
-    def __call__(
-        self,
-        *,
-        messages: Messages,
-        stream: bool | None = None,
-        **kwargs: Unpack[CompletionParams],
-    ) -> ModelResponse | CustomStreamWrapper: ...
-
-    def __call__(self, **kwargs: Any) -> ModelResponse | CustomStreamWrapper:
+    def _complete(self, kwargs: dict[str, Any]) -> ModelResponse | CustomStreamWrapper:
         response: ModelResponse | CustomStreamWrapper = self._function(
             **self._checked(self._arguments(kwargs))
         )

@@ -11,12 +11,15 @@ omitted, ``None`` or ``False`` gives a ``ModelResponse``; ``True`` gives a
 The ``Closable...`` Protocols add what a bound object and a middleware stack over one have:
 the ``model`` name, ``close()``/``aclose()`` and the context-manager protocol. The middleware
 functions return them when given them, so a wrapped stack stays closable for the checker.
+
+:class:`ACompletionOverloads` and :class:`CompletionOverloads` give the bound objects and the
+test kit's fakes the same overloads as methods they inherit.
 """
 
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, overload, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload, runtime_checkable
 
 from typing_extensions import Self, Unpack
 
@@ -119,6 +122,88 @@ class FixedModelEmbedding(Protocol):
     def __call__(
         self, *, input: EmbeddingInput, **kwargs: Unpack[EmbeddingParams]
     ) -> EmbeddingResponse: ...
+
+
+class ACompletionOverloads:
+    """The ``__call__`` of a concrete ``AFixedModelCompletion``: the overloads, then ``_complete``.
+
+    A subclass (a bound object, a fake) answers in ``_complete``; the checkers see the
+    overloads, so it conforms to the Protocol without writing them out again.
+    """
+
+    __slots__ = ()
+
+    @overload
+    async def __call__(
+        self,
+        *,
+        messages: Messages,
+        stream: Literal[False] | None = None,
+        **kwargs: Unpack[CompletionParams],
+    ) -> ModelResponse: ...
+
+    @overload
+    async def __call__(
+        self,
+        *,
+        messages: Messages,
+        stream: Literal[True],
+        **kwargs: Unpack[CompletionParams],
+    ) -> CustomStreamWrapper: ...
+
+    @overload
+    async def __call__(
+        self,
+        *,
+        messages: Messages,
+        stream: bool | None = None,
+        **kwargs: Unpack[CompletionParams],
+    ) -> ModelResponse | CustomStreamWrapper: ...
+
+    async def __call__(self, **kwargs: Any) -> ModelResponse | CustomStreamWrapper:
+        return await self._complete(kwargs)
+
+    async def _complete(self, kwargs: dict[str, Any]) -> ModelResponse | CustomStreamWrapper:
+        raise NotImplementedError
+
+
+class CompletionOverloads:
+    """The ``__call__`` of a concrete ``FixedModelCompletion``; see ``ACompletionOverloads``."""
+
+    __slots__ = ()
+
+    @overload
+    def __call__(
+        self,
+        *,
+        messages: Messages,
+        stream: Literal[False] | None = None,
+        **kwargs: Unpack[CompletionParams],
+    ) -> ModelResponse: ...
+
+    @overload
+    def __call__(
+        self,
+        *,
+        messages: Messages,
+        stream: Literal[True],
+        **kwargs: Unpack[CompletionParams],
+    ) -> CustomStreamWrapper: ...
+
+    @overload
+    def __call__(
+        self,
+        *,
+        messages: Messages,
+        stream: bool | None = None,
+        **kwargs: Unpack[CompletionParams],
+    ) -> ModelResponse | CustomStreamWrapper: ...
+
+    def __call__(self, **kwargs: Any) -> ModelResponse | CustomStreamWrapper:
+        return self._complete(kwargs)
+
+    def _complete(self, kwargs: dict[str, Any]) -> ModelResponse | CustomStreamWrapper:
+        raise NotImplementedError
 
 
 class _AsyncClosable(Protocol):

@@ -11,12 +11,13 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast
 
 from typing_extensions import Unpack
 
 from fixedmodel._closing import AsyncClosing, Closing
 from fixedmodel._params import CompletionParams, EmbeddingInput, EmbeddingParams, Messages
+from fixedmodel._protocols import ACompletionOverloads, CompletionOverloads
 from fixedmodel.middleware._call import flatten_request
 from fixedmodel.testing._script import (
     ChatEntry,
@@ -183,6 +184,15 @@ class _CompletionFake(_Fake[ChatEntry, CompletionCall]):
     # Read by the routing layers, as on the bound objects, to refuse mixed kinds.
     _fixedmodel_kind: ClassVar[Literal["completion", "embedding"]] = "completion"
 
+    def __init__(
+        self,
+        script: Iterable[ChatEntry] | Callable[[CompletionCall], ChatEntry] = (),
+        *,
+        model: str = "fake/model",
+        **defaults: Unpack[CompletionParams],
+    ) -> None:
+        super().__init__(script, model, defaults)
+
     def _answer(
         self, kwargs: dict[str, Any], *, asynchronous: bool
     ) -> ModelResponse | CustomStreamWrapper:
@@ -199,7 +209,7 @@ class _CompletionFake(_Fake[ChatEntry, CompletionCall]):
         return build_response(reply, self._model, request)
 
 
-class FakeACompletion(_CompletionFake):
+class FakeACompletion(_CompletionFake, ACompletionOverloads):
     """A scripted stand-in for a bound ``litellm.acompletion``; an ``AFixedModelCompletion``.
 
     Args:
@@ -214,48 +224,12 @@ class FakeACompletion(_CompletionFake):
 
     _kind = "FakeACompletion"
 
-    def __init__(
-        self,
-        script: Iterable[ChatEntry] | Callable[[CompletionCall], ChatEntry] = (),
-        *,
-        model: str = "fake/model",
-        **defaults: Unpack[CompletionParams],
-    ) -> None:
-        super().__init__(script, model, defaults)
-
-    @overload
-    async def __call__(
-        self,
-        *,
-        messages: Messages,
-        stream: Literal[False] | None = None,
-        **kwargs: Unpack[CompletionParams],
-    ) -> ModelResponse: ...
-
-    @overload
-    async def __call__(
-        self,
-        *,
-        messages: Messages,
-        stream: Literal[True],
-        **kwargs: Unpack[CompletionParams],
-    ) -> CustomStreamWrapper: ...
-
-    @overload
-    async def __call__(
-        self,
-        *,
-        messages: Messages,
-        stream: bool | None = None,
-        **kwargs: Unpack[CompletionParams],
-    ) -> ModelResponse | CustomStreamWrapper: ...
-
-    async def __call__(self, **kwargs: Any) -> ModelResponse | CustomStreamWrapper:
+    async def _complete(self, kwargs: dict[str, Any]) -> ModelResponse | CustomStreamWrapper:
         await asyncio.sleep(0)  # a real call yields to the loop; so does the fake
         return self._answer(kwargs, asynchronous=True)
 
 
-class FakeCompletion(_CompletionFake):
+class FakeCompletion(_CompletionFake, CompletionOverloads):
     """A scripted stand-in for a bound ``litellm.completion``; a ``FixedModelCompletion``.
 
     Takes the same arguments as :class:`FakeACompletion`.
@@ -263,48 +237,21 @@ class FakeCompletion(_CompletionFake):
 
     _kind = "FakeCompletion"
 
-    def __init__(
-        self,
-        script: Iterable[ChatEntry] | Callable[[CompletionCall], ChatEntry] = (),
-        *,
-        model: str = "fake/model",
-        **defaults: Unpack[CompletionParams],
-    ) -> None:
-        super().__init__(script, model, defaults)
-
-    @overload
-    def __call__(
-        self,
-        *,
-        messages: Messages,
-        stream: Literal[False] | None = None,
-        **kwargs: Unpack[CompletionParams],
-    ) -> ModelResponse: ...
-
-    @overload
-    def __call__(
-        self,
-        *,
-        messages: Messages,
-        stream: Literal[True],
-        **kwargs: Unpack[CompletionParams],
-    ) -> CustomStreamWrapper: ...
-
-    @overload
-    def __call__(
-        self,
-        *,
-        messages: Messages,
-        stream: bool | None = None,
-        **kwargs: Unpack[CompletionParams],
-    ) -> ModelResponse | CustomStreamWrapper: ...
-
-    def __call__(self, **kwargs: Any) -> ModelResponse | CustomStreamWrapper:
+    def _complete(self, kwargs: dict[str, Any]) -> ModelResponse | CustomStreamWrapper:
         return self._answer(kwargs, asynchronous=False)
 
 
 class _EmbeddingFake(_Fake[EmbeddingEntry, EmbeddingCall]):
     _fixedmodel_kind: ClassVar[Literal["completion", "embedding"]] = "embedding"
+
+    def __init__(
+        self,
+        script: Iterable[EmbeddingEntry] | Callable[[EmbeddingCall], EmbeddingEntry] = (),
+        *,
+        model: str = "fake/embedding-model",
+        **defaults: Unpack[EmbeddingParams],
+    ) -> None:
+        super().__init__(script, model, defaults)
 
     def _answer(self, kwargs: dict[str, Any]) -> EmbeddingResponse:
         request = self._request(kwargs)
@@ -332,15 +279,6 @@ class FakeAEmbedding(_EmbeddingFake):
 
     _kind = "FakeAEmbedding"
 
-    def __init__(
-        self,
-        script: Iterable[EmbeddingEntry] | Callable[[EmbeddingCall], EmbeddingEntry] = (),
-        *,
-        model: str = "fake/embedding-model",
-        **defaults: Unpack[EmbeddingParams],
-    ) -> None:
-        super().__init__(script, model, defaults)
-
     async def __call__(
         self, *, input: EmbeddingInput, **kwargs: Unpack[EmbeddingParams]
     ) -> EmbeddingResponse:
@@ -355,15 +293,6 @@ class FakeEmbedding(_EmbeddingFake):
     """
 
     _kind = "FakeEmbedding"
-
-    def __init__(
-        self,
-        script: Iterable[EmbeddingEntry] | Callable[[EmbeddingCall], EmbeddingEntry] = (),
-        *,
-        model: str = "fake/embedding-model",
-        **defaults: Unpack[EmbeddingParams],
-    ) -> None:
-        super().__init__(script, model, defaults)
 
     def __call__(
         self, *, input: EmbeddingInput, **kwargs: Unpack[EmbeddingParams]
