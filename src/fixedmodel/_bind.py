@@ -165,10 +165,11 @@ class _Bound:
 
     _factory = ""
     _function_name = ""
-    # What the bound function answers, read by the routing layers to refuse mixed kinds.
+    # What the bound function answers, read by the routing layers to refuse mixed kinds, and
+    # its keywords; the embedding kinds override the three.
     _fixedmodel_kind: ClassVar[Literal["completion", "embedding"]] = "completion"
-    _typed: ClassVar[Mapping[str, object]] = {}
-    _positional: ClassVar[frozenset[str]] = frozenset()
+    _typed: ClassVar[Mapping[str, object]] = CompletionParams.__annotations__
+    _positional: ClassVar[frozenset[str]] = frozenset({"messages", "stream"})
     # Per bound class, filled on first bind: see _known_keywords.
     _known: ClassVar[frozenset[str] | None] = None
 
@@ -271,11 +272,15 @@ class _Bound:
             defaults[_EXTRA] = dict(self._extra)
         return (_rebind, (type(self), self._model, defaults))
 
-    def _checked(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        """``arguments``, after the test switch that blocks real requests had its say."""
+    def _call(self, kwargs: dict[str, object]) -> Any:
+        """Call litellm for ``kwargs`` once the test switch that blocks real requests had its say.
+
+        Any: litellm's untyped result (a coroutine for the async kinds), typed by the caller.
+        """
+        arguments = self._arguments(kwargs)
         if is_blocking():
             check_request(self._model, arguments)
-        return arguments
+        return self._function(**arguments)
 
     def __repr__(self) -> str:
         return (
@@ -311,13 +316,9 @@ class BoundACompletion(_AsyncBound, ACompletionOverloads):
     __slots__ = ()
     _factory = "bind_acompletion"
     _function_name = "acompletion"
-    _typed = CompletionParams.__annotations__
-    _positional = frozenset({"messages", "stream"})
 
     async def _complete(self, kwargs: dict[str, Any]) -> ModelResponse | CustomStreamWrapper:
-        response: ModelResponse | CustomStreamWrapper = await self._function(
-            **self._checked(self._arguments(kwargs))
-        )
+        response: ModelResponse | CustomStreamWrapper = await self._call(kwargs)
         return response
 
 
@@ -327,13 +328,9 @@ class BoundCompletion(_SyncBound, CompletionOverloads):
     __slots__ = ()
     _factory = "bind_completion"
     _function_name = "completion"
-    _typed = CompletionParams.__annotations__
-    _positional = frozenset({"messages", "stream"})
 
     def _complete(self, kwargs: dict[str, Any]) -> ModelResponse | CustomStreamWrapper:
-        response: ModelResponse | CustomStreamWrapper = self._function(
-            **self._checked(self._arguments(kwargs))
-        )
+        response: ModelResponse | CustomStreamWrapper = self._call(kwargs)
         return response
 
 
@@ -350,9 +347,7 @@ class BoundAEmbedding(_AsyncBound):
     async def __call__(
         self, *, input: EmbeddingInput, **kwargs: Unpack[EmbeddingParams]
     ) -> EmbeddingResponse:
-        response: EmbeddingResponse = await self._function(
-            **self._checked(self._arguments({"input": input, **kwargs}))
-        )
+        response: EmbeddingResponse = await self._call({"input": input, **kwargs})
         return response
 
 
@@ -369,9 +364,7 @@ class BoundEmbedding(_SyncBound):
     def __call__(
         self, *, input: EmbeddingInput, **kwargs: Unpack[EmbeddingParams]
     ) -> EmbeddingResponse:
-        response: EmbeddingResponse = self._function(
-            **self._checked(self._arguments({"input": input, **kwargs}))
-        )
+        response: EmbeddingResponse = self._call({"input": input, **kwargs})
         return response
 
 
