@@ -29,7 +29,7 @@ from fixedmodel._batch_result import BatchCancelledError, BatchFailure, BatchRes
 from fixedmodel._closing import AsyncClosing
 from fixedmodel._progress import Progress, ProgressCallback
 
-__all__ = ["BatchRun", "Item", "Options", "Run", "checked_item", "length", "stopped"]
+__all__ = ["BatchRun", "Item", "Options", "Run", "aitems", "checked_item", "length", "stopped"]
 
 ResponseT = TypeVar("ResponseT")
 logger = logging.getLogger("fixedmodel.batch")
@@ -54,9 +54,10 @@ def checked_item(index: int, request: object, ids: Iterator[str] | None) -> Item
     return index, identifier, kwargs
 
 
-async def _aitems(
+async def aitems(
     requests: Iterable[Any] | AsyncIterable[Any], ids: Iterable[str] | None
 ) -> AsyncGenerator[Item, None]:
+    """Each request, checked, with its index and id (see :func:`checked_item`), as read."""
     given = iter(ids) if ids is not None else None
     index = 0
     if isinstance(requests, AsyncIterable):
@@ -106,7 +107,7 @@ class Run:
         self._known = options.total if options.total is not None else length(requests)
         self._options = options
         self._meter: Progress | None = None
-        self._items = _aitems(requests, options.ids)
+        self._items = aitems(requests, options.ids)
         self._running: dict[asyncio.Task[BatchResult[Any]], tuple[int, str]] = {}
         self._finished: dict[int, BatchResult[Any]] = {}  # in input order: by index
         self._ready: deque[BatchResult[Any]] = deque()  # as they complete

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast, overload
 
@@ -35,6 +35,7 @@ from fixedmodel._batch_api import BatchAPI
 from fixedmodel._batch_budget import BatchBudget
 from fixedmodel._batch_lines import LineFormat, LineOutcome, ProviderBatchLineError, read_line
 from fixedmodel._batch_result import BatchFailure, BatchResult, BatchSuccess
+from fixedmodel._batch_run import aitems
 from fixedmodel._batch_state import JobState, Part, parts_folder
 from fixedmodel._progress import Progress, ProgressCallback
 from fixedmodel.middleware._call import RequestKind, Wrapper
@@ -249,21 +250,8 @@ class _Job:
     ) -> list[_Item]:
         """Build every request's line (and cache key), refusing repeated ids."""
         cache = self._stack.cache
-        given = iter(ids) if ids is not None else None
         items: list[_Item] = []
-        async for index, request in _enumerate(requests):
-            if not isinstance(request, dict):
-                kind = type(request).__name__
-                msg = f"batch request #{index} must be a dict of keywords, got {kind}"
-                raise TypeError(msg)
-            kwargs = cast("dict[str, Any]", request)
-            if kwargs.get("stream"):
-                msg = f"batch request #{index} asks for a stream; a batch collects whole answers"
-                raise ValueError(msg)
-            custom_id = str(index) if given is None else next(given, None)
-            if custom_id is None:
-                msg = f"ids= ran out at batch request #{index}: give one id per request"
-                raise ValueError(msg)
+        async for index, custom_id, kwargs in aitems(requests, ids):
             if custom_id in self._index:
                 first = self._index[custom_id]
                 msg = f"batch requests #{first} and #{index} share the custom_id {custom_id!r}"
@@ -601,17 +589,3 @@ def _retryable(outcome: LineOutcome) -> bool:
     """A line that expired or was cancelled before it ran: worth another batch."""
     code = (outcome.error or {}).get("code")
     return code in ("batch_expired", "batch_cancelled", None)
-
-
-async def _enumerate(
-    requests: Iterable[Any] | AsyncIterable[Any],
-) -> AsyncIterator[tuple[int, Any]]:
-    index = 0
-    if isinstance(requests, AsyncIterable):
-        async for request in requests:
-            yield index, request
-            index += 1
-    else:
-        for request in requests:
-            yield index, request
-            index += 1
