@@ -33,18 +33,17 @@ if TYPE_CHECKING:
 
     from fixedmodel import errors as errors
     from fixedmodel import responses as responses
-    from fixedmodel._batch import BatchCancelledError as BatchCancelledError
-    from fixedmodel._batch import BatchFailure as BatchFailure
-    from fixedmodel._batch import BatchProgress as BatchProgress
-    from fixedmodel._batch import BatchResult as BatchResult
-    from fixedmodel._batch import BatchRun as BatchRun
-    from fixedmodel._batch import BatchSuccess as BatchSuccess
     from fixedmodel._batch import CompletionRequest as CompletionRequest
     from fixedmodel._batch import EmbeddingRequest as EmbeddingRequest
     from fixedmodel._batch import abatch as abatch
     from fixedmodel._batch import aiter_batch as aiter_batch
     from fixedmodel._batch import batch as batch
     from fixedmodel._batch_lines import ProviderBatchLineError as ProviderBatchLineError
+    from fixedmodel._batch_result import BatchCancelledError as BatchCancelledError
+    from fixedmodel._batch_result import BatchFailure as BatchFailure
+    from fixedmodel._batch_result import BatchResult as BatchResult
+    from fixedmodel._batch_result import BatchSuccess as BatchSuccess
+    from fixedmodel._batch_run import BatchRun as BatchRun
     from fixedmodel._bind import BoundACompletion as BoundACompletion
     from fixedmodel._bind import BoundAEmbedding as BoundAEmbedding
     from fixedmodel._bind import BoundCompletion as BoundCompletion
@@ -59,6 +58,7 @@ if TYPE_CHECKING:
     from fixedmodel._params import EmbeddingParams as EmbeddingParams
     from fixedmodel._params import MessageParam as MessageParam
     from fixedmodel._params import Messages as Messages
+    from fixedmodel._progress import BatchProgress as BatchProgress
     from fixedmodel._progress import ProgressCallback as ProgressCallback
     from fixedmodel._protocols import AFixedModelCompletion as AFixedModelCompletion
     from fixedmodel._protocols import AFixedModelEmbedding as AFixedModelEmbedding
@@ -222,12 +222,12 @@ _HOME_OF: dict[str, str] = {
     "AFixedModelCompletion": "fixedmodel._protocols",
     "AFixedModelEmbedding": "fixedmodel._protocols",
     "Acquisition": "fixedmodel.stores._limiter_store",
-    "BatchCancelledError": "fixedmodel._batch",
-    "BatchFailure": "fixedmodel._batch",
-    "BatchProgress": "fixedmodel._batch",
-    "BatchResult": "fixedmodel._batch",
-    "BatchRun": "fixedmodel._batch",
-    "BatchSuccess": "fixedmodel._batch",
+    "BatchCancelledError": "fixedmodel._batch_result",
+    "BatchFailure": "fixedmodel._batch_result",
+    "BatchProgress": "fixedmodel._progress",
+    "BatchResult": "fixedmodel._batch_result",
+    "BatchRun": "fixedmodel._batch_run",
+    "BatchSuccess": "fixedmodel._batch_result",
     "BoundACompletion": "fixedmodel._bind",
     "BoundAEmbedding": "fixedmodel._bind",
     "BoundCompletion": "fixedmodel._bind",

@@ -25,16 +25,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from typing_extensions import Required
 
-from fixedmodel._batch_result import (
-    BatchCancelledError,
-    BatchFailure,
-    BatchResult,
-    BatchSuccess,
-    batch_result,
-)
+from fixedmodel._batch_result import BatchFailure, BatchResult, BatchSuccess
 from fixedmodel._batch_run import BatchRun, Item, Options, Run, checked_item, length, stopped
 from fixedmodel._params import CompletionParams, EmbeddingInput, EmbeddingParams, Messages
-from fixedmodel._progress import BatchProgress, Progress, ProgressCallback, callbacks
+from fixedmodel._progress import Progress, ProgressCallback, callbacks
 from fixedmodel.middleware._call import is_async_callable
 
 if TYPE_CHECKING:
@@ -47,20 +41,7 @@ if TYPE_CHECKING:
         FixedModelEmbedding,
     )
 
-__all__ = [
-    "BatchCancelledError",
-    "BatchFailure",
-    "BatchProgress",
-    "BatchResult",
-    "BatchRun",
-    "BatchSuccess",
-    "CompletionRequest",
-    "EmbeddingRequest",
-    "abatch",
-    "aiter_batch",
-    "batch",
-    "batch_result",
-]
+__all__ = ["CompletionRequest", "EmbeddingRequest", "abatch", "aiter_batch", "batch"]
 
 ResponseT = TypeVar("ResponseT")
 CallableT = TypeVar("CallableT")

@@ -29,14 +29,8 @@ from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from fixedmodel import _pickling
-from fixedmodel._batch import (
-    BatchResult,
-    CompletionRequest,
-    EmbeddingRequest,
-    abatch,
-    batch,
-    batch_result,
-)
+from fixedmodel._batch import CompletionRequest, EmbeddingRequest, abatch, batch
+from fixedmodel._batch_result import BatchResult, batch_result
 from fixedmodel.errors import WorkerError
 
 if TYPE_CHECKING:
