@@ -105,8 +105,8 @@ class BatchService:
             app.router.add_get(f"{prefix}/files/{{file_id}}/content", self._content)
             app.router.add_post(f"{prefix}/batches", self._create)
             app.router.add_get(f"{prefix}/batches", self._list_batches)
-            app.router.add_get(f"{prefix}/batches/{{batch_id}}", self._retrieve)
-            app.router.add_post(f"{prefix}/batches/{{batch_id}}/cancel", self._cancel)
+            app.router.add_get(f"{prefix}/batches/{{batch_id}}", self._retrieve_or_cancel)
+            app.router.add_post(f"{prefix}/batches/{{batch_id}}/cancel", self._retrieve_or_cancel)
 
     def reset(self) -> None:
         """Forget every file and batch and restore the default settings."""
@@ -251,22 +251,16 @@ class BatchService:
             cards = [dict(b.card) for b in reversed(self._batches.values())]
         return web.json_response({"object": "list", "data": cards, "has_more": False})
 
-    async def _retrieve(self, request: web.Request) -> web.Response:
+    async def _retrieve_or_cancel(self, request: web.Request) -> web.Response:
+        """GET a batch (a poll: it advances) or POST its ``/cancel``; answer its card."""
         self._note(request)
         with self._lock:
             batch = self._batches.get(request.match_info["batch_id"])
             if batch is None:
                 return _error(404, "No such batch.", param="batch_id")
-            self._advance(batch)
-            return web.json_response(dict(batch.card))
-
-    async def _cancel(self, request: web.Request) -> web.Response:
-        self._note(request)
-        with self._lock:
-            batch = self._batches.get(request.match_info["batch_id"])
-            if batch is None:
-                return _error(404, "No such batch.", param="batch_id")
-            if batch.card["status"] not in _ENDED:
+            if request.method in ("GET", "HEAD"):
+                self._advance(batch)
+            elif batch.card["status"] not in _ENDED:
                 batch.cancel_asked = True
                 batch.card["status"] = "cancelling"
                 batch.card["cancelling_at"] = _now()
