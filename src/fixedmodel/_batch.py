@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from typing_extensions import Required
 
@@ -42,9 +42,6 @@ if TYPE_CHECKING:
     )
 
 __all__ = ["CompletionRequest", "EmbeddingRequest", "abatch", "aiter_batch", "batch"]
-
-ResponseT = TypeVar("ResponseT")
-CallableT = TypeVar("CallableT")
 
 
 class CompletionRequest(CompletionParams, total=False):
@@ -72,8 +69,22 @@ def _check_concurrency(concurrency: object) -> int:
     return concurrency
 
 
-def _check_kind(fn: object, runner: str, *, asynchronous: bool) -> None:
-    """Refuse a callable of the wrong kind now, before any request (untyped callers)."""
+BUDGET_WAIT = 60.0
+"""Seconds a batch's call may wait for a budget taken by calls in flight (see below)."""
+
+
+def _paced(fn: object, runner: str, *, asynchronous: bool) -> Callable[..., Any]:
+    """``fn``, of the runner's kind, with every call paced by the budgets in its stack.
+
+    A callable of the wrong kind is refused now, before any request (untyped callers).
+
+    A budget reserves each call's worst case before sending it; at a batch's concurrency
+    those reservations alone can fill the cap while real spending is far below it, and a
+    budget that refuses then fails items that would fit once the calls in flight settle.
+    In a batch a ``Budget`` made without ``max_wait`` waits (bounded, :data:`BUDGET_WAIT`)
+    for those settlements instead; a ``Budget(max_wait=...)`` of its own keeps its setting,
+    and one whose settled spending alone reaches the cap still refuses at once.
+    """
     if is_async_callable(fn) != asynchronous:
         wanted = (
             "an async callable (bind_acompletion, bind_aembedding)"
@@ -83,38 +94,22 @@ def _check_kind(fn: object, runner: str, *, asynchronous: bool) -> None:
         other = "batch()" if asynchronous else "abatch() or aiter_batch()"
         msg = f"{runner}() needs {wanted}, got {fn!r}; use {other} for it"
         raise TypeError(msg)
-
-
-BUDGET_WAIT = 60.0
-"""Seconds a batch's call may wait for a budget taken by calls in flight (see below)."""
-
-
-def _paced_by_budget(fn: CallableT) -> CallableT:
-    """``fn`` with every call paced by the budgets in its stack, for up to :data:`BUDGET_WAIT`.
-
-    A budget reserves each call's worst case before sending it; at a batch's concurrency
-    those reservations alone can fill the cap while real spending is far below it, and a
-    budget that refuses then fails items that would fit once the calls in flight settle.
-    In a batch a ``Budget`` made without ``max_wait`` waits (bounded) for those settlements
-    instead; a ``Budget(max_wait=...)`` of its own keeps its setting, and one whose settled
-    spending alone reaches the cap still refuses at once.
-    """
     from fixedmodel.routing._pacing import budget_pacing
 
     call = cast("Callable[..., Any]", fn)
-    if is_async_callable(fn):
+    if asynchronous:
 
         async def paced(**kwargs: Any) -> Any:
             with budget_pacing(BUDGET_WAIT):
                 return await call(**kwargs)
 
-        return cast("CallableT", paced)
+        return paced
 
     def paced_sync(**kwargs: Any) -> Any:
         with budget_pacing(BUDGET_WAIT):
             return call(**kwargs)
 
-    return cast("CallableT", paced_sync)
+    return paced_sync
 
 
 @overload
@@ -173,9 +168,7 @@ def aiter_batch(
             (when read), or ``concurrency`` < 1.
     """
     options = _options(concurrency, ordered, ids, total, progress, on_progress, fail_fast)
-    _check_kind(fn, "aiter_batch", asynchronous=True)
-    call = _paced_by_budget(cast("Callable[..., Any]", fn))
-    return BatchRun(Run(call, requests, options))
+    return BatchRun(Run(_paced(fn, "aiter_batch", asynchronous=True), requests, options))
 
 
 def _options(
@@ -266,9 +259,9 @@ async def abatch(
         ValueError: A request asks for a stream, ``ids`` ran out before the requests, or
             ``concurrency`` < 1.
     """
-    _check_kind(fn, "abatch", asynchronous=True)
+    call = _paced(fn, "abatch", asynchronous=True)
     options = _options(concurrency, True, ids, total, progress, on_progress, fail_fast)
-    run = Run(_paced_by_budget(cast("Callable[..., Any]", fn)), requests, options)
+    run = Run(call, requests, options)
     results: list[BatchResult[Any]] = []
     try:
         while True:
@@ -323,8 +316,7 @@ def batch(
     finish (their answers are kept; a thread cannot be interrupted) and no other starts.
     """
     options = _options(concurrency, True, ids, total, progress, on_progress, fail_fast)
-    _check_kind(fn, "batch", asynchronous=False)
-    call = _paced_by_budget(cast("Callable[..., Any]", fn))
+    call = _paced(fn, "batch", asynchronous=False)
     meter = Progress(progress, total if total is not None else length(requests), on_progress)
     given = iter(ids) if ids is not None else None
     interrupted = threading.Event()
