@@ -62,6 +62,12 @@ class UnknownKeywordWarning(UserWarning):
 
 _warned: set[str] = set()
 
+# Each kind's keywords: the typed ones, and the ones its call names itself.
+_KEYWORDS: dict[str, tuple[Mapping[str, object], frozenset[str]]] = {
+    "completion": (CompletionParams.__annotations__, frozenset({"messages", "stream"})),
+    "embedding": (EmbeddingParams.__annotations__, frozenset({"input"})),
+}
+
 
 def _known_keywords(
     litellm: Any, function: Callable[..., Any], typed: Mapping[str, object]
@@ -165,11 +171,9 @@ class _Bound:
 
     _factory = ""
     _function_name = ""
-    # What the bound function answers, read by the routing layers to refuse mixed kinds, and
-    # its keywords; the embedding kinds override the three.
+    # What the bound function answers, read by the routing layers to refuse mixed kinds; it
+    # picks the keywords too (_KEYWORDS).
     _fixedmodel_kind: ClassVar[Literal["completion", "embedding"]] = "completion"
-    _typed: ClassVar[Mapping[str, object]] = CompletionParams.__annotations__
-    _positional: ClassVar[frozenset[str]] = frozenset({"messages", "stream"})
     # Per bound class, filled on first bind: see _known_keywords.
     _known: ClassVar[frozenset[str] | None] = None
 
@@ -191,7 +195,8 @@ class _Bound:
             function, is_async=isinstance(self, _AsyncBound)
         )
         if type(self)._known is None:
-            type(self)._known = _known_keywords(litellm, function, self._typed) | (self._positional)
+            typed, named = _KEYWORDS[self._fixedmodel_kind]
+            type(self)._known = _known_keywords(litellm, function, typed) | named
         self._check_names(params)
         # Below every bound default (extra_params included): the caller's choice wins.
         self._hint = _provider_hint(litellm, model, {**self._extra, **params})
@@ -202,7 +207,8 @@ class _Bound:
         """Warn once per name about top-level keywords nobody knows (see the warning class)."""
         known = type(self)._known
         if known is not None and not known.issuperset(kwargs):
-            _warn_unknown([name for name in kwargs if name not in known], known, self._typed)
+            typed = _KEYWORDS[self._fixedmodel_kind][0]
+            _warn_unknown([name for name in kwargs if name not in known], known, typed)
 
     def _aliased(self) -> bool:
         """Whether litellm's global ``model_alias_map`` renames this model (read per call)."""
@@ -340,8 +346,6 @@ class BoundAEmbedding(_AsyncBound):
     __slots__ = ()
     _factory = "bind_aembedding"
     _function_name = "aembedding"
-    _typed = EmbeddingParams.__annotations__
-    _positional = frozenset({"input"})
     _fixedmodel_kind = "embedding"
 
     async def __call__(
@@ -357,8 +361,6 @@ class BoundEmbedding(_SyncBound):
     __slots__ = ()
     _factory = "bind_embedding"
     _function_name = "embedding"
-    _typed = EmbeddingParams.__annotations__
-    _positional = frozenset({"input"})
     _fixedmodel_kind = "embedding"
 
     def __call__(
