@@ -20,11 +20,11 @@ the new line at its next look; nothing else of the parent's waits.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
-import weakref
 from collections import deque
 from typing import TypeAlias
+
+from fixedmodel.stores._cache_store import after_fork_in_child
 
 __all__ = ["Line", "TaskWaiter", "ThreadWaiter"]
 
@@ -116,7 +116,7 @@ class Line:
         # Counts nudges, so that a caller refused before joining can tell that capacity came
         # back in between (a nudge then found nobody to wake).
         self.nudges = 0
-        _lines.add(self)
+        after_fork_in_child(self)
 
     def join(self, waiter: Waiter) -> None:
         """Put ``waiter`` at the end of the line."""
@@ -158,7 +158,7 @@ class Line:
         while waiters and not (waiters[0].active and waiters[0].notify()):
             waiters.popleft().active = False
 
-    def after_fork(self) -> None:
+    def _after_fork(self) -> None:
         """Start a new generation in a forked child (see the module docstring)."""
         copied = self._waiters
         self._lock = threading.Lock()
@@ -168,15 +168,3 @@ class Line:
             # Only the forking thread lives on; a task of its event loop may be waiting.
             if isinstance(waiter, TaskWaiter) and waiter.active:
                 waiter.notify()
-
-
-_lines: weakref.WeakSet[Line] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for line in list(_lines):
-        line.after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import threading
-import weakref
 from collections.abc import Generator
 from contextlib import contextmanager
 from contextvars import ContextVar
+
+from fixedmodel.stores._cache_store import after_fork_in_child
 
 __all__ = ["POLL", "Settlements", "budget_pacing", "check_wait", "default_wait"]
 
@@ -72,9 +72,9 @@ class Settlements:
         self._changed = threading.Condition(threading.Lock())
         self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._threads = 0  # Threads in wait_change.
-        _all.add(self)
+        after_fork_in_child(self)
 
-    def renew_after_fork(self) -> None:
+    def _after_fork(self) -> None:
         """A fresh lock, and no waiters: after a fork only the forking thread exists."""
         self._changed = threading.Condition(threading.Lock())
         self._futures = []
@@ -114,18 +114,6 @@ class Settlements:
             with self._changed:
                 if (loop, future) in self._futures:
                     self._futures.remove((loop, future))
-
-
-_all: weakref.WeakSet[Settlements] = weakref.WeakSet()
-
-
-def _renew_in_child() -> None:
-    for settlements in list(_all):
-        settlements.renew_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_in_child)
 
 
 def _wake(future: asyncio.Future[None]) -> None:

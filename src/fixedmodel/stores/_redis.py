@@ -36,7 +36,6 @@ import math
 import os
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
@@ -44,6 +43,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fixedmodel._closing import Closing
 from fixedmodel._pickling import url_from_environment
+from fixedmodel.stores._cache_store import after_fork_in_child
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -230,7 +230,7 @@ class RedisClients:
             msg = f"{owner} takes a URL or clients (client=, async_client=), not both"
             raise TypeError(msg)
         self._lock = threading.Lock()
-        _locked.add(self)
+        after_fork_in_child(self)
         self._executor: ThreadPoolExecutor | None = None
         self._executor_pid = 0
         self._async = async_client
@@ -249,6 +249,10 @@ class RedisClients:
             self._owned = False
             self.endpoint = _describe_client(client if client is not None else async_client)
             self._deadline = _socket_timeout(client)
+
+    def _after_fork(self) -> None:
+        # A lock another thread held at the fork would never be released in the child.
+        self._lock = threading.Lock()
 
     def url_for_pickling(self, owner: str) -> str:
         """The URL the store was built from, to build it again in another process.
@@ -395,10 +399,13 @@ class Health:
         self._store = store
         self._endpoint = endpoint
         self._lock = threading.Lock()
-        _locked.add(self)
+        after_fork_in_child(self)
         self._down_since: float | None = None
         self._next_warning = 0.0
         self._failures = 0
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # See RedisClients._after_fork.
 
     def failed(self, operation: str, exc: BaseException, consequence: str) -> None:
         """Record that ``operation`` failed with ``exc`` and what the store did instead."""
@@ -441,21 +448,6 @@ class Health:
             )
 
 
-# After os.fork() only the forking thread exists in the child: a lock another thread held
-# at that moment would never be released there. Every object of this module that holds a
-# lock gets a new one in the child.
-_locked: weakref.WeakSet[RedisClients | Health] = weakref.WeakSet()
-
-
-def _renew_locks_in_child() -> None:
-    for holder in list(_locked):
-        holder._lock = threading.Lock()  # pyright: ignore[reportPrivateUsage]
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_locks_in_child)
-
-
 def rebuild_store(kind: Callable[..., _T], url: str, options: dict[str, Any]) -> _T:
     """Unpickle a Redis store: build it again from its URL and options."""
     return kind(url, **options)
@@ -483,7 +475,7 @@ class RedisStore(Closing):
     """What every Redis store shares (cache, limiter, cooldowns, budget).
 
     The clients, the health reporting and the namespace (both renew their locks in a forked
-    child themselves, see ``_renew_locks_in_child``); rebuilding in another process from the
+    child themselves, see ``_after_fork``); rebuilding in another process from the
     URL (pickling); closing, ``with``, and a ``repr`` without the password. Each store's own
     ``__init__`` gives its defaults and calls :meth:`_open` (or :meth:`PolicyStore._connect`).
     """

@@ -8,16 +8,15 @@ some other thread of the parent held at the fork would never be released in the 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn
 
 from fixedmodel._pickling import refuse_pickling
+from fixedmodel.stores._cache_store import after_fork_in_child
 from fixedmodel.stores._limiter_store import SEGMENTS_PER_PERIOD, Acquisition
 
 if TYPE_CHECKING:
@@ -81,7 +80,7 @@ class MemoryLimiterStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}
-        _stores.add(self)
+        after_fork_in_child(self)
 
     def __reduce__(self) -> NoReturn:
         refuse_pickling(
@@ -163,15 +162,3 @@ class MemoryLimiterStore:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
-
-
-_stores: weakref.WeakSet[MemoryLimiterStore] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for store in list(_stores):
-        store._after_fork()  # pyright: ignore[reportPrivateUsage]
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import threading
 import time
 import weakref
@@ -42,6 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fixedmodel.stores._budget_store import Caps, Committed, Reservation
+from fixedmodel.stores._cache_store import after_fork_in_child
 from fixedmodel.stores._redis import (
     DEFAULT_TIMEOUT,
     LOGGER,
@@ -222,7 +222,7 @@ class _Unsettled:
         self._lock = threading.Lock()
         self._settlements: dict[str, _Settlement] = {}
         self._thread: threading.Thread | None = None
-        _unsettled.add(self)
+        after_fork_in_child(self)
 
     def __bool__(self) -> bool:
         return bool(self._settlements)
@@ -257,21 +257,9 @@ class _Unsettled:
             )
             self._thread.start()
 
-    def renew_after_fork(self) -> None:
+    def _after_fork(self) -> None:
         self._lock = threading.Lock()
         self._thread = None
-
-
-_unsettled: weakref.WeakSet[_Unsettled] = weakref.WeakSet()
-
-
-def _renew_in_child() -> None:
-    for pending in list(_unsettled):
-        pending.renew_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_in_child)
 
 
 def _retry_loop(reference: weakref.ReferenceType[RedisBudgetStore]) -> None:
