@@ -36,9 +36,10 @@ import math
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fixedmodel._closing import Closing
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TIMEOUT",
     "LOGGER",
+    "Command",
+    "Flow",
     "Health",
     "LuaScript",
     "RedisClients",
@@ -338,6 +341,33 @@ class RedisClients:
             self._sync.close()
 
 
+@dataclass(frozen=True)
+class Command:
+    """One Redis operation, with either kind of client: what a store's flow asks to run."""
+
+    with_sync: Callable[[Redis], object]
+    with_async: Callable[[AsyncRedis], Awaitable[object]]
+
+
+Flow: TypeAlias = Generator[Command, object, _T]
+"""A store operation: it yields the one command it needs and gets the reply (or the error
+raised in its place), then returns its result. :meth:`RedisStore._do` and
+:meth:`RedisStore._ado` run it for the sync and the async methods: all else is said once."""
+
+
+def _finish(flow: Flow[_T], reply: object, error: BaseException | None) -> _T:
+    """Give ``flow`` its command's reply, or raise ``error`` in it; return what it returns."""
+    try:
+        if error is None:
+            flow.send(reply)
+        else:
+            flow.throw(error)
+    except StopIteration as stop:
+        return cast("_T", stop.value)
+    msg = "a store's flow asked Redis for a second command"
+    raise RuntimeError(msg)
+
+
 class LuaScript:
     """A Lua script run by its SHA1, loaded again when Redis answers NOSCRIPT.
 
@@ -350,6 +380,13 @@ class LuaScript:
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    def call(self, keys: Sequence[str], args: Sequence[str | int]) -> Command:
+        """The command that runs the script with either kind of client."""
+        return Command(
+            lambda client: self.run(client, keys, args),
+            lambda client: self.arun(client, keys, args),
+        )
 
     def run(self, client: Redis, keys: Sequence[str], args: Sequence[str | int]) -> object:
         """Run the script with the sync client; returns its reply."""
@@ -476,8 +513,9 @@ class RedisStore(Closing):
 
     The clients, the health reporting and the namespace (both renew their locks in a forked
     child themselves, see ``_after_fork``); rebuilding in another process from the
-    URL (pickling); closing, ``with``, and a ``repr`` without the password. Each store's own
-    ``__init__`` gives its defaults and calls :meth:`_open` (or :meth:`PolicyStore._connect`).
+    URL (pickling); closing, ``with``, and a ``repr`` without the password; running each
+    operation, written once as a :data:`Flow`, for the sync and the async methods. Each
+    store's own ``__init__`` gives its defaults and calls :meth:`_open`.
     """
 
     __slots__ = ("__weakref__", "_clients", "_errors", "_health", "_namespace")
@@ -487,18 +525,37 @@ class RedisStore(Closing):
         url: str | None,
         client: Redis | None,
         async_client: AsyncRedis | None,
-        *,
         namespace: str,
-        example: str,
         timeout: float,
-        empty_namespace: bool = False,
+        *,
+        example: str,
+        empty: bool = False,
     ) -> None:
+        """Check the namespace (``example`` shows a good one), then connect."""
         owner = type(self).__name__
-        self._namespace = check_namespace(namespace, example=example, empty=empty_namespace)
+        self._namespace = check_namespace(namespace, example=example, empty=empty)
         require_redis()
         self._clients = RedisClients(owner, url, client, async_client, timeout)
         self._errors = redis_errors()
         self._health = Health(owner, self._clients.endpoint)
+
+    def _do(self, flow: Flow[_T]) -> _T:
+        """Run ``flow`` for a sync method: its command on the sync client."""
+        command = next(flow)
+        try:
+            reply = command.with_sync(self._clients.sync())
+        except BaseException as exc:  # The flow decides what a failure means.
+            return _finish(flow, None, exc)
+        return _finish(flow, reply, None)
+
+    async def _ado(self, flow: Flow[_T]) -> _T:
+        """Run ``flow`` for an async method (see :meth:`RedisClients.run`)."""
+        command = next(flow)
+        try:
+            reply = await self._clients.run(command.with_sync, command.with_async)
+        except BaseException as exc:
+            return _finish(flow, None, exc)
+        return _finish(flow, reply, None)
 
     @property
     def namespace(self) -> str:
@@ -526,23 +583,13 @@ class RedisStore(Closing):
 
 
 class PolicyStore(RedisStore):
-    """A Redis store with a failure policy (limiter, cooldowns, budget): ``on_error``."""
+    """A Redis store with a failure policy (limiter, cooldowns, budget): ``on_error``.
+
+    Its ``__init__`` sets ``_on_error`` with :func:`check_on_error` before :meth:`_open`.
+    """
 
     __slots__ = ("_on_error",)
-
-    def _connect(
-        self,
-        url: str | None,
-        client: Redis | None,
-        async_client: AsyncRedis | None,
-        *,
-        namespace: str,
-        example: str,
-        on_error: OnError,
-        timeout: float,
-    ) -> None:
-        self._on_error: OnError = check_on_error(on_error)
-        self._open(url, client, async_client, namespace=namespace, example=example, timeout=timeout)
+    _on_error: OnError
 
     @property
     def on_error(self) -> OnError:

@@ -45,9 +45,11 @@ from fixedmodel.stores._cache_store import after_fork_in_child
 from fixedmodel.stores._redis import (
     DEFAULT_TIMEOUT,
     LOGGER,
+    Flow,
     LuaScript,
     OnError,
     PolicyStore,
+    check_on_error,
 )
 from fixedmodel.stores.redis_limiter import (
     RedisUnavailableError,
@@ -319,15 +321,8 @@ class RedisBudgetStore(PolicyStore):
         on_error: OnError = "closed",
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._connect(
-            url,
-            client,
-            async_client,
-            namespace=namespace,
-            example="myapp:budget:",
-            on_error=on_error,
-            timeout=timeout,
-        )
+        self._on_error = check_on_error(on_error)
+        self._open(url, client, async_client, namespace, timeout, example="myapp:budget:")
         self._clock = _ClockHints()
         self._unsettled = _Unsettled()
 
@@ -340,16 +335,8 @@ class RedisBudgetStore(PolicyStore):
 
     # Settlements --------------------------------------------------------------------------
 
-    def _send(self, settlement: _Settlement) -> None:
-        keys = settlement.keys(self._namespace)
-        _SCRIPT.run(self._clients.sync(), keys, settlement.args())
-
-    async def _asend(self, settlement: _Settlement) -> None:
-        keys, args = settlement.keys(self._namespace), settlement.args()
-        await self._clients.run(
-            lambda client: _SCRIPT.run(client, keys, args),
-            lambda client: _SCRIPT.arun(client, keys, args),
-        )
+    def _send(self, settlement: _Settlement) -> Flow[object]:
+        return (yield _SCRIPT.call(settlement.keys(self._namespace), settlement.args()))
 
     def _later(self, settlement: _Settlement, exc: BaseException) -> None:
         """Keep a settlement Redis did not confirm, and retry it."""
@@ -366,7 +353,7 @@ class RedisBudgetStore(PolicyStore):
         """
         for settlement in self._unsettled.taken():
             try:
-                self._send(settlement)
+                self._do(self._send(settlement))
             except self._errors:
                 return False
             self._unsettled.confirmed(settlement)
@@ -379,7 +366,7 @@ class RedisBudgetStore(PolicyStore):
 
     async def _aflush_unsettled(self) -> None:
         for settlement in self._unsettled.taken():
-            await self._asend(settlement)
+            await self._ado(self._send(settlement))
             self._unsettled.confirmed(settlement)
 
     def settle(self, key: str, caps: Caps, reservation_id: str, cost: int, tokens: int) -> None:
@@ -387,28 +374,21 @@ class RedisBudgetStore(PolicyStore):
 
         Never raises for Redis: a settlement it does not confirm is retried until it does.
         """
-        settlement = _Settlement(key, reservation_id, cost, tokens)
-        try:
-            self._send(settlement)
-        except self._errors as exc:
-            self._later(settlement, exc)
-            return
-        except BaseException as exc:  # Interrupted: whether it ran is unknown; it is idempotent.
-            self._later(settlement, exc)
-            raise
-        self._health.succeeded()
+        self._do(self._settle(_Settlement(key, reservation_id, cost, tokens)))
 
     async def asettle(
         self, key: str, caps: Caps, reservation_id: str, cost: int, tokens: int
     ) -> None:
         """Async :meth:`settle`."""
-        settlement = _Settlement(key, reservation_id, cost, tokens)
+        await self._ado(self._settle(_Settlement(key, reservation_id, cost, tokens)))
+
+    def _settle(self, settlement: _Settlement) -> Flow[None]:
         try:
-            await self._asend(settlement)
+            yield from self._send(settlement)
         except self._errors as exc:
             self._later(settlement, exc)
             return
-        except BaseException as exc:  # Cancelled: whether it ran is unknown; it is idempotent.
+        except BaseException as exc:  # Interrupted or cancelled: did it run? It is idempotent.
             self._later(settlement, exc)
             raise
         self._health.succeeded()
@@ -446,18 +426,7 @@ class RedisBudgetStore(PolicyStore):
         """
         if self._unsettled and not self.flush_unsettled():
             return self._unavailable(TimeoutError("earlier settlements are still unconfirmed"))
-        args, sent = self._reserve_args(key, caps, cost, tokens)
-        try:
-            reply = _reply(_SCRIPT.run(self._clients.sync(), self._keys(key, reservation_id), args))
-        except Exception as exc:
-            self._void(key, reservation_id, exc)
-            if isinstance(exc, self._errors):
-                return self._unavailable(exc)
-            raise
-        except BaseException as exc:
-            self._void(key, reservation_id, exc)
-            raise
-        return self._decided(key, reply, sent)
+        return self._do(self._reserve(key, caps, reservation_id, cost, tokens))
 
     async def areserve(
         self, key: str, caps: Caps, reservation_id: str, cost: int, tokens: int
@@ -468,20 +437,20 @@ class RedisBudgetStore(PolicyStore):
                 await self._aflush_unsettled()
             except self._errors as exc:
                 return self._unavailable(exc)
-        keys = self._keys(key, reservation_id)
+        return await self._ado(self._reserve(key, caps, reservation_id, cost, tokens))
+
+    def _reserve(
+        self, key: str, caps: Caps, reservation_id: str, cost: int, tokens: int
+    ) -> Flow[Reservation]:
         args, sent = self._reserve_args(key, caps, cost, tokens)
         try:
-            raw = await self._clients.run(
-                lambda client: _SCRIPT.run(client, keys, args),
-                lambda client: _SCRIPT.arun(client, keys, args),
-            )
-            reply = _reply(raw)
+            reply = _reply((yield _SCRIPT.call(self._keys(key, reservation_id), args)))
         except Exception as exc:
             self._void(key, reservation_id, exc)
             if isinstance(exc, self._errors):
                 return self._unavailable(exc)
             raise
-        except BaseException as exc:  # Cancelled while the script may run: undo it.
+        except BaseException as exc:  # Interrupted or cancelled while the script may run: undo it.
             self._void(key, reservation_id, exc)
             raise
         return self._decided(key, reply, sent)
@@ -514,27 +483,18 @@ class RedisBudgetStore(PolicyStore):
             RedisUnavailableError: Redis did not answer.
         """
         self.flush_unsettled()
-        head, sent = self._clock.args(key, "committed")
-        try:
-            raw = _SCRIPT.run(self._clients.sync(), [self._namespace + key], [*head, _period(caps)])
-            reply = _reply(raw)
-        except self._errors as exc:
-            msg = f"could not read the budget from Redis at {self._clients.endpoint}"
-            raise RedisUnavailableError(msg) from exc
-        return self._decided(key, reply, sent).committed
+        return self._do(self._committed(key, caps))
 
     async def acommitted(self, key: str, caps: Caps) -> Committed:
         """Async :meth:`committed`."""
         with contextlib.suppress(*self._errors):  # Still unconfirmed: kept for next time.
             await self._aflush_unsettled()
+        return await self._ado(self._committed(key, caps))
+
+    def _committed(self, key: str, caps: Caps) -> Flow[Committed]:
         head, sent = self._clock.args(key, "committed")
-        keys, args = [self._namespace + key], [*head, _period(caps)]
         try:
-            raw = await self._clients.run(
-                lambda client: _SCRIPT.run(client, keys, args),
-                lambda client: _SCRIPT.arun(client, keys, args),
-            )
-            reply = _reply(raw)
+            reply = _reply((yield _SCRIPT.call([self._namespace + key], [*head, _period(caps)])))
         except self._errors as exc:
             msg = f"could not read the budget from Redis at {self._clients.endpoint}"
             raise RedisUnavailableError(msg) from exc

@@ -19,7 +19,7 @@ import math
 from typing import TYPE_CHECKING
 
 from fixedmodel.stores._cache_store import CorruptEntryError
-from fixedmodel.stores._redis import DEFAULT_TIMEOUT, RedisStore
+from fixedmodel.stores._redis import DEFAULT_TIMEOUT, Command, Flow, RedisStore
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -90,15 +90,7 @@ class RedisCacheStore(RedisStore):
         namespace: str = "",
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._open(
-            url,
-            client,
-            async_client,
-            namespace=namespace,
-            example="myapp:",
-            timeout=timeout,
-            empty_namespace=True,
-        )
+        self._open(url, client, async_client, namespace, timeout, example="myapp:", empty=True)
 
     def check_for(self, *, asynchronous: bool) -> None:
         """Refuse, when a cache is built, a callable kind this store has no client for.
@@ -129,50 +121,40 @@ class RedisCacheStore(RedisStore):
             CorruptEntryError: The key holds something other than a string (another program
                 wrote it); the cache reads that as a corrupt entry and overwrites it.
         """
-        try:
-            value = self._clients.sync().get(self._namespace + key)
-        except self._errors as exc:
-            self._lookup_failed(exc)
-            return None
-        self._health.succeeded()
-        return _entry(value)
+        return self._do(self._get(key))
 
     async def aget(self, key: str) -> bytes | None:
         """Async :meth:`get`."""
+        return await self._ado(self._get(key))
+
+    def _get(self, key: str) -> Flow[bytes | None]:
         name = self._namespace + key
         try:
-            value = await self._clients.run(
-                lambda client: client.get(name), lambda client: client.get(name)
-            )
+            value = yield Command(lambda client: client.get(name), lambda client: client.get(name))
         except self._errors as exc:
-            self._lookup_failed(exc)
+            if _is_wrong_type(exc):
+                msg = "the Redis key of this entry holds another data type, not a string"
+                raise CorruptEntryError(msg) from None
+            self._health.failed("get", exc, _MISS)
             return None
         self._health.succeeded()
         return _entry(value)
-
-    def _lookup_failed(self, exc: Exception) -> None:
-        if _is_wrong_type(exc):
-            msg = "the Redis key of this entry holds another data type, not a string"
-            raise CorruptEntryError(msg) from None
-        self._health.failed("get", exc, _MISS)
 
     def set(self, key: str, value: bytes, ttl: float | None) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (``None``: until evicted).
 
         When Redis is down the entry is simply not stored.
         """
-        try:
-            self._clients.sync().set(self._namespace + key, value, px=_expiry_ms(ttl))
-        except self._errors as exc:
-            self._health.failed("set", exc, _SKIPPED)
-            return
-        self._health.succeeded()
+        self._do(self._set(key, value, ttl))
 
     async def aset(self, key: str, value: bytes, ttl: float | None) -> None:
         """Async :meth:`set`."""
+        await self._ado(self._set(key, value, ttl))
+
+    def _set(self, key: str, value: bytes, ttl: float | None) -> Flow[None]:
         name, expiry = self._namespace + key, _expiry_ms(ttl)
         try:
-            await self._clients.run(
+            yield Command(
                 lambda client: client.set(name, value, px=expiry),
                 lambda client: client.set(name, value, px=expiry),
             )

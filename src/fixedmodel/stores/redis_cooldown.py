@@ -38,9 +38,11 @@ from fixedmodel._ids import unique_id
 from fixedmodel.stores._cooldown_store import ADMITTED, BalanceView, Entry, SharedCall
 from fixedmodel.stores._redis import (
     DEFAULT_TIMEOUT,
+    Flow,
     LuaScript,
     OnError,
     PolicyStore,
+    check_on_error,
 )
 from fixedmodel.stores.redis_limiter import (
     RedisUnavailableError,
@@ -342,15 +344,8 @@ class RedisCooldownStore(PolicyStore):
         on_error: OnError = "open",
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._connect(
-            url,
-            client,
-            async_client,
-            namespace=namespace,
-            example="myapp:cd:",
-            on_error=on_error,
-            timeout=timeout,
-        )
+        self._on_error = check_on_error(on_error)
+        self._open(url, client, async_client, namespace, timeout, example="myapp:cd:")
         self._clock = _ClockHints()
 
     def enter(self, key: str, policy: CooldownPolicy) -> Entry:
@@ -359,34 +354,23 @@ class RedisCooldownStore(PolicyStore):
         Raises:
             RedisUnavailableError: Redis did not answer and ``on_error`` is ``"closed"``.
         """
-        head, sent = self._clock.args(key, "enter")
-        keys, args = [self._namespace + key], [*head, *_enter_args(policy)]
-        try:
-            entry, now = _entry(_SCRIPT.run(self._clients.sync(), keys, args))
-        except self._errors as exc:
-            return self._unavailable(exc)
-        self._saw(key, now, sent)
-        return entry
+        return self._do(self._enter(key, policy))
 
     async def aenter(self, key: str, policy: CooldownPolicy) -> Entry:
         """Async :meth:`enter`."""
+        return await self._ado(self._enter(key, policy))
+
+    def _enter(self, key: str, policy: CooldownPolicy) -> Flow[Entry]:
         head, sent = self._clock.args(key, "enter")
-        keys, args = [self._namespace + key], [*head, *_enter_args(policy)]
+        args = [*head, *_enter_args(policy)]
         try:
-            reply = await self._clients.run(
-                lambda client: _SCRIPT.run(client, keys, args),
-                lambda client: _SCRIPT.arun(client, keys, args),
-            )
-            entry, now = _entry(reply)
+            entry, now = _entry((yield _SCRIPT.call([self._namespace + key], args)))
         except self._errors as exc:
             return self._unavailable(exc)
-        self._saw(key, now, sent)
-        return entry
-
-    def _saw(self, key: str, now: int, sent: float) -> None:
         if now >= 0:
             self._clock.saw(key, now, sent)
         self._health.succeeded()
+        return entry
 
     def _unavailable(self, exc: Exception) -> Entry:
         if self._on_error == "open":
@@ -400,22 +384,9 @@ class RedisCooldownStore(PolicyStore):
         )
         raise RedisUnavailableError(msg) from exc
 
-    def _report(self, key: str, args: list[str | int], operation: str) -> object:
+    def _report(self, key: str, args: list[str | int], operation: str) -> Flow[object]:
         try:
-            reply = _SCRIPT.run(self._clients.sync(), [self._namespace + key], args)
-        except self._errors as exc:
-            self._health.failed(operation, exc, "the cooldown state is not updated")
-            return None
-        self._health.succeeded()
-        return reply
-
-    async def _areport(self, key: str, args: list[str | int], operation: str) -> object:
-        keys = [self._namespace + key]
-        try:
-            reply = await self._clients.run(
-                lambda client: _SCRIPT.run(client, keys, args),
-                lambda client: _SCRIPT.arun(client, keys, args),
-            )
+            reply = yield _SCRIPT.call([self._namespace + key], args)
         except self._errors as exc:
             self._health.failed(operation, exc, "the cooldown state is not updated")
             return None
@@ -424,40 +395,40 @@ class RedisCooldownStore(PolicyStore):
 
     def succeeded(self, key: str) -> None:
         """Record that a call to ``key`` succeeded: the circuit closes, failures reset."""
-        self._report(key, ["succeeded"], "succeeded")
+        self._do(self._report(key, ["succeeded"], "succeeded"))
 
     async def asucceeded(self, key: str) -> None:
         """Async :meth:`succeeded`."""
-        await self._areport(key, ["succeeded"], "succeeded")
+        await self._ado(self._report(key, ["succeeded"], "succeeded"))
 
     def failed(
         self, key: str, policy: CooldownPolicy, *, probe: bool, cool_for: float | None
     ) -> None:
         """Record a failure of ``key``; ``cool_for`` seconds (a Retry-After) open it at once."""
-        head, sent = self._clock.args(key, "failed")
-        reply = self._report(key, [*head, *_failed_args(policy, probe, cool_for)], "failed")
-        self._saw_failed(key, reply, sent)
+        self._do(self._failed(key, policy, probe, cool_for))
 
     async def afailed(
         self, key: str, policy: CooldownPolicy, *, probe: bool, cool_for: float | None
     ) -> None:
         """Async :meth:`failed`."""
+        await self._ado(self._failed(key, policy, probe, cool_for))
+
+    def _failed(
+        self, key: str, policy: CooldownPolicy, probe: bool, cool_for: float | None
+    ) -> Flow[None]:
         head, sent = self._clock.args(key, "failed")
         args = [*head, *_failed_args(policy, probe, cool_for)]
-        self._saw_failed(key, await self._areport(key, args, "failed"), sent)
-
-    def _saw_failed(self, key: str, reply: object, sent: float) -> None:
-        now = _time_of(reply)
+        now = _time_of((yield from self._report(key, args, "failed")))
         if now >= 0:
             self._clock.saw(key, now, sent)
 
     def released(self, key: str) -> None:
         """Give back the probe of ``key`` without a verdict (the call was cancelled)."""
-        self._report(key, ["released"], "released")
+        self._do(self._report(key, ["released"], "released"))
 
     async def areleased(self, key: str) -> None:
         """Async :meth:`released`."""
-        await self._areport(key, ["released"], "released")
+        await self._ado(self._report(key, ["released"], "released"))
 
     # --- the balancer's shared state (SharedBalanceStore) ---------------------------------
 
@@ -467,26 +438,11 @@ class RedisCooldownStore(PolicyStore):
             return [f"{prefix}clock"]
         return [f"{prefix}clock", f"{prefix}busy:{name}", f"{prefix}use:{name}"]
 
-    def _balance(self, keys: list[str], args: list[str | int]) -> object:
-        """Run the balance script for ``group`` (sync); its reply, or None if Redis failed."""
+    def _balance(self, keys: list[str], args: list[str | int]) -> Flow[object]:
+        """Run the balance script; its reply, or None if Redis failed."""
         head, sent = self._clock.args(keys[0], str(args[0]))
         try:
-            reply = _BALANCE_SCRIPT.run(self._clients.sync(), keys, [*head, *args[1:]])
-        except self._errors as exc:
-            self._health.failed("balance", exc, "this process balances on its own counts")
-            return None
-        self._balanced(keys[0], str(args[0]), reply, sent)
-        return reply
-
-    async def _abalance(self, keys: list[str], args: list[str | int]) -> object:
-        """Async :meth:`_balance`."""
-        head, sent = self._clock.args(keys[0], str(args[0]))
-        full = [*head, *args[1:]]
-        try:
-            reply = await self._clients.run(
-                lambda client: _BALANCE_SCRIPT.run(client, keys, full),
-                lambda client: _BALANCE_SCRIPT.arun(client, keys, full),
-            )
+            reply = yield _BALANCE_SCRIPT.call(keys, [*head, *args[1:]])
         except self._errors as exc:
             self._health.failed("balance", exc, "this process balances on its own counts")
             return None
@@ -503,46 +459,45 @@ class RedisCooldownStore(PolicyStore):
             if isinstance(now, int):
                 self._clock.saw(clock, now, sent)
 
-    def _view_args(
-        self, group: str, names: Sequence[str], windows: Sequence[float]
-    ) -> tuple[list[str], list[str | int]]:
-        keys = self._balance_keys(group)
-        for name in names:
-            keys += self._balance_keys(group, name)[1:]
-        return keys, ["view", *(_bucket_length(w) for w in windows)]
-
     def balance_view(
         self, group: str, names: Sequence[str], windows: Sequence[float]
     ) -> BalanceView | None:
         """Take the next turn and read in-flight counts and usage of ``names`` (one script)."""
-        keys, args = self._view_args(group, names, windows)
-        reply = self._balance(keys, args)
-        return None if reply is None else _view(reply, len(names))
+        return self._do(self._balance_view(group, names, windows))
 
     async def abalance_view(
         self, group: str, names: Sequence[str], windows: Sequence[float]
     ) -> BalanceView | None:
         """Async :meth:`balance_view`."""
-        keys, args = self._view_args(group, names, windows)
-        reply = await self._abalance(keys, args)
+        return await self._ado(self._balance_view(group, names, windows))
+
+    def _balance_view(
+        self, group: str, names: Sequence[str], windows: Sequence[float]
+    ) -> Flow[BalanceView | None]:
+        keys = self._balance_keys(group)
+        for name in names:
+            keys += self._balance_keys(group, name)[1:]
+        reply = yield from self._balance(keys, ["view", *(_bucket_length(w) for w in windows)])
         return None if reply is None else _view(reply, len(names))
 
     def balance_started(
         self, group: str, name: str, *, lease: float, window: float, tokens: int
     ) -> SharedCall | None:
         """Record a call to ``name``: in flight, and (``window`` > 0) its usage."""
-        member = unique_id()
-        args = _started_args(member, lease, window, tokens)
-        reply = self._balance(self._balance_keys(group, name), args)
-        return None if reply is None else SharedCall(member, _first(reply), tokens)
+        return self._do(self._balance_started(group, name, lease, window, tokens))
 
     async def abalance_started(
         self, group: str, name: str, *, lease: float, window: float, tokens: int
     ) -> SharedCall | None:
         """Async :meth:`balance_started`."""
+        return await self._ado(self._balance_started(group, name, lease, window, tokens))
+
+    def _balance_started(
+        self, group: str, name: str, lease: float, window: float, tokens: int
+    ) -> Flow[SharedCall | None]:
         member = unique_id()
-        args = _started_args(member, lease, window, tokens)
-        reply = await self._abalance(self._balance_keys(group, name), args)
+        args: list[str | int] = ["started", member, _bucket_length(window), _micros(lease), tokens]
+        reply = yield from self._balance(self._balance_keys(group, name), args)
         return None if reply is None else SharedCall(member, _first(reply), tokens)
 
     def balance_ended(
@@ -557,7 +512,7 @@ class RedisCooldownStore(PolicyStore):
     ) -> None:
         """End ``call``: no longer in flight; its usage corrected (see the protocol)."""
         args = _ended_args(call, window, tokens, sent)
-        self._balance(self._balance_keys(group, name), args)
+        self._do(self._balance(self._balance_keys(group, name), args))
 
     async def abalance_ended(
         self,
@@ -571,7 +526,7 @@ class RedisCooldownStore(PolicyStore):
     ) -> None:
         """Async :meth:`balance_ended`."""
         args = _ended_args(call, window, tokens, sent)
-        await self._abalance(self._balance_keys(group, name), args)
+        await self._ado(self._balance(self._balance_keys(group, name), args))
 
 
 def _first(reply: object) -> int:
@@ -580,10 +535,6 @@ def _first(reply: object) -> int:
         if items and isinstance(items[0], int):
             return items[0]
     return -1
-
-
-def _started_args(member: str, lease: float, window: float, tokens: int) -> list[str | int]:
-    return ["started", member, _bucket_length(window), _micros(lease), tokens]
 
 
 def _ended_args(call: SharedCall, window: float, tokens: int | None, sent: bool) -> list[str | int]:

@@ -43,9 +43,11 @@ from typing import TYPE_CHECKING
 from fixedmodel.stores._limiter_store import SEGMENTS_PER_PERIOD, Acquisition
 from fixedmodel.stores._redis import (
     DEFAULT_TIMEOUT,
+    Flow,
     LuaScript,
     OnError,
     PolicyStore,
+    check_on_error,
 )
 
 if TYPE_CHECKING:
@@ -305,15 +307,8 @@ class RedisLimiterStore(PolicyStore):
         on_error: OnError = "open",
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._connect(
-            url,
-            client,
-            async_client,
-            namespace=namespace,
-            example="myapp:rl:",
-            on_error=on_error,
-            timeout=timeout,
-        )
+        self._on_error = check_on_error(on_error)
+        self._open(url, client, async_client, namespace, timeout, example="myapp:rl:")
         self._clock = _ClockHints()
 
     def require_sync_client(self, user: str) -> None:
@@ -342,26 +337,17 @@ class RedisLimiterStore(PolicyStore):
         Raises:
             RedisUnavailableError: Redis did not answer and ``on_error`` is ``"closed"``.
         """
-        head, sent = self._clock.args(key, "acquire")
-        keys, args = [self._namespace + key], [*head, *_acquire_args(limit, tokens)]
-        try:
-            granted, value, now = _reply(_SCRIPT.run(self._clients.sync(), keys, args))
-        except self._errors as exc:
-            return self._unavailable(exc)
-        self._clock.saw(key, now, sent)
-        self._health.succeeded()
-        return _decision(granted, value)
+        return self._do(self._acquire(key, limit, tokens))
 
     async def aacquire(self, key: str, limit: RateLimit, tokens: int) -> Acquisition:
         """Async :meth:`acquire`."""
+        return await self._ado(self._acquire(key, limit, tokens))
+
+    def _acquire(self, key: str, limit: RateLimit, tokens: int) -> Flow[Acquisition]:
         head, sent = self._clock.args(key, "acquire")
-        keys, args = [self._namespace + key], [*head, *_acquire_args(limit, tokens)]
+        args = [*head, *_acquire_args(limit, tokens)]
         try:
-            reply = await self._clients.run(
-                lambda client: _SCRIPT.run(client, keys, args),
-                lambda client: _SCRIPT.arun(client, keys, args),
-            )
-            granted, value, now = _reply(reply)
+            granted, value, now = _reply((yield _SCRIPT.call([self._namespace + key], args)))
         except self._errors as exc:
             return self._unavailable(exc)
         self._clock.saw(key, now, sent)
@@ -382,27 +368,17 @@ class RedisLimiterStore(PolicyStore):
 
     def adjust(self, key: str, limit: RateLimit, segment: int, tokens: int) -> None:
         """Add ``tokens`` (negative: refund) to a segment, if it is still live."""
-        if segment < 0 or not tokens:  # Admitted while Redis was unreachable, or no change.
-            return
-        try:
-            _SCRIPT.run(
-                self._clients.sync(), [self._namespace + key], _adjust_args(segment, tokens)
-            )
-        except self._errors as exc:
-            self._health.failed("adjust", exc, "the token count stays uncorrected")
-            return
-        self._health.succeeded()
+        if segment >= 0 and tokens:  # Else admitted while Redis was unreachable, or no change.
+            self._do(self._adjust(key, segment, tokens))
 
     async def aadjust(self, key: str, limit: RateLimit, segment: int, tokens: int) -> None:
         """Async :meth:`adjust`."""
-        if segment < 0 or not tokens:
-            return
-        keys, args = [self._namespace + key], _adjust_args(segment, tokens)
+        if segment >= 0 and tokens:
+            await self._ado(self._adjust(key, segment, tokens))
+
+    def _adjust(self, key: str, segment: int, tokens: int) -> Flow[None]:
         try:
-            await self._clients.run(
-                lambda client: _SCRIPT.run(client, keys, args),
-                lambda client: _SCRIPT.arun(client, keys, args),
-            )
+            yield _SCRIPT.call([self._namespace + key], _adjust_args(segment, tokens))
         except self._errors as exc:
             self._health.failed("adjust", exc, "the token count stays uncorrected")
             return
@@ -413,30 +389,19 @@ class RedisLimiterStore(PolicyStore):
 
         The pause is kept in Redis, so it holds for every process sharing the quota.
         """
-        if seconds <= 0:
-            return
-        head, sent = self._clock.args(key, "pause")
-        keys, args = [self._namespace + key], [*head, *_pause_args(seconds)]
-        try:
-            _, _, now = _reply(_SCRIPT.run(self._clients.sync(), keys, args))
-        except self._errors as exc:
-            self._health.failed("pause", exc, "the pause is not shared")
-            return
-        self._clock.saw(key, now, sent)
-        self._health.succeeded()
+        if seconds > 0:
+            self._do(self._pause(key, seconds))
 
     async def apause(self, key: str, seconds: float) -> None:
         """Async :meth:`pause`."""
-        if seconds <= 0:
-            return
+        if seconds > 0:
+            await self._ado(self._pause(key, seconds))
+
+    def _pause(self, key: str, seconds: float) -> Flow[None]:
         head, sent = self._clock.args(key, "pause")
-        keys, args = [self._namespace + key], [*head, *_pause_args(seconds)]
+        args = [*head, *_pause_args(seconds)]
         try:
-            reply = await self._clients.run(
-                lambda client: _SCRIPT.run(client, keys, args),
-                lambda client: _SCRIPT.arun(client, keys, args),
-            )
-            _, _, now = _reply(reply)
+            _, _, now = _reply((yield _SCRIPT.call([self._namespace + key], args)))
         except self._errors as exc:
             self._health.failed("pause", exc, "the pause is not shared")
             return
