@@ -272,6 +272,11 @@ class RedisClients:
             raise TypeError(msg)
         return self._url
 
+    @property
+    def has_sync(self) -> bool:
+        """Whether the store has a client for sync methods (a URL, or ``client=``)."""
+        return self._sync is not None
+
     def sync(self) -> Redis:
         """The client for sync methods.
 

@@ -326,13 +326,6 @@ class RedisBudgetStore(PolicyStore):
         self._clock = _ClockHints()
         self._unsettled = _Unsettled()
 
-    def _has_sync_client(self) -> bool:
-        try:
-            self._clients.sync()
-        except TypeError:
-            return False
-        return True
-
     # Settlements --------------------------------------------------------------------------
 
     def _send(self, settlement: _Settlement) -> Flow[object]:
@@ -343,7 +336,7 @@ class RedisBudgetStore(PolicyStore):
         self._unsettled.add(settlement)
         if isinstance(exc, self._errors):
             self._health.failed("settle", exc, "it is retried until Redis confirms it")
-        if self._has_sync_client():
+        if self._clients.has_sync:
             self._unsettled.retry_in_background(self)
 
     def flush_unsettled(self) -> bool:

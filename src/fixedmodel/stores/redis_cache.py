@@ -102,17 +102,13 @@ class RedisCacheStore(RedisStore):
             TypeError: ``asynchronous`` is false and the store was given only
                 ``async_client=``.
         """
-        if asynchronous:
-            return
-        try:
-            self._clients.sync()
-        except TypeError:
+        if not (asynchronous or self._clients.has_sync):
             msg = (
                 "this RedisCacheStore was given only async_client= (a redis.asyncio.Redis), "
                 "so it cannot serve a synchronous callable: pass client= (a redis.Redis) as "
                 "well, or build the store from a URL"
             )
-            raise TypeError(msg) from None
+            raise TypeError(msg)
 
     def get(self, key: str) -> bytes | None:
         """Return the entry under ``key``; ``None`` when absent, expired or Redis is down.

@@ -322,14 +322,12 @@ class RedisLimiterStore(PolicyStore):
             TypeError: The store was built with only ``async_client=``; the message names the
                 missing ``client=``.
         """
-        try:
-            self._clients.sync()
-        except TypeError:
+        if not self._clients.has_sync:
             msg = (
                 f"{user}, but its RedisLimiterStore was built with only async_client=, so it "
                 "has no client for sync calls: pass client= (a redis.Redis) as well, or a URL"
             )
-            raise TypeError(msg) from None
+            raise TypeError(msg)
 
     def acquire(self, key: str, limit: RateLimit, tokens: int) -> Acquisition:
         """Admit one request of ``tokens`` tokens under ``limit`` now, or say when to retry.
