@@ -25,6 +25,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from contextvars import Token
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -32,7 +34,6 @@ from fixedmodel._litellm import litellm_module
 from fixedmodel._protocols import ModelFn
 from fixedmodel.middleware._attempts import attempt
 from fixedmodel.middleware._call import (
-    CallInfo,
     ModelCallable,
     Wrapper,
     join_call,
@@ -189,18 +190,44 @@ def _error_with_headers(kind: str, message: str, model: str, retry_in: float | N
 
 
 class _Call:
-    """What one call through the chain found out: failures, skips, and the request."""
+    """One call through the chain: the request, where it is, what it found out.
 
-    __slots__ = ("arguments", "failures", "info", "now", "outer_has_next", "skips")
+    ``with`` joins the call's record (or opens it); leaving gives back the record and the
+    chain flag that each attempt sets for the layers below.
+    """
 
-    def __init__(self, info: CallInfo, arguments: dict[str, Any]) -> None:
-        self.info = info
+    __slots__ = (
+        "arguments",
+        "failures",
+        "flag",
+        "further",
+        "info",
+        "now",
+        "opened",
+        "outer_has_next",
+        "skips",
+        "start",
+    )
+
+    def __init__(self, arguments: dict[str, Any]) -> None:
         self.arguments = arguments
         self.now = _clock()
         self.outer_has_next = has_next_in_chain.get()
+        self.flag: Token[bool] | None = None
+        self.start = 0  # Where the search for the next callable to try begins.
+        self.further = False  # Whether a callable after the one tried may still be tried.
         self.failures: list[tuple[str, BaseException]] = []
         # (index, reason, detail) of every callable passed over without a request.
         self.skips: list[tuple[int, str, str]] = []
+
+    def __enter__(self) -> _Call:
+        self.info, self.opened = join_call()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.flag is not None:
+            has_next_in_chain.reset(self.flag)
+        leave_call(self.opened)
 
 
 def _leaves(function: object) -> list[object]:
@@ -268,9 +295,9 @@ class _Fallbacks(Wrapper):
     def _advised(self, index: int, now: float) -> bool:
         return self._until[index] > now
 
-    def _next(self, call: _Call, start: int) -> int | None:
-        """The next callable to try from ``start`` on, noting each one passed over."""
-        for index in range(start, len(self._calls)):
+    def _next(self, call: _Call) -> int | None:
+        """The next callable to try, noting each one passed over and each fallback tried."""
+        for index in range(call.start, len(self._calls)):
             if self._advised(index, call.now):
                 left = self._until[index] - call.now
                 self._skip(call, index, "retry_after", f"asked to wait {left:.3f} s more")
@@ -280,6 +307,9 @@ class _Fallbacks(Wrapper):
                 if detail is not None:
                     self._skip(call, index, "context_window", detail)
                     continue
+            call.further = self._has_next(call, index)
+            if call.start:  # After a failure: a fallback.
+                call.info.fallbacks_tried += 1
             return index
         return None
 
@@ -293,7 +323,7 @@ class _Fallbacks(Wrapper):
         return any(not self._advised(i, call.now) for i in range(index + 1, len(self._calls)))
 
     def _failed(self, call: _Call, index: int, error: Exception) -> bool:
-        """Record a failure; tell whether to go on to the next callable."""
+        """Record a failure; tell whether to go on to the next callable (else give up)."""
         name = self._names[index]
         note_failure(call.info, name, error)
         call.failures.append((name, error))
@@ -303,13 +333,23 @@ class _Fallbacks(Wrapper):
             with self._lock:  # Only ever later: a shorter advice does not shorten a longer one.
                 self._until[index] = max(self._until[index], until)
         if index + 1 >= len(self._calls) or not self._policy.should_fall_back(error):
+            self._give_up(call)
             return False
         level = 30 if is_denied(error) or is_not_found(error) else 20  # a key or model problem
         LOGGER.log(level, "with_fallbacks: %s failed (%s)", name, type(error).__name__)
+        call.start = index + 1
         return True
 
-    def _tried(self, call: _Call) -> None:
-        call.info.fallbacks_tried += 1
+    def _attempt(self, call: _Call, index: int) -> AbstractContextManager[None]:
+        """Tell the layers below whether a callable follows; the attempt's context."""
+        flag = has_next_in_chain.set(call.further or call.outer_has_next)
+        if call.flag is None:  # The first: leaving the call resets the flag through it.
+            call.flag = flag
+        return attempt("fallback", self._calls[index], self._names[index])
+
+    def _served(self, call: _Call, index: int, result: Any) -> Any:
+        note_served(call.info, self._names[index])
+        return result
 
     def _exhausted(self, call: _Call) -> BaseException:
         """The error to raise when no callable is left to try."""
@@ -368,66 +408,36 @@ class _AsyncFallbacks(_Fallbacks):
     __slots__ = ()
 
     async def __call__(self, **kwargs: Any) -> Any:
-        info, opened = join_call()
-        try:
-            call = _Call(info, forward(kwargs))
-            index = self._next(call, 0)
-            while index is not None:
-                further = self._has_next(call, index)
-                flag = has_next_in_chain.set(further or call.outer_has_next)
+        with _Call(forward(kwargs)) as call:
+            while (index := self._next(call)) is not None:
                 try:
-                    with attempt("fallback", self._calls[index], self._names[index]):
+                    with self._attempt(call, index):
                         result = await self._calls[index](**call.arguments)
-                        if further and is_stream(result):
+                        if call.further and is_stream(result):
                             await afirst_chunk(result)  # A failure before it still falls back.
+                    return self._served(call, index, result)
                 except Exception as error:
                     if not self._failed(call, index, error):
-                        self._give_up(call)
                         raise
-                    index = self._next(call, index + 1)
-                    if index is not None:
-                        self._tried(call)
-                    continue
-                finally:
-                    has_next_in_chain.reset(flag)
-                note_served(info, self._names[index])
-                return result
             raise self._exhausted(call)
-        finally:
-            leave_call(opened)
 
 
 class _SyncFallbacks(_Fallbacks):
     __slots__ = ()
 
     def __call__(self, **kwargs: Any) -> Any:
-        info, opened = join_call()
-        try:
-            call = _Call(info, forward(kwargs))
-            index = self._next(call, 0)
-            while index is not None:
-                further = self._has_next(call, index)
-                flag = has_next_in_chain.set(further or call.outer_has_next)
+        with _Call(forward(kwargs)) as call:
+            while (index := self._next(call)) is not None:
                 try:
-                    with attempt("fallback", self._calls[index], self._names[index]):
+                    with self._attempt(call, index):
                         result = self._calls[index](**call.arguments)
-                        if further and is_stream(result):
+                        if call.further and is_stream(result):
                             first_chunk(result)  # A failure before it still falls back.
+                    return self._served(call, index, result)
                 except Exception as error:
                     if not self._failed(call, index, error):
-                        self._give_up(call)
                         raise
-                    index = self._next(call, index + 1)
-                    if index is not None:
-                        self._tried(call)
-                    continue
-                finally:
-                    has_next_in_chain.reset(flag)
-                note_served(info, self._names[index])
-                return result
             raise self._exhausted(call)
-        finally:
-            leave_call(opened)
 
 
 def _check_policy(policy: object) -> FallbackPolicy:
