@@ -641,6 +641,22 @@ def _metric_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
     return {name: attributes[name] for name in keep if name in attributes}
 
 
+class _TracedCall:
+    """One traced call: its span and what ending it needs (see ``_Traced._begin``)."""
+
+    __slots__ = ("attributes", "info", "observed", "opened", "request", "span", "started", "token")
+    token: object  # The context attached for the call, or None.
+    observed: tuple[_AttemptSpans, Token[AttemptObserver | None]] | None
+    info: CallInfo
+    opened: Token[CallInfo | None] | None
+    started: float
+
+    def __init__(self, span: Span, attributes: dict[str, Any], request: dict[str, Any]) -> None:
+        self.span = span
+        self.attributes = attributes
+        self.request = request
+
+
 class _Traced(Wrapper):
     """What the sync and async traced callables share: starting and ending spans."""
 
@@ -667,7 +683,7 @@ class _Traced(Wrapper):
             )
         return (_rebuild_traced, (self._inner, self._capture))
 
-    def _start(self, kwargs: dict[str, Any]) -> tuple[Span, dict[str, Any], dict[str, Any]]:
+    def _start(self, kwargs: dict[str, Any]) -> _TracedCall:
         request = self._read(kwargs)
         model = self.model
         attributes = request_attributes(model, request_kind(request), request)
@@ -680,24 +696,28 @@ class _Traced(Wrapper):
         span = self._instruments.tracer.start_span(
             name, kind=self._instruments.client, attributes=attributes
         )
-        return span, attributes, request
+        return _TracedCall(span, attributes, request)
 
-    def _begin(
-        self, kwargs: dict[str, Any]
-    ) -> tuple[Span, dict[str, Any], dict[str, Any], object] | None:
-        """Start the call's span and make it current; ``None``: call untraced (logged)."""
+    def _begin(self, kwargs: dict[str, Any]) -> _TracedCall | None:
+        """Start the call's span and make it current; ``None``: call untraced (logged).
+
+        Then the attempts below are observed, the call's record joined and the clock read.
+        """
         instruments = self._instruments
         try:
-            span, attributes, request = self._start(kwargs)
+            call = self._start(kwargs)
         except Exception as fault:
             observer_fault("with_tracing: starting a span", fault)
             return None
         try:
-            token: object = instruments.attach(instruments.in_context(span))
+            call.token = instruments.attach(instruments.in_context(call.span))
         except Exception as fault:
             observer_fault("with_tracing: making a span current", fault)
-            token = None
-        return span, attributes, request, token
+            call.token = None
+        call.observed = self._observe(call.span, call.attributes)
+        call.info, call.opened = join_call()
+        call.started = time.perf_counter()
+        return call
 
     def _observe(
         self, span: Span, attributes: Mapping[str, Any]
@@ -713,93 +733,69 @@ class _Traced(Wrapper):
             observer_fault("with_tracing: observing attempts", fault)
             return None
 
-    def _unobserve(
-        self,
-        observed: tuple[_AttemptSpans, Token[AttemptObserver | None]] | None,
-        span: Span,
-        attributes: Mapping[str, Any],
-        *,
-        answered: bool,
-    ) -> None:
-        """Stop observing attempts; name an answered call's span after the model that gave
-        the answer, when a routing layer below chose another model than the one asked."""
-        if observed is None:
-            return
-        spans, observer = observed
-        try:
-            stop_observing(observer)
-            model = spans.answered
-            if answered and model is not None and model != attributes.get("gen_ai.request.model"):
-                span.update_name(f"{attributes['gen_ai.operation.name']} {model}")
-        except Exception as fault:
-            observer_fault("with_tracing: ending the observation of attempts", fault)
+    def _leave(self, call: _TracedCall, *, answered: bool) -> None:
+        """Stop observing attempts, restore the context and leave the call's record.
 
-    def _detach(self, token: object) -> None:
-        if token is None:
-            return
-        try:
-            self._instruments.detach(token)
-        except Exception as fault:
-            observer_fault("with_tracing: restoring the context", fault)
+        An answered call's span is named after the model that gave the answer, when a
+        routing layer below chose another model than the one asked.
+        """
+        span, attributes = call.span, call.attributes
+        if call.observed is not None:
+            spans, observer = call.observed
+            try:
+                stop_observing(observer)
+                model, asked = spans.answered, attributes.get("gen_ai.request.model")
+                if answered and model is not None and model != asked:
+                    span.update_name(f"{attributes['gen_ai.operation.name']} {model}")
+            except Exception as fault:
+                observer_fault("with_tracing: ending the observation of attempts", fault)
+        if call.token is not None:
+            try:
+                self._instruments.detach(call.token)
+            except Exception as fault:
+                observer_fault("with_tracing: restoring the context", fault)
+        leave_call(call.opened)
 
-    def _ended(
-        self,
-        span: Span,
-        attributes: dict[str, Any],
-        request: Mapping[str, object],
-        info: CallInfo,
-        result: object,
-        started: float,
-    ) -> None:
+    def _ended(self, call: _TracedCall, result: object) -> None:
         """Record a call that returned: its span, metrics, or its stream's watcher."""
+        self._leave(call, answered=True)
         try:
-            if is_stream_request(request):
-                self._streamed(span, attributes, info, result, started)
+            if is_stream_request(call.request):
+                self._streamed(call, result)
             else:
-                self._succeeded(span, attributes, request, info, result, started)
+                self._succeeded(call, result)
         except Exception as fault:
             observer_fault("with_tracing: recording an answer", fault)
 
-    def _raised(
-        self, span: Span, attributes: dict[str, Any], error: BaseException, started: float
-    ) -> None:
+    def _raised(self, call: _TracedCall, error: BaseException) -> None:
         """Record a call that raised; the call's own error is raised by the caller, unchanged."""
+        self._leave(call, answered=False)
         try:
-            self._failed(span, attributes, error, started)
+            self._failed(call, error)
         except Exception as fault:
             observer_fault("with_tracing: recording an error", fault)
 
-    def _failed(
-        self, span: Span, attributes: dict[str, Any], error: BaseException, started: float
-    ) -> None:
-        error_type = _mark_failed(self._instruments, span, error)
-        span.end()
-        measured = _metric_attributes({**attributes, "error.type": error_type})
-        self._instruments.duration.record(time.perf_counter() - started, measured)
+    def _failed(self, call: _TracedCall, error: BaseException) -> None:
+        error_type = _mark_failed(self._instruments, call.span, error)
+        call.span.end()
+        measured = _metric_attributes({**call.attributes, "error.type": error_type})
+        self._instruments.duration.record(time.perf_counter() - call.started, measured)
 
-    def _succeeded(
-        self,
-        span: Span,
-        attributes: dict[str, Any],
-        request: Mapping[str, object],
-        info: CallInfo,
-        result: object,
-        started: float,
-    ) -> None:
-        found = response_attributes(result, attributes["gen_ai.operation.name"])
-        found.update(_layers(info))
+    def _succeeded(self, call: _TracedCall, result: object) -> None:
+        found = response_attributes(result, call.attributes["gen_ai.operation.name"])
+        found.update(_layers(call.info))
         if self._capture:
-            rendered = output_messages(result, request)
+            rendered = output_messages(result, call.request)
             if rendered is not None:
                 found["gen_ai.output.messages"] = rendered
-        span.set_attributes(found)
-        span.end()
-        self._measure({**attributes, **found}, started, info)
+        call.span.set_attributes(found)
+        call.span.end()
+        self._measure({**call.attributes, **found}, call)
 
-    def _measure(self, attributes: Mapping[str, Any], started: float, info: CallInfo) -> None:
+    def _measure(self, attributes: Mapping[str, Any], call: _TracedCall) -> None:
         measured = _metric_attributes(attributes)
-        self._instruments.duration.record(time.perf_counter() - started, measured)
-        if info.cache_hit:
+        self._instruments.duration.record(time.perf_counter() - call.started, measured)
+        if call.info.cache_hit:
             return  # a hit spends no tokens: they were counted when the answer was made
         for attribute, token_type in (
             ("gen_ai.usage.input_tokens", "input"),
@@ -811,17 +807,11 @@ class _Traced(Wrapper):
                     count, {**measured, "gen_ai.token.type": token_type}
                 )
 
-    def _streamed(
-        self,
-        span: Span,
-        attributes: dict[str, Any],
-        info: CallInfo,
-        stream: Any,
-        started: float,
-    ) -> None:
+    def _streamed(self, call: _TracedCall, stream: Any) -> None:
         # Read now: the watcher must not hold the stream, or an abandoned stream would stay
         # reachable (from the watcher list) and never be collected, nor its end reported.
         response_model: object = getattr(stream, "model", None)
+        span = call.span
 
         def ended(end: StreamEnd) -> None:
             try:
@@ -830,24 +820,24 @@ class _Traced(Wrapper):
                 observer_fault("with_tracing: recording a stream's end", fault)
 
         def record(end: StreamEnd) -> None:
-            found: dict[str, Any] = _layers(info)
+            found: dict[str, Any] = _layers(call.info)
             if isinstance(response_model, str) and response_model:
                 found["gen_ai.response.model"] = response_model
             if end.usage is not None:
                 found["gen_ai.usage.input_tokens"] = end.usage.prompt_tokens
                 found["gen_ai.usage.output_tokens"] = end.usage.completion_tokens
             if end.first_chunk_at is not None:
-                first = max(0.0, end.first_chunk_at - started)
+                first = max(0.0, end.first_chunk_at - call.started)
                 found["gen_ai.response.time_to_first_chunk"] = first
             span.set_attributes(found)
             if end.error is not None:
-                self._failed(span, attributes, end.error, started)
+                self._failed(call, end.error)
                 return
             if not end.completed:
                 span.add_event("fixedmodel.stream.abandoned", {"fixedmodel.chunks": end.chunks})
             span.end()
-            everything = {**attributes, **found}
-            self._measure(everything, started, info)
+            everything = {**call.attributes, **found}
+            self._measure(everything, call)
             if end.first_chunk_at is not None:
                 self._instruments.first_chunk.record(
                     found["gen_ai.response.time_to_first_chunk"], _metric_attributes(everything)
@@ -860,27 +850,15 @@ class _AsyncTraced(_Traced):
     __slots__ = ()
 
     async def __call__(self, **kwargs: Any) -> Any:
-        if self._instruments.idle():
+        call = None if self._instruments.idle() else self._begin(kwargs)
+        if call is None:
             return await self._call(**kwargs)
-        begun = self._begin(kwargs)
-        if begun is None:
-            return await self._call(**kwargs)
-        span, attributes, request, token = begun
-        observed = self._observe(span, attributes)
-        info, opened = join_call()
-        started = time.perf_counter()
         try:
             result = await self._call(**kwargs)
         except BaseException as error:
-            self._unobserve(observed, span, attributes, answered=False)
-            self._detach(token)
-            leave_call(opened)
-            self._raised(span, attributes, error, started)
+            self._raised(call, error)
             raise
-        self._unobserve(observed, span, attributes, answered=True)
-        self._detach(token)
-        leave_call(opened)
-        self._ended(span, attributes, request, info, result, started)
+        self._ended(call, result)
         return result
 
 
@@ -888,27 +866,15 @@ class _SyncTraced(_Traced):
     __slots__ = ()
 
     def __call__(self, **kwargs: Any) -> Any:
-        if self._instruments.idle():
+        call = None if self._instruments.idle() else self._begin(kwargs)
+        if call is None:
             return self._call(**kwargs)
-        begun = self._begin(kwargs)
-        if begun is None:
-            return self._call(**kwargs)
-        span, attributes, request, token = begun
-        observed = self._observe(span, attributes)
-        info, opened = join_call()
-        started = time.perf_counter()
         try:
             result = self._call(**kwargs)
         except BaseException as error:
-            self._unobserve(observed, span, attributes, answered=False)
-            self._detach(token)
-            leave_call(opened)
-            self._raised(span, attributes, error, started)
+            self._raised(call, error)
             raise
-        self._unobserve(observed, span, attributes, answered=True)
-        self._detach(token)
-        leave_call(opened)
-        self._ended(span, attributes, request, info, result, started)
+        self._ended(call, result)
         return result
 
 
