@@ -22,14 +22,14 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeAlias, cast, runtime_checkable
 
 from fixedmodel._faults import observer_fault
 from fixedmodel._litellm import litellm_module
 from fixedmodel._pickling import refuse_pickling
 from fixedmodel._protocols import ModelFn
 from fixedmodel._pydantic import read_attribute
-from fixedmodel._streams import StreamEnd, watch_stream
+from fixedmodel._streams import StreamEnd, StreamUsage, watch_stream
 from fixedmodel.middleware._call import (
     CallInfo,
     ModelCallable,
@@ -46,6 +46,8 @@ from fixedmodel.middleware._call import (
 )
 
 if TYPE_CHECKING:
+    from contextvars import Token
+
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 
 __all__ = [
@@ -286,7 +288,7 @@ def default_metrics() -> InMemoryMetrics:
     return _DEFAULT_METRICS
 
 
-def _usage_and_cost(result: object) -> tuple[int, int, float | None, bool]:
+def _usage_and_cost(result: object) -> _Usage:
     usage = read_attribute(result, "usage")
     prompt: object = getattr(usage, "prompt_tokens", None)  # Declared fields: a plain lookup.
     completion: object = getattr(usage, "completion_tokens", None)
@@ -302,18 +304,31 @@ def _usage_and_cost(result: object) -> tuple[int, int, float | None, bool]:
     )
 
 
-def _stream_cost(model: str | None, prompt: int, completion: int) -> float | None:
-    """litellm's price for a stream's reported usage, in USD; None when it has none."""
-    if model is None:
-        return None
-    try:
-        # litellm boundary: cost_per_token is untyped.
-        prices: Any = litellm_module().cost_per_token(
-            model=model, prompt_tokens=prompt, completion_tokens=completion
-        )
-        return float(prices[0]) + float(prices[1])
-    except Exception:  # a model litellm has no price for
-        return None
+_Usage: TypeAlias = tuple[int, int, float | None, bool]
+"""Prompt tokens, completion tokens, cost and whether the provider reported them."""
+
+# A call that spent nothing (a cache hit: the original call paid for the usage it carries),
+# and one that told nothing.
+_SPENT_NOTHING: _Usage = (0, 0, 0.0, True)
+_NO_USAGE: _Usage = (0, 0, None, False)
+
+
+def _stream_usage(model: str | None, usage: StreamUsage | None) -> _Usage:
+    """A stream's reported usage, priced by litellm (cost None when it has no price)."""
+    if usage is None:
+        return _NO_USAGE
+    prompt, completion = usage.prompt_tokens, usage.completion_tokens
+    cost = None
+    if model is not None:
+        try:
+            # litellm boundary: cost_per_token is untyped.
+            prices: Any = litellm_module().cost_per_token(
+                model=model, prompt_tokens=prompt, completion_tokens=completion
+            )
+            cost = float(prices[0]) + float(prices[1])
+        except Exception:  # a model litellm has no price for
+            cost = None
+    return prompt, completion, cost, True
 
 
 def _record(
@@ -321,17 +336,12 @@ def _record(
     kwargs: dict[str, Any],
     started: float,
     info: CallInfo,
-    result: object,
+    usage: _Usage,
     error: BaseException | None,
     stream: bool,
+    first_chunk_at: float | None = None,
 ) -> CallRecord:
-    # A cache hit spends nothing: the usage it carries was paid for by the original call.
-    if info.cache_hit:
-        prompt, completion, cost, reported = 0, 0, 0.0, True
-    elif error is not None:
-        prompt, completion, cost, reported = 0, 0, None, False
-    else:
-        prompt, completion, cost, reported = _usage_and_cost(result)
+    prompt, completion, cost, reported = usage
     return CallRecord(
         model=model,
         kind=request_kind(kwargs),
@@ -345,42 +355,7 @@ def _record(
         rate_limit_wait=info.rate_limit_wait,
         error=None if error is None else type(error).__name__,
         usage_reported=reported,
-        served_by=info.served_by,
-        fallbacks_tried=info.fallbacks_tried,
-        deployments_tried=info.deployments_tried,
-        route_failures=info.route_failures,
-    )
-
-
-def _stream_record(
-    model: str | None,
-    kwargs: dict[str, Any],
-    started: float,
-    info: CallInfo,
-    end: StreamEnd,
-) -> CallRecord:
-    usage = None if info.cache_hit else end.usage
-    prompt = usage.prompt_tokens if usage is not None else 0
-    completion = usage.completion_tokens if usage is not None else 0
-    if info.cache_hit:
-        cost: float | None = 0.0
-    else:
-        cost = None if usage is None else _stream_cost(model, prompt, completion)
-    first = end.first_chunk_at
-    return CallRecord(
-        model=model,
-        kind=request_kind(kwargs),
-        stream=True,
-        latency=time.perf_counter() - started,
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        cost=cost,
-        cache_hit=info.cache_hit,
-        attempts=requests_made(info),
-        rate_limit_wait=info.rate_limit_wait,
-        error=None if end.error is None else type(end.error).__name__,
-        usage_reported=usage is not None or info.cache_hit,
-        time_to_first_chunk=None if first is None else max(first - started, 0.0),
+        time_to_first_chunk=None if first_chunk_at is None else max(first_chunk_at - started, 0.0),
         served_by=info.served_by,
         fallbacks_tried=info.fallbacks_tried,
         deployments_tried=info.deployments_tried,
@@ -413,33 +388,41 @@ class _Observed(Wrapper):
         self._model = self.model  # The stack below never changes: look it up once.
         self._read = request_reader(inner)
 
-    def _finish(
+    def _ended(
         self,
         kwargs: dict[str, Any],
         started: float,
         info: CallInfo,
+        opened: Token[CallInfo | None] | None,
         result: object,
         error: BaseException | None,
     ) -> None:
+        """Leave the call's record, then record the call (a stream: when it ends)."""
+        leave_call(opened)
         try:
             if error is None and _is_stream(result):
                 # Recorded when the stream ends, with the usage it reported.
                 watched = cast("CustomStreamWrapper", result)  # checked by _is_stream
-                watch_stream(watched, lambda end: self._finish_stream(kwargs, started, info, end))
-                return
-            if self._wants(error is not None):
+                watch_stream(watched, lambda end: self._stream_ended(kwargs, started, info, end))
+            elif self._wants(error is not None):
+                if info.cache_hit:
+                    usage = _SPENT_NOTHING
+                else:
+                    usage = _NO_USAGE if error is not None else _usage_and_cost(result)
                 # The request litellm received says whether a failed call was a stream.
                 stream = error is not None and is_stream_request(self._read(kwargs))
-                self._emit(_record(self._model, kwargs, started, info, result, error, stream))
+                self._emit(_record(self._model, kwargs, started, info, usage, error, stream))
         except Exception as fault:  # an observer must never fail the call it observes
             observer_fault(f"{self._role}: recording a call", fault)
 
-    def _finish_stream(
+    def _stream_ended(
         self, kwargs: dict[str, Any], started: float, info: CallInfo, end: StreamEnd
     ) -> None:
         try:
             if self._wants(end.error is not None):
-                self._emit(_stream_record(self._model, kwargs, started, info, end))
+                usage = _SPENT_NOTHING if info.cache_hit else _stream_usage(self._model, end.usage)
+                first, error = end.first_chunk_at, end.error
+                self._emit(_record(self._model, kwargs, started, info, usage, error, True, first))
         except Exception as fault:  # an observer must never fail the stream it observes
             observer_fault(f"{self._role}: recording a stream", fault)
 
@@ -453,11 +436,9 @@ class _AsyncObserved(_Observed):
         try:
             result = await self._call(**kwargs)
         except BaseException as exc:
-            self._finish(kwargs, started, info, None, exc)
+            self._ended(kwargs, started, info, opened, None, exc)
             raise
-        finally:
-            leave_call(opened)
-        self._finish(kwargs, started, info, result, None)
+        self._ended(kwargs, started, info, opened, result, None)
         return result
 
 
@@ -470,11 +451,9 @@ class _SyncObserved(_Observed):
         try:
             result = self._call(**kwargs)
         except BaseException as exc:
-            self._finish(kwargs, started, info, None, exc)
+            self._ended(kwargs, started, info, opened, None, exc)
             raise
-        finally:
-            leave_call(opened)
-        self._finish(kwargs, started, info, result, None)
+        self._ended(kwargs, started, info, opened, result, None)
         return result
 
 
