@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, cast
+from typing import Any, Literal, TypeAlias, TypeVar, cast
 
 from typing_extensions import Self
 
@@ -30,6 +30,7 @@ ModelCallable: TypeAlias = (
 """Any of the four callable kinds."""
 
 RequestKind: TypeAlias = Literal["completion", "embedding"]
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -134,6 +135,14 @@ def check_callable(function: object, wrapper: str) -> None:
     if not callable(function):
         msg = f"{wrapper}() needs a fixedmodel callable, got {type(function).__name__}"
         raise TypeError(msg)
+
+
+def check_type(value: object, kind: type[_T], takes: str, example: str) -> _T:
+    """Refuse, at wrap time, an option of the wrong type: "{takes} {kind}, got ...; e.g. ..."."""
+    if not isinstance(value, kind):
+        msg = f"{takes} {kind.__name__}, got {type(value).__name__}; e.g. {example}"
+        raise TypeError(msg)
+    return value
 
 
 class Wrapper(Closing, AsyncClosing):

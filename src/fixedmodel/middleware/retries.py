@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, wait_exponential
 
@@ -26,6 +26,7 @@ from fixedmodel.middleware._call import (
     ModelCallable,
     Wrapper,
     check_callable,
+    check_type,
     is_async_callable,
     join_call,
     leave_call,
@@ -45,6 +46,7 @@ _async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 _sync_sleep: Callable[[float], None] = time.sleep
 
 _RETRYABLE = retry_if_exception(is_retryable)
+_Loop = TypeVar("_Loop", Retrying, AsyncRetrying)
 
 
 def _check_attempts(value: object) -> None:
@@ -142,7 +144,8 @@ class _Attempts:
 
     def before(self, state: RetryCallState) -> None:
         self.count += 1
-        self._info.attempts += 1
+        if self.count > 1:  # The first attempt, replayed, was counted when it was made.
+            self._info.attempts += 1
 
     def wait(self, state: RetryCallState) -> float:
         return self._plan(state)
@@ -189,24 +192,15 @@ class _Attempts:
         elif self.count > 1:
             _add_note(error, f"fixedmodel.with_retries: not retryable, raised after {done}")
 
-    def retrying(self) -> Retrying:
-        return Retrying(
-            sleep=_sync_sleep,
+    def retrying(self, loop: type[_Loop], sleep: Callable[[float], Any]) -> _Loop:
+        """tenacity's loop (``Retrying`` or ``AsyncRetrying``) driven by this state."""
+        return loop(
+            sleep=sleep,
             stop=self.stop,
             wait=self.wait,
             retry=_RETRYABLE,
             before=self.before,
             reraise=True,  # The original litellm exception, not tenacity.RetryError.
-        )
-
-    def async_retrying(self) -> AsyncRetrying:
-        return AsyncRetrying(
-            sleep=_async_sleep,
-            stop=self.stop,
-            wait=self.wait,
-            retry=_RETRYABLE,
-            before=self.before,
-            reraise=True,
         )
 
 
@@ -316,15 +310,11 @@ class _AsyncRetries(_Retries):
         started = time.monotonic()
         try:
             with observed_attempt("retry", self._call, number=1):
-                result = await self._call(**arguments)
+                return await self._call(**arguments)
         except Exception as error:
             failed = error  # Retried below, outside this handler: no chained "during handling".
-        except BaseException:  # Cancelled or interrupted: the attempt was made all the same.
+        finally:  # Answered, failed, cancelled or interrupted: the attempt was made.
             info.attempts += 1
-            raise
-        else:
-            info.attempts += 1
-            return result
         return await self._retry(arguments, info, started, failed)
 
     async def _retry(
@@ -332,19 +322,17 @@ class _AsyncRetries(_Retries):
     ) -> Any:
         attempts = _Attempts(self._policy, info, started)
         failed: Exception | None = first
-        made = 1
 
         async def attempt() -> Any:
-            nonlocal failed, made
+            nonlocal failed
             if failed is not None:
                 error, failed = failed, None
                 raise error
-            made += 1
-            with observed_attempt("retry", self._call, number=made):
+            with observed_attempt("retry", self._call, number=attempts.count):
                 return await self._call(**arguments)
 
         try:
-            return await attempts.async_retrying()(attempt)
+            return await attempts.retrying(AsyncRetrying, _async_sleep)(attempt)
         except Exception as error:
             attempts.annotate(error)
             raise
@@ -365,15 +353,11 @@ class _SyncRetries(_Retries):
         started = time.monotonic()
         try:
             with observed_attempt("retry", self._call, number=1):
-                result = self._call(**arguments)
+                return self._call(**arguments)
         except Exception as error:
             failed = error  # Retried below, outside this handler: no chained "during handling".
-        except BaseException:  # Cancelled or interrupted: the attempt was made all the same.
+        finally:  # Answered, failed, cancelled or interrupted: the attempt was made.
             info.attempts += 1
-            raise
-        else:
-            info.attempts += 1
-            return result
         return self._retry(arguments, info, started, failed)
 
     def _retry(
@@ -381,31 +365,20 @@ class _SyncRetries(_Retries):
     ) -> Any:
         attempts = _Attempts(self._policy, info, started)
         failed: Exception | None = first
-        made = 1
 
         def attempt() -> Any:
-            nonlocal failed, made
+            nonlocal failed
             if failed is not None:
                 error, failed = failed, None
                 raise error
-            made += 1
-            with observed_attempt("retry", self._call, number=made):
+            with observed_attempt("retry", self._call, number=attempts.count):
                 return self._call(**arguments)
 
         try:
-            return attempts.retrying()(attempt)
+            return attempts.retrying(Retrying, _sync_sleep)(attempt)
         except Exception as error:
             attempts.annotate(error)
             raise
-
-
-def _check_policy(policy: object) -> None:
-    if not isinstance(policy, RetryPolicy):
-        msg = (
-            f"with_retries() takes its policy as a RetryPolicy, got {type(policy).__name__}; "
-            "e.g. with_retries(chat, RetryPolicy(max_attempts=5))"
-        )
-        raise TypeError(msg)
 
 
 def with_retries(fn: ModelFn, policy: RetryPolicy = _DEFAULT_POLICY) -> ModelFn:
@@ -435,6 +408,7 @@ def with_retries(fn: ModelFn, policy: RetryPolicy = _DEFAULT_POLICY) -> ModelFn:
         TypeError: ``fn`` is not callable, or ``policy`` is not a :class:`RetryPolicy`.
     """
     check_callable(fn, "with_retries")
-    _check_policy(policy)
+    example = "with_retries(chat, RetryPolicy(max_attempts=5))"
+    check_type(policy, RetryPolicy, "with_retries() takes its policy as a", example)
     layer = _AsyncRetries(fn, policy) if is_async_callable(fn) else _SyncRetries(fn, policy)
     return cast("ModelFn", layer.made_by(with_retries, fn, policy))

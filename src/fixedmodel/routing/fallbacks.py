@@ -36,6 +36,7 @@ from fixedmodel.middleware._attempts import attempt
 from fixedmodel.middleware._call import (
     ModelCallable,
     Wrapper,
+    check_type,
     join_call,
     leave_call,
 )
@@ -440,16 +441,6 @@ class _SyncFallbacks(_Fallbacks):
             raise self._exhausted(call)
 
 
-def _check_policy(policy: object) -> FallbackPolicy:
-    if not isinstance(policy, FallbackPolicy):
-        msg = (
-            f"with_fallbacks() takes policy= as a FallbackPolicy, got {type(policy).__name__}; "
-            "e.g. with_fallbacks(primary, backup, policy=FallbackPolicy(content_policy=True))"
-        )
-        raise TypeError(msg)
-    return policy
-
-
 def with_fallbacks(
     primary: ModelFn, *fallbacks: ModelFn, policy: FallbackPolicy = _DEFAULT_POLICY
 ) -> ModelFn:
@@ -492,7 +483,8 @@ def with_fallbacks(
     functions: tuple[ModelCallable, ...] = (primary, *fallbacks)
     asynchronous = check_one_kind(functions, "with_fallbacks")
     _check_once(functions)
-    checked = _check_policy(policy)
+    example = "with_fallbacks(primary, backup, policy=FallbackPolicy(content_policy=True))"
+    checked = check_type(policy, FallbackPolicy, "with_fallbacks() takes policy= as a", example)
     kind = _AsyncFallbacks if asynchronous else _SyncFallbacks
     wrapped = kind(functions, checked).made_by(with_fallbacks, *functions, policy=checked)
     return cast("ModelFn", wrapped)
