@@ -203,17 +203,29 @@ class _RateLimited(Wrapper):
         """The limiter this callable is admitted by."""
         return self._limiter
 
-    def _estimate(self, request: dict[str, Any]) -> int:
+    def _begin(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, Any], int]:
+        """The request litellm will receive, the retries it asks for, the keywords of one
+        request, and the tokens to charge each (nothing without a token budget)."""
+        request = self._read(kwargs)
         limit = self._limiter.limit
-        if limit.tokens is None:  # Without a token budget nothing is charged.
-            return 0
-        return estimate_tokens(request, self.model, limit.assumed_completion_tokens)
+        if limit.tokens is None:
+            estimate = 0
+        else:
+            estimate = estimate_tokens(request, self.model, limit.assumed_completion_tokens)
+        return request, _retries_asked(request), _one_request(kwargs), estimate
 
-    def _settled(self, request: dict[str, Any], result: object) -> int | None:
-        """Tokens to settle a finished non-stream call at, or None to keep the estimate."""
+    def _used(self, request: dict[str, Any], result: object, permit: Permit) -> int | None:
+        """Tokens to settle a finished call at now, or None to keep the estimate (a stream
+        is watched and settled when it ends)."""
         if self._limiter.limit.tokens is None:
             return None
+        if is_stream_request(request):
+            self._watch(result, permit)
+            return None
         return used_tokens(request, result)
+
+    def _watch(self, stream: Any, permit: Permit) -> None:
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"with_rate_limit({self._inner!r}, {self._limiter!r})"
@@ -227,10 +239,7 @@ class _AsyncRateLimited(_RateLimited):
 
     async def __call__(self, **kwargs: Any) -> Any:
         limiter = self._limiter
-        request = self._read(kwargs)
-        retries = _retries_asked(request)
-        arguments = _one_request(kwargs)
-        estimate = self._estimate(request)
+        request, retries, arguments, estimate = self._begin(kwargs)
         info = current_call()
         retry = 0
         while True:
@@ -248,18 +257,13 @@ class _AsyncRateLimited(_RateLimited):
                 if pause is None:  # A pause already holds the next permit back.
                     await _async_sleep(_retry_wait(retry, exc))
                 continue
-            if is_stream_request(request):
-                self._watch(result, permit)
-            else:
-                used = self._settled(request, result)
-                if used is not None:
-                    await limiter.asettle(permit, used)
+            used = self._used(request, result, permit)
+            if used is not None:
+                await limiter.asettle(permit, used)
             return result
 
     def _watch(self, stream: Any, permit: Permit) -> None:
         limiter = self._limiter
-        if limiter.limit.tokens is None:
-            return
         loop = asyncio.get_running_loop()
         _later.ready()
 
@@ -283,10 +287,7 @@ class _SyncRateLimited(_RateLimited):
 
     def __call__(self, **kwargs: Any) -> Any:
         limiter = self._limiter
-        request = self._read(kwargs)
-        retries = _retries_asked(request)
-        arguments = _one_request(kwargs)
-        estimate = self._estimate(request)
+        request, retries, arguments, estimate = self._begin(kwargs)
         info = current_call()
         retry = 0
         while True:
@@ -304,18 +305,13 @@ class _SyncRateLimited(_RateLimited):
                 if pause is None:
                     _sync_sleep(_retry_wait(retry, exc))
                 continue
-            if is_stream_request(request):
-                self._watch(result, permit)
-            else:
-                used = self._settled(request, result)
-                if used is not None:
-                    limiter.settle(permit, used)
+            used = self._used(request, result, permit)
+            if used is not None:
+                limiter.settle(permit, used)
             return result
 
     def _watch(self, stream: Any, permit: Permit) -> None:
         limiter = self._limiter
-        if limiter.limit.tokens is None:
-            return
         _later.ready()
 
         def ended(end: StreamEnd) -> None:
