@@ -193,11 +193,7 @@ class Progress:
             snapshot = self._snapshot()
         if not changed:
             return
-        for callback in self._callbacks:
-            try:
-                callback(snapshot)
-            except Exception:
-                self._log_once(callback, "progress callback")
+        self._tell(snapshot)
         bar = self._bar
         if bar is not None:
             try:
@@ -205,12 +201,16 @@ class Progress:
             except Exception:
                 self._log_once(bar, "progress bar")
 
-    def _show(self, snapshot: BatchProgress) -> None:
+    def _tell(self, snapshot: BatchProgress) -> None:
+        """Hand ``snapshot`` to every callback."""
         for callback in self._callbacks:
             try:
                 callback(snapshot)
             except Exception:
                 self._log_once(callback, "progress callback")
+
+    def _show(self, snapshot: BatchProgress) -> None:
+        self._tell(snapshot)
         bar = self._bar
         if bar is not None:
             try:
