@@ -168,13 +168,14 @@ def _stream_class() -> type[Any] | None:
     return stream_class if isinstance(stream_class, type) else None
 
 
-def _hold_until_stream_ends(result: object, release: Callable[[], None]) -> bool:
-    """Keep the ticket while ``result``, a stream, is read; False when it is no stream."""
+def _returned(result: Any, release: Callable[[], None]) -> Any:
+    """Give the ticket back now, or, when ``result`` is a stream, when the stream ends."""
     stream_class = _stream_class()
     if stream_class is None or not isinstance(result, stream_class):
-        return False
-    watch_stream(cast("CustomStreamWrapper", result), lambda _end: release())
-    return True
+        release()
+    else:
+        watch_stream(cast("CustomStreamWrapper", result), lambda _end: release())
+    return result
 
 
 def track_calls(function: Callable[..., Any], *, is_async: bool) -> Callable[..., Any]:
@@ -207,13 +208,10 @@ def track_calls(function: Callable[..., Any], *, is_async: bool) -> Callable[...
                     _end_async(loop, scope, epoch)
 
             try:
-                result = await function(**kwargs)
+                return _returned(await function(**kwargs), release)
             except BaseException:
                 release()
                 raise
-            if not _hold_until_stream_ends(result, release):
-                release()
-            return result
 
         return tracked_async
 
@@ -229,13 +227,10 @@ def track_calls(function: Callable[..., Any], *, is_async: bool) -> Callable[...
             _end_sync(epoch)
 
         try:
-            result = function(**kwargs)
+            return _returned(function(**kwargs), release)
         except BaseException:
             release()
             raise
-        if not _hold_until_stream_ends(result, release):
-            release()
-        return result
 
     return tracked_sync
 
