@@ -49,9 +49,9 @@ KEY_FORMAT_VERSION = 1
 
 _PREFIX = f"fixedmodel:cache:v{KEY_FORMAT_VERSION}:"
 
-EXCLUDED_PARAMS: frozenset[str] = frozenset(
+# How the request travels, not what it asks.
+_TRANSPORT_PARAMS = frozenset(
     {
-        # How the request travels, not what it asks.
         "timeout",
         "stream_timeout",
         "max_retries",
@@ -59,6 +59,11 @@ EXCLUDED_PARAMS: frozenset[str] = frozenset(
         "retry_policy",
         "shared_session",
         "client",
+    }
+)
+
+EXCLUDED_PARAMS: frozenset[str] = _TRANSPORT_PARAMS | frozenset(
+    {
         # Bookkeeping and cost tracking the provider never sees or answers to.
         "metadata",
         "litellm_metadata",
@@ -80,17 +85,6 @@ EXCLUDED_PARAMS: frozenset[str] = frozenset(
 )
 """Request parameters that never enter the key (credentials are left out as well)."""
 
-_TRANSPORT_PARAMS = frozenset(
-    {
-        "timeout",
-        "stream_timeout",
-        "max_retries",
-        "num_retries",
-        "retry_policy",
-        "shared_session",
-        "client",
-    }
-)
 # Parameter name -> (in the cache key, in the flight key only).
 _names: dict[str, tuple[bool, bool]] = {}
 _schemas: weakref.WeakKeyDictionary[type[BaseModel], dict[str, Any]] = weakref.WeakKeyDictionary()
