@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fixedmodel._limits import RateLimit, check_seconds, is_int
-from fixedmodel.middleware._waiting import Line, TaskWaiter, ThreadWaiter
+from fixedmodel.middleware._waiting import Line, TaskWaiter, ThreadWaiter, Waiter
 from fixedmodel.stores._limiter_store import Acquisition, LimiterStore
 from fixedmodel.stores.limiter_memory import MemoryLimiterStore
 
@@ -128,9 +128,7 @@ class RateLimiter:
             if refused.granted:
                 return Permit(tokens, refused.segment, time.monotonic() - started)
         waiter = ThreadWaiter()
-        self._line.join(waiter)
-        if self._line.nudges != nudges:  # Capacity came back before this caller was in line.
-            refused = None
+        refused = self._join(waiter, nudges, refused)
         try:
             while True:
                 if not self._line.is_first(waiter):
@@ -167,9 +165,7 @@ class RateLimiter:
             if refused.granted:
                 return Permit(tokens, refused.segment, clock() - started)
         waiter = TaskWaiter()
-        self._line.join(waiter)
-        if self._line.nudges != nudges:  # Capacity came back before this caller was in line.
-            refused = None
+        refused = self._join(waiter, nudges, refused)
         try:
             while True:
                 if not self._line.is_first(waiter):
@@ -187,6 +183,12 @@ class RateLimiter:
         finally:
             self._line.leave(waiter)
         return Permit(tokens, decision.segment, clock() - started)
+
+    def _join(self, waiter: Waiter, nudges: int, refused: Acquisition | None) -> Acquisition | None:
+        """Put ``waiter`` in line; the store's refusal stands unless capacity came back since
+        ``nudges`` was read (before this caller was in line)."""
+        self._line.join(waiter)
+        return refused if self._line.nudges == nudges else None
 
     def settle(self, permit: Permit, used_tokens: int) -> None:
         """Correct the charge of ``permit`` to the tokens the call really used."""
