@@ -256,16 +256,15 @@ def response_text(result: object) -> str:
         return ""
     for choice in cast("list[object]", choices):
         message = read_attribute(choice, "message")
-        for name in ("reasoning_content", "content"):
-            value = read_attribute(message, name)
-            if isinstance(value, str):
-                pieces.append(value)
+        pieces += _texts(message, "reasoning_content", "content")
         calls = read_attribute(message, "tool_calls")
         if isinstance(calls, list):
             for call in cast("list[object]", calls):
-                function = read_attribute(call, "function")
-                for name in ("name", "arguments"):
-                    value = read_attribute(function, name)
-                    if isinstance(value, str):
-                        pieces.append(value)
+                pieces += _texts(read_attribute(call, "function"), "name", "arguments")
     return "".join(pieces)
+
+
+def _texts(item: object, *names: str) -> list[str]:
+    """The attributes ``names`` of ``item`` that are text, in order."""
+    values = [read_attribute(item, name) for name in names]
+    return [value for value in values if isinstance(value, str)]
