@@ -322,16 +322,10 @@ async def _close_async_clients(scope: _Scope, clients: list[object]) -> None:
         if _busy(client):
             _requeue(scope, client)
             continue
-        closer = getattr(client, "aclose", None) or getattr(client, "close", None)
         try:
-            if callable(closer):
-                result = closer()
-                if inspect.isawaitable(result):
-                    await _bounded(result)
+            await _close_client(client)
         except asyncio.CancelledError as error:
             cancelled = error
-        except Exception:
-            LOGGER.debug("fixedmodel: closing a litellm client failed", exc_info=True)
     await _drop_guard(scope)
     if cancelled is not None:
         raise cancelled
@@ -484,10 +478,11 @@ async def _shutdown_guard(scope: _Scope, guard: _Guard) -> AsyncGenerator[None, 
                 if scope.guard is guard:
                     scope.guard = None
         for client in clients:
-            await _close_at_shutdown(client)
+            await _close_client(client)
 
 
-async def _close_at_shutdown(client: object) -> None:
+async def _close_client(client: object) -> None:
+    """Close one client, within the shutdown bound; a failure is logged (not a cancellation)."""
     closer = getattr(client, "aclose", None) or getattr(client, "close", None)
     try:
         if callable(closer):
