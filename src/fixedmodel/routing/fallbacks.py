@@ -25,7 +25,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from contextvars import Token
 from dataclasses import dataclass
 from typing import Any, cast
@@ -193,8 +192,8 @@ def _error_with_headers(kind: str, message: str, model: str, retry_in: float | N
 class _Call:
     """One call through the chain: the request, where it is, what it found out.
 
-    ``with`` joins the call's record (or opens it); leaving gives back the record and the
-    chain flag that each attempt sets for the layers below.
+    ``with`` joins the call's record (or opens it). Leaving notes the callable that answered
+    (when the call returns), and gives back the chain flag each attempt sets and the record.
     """
 
     __slots__ = (
@@ -203,6 +202,7 @@ class _Call:
         "flag",
         "further",
         "info",
+        "name",
         "now",
         "opened",
         "outer_has_next",
@@ -217,6 +217,7 @@ class _Call:
         self.flag: Token[bool] | None = None
         self.start = 0  # Where the search for the next callable to try begins.
         self.further = False  # Whether a callable after the one tried may still be tried.
+        self.name = ""  # The name of the callable tried.
         self.failures: list[tuple[str, BaseException]] = []
         # (index, reason, detail) of every callable passed over without a request.
         self.skips: list[tuple[int, str, str]] = []
@@ -225,7 +226,9 @@ class _Call:
         self.info, self.opened = join_call()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc_info: object) -> None:
+        if kind is None:
+            note_served(self.info, self.name)
         if self.flag is not None:
             has_next_in_chain.reset(self.flag)
         leave_call(self.opened)
@@ -297,7 +300,8 @@ class _Fallbacks(Wrapper):
         return self._until[index] > now
 
     def _next(self, call: _Call) -> int | None:
-        """The next callable to try, noting each one passed over and each fallback tried."""
+        """The next callable to try, noting each one passed over and each fallback tried, and
+        telling the layers below (the chain flag) whether another may follow it."""
         for index in range(call.start, len(self._calls)):
             if self._advised(index, call.now):
                 left = self._until[index] - call.now
@@ -308,9 +312,13 @@ class _Fallbacks(Wrapper):
                 if detail is not None:
                     self._skip(call, index, "context_window", detail)
                     continue
-            call.further = self._has_next(call, index)
+            call.further = further = self._has_next(call, index)
+            flag = has_next_in_chain.set(further or call.outer_has_next)
+            if call.flag is None:  # The first: leaving the call resets the flag through it.
+                call.flag = flag
             if call.start:  # After a failure: a fallback.
                 call.info.fallbacks_tried += 1
+            call.name = self._names[index]
             return index
         return None
 
@@ -340,17 +348,6 @@ class _Fallbacks(Wrapper):
         LOGGER.log(level, "with_fallbacks: %s failed (%s)", name, type(error).__name__)
         call.start = index + 1
         return True
-
-    def _attempt(self, call: _Call, index: int) -> AbstractContextManager[None]:
-        """Tell the layers below whether a callable follows; the attempt's context."""
-        flag = has_next_in_chain.set(call.further or call.outer_has_next)
-        if call.flag is None:  # The first: leaving the call resets the flag through it.
-            call.flag = flag
-        return attempt("fallback", self._calls[index], self._names[index])
-
-    def _served(self, call: _Call, index: int, result: Any) -> Any:
-        note_served(call.info, self._names[index])
-        return result
 
     def _exhausted(self, call: _Call) -> BaseException:
         """The error to raise when no callable is left to try."""
@@ -412,11 +409,11 @@ class _AsyncFallbacks(_Fallbacks):
         with _Call(forward(kwargs)) as call:
             while (index := self._next(call)) is not None:
                 try:
-                    with self._attempt(call, index):
+                    with attempt("fallback", self._calls[index], call.name):
                         result = await self._calls[index](**call.arguments)
                         if call.further and is_stream(result):
                             await afirst_chunk(result)  # A failure before it still falls back.
-                    return self._served(call, index, result)
+                    return result
                 except Exception as error:
                     if not self._failed(call, index, error):
                         raise
@@ -430,11 +427,11 @@ class _SyncFallbacks(_Fallbacks):
         with _Call(forward(kwargs)) as call:
             while (index := self._next(call)) is not None:
                 try:
-                    with self._attempt(call, index):
+                    with attempt("fallback", self._calls[index], call.name):
                         result = self._calls[index](**call.arguments)
                         if call.further and is_stream(result):
                             first_chunk(result)  # A failure before it still falls back.
-                    return self._served(call, index, result)
+                    return result
                 except Exception as error:
                     if not self._failed(call, index, error):
                         raise
