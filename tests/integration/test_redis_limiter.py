@@ -403,6 +403,10 @@ def test_password_is_never_shown(caplog: pytest.LogCaptureFixture) -> None:
         ("redis://localhost:6379/0", "redis://localhost:6379/0"),
         ("rediss://user:p%40ss@h:6380/2", "rediss://user:***@h:6380/2"),
         ("unix://:pw@/tmp/r.sock?db=1&password=pw", "unix://:***@/tmp/r.sock?db=1&password=***"),
+        (  # redis-py passes ssl_password on as the TLS key's passphrase.
+            "rediss://h:6380/0?ssl_password=pw&ssl_certfile=c.pem&SSL_Password=pw",
+            "rediss://h:6380/0?ssl_password=***&ssl_certfile=c.pem&SSL_Password=***",
+        ),
     ],
 )
 def test_urls_are_redacted(url: str, shown: str) -> None:
@@ -478,6 +482,34 @@ def test_a_forked_child_uses_a_url_store_even_with_its_locks_held_at_the_fork(
 
         try:
             assert in_forked_child(child) == 0
+        finally:
+            release.set()
+            holder.join()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_closes_a_store_whose_pool_was_busy_at_the_fork(
+    redis_server: servers.RedisServer,
+) -> None:
+    # A parent thread handing work to the store's pool at the fork holds the pool's shutdown
+    # lock; the child's copy of the pool has no threads, and shutting it down hung forever.
+    limit = RateLimit(requests=1000, period=1.0)
+    with RedisLimiterStore(redis_server.url, namespace=servers.unique_namespace("fork")) as store:
+        assert asyncio.run(store.aacquire("q", limit, 0)).granted  # The pool exists.
+        pool = store._clients._executor  # pyright: ignore[reportPrivateUsage]
+        assert pool is not None
+        taken, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with pool._shutdown_lock:  # pyright: ignore[reportAttributeAccessIssue]
+                taken.set()
+                release.wait()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        taken.wait()
+        try:
+            assert in_forked_child(store.close, timeout=5.0) == 0
         finally:
             release.set()
             holder.join()

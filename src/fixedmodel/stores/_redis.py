@@ -25,6 +25,14 @@ threads the others would queue behind them: 200 calls at concurrency 64 once too
 included: past it the operation fails like a socket timeout (``redis.exceptions.
 TimeoutError``, handled by the store's ``on_error``), and if it has not started it never
 will. The bound holds at any concurrency and for every store built on this module.
+
+Callers that ask one after another would still add up their timeouts: the rate limiter's
+line asks Redis for one caller at a time, and a load balancer asks about one deployment
+after another (64 callers in line once waited 16 s behind a frozen server with a 0.25 s
+timeout). So after an operation times out, the store does not ask Redis again for
+``timeout`` seconds: the operations in that time fail at once as timed out, and follow
+``on_error`` like it. A refused connection (Redis down, not frozen) fails at once anyway and
+starts no such rest, so a restarted Redis is seen on the next operation.
 """
 
 from __future__ import annotations
@@ -99,7 +107,11 @@ def redis_errors() -> tuple[type[Exception], ...]:
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password, in the user info or the query, replaced by ``***``."""
+    """Return ``url`` with any password, in the user info or the query, replaced by ``***``.
+
+    Query keys that name a password (``password``, redis-py's ``ssl_password`` for the TLS
+    key, any other ``*password*``) are hidden, whatever their case.
+    """
     try:
         parts = urlsplit(url)
         netloc = parts.netloc
@@ -110,7 +122,7 @@ def redact_url(url: str) -> str:
         query = parts.query
         if query:
             pairs = parse_qsl(query, keep_blank_values=True)
-            hidden = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
+            hidden = [(k, "***" if "password" in k.lower() else v) for k, v in pairs]
             query = urlencode(hidden, safe="*")
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
@@ -340,7 +352,10 @@ class RedisClients:
         """Stop the worker threads and close a client built from the URL."""
         with self._lock:
             executor, self._executor = self._executor, None
-        if executor is not None:
+            inherited = self._executor_pid != os.getpid()
+        # A forked child holds the parent's pool without its threads, and perhaps with its
+        # shutdown lock held by a parent thread at the fork: shutting it down could hang.
+        if executor is not None and not inherited:
             executor.shutdown(wait=True)
         if self._owned and self._sync is not None:
             self._sync.close()
@@ -434,12 +449,16 @@ class Health:
         "_failures",
         "_lock",
         "_next_warning",
+        "_rest",
+        "_resting_until",
         "_store",
     )
 
-    def __init__(self, store: str, endpoint: str) -> None:
+    def __init__(self, store: str, endpoint: str, rest: float = 0.0) -> None:
         self._store = store
         self._endpoint = endpoint
+        self._rest = rest  # Seconds not to ask Redis after a timeout (see the module doc).
+        self._resting_until = 0.0
         self._lock = threading.Lock()
         after_fork_in_child(self)
         self._down_since: float | None = None
@@ -471,6 +490,28 @@ class Health:
             consequence,
             failures,
         )
+
+    def timed_out(self, exc: BaseException) -> None:
+        """Start a rest if ``exc`` is a timeout: Redis is not asked for ``rest`` seconds."""
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        if isinstance(exc, (RedisTimeoutError, asyncio.TimeoutError)):
+            self._resting_until = time.monotonic() + self._rest
+
+    def resting(self) -> BaseException | None:
+        """The failure to answer with instead of asking Redis, while resting; else None."""
+        if not self._resting_until:  # The usual case, read without the lock.
+            return None
+        left = self._resting_until - time.monotonic()
+        if left <= 0:
+            return None
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        msg = (
+            f"Redis timed out moments ago; not asked again for {left:.3f} s "
+            f"(a rest as long as the store's timeout, {self._rest:g} s)"
+        )
+        return RedisTimeoutError(msg)
 
     def succeeded(self) -> None:
         """Record a success; logs the recovery if Redis was failing."""
@@ -542,23 +583,31 @@ class RedisStore(Closing):
         require_redis()
         self._clients = RedisClients(owner, url, client, async_client, timeout)
         self._errors = redis_errors()
-        self._health = Health(owner, self._clients.endpoint)
+        self._health = Health(owner, self._clients.endpoint, self._clients.timeout)
 
     def _do(self, flow: Flow[_T]) -> _T:
         """Run ``flow`` for a sync method: its command on the sync client."""
         command = next(flow)
+        resting = self._health.resting()
+        if resting is not None:  # Redis just timed out: not asked (see the module doc).
+            return _finish(flow, None, resting)
         try:
             reply = command.with_sync(self._clients.sync())
         except BaseException as exc:  # The flow decides what a failure means.
+            self._health.timed_out(exc)
             return _finish(flow, None, exc)
         return _finish(flow, reply, None)
 
     async def _ado(self, flow: Flow[_T]) -> _T:
         """Run ``flow`` for an async method (see :meth:`RedisClients.run`)."""
         command = next(flow)
+        resting = self._health.resting()
+        if resting is not None:
+            return _finish(flow, None, resting)
         try:
             reply = await self._clients.run(command.with_sync, command.with_async)
         except BaseException as exc:
+            self._health.timed_out(exc)
             return _finish(flow, None, exc)
         return _finish(flow, reply, None)
 
