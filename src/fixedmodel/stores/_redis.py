@@ -32,7 +32,8 @@ after another (64 callers in line once waited 16 s behind a frozen server with a
 timeout). So after an operation times out, the store does not ask Redis again for
 ``timeout`` seconds: the operations in that time fail at once as timed out, and follow
 ``on_error`` like it. A refused connection (Redis down, not frozen) fails at once anyway and
-starts no such rest, so a restarted Redis is seen on the next operation.
+starts no such rest, so a restarted Redis is seen on the next operation; a stalled one that
+answers again is seen at most ``timeout`` after the last timeout.
 """
 
 from __future__ import annotations
