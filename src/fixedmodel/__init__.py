@@ -324,10 +324,6 @@ _SUBPACKAGES = ("middleware", "routing", "stores", "testing")
 
 if not TYPE_CHECKING:
     # Hidden from checkers: a module __getattr__ would make them accept any misspelled name.
-    __getattr__ = first_use(
+    __getattr__, __dir__ = first_use(
         "fixedmodel", {**_HOME_OF, **{n: f"fixedmodel.{n}" for n in _SUBPACKAGES}}, globals()
     )
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})

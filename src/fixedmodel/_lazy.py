@@ -17,8 +17,11 @@ __all__ = ["first_use"]
 
 def first_use(
     package: str, homes: Mapping[str, str], namespace: dict[str, object]
-) -> Callable[[str], object]:
-    """The ``__getattr__`` of ``package``: imports ``homes[name]`` and keeps the value.
+) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
+    """The ``__getattr__`` and ``__dir__`` of ``package``.
+
+    ``__getattr__`` imports ``homes[name]`` and keeps the value; ``__dir__`` lists what is
+    there and every name of ``homes``.
 
     Args:
         package: The package's dotted name, for the error message.
@@ -28,8 +31,8 @@ def first_use(
             next read does not come here.
 
     Returns:
-        A function raising ``AttributeError`` (naming the attribute) for a name not in
-        ``homes``, as Python does for any module.
+        The two functions. ``__getattr__`` raises ``AttributeError`` (naming the attribute)
+        for a name not in ``homes``, as Python does for any module.
     """
 
     def __getattr__(name: str) -> object:
@@ -47,4 +50,7 @@ def first_use(
         namespace[name] = value
         return value
 
-    return __getattr__
+    def __dir__() -> list[str]:
+        return sorted({*namespace, *homes})
+
+    return __getattr__, __dir__

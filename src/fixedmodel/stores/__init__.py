@@ -62,8 +62,4 @@ _HOME_OF: dict[str, str] = {
 }
 
 if not TYPE_CHECKING:  # Hidden from checkers, which would accept any misspelled name.
-    __getattr__ = first_use("fixedmodel.stores", _HOME_OF, globals())
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = first_use("fixedmodel.stores", _HOME_OF, globals())
