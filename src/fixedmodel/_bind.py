@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
+import os
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -98,7 +100,20 @@ def _warn_unknown(names: list[str], known: frozenset[str], typed: Mapping[str, o
             f"litellm passes it to the provider, which may ignore it{hint} Pass "
             f"provider-specific keywords through {_EXTRA}={{{name!r}: ...}} to silence this."
         )
-        warnings.warn(msg, UnknownKeywordWarning, stacklevel=5)
+        warnings.warn(msg, UnknownKeywordWarning, stacklevel=_outside_fixedmodel())
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _outside_fixedmodel() -> int:
+    """The ``stacklevel`` of the first caller outside this package, for a warning raised by
+    the function that calls this one: the line to fix is the user's, however many of
+    fixedmodel's frames (binding, calling, wrappers) stand between."""
+    frame, level = sys._getframe(1), 1  # pyright: ignore[reportPrivateUsage]
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _check_model(model: object, factory: str) -> str:

@@ -15,18 +15,24 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
+import redis
+import redis.asyncio
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from fixedmodel import (
     CooldownPolicy,
     RateLimit,
     RateLimiter,
+    RedisBudgetStore,
     RedisCooldownStore,
     RedisLimiterStore,
     RedisUnavailableError,
 )
 from fixedmodel.stores import RedisCacheStore
+from fixedmodel.stores._budget_store import Caps
 from fixedmodel.stores.redis_limiter import OnError
 from tests.integration.redis_server import RedisServer, own_redis_server, unique_namespace
+from tests.integration.test_redis_limiter import in_forked_child
 
 __all__ = ["own_redis_server"]  # A fixture, used by name.
 
@@ -175,5 +181,74 @@ def test_a_balancer_asking_about_each_deployment_waits_one_timeout(
         assert TIMEOUT * 0.5 <= waited <= 3 * TIMEOUT, waited
         time.sleep(TIMEOUT)  # The rest is over: Redis is asked, and answers, again.
         assert store.enter("deployment-0", policy).granted
+    finally:
+        store.close()
+
+
+# --- what the rest must not do --------------------------------------------------------------
+
+
+def _start_a_rest(store: RedisBudgetStore | RedisLimiterStore) -> None:
+    """As after an operation that timed out (what a frozen Redis does, without the wait)."""
+    store._health.timed_out(RedisTimeoutError("as if frozen"))  # pyright: ignore[reportPrivateUsage]
+
+
+def test_a_settlement_made_while_the_store_rests_reaches_redis(
+    own_redis_server: RedisServer,
+) -> None:
+    # An async-only store has no thread that retries a skipped settlement: it stayed held.
+    caps = Caps(cost=1000, tokens=None, requests=None, period=None)
+    client = redis.asyncio.Redis.from_url(own_redis_server.url, socket_timeout=TIMEOUT)
+    store = RedisBudgetStore(async_client=client, namespace=unique_namespace("rest"))
+
+    async def main() -> int:
+        assert (await store.areserve("b", caps, "one", 800, 0)).granted
+        _start_a_rest(store)
+        await store.asettle("b", caps, "one", 100, 0)
+        committed = await store.acommitted("b", caps)  # Asked during the rest too.
+        await client.aclose()
+        return committed.held_cost
+
+    try:
+        assert asyncio.run(main()) == 0
+    finally:
+        store.close()
+
+
+def test_the_rest_is_as_long_as_the_callers_own_client_waits(
+    own_redis_server: RedisServer,
+) -> None:
+    # A store given client= waits for Redis as long as the client's socket_timeout; its own
+    # timeout argument does not apply to it, and did set the rest (0.25 s here).
+    client = redis.Redis.from_url(own_redis_server.url, socket_timeout=0.05)
+    store = RedisLimiterStore(client=client, namespace=unique_namespace("rest"), on_error="closed")
+    limit = RateLimit(requests=1000)
+    try:
+        assert store.acquire("q", limit, 0).granted
+        own_redis_server.freeze()
+        try:
+            with pytest.raises(RedisUnavailableError):
+                store.acquire("q", limit, 0)
+        finally:
+            own_redis_server.thaw()
+        time.sleep(0.1)
+        assert store.acquire("q", limit, 0).granted
+    finally:
+        store.close()
+        client.close()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_does_not_inherit_the_rest(own_redis_server: RedisServer) -> None:
+    store = RedisLimiterStore(
+        own_redis_server.url, namespace=unique_namespace("rest"), on_error="closed"
+    )
+    limit = RateLimit(requests=1000)
+    try:
+        assert store.acquire("q", limit, 0).granted
+        _start_a_rest(store)
+        with pytest.raises(RedisUnavailableError):  # Resting here.
+            store.acquire("q", limit, 0)
+        assert in_forked_child(lambda: store.acquire("q", limit, 0)) == 0
     finally:
         store.close()

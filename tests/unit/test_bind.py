@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ from fixedmodel import (
     AFixedModelEmbedding,
     FixedModelCompletion,
     FixedModelEmbedding,
+    UnknownKeywordWarning,
     bind_acompletion,
     bind_aembedding,
     bind_completion,
@@ -488,3 +490,22 @@ def test_repr_of_a_stack_names_public_things_only() -> None:
     assert not shown.startswith("_"), shown
     assert "(_" not in shown, shown
     assert "BoundACompletion(model='openai/m'" in shown
+
+
+def test_an_unknown_keyword_is_reported_at_the_callers_line() -> None:
+    # However many of fixedmodel's frames stand between (the bound object's __call__, its
+    # kind's _complete, _call, the argument check), the warning names the line to fix.
+    chat = bind_completion("gpt-4o-mini", mock_response="hi")
+    embed = bind_embedding("text-embedding-3-small", mock_response=[0.5])
+    with pytest.warns(UnknownKeywordWarning) as caught:
+        chat(messages=[{"role": "user", "content": "x"}], tempreature_typo_a=0.5)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+        line = inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]  # pyright: ignore[reportOptionalMemberAccess]
+    assert [(w.filename, w.lineno) for w in caught if w.category is UnknownKeywordWarning] == [
+        (__file__, line)
+    ]
+    with pytest.warns(UnknownKeywordWarning) as caught:
+        embed(input="x", dimensions_typo_b=8)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+        line = inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]  # pyright: ignore[reportOptionalMemberAccess]
+    assert [(w.filename, w.lineno) for w in caught if w.category is UnknownKeywordWarning] == [
+        (__file__, line)
+    ]

@@ -219,13 +219,13 @@ class RedisClients:
         "__weakref__",
         "_async",
         "_async_pid",
-        "_deadline",
         "_executor",
         "_executor_pid",
         "_lock",
         "_owned",
         "_sync",
         "_url",
+        "deadline",
         "endpoint",
         "timeout",
     )
@@ -259,12 +259,12 @@ class RedisClients:
             self.endpoint = redact_url(url)
             self._sync: Redis | None = _client_from_url(url, seconds)
             self._owned = True
-            self._deadline: float | None = seconds
+            self.deadline: float | None = seconds
         else:
             self._sync = client
             self._owned = False
             self.endpoint = _describe_client(client if client is not None else async_client)
-            self._deadline = _socket_timeout(client)
+            self.deadline = _socket_timeout(client)
 
     def _after_fork(self) -> None:
         # A lock another thread held at the fork would never be released in the child.
@@ -328,15 +328,15 @@ class RedisClients:
                 raise RuntimeError(msg)
         client = self.sync()
         pending = asyncio.get_running_loop().run_in_executor(self._pool(), with_sync, client)
-        if self._deadline is None:
+        if self.deadline is None:
             return await pending
         try:
             # Cancelling the wait cancels the pool's future too: not started, never run.
-            return await asyncio.wait_for(pending, self._deadline)
+            return await asyncio.wait_for(pending, self.deadline)
         except asyncio.TimeoutError:  # TimeoutError from 3.11; its own class before
             from redis.exceptions import TimeoutError as RedisTimeoutError
 
-            msg = f"no answer from Redis within {self._deadline:g} s (queued or running)"
+            msg = f"no answer from Redis within {self.deadline:g} s (queued or running)"
             raise RedisTimeoutError(msg) from None
 
     def _pool(self) -> ThreadPoolExecutor:
@@ -468,6 +468,7 @@ class Health:
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()  # See RedisClients._after_fork.
+        self._resting_until = 0.0  # The child asks Redis on connections of its own.
 
     def failed(self, operation: str, exc: BaseException, consequence: str) -> None:
         """Record that ``operation`` failed with ``exc`` and what the store did instead."""
@@ -584,12 +585,18 @@ class RedisStore(Closing):
         require_redis()
         self._clients = RedisClients(owner, url, client, async_client, timeout)
         self._errors = redis_errors()
-        self._health = Health(owner, self._clients.endpoint, self._clients.timeout)
+        # The rest is as long as a call's wait for Redis (for a caller's client, its own
+        # socket_timeout; none without one).
+        self._health = Health(owner, self._clients.endpoint, self._clients.deadline or 0.0)
 
-    def _do(self, flow: Flow[_T]) -> _T:
-        """Run ``flow`` for a sync method: its command on the sync client."""
+    def _do(self, flow: Flow[_T], *, rest: bool = True) -> _T:
+        """Run ``flow`` for a sync method: its command on the sync client.
+
+        ``rest=False``: ask Redis even while the store rests (a write that must not be
+        skipped, such as a budget's settlement).
+        """
         command = next(flow)
-        resting = self._health.resting()
+        resting = self._health.resting() if rest else None
         if resting is not None:  # Redis just timed out: not asked (see the module doc).
             return _finish(flow, None, resting)
         try:
@@ -599,10 +606,11 @@ class RedisStore(Closing):
             return _finish(flow, None, exc)
         return _finish(flow, reply, None)
 
-    async def _ado(self, flow: Flow[_T]) -> _T:
-        """Run ``flow`` for an async method (see :meth:`RedisClients.run`)."""
+    async def _ado(self, flow: Flow[_T], *, rest: bool = True) -> _T:
+        """Run ``flow`` for an async method (see :meth:`RedisClients.run`, and :meth:`_do`
+        for ``rest``)."""
         command = next(flow)
-        resting = self._health.resting()
+        resting = self._health.resting() if rest else None
         if resting is not None:
             return _finish(flow, None, resting)
         try:

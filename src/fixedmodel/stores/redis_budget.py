@@ -367,13 +367,14 @@ class RedisBudgetStore(PolicyStore):
 
         Never raises for Redis: a settlement it does not confirm is retried until it does.
         """
-        self._do(self._settle(_Settlement(key, reservation_id, cost, tokens)))
+        # Not skipped while the store rests: kept and retried until Redis confirms it.
+        self._do(self._settle(_Settlement(key, reservation_id, cost, tokens)), rest=False)
 
     async def asettle(
         self, key: str, caps: Caps, reservation_id: str, cost: int, tokens: int
     ) -> None:
         """Async :meth:`settle`."""
-        await self._ado(self._settle(_Settlement(key, reservation_id, cost, tokens)))
+        await self._ado(self._settle(_Settlement(key, reservation_id, cost, tokens)), rest=False)
 
     def _settle(self, settlement: _Settlement) -> Flow[None]:
         try:
