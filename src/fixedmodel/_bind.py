@@ -14,7 +14,7 @@ import inspect
 import os
 import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from typing_extensions import Unpack
@@ -338,8 +338,8 @@ class BoundACompletion(_AsyncBound, ACompletionOverloads):
     _factory = "bind_acompletion"
     _function_name = "acompletion"
 
-    async def _complete(self, kwargs: dict[str, Any]) -> ModelResponse | CustomStreamWrapper:
-        response: ModelResponse | CustomStreamWrapper = await self._call(kwargs)
+    def _complete(self, kwargs: dict[str, Any]) -> Awaitable[ModelResponse | CustomStreamWrapper]:
+        response: Awaitable[ModelResponse | CustomStreamWrapper] = self._call(kwargs)
         return response
 
 

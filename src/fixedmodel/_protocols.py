@@ -18,6 +18,7 @@ test kit's fakes the same overloads as methods they inherit.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload, runtime_checkable
 
@@ -163,7 +164,9 @@ class ACompletionOverloads:
     async def __call__(self, **kwargs: Any) -> ModelResponse | CustomStreamWrapper:
         return await self._complete(kwargs)
 
-    async def _complete(self, kwargs: dict[str, Any]) -> ModelResponse | CustomStreamWrapper:
+    def _complete(self, kwargs: dict[str, Any]) -> Awaitable[ModelResponse | CustomStreamWrapper]:
+        # An awaitable, not a coroutine of its own: a bound object hands back litellm's, so
+        # a call awaits one coroutine of fixedmodel's, not two.
         raise NotImplementedError
 
 
