@@ -117,7 +117,7 @@ class Sizes:
 
 
 FULL = Sizes(
-    requests=2_000, concurrency=64, rounds=10, warm_up=256, probe_items=20_000, stream_lines=100_000
+    requests=2_000, concurrency=64, rounds=16, warm_up=256, probe_items=20_000, stream_lines=100_000
 )
 QUICK = Sizes(
     requests=100, concurrency=16, rounds=1, warm_up=32, probe_items=500, stream_lines=2_000

@@ -91,7 +91,7 @@ Call = Callable[[], Awaitable[object]]
 
 FULL_SIZES = {
     "concurrency": 64,
-    "rounds": 20,
+    "rounds": 40,
     "cycles": 60,
     "bursts": 3,
     "probe_calls": 2_000,
