@@ -365,3 +365,21 @@ def test_a_cache_hit_under_a_deployment_costs_no_usage() -> None:
     usage = chat._deployments[0].usage  # type: ignore[attr-defined]
     assert usage.requests == 1
     assert usage.used_share(time.monotonic()) == pytest.approx(0.01)
+
+
+# --- a callable appears once among the deployments --------------------------------------------
+
+
+def test_a_repeated_deployment_is_refused_at_construction() -> None:
+    # Listed twice, a failing model was asked twice per call: the second "deployment" is the
+    # same object, with a cooldown of its own.
+    a = FakeCompletion(model="a/one")
+    b = FakeCompletion(model="b/two")
+    with pytest.raises(ValueError, match="'a/one' twice"):
+        with_load_balancing([a, a])
+    with pytest.raises(ValueError, match="'a/one' twice"):
+        with_load_balancing({"east": a, "west": with_retries(a)})  # Under another layer.
+    with pytest.raises(ValueError, match="'b/two' twice"):
+        with_load_balancing([with_load_balancing([a, b]), b])  # Through nesting.
+    # Two callables bound to one model name are two deployments: accepted.
+    with_load_balancing([a, FakeCompletion(model="a/one")])

@@ -76,7 +76,7 @@ def test_a_traced_stack_without_providers_is_traced_again_where_it_lands() -> No
         (lambda b: with_cache(b), r"DiskCacheStore\(path\) or RedisCacheStore\(url\)"),
         (lambda b: with_metrics(b, InMemoryMetrics()), r"default_metrics"),
         (lambda b: with_budget(b, Budget(max_requests=3)), r"RedisBudgetStore\(url\)"),
-        (lambda b: with_load_balancing([b, b]), r"RedisCooldownStore\(url\)"),
+        (lambda b: with_load_balancing([b]), r"RedisCooldownStore\(url\)"),
         (lambda b: with_tracing(b, tracer_provider=_sdk_tracer()), r"global\s+providers"),
     ],
     ids=["memory cache", "in-memory metrics", "memory budget", "memory cooldowns", "providers"],

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fixedmodel.middleware._call import (
     CallInfo,
     RequestKind,
+    Wrapper,
     check_callable,
     innermost,
     is_async_callable,
@@ -21,6 +22,7 @@ from fixedmodel.middleware.retries import _without_inner_retries  # pyright: ign
 __all__ = [
     "LOGGER",
     "add_note",
+    "check_once",
     "check_one_kind",
     "kind_of",
     "name_of",
@@ -91,6 +93,49 @@ def check_one_kind(functions: Sequence[object], wrapper: str) -> bool:
             )
             raise TypeError(msg)
     return first_async
+
+
+def _leaves(function: object) -> list[object]:
+    """The bottom callables of a stack, one entry per place: through middleware, chains
+    (``callables``) and balancers (``deployments``)."""
+    if not isinstance(function, Wrapper):
+        return [function]
+    chain: object = getattr(function, "callables", None)
+    deployments: object = getattr(function, "deployments", None)
+    calls: list[object]
+    if isinstance(chain, tuple):
+        calls = list(chain)  # pyright: ignore[reportUnknownArgumentType]
+    elif isinstance(deployments, Mapping):
+        calls = list(deployments.values())  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+    else:
+        calls = [function._inner]  # pyright: ignore[reportPrivateUsage]
+    return [leaf for call in calls for leaf in _leaves(call)]
+
+
+def check_once(functions: Sequence[object], wrapper: str, member: str, why: str) -> None:
+    """Refuse a callable that appears twice among ``functions``, directly or inside one.
+
+    ``member`` names a position (``"callable"``, ``"deployment"``) and ``why`` says why a
+    call should not reach one model twice.
+
+    Raises:
+        ValueError: Naming the repeated callable and both positions.
+    """
+    seen: dict[int, int] = {}
+    for index, function in enumerate(functions):
+        for leaf in _leaves(function):
+            first = seen.get(id(leaf))
+            if first is None:
+                seen[id(leaf)] = index
+            else:
+                model: object = getattr(leaf, "model", None)
+                shown = repr(model) if isinstance(model, str) else repr(leaf)
+                msg = (
+                    f"{wrapper}() got the callable {shown} twice (as {member} #{first} and in "
+                    f"{member} #{index}); {why}, so list it once (to try it again, put "
+                    "with_retries under it)"
+                )
+                raise ValueError(msg)
 
 
 def name_of(function: object, index: int) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextvars import Token
 from dataclasses import dataclass
 from typing import Any, cast
@@ -51,6 +51,7 @@ from fixedmodel.routing._first_chunk import afirst_chunk, first_chunk, is_stream
 from fixedmodel.routing._route import (
     LOGGER,
     add_note,
+    check_once,
     check_one_kind,
     forward,
     name_of,
@@ -232,40 +233,6 @@ class _Call:
         if self.flag is not None:
             has_next_in_chain.reset(self.flag)
         leave_call(self.opened)
-
-
-def _leaves(function: object) -> list[object]:
-    """The bottom callables of a stack, through routing layers (chains and balancers)."""
-    if isinstance(function, _Fallbacks):
-        return [leaf for call in function.callables for leaf in _leaves(call)]
-    deployments: object = getattr(function, "deployments", None)
-    if isinstance(function, Wrapper) and isinstance(deployments, Mapping):
-        calls: list[object] = list(deployments.values())  # pyright: ignore[reportUnknownArgumentType, reportUnknownMemberType]
-        return [leaf for call in calls for leaf in _leaves(call)]
-    if isinstance(function, Wrapper):
-        return _leaves(function._inner)  # pyright: ignore[reportPrivateUsage]
-    return [function]
-
-
-def _check_once(functions: tuple[ModelCallable, ...]) -> None:
-    """Refuse a callable that appears twice in a chain (nested chains included).
-
-    Raises:
-        ValueError: Naming the repeated callable and both positions.
-    """
-    seen: dict[int, int] = {}
-    for index, function in enumerate(functions):
-        for leaf in {id(leaf): leaf for leaf in _leaves(function)}.values():
-            first = seen.setdefault(id(leaf), index)
-            if first != index:
-                model: object = getattr(leaf, "model", None)
-                shown = repr(model) if isinstance(model, str) else repr(leaf)
-                msg = (
-                    f"with_fallbacks() got the callable {shown} twice (as callable #{first} "
-                    f"and in callable #{index}); a chain tries each callable once, so list it "
-                    "once (to try it again, put with_retries under it)"
-                )
-                raise ValueError(msg)
 
 
 class _Fallbacks(Wrapper):
@@ -479,7 +446,7 @@ def with_fallbacks(
     """
     functions: tuple[ModelCallable, ...] = (primary, *fallbacks)
     asynchronous = check_one_kind(functions, "with_fallbacks")
-    _check_once(functions)
+    check_once(functions, "with_fallbacks", "callable", "a chain tries each callable once")
     example = "with_fallbacks(primary, backup, policy=FallbackPolicy(content_policy=True))"
     checked = check_type(policy, FallbackPolicy, "with_fallbacks() takes policy= as a", example)
     kind = _AsyncFallbacks if asynchronous else _SyncFallbacks

@@ -61,6 +61,7 @@ from fixedmodel.routing._first_chunk import afirst_chunk, first_chunk, is_stream
 from fixedmodel.routing._route import (
     LOGGER,
     add_note,
+    check_once,
     check_one_kind,
     forward,
     name_of,
@@ -753,13 +754,17 @@ def with_load_balancing(
     Raises:
         TypeError: A deployment is not callable, the deployments are not all of one kind,
             names are not str, or an argument has the wrong type.
-        ValueError: No deployments, or ``strategy`` is unknown.
+        ValueError: No deployments, ``strategy`` is unknown, or a callable appears twice,
+            directly or inside a deployment (the same object; two callables bound to one
+            model name are distinct deployments).
     """
     named = _named(deployments)
     if not named:
         msg = "with_load_balancing() needs at least one deployment"
         raise ValueError(msg)
     asynchronous = check_one_kind([f for _, f in named], "with_load_balancing")
+    why = "a call tries each deployment once"
+    check_once([f for _, f in named], "with_load_balancing", "deployment", why)
     checked = _check_args(strategy, cooldown, store, key)
     names = [n for n, _ in named]
     if len(set(names)) != len(names):
