@@ -26,7 +26,13 @@ from fixedmodel.routing import fallbacks as fallbacks_module
 from fixedmodel.routing import is_fallback_worthy
 from fixedmodel.routing._chain import has_next_in_chain
 from fixedmodel.routing._deployments import counts_against
-from fixedmodel.testing import CompletionCall, Fail, FakeACompletion, FakeCompletion
+from fixedmodel.testing import (
+    CompletionCall,
+    Fail,
+    FakeACompletion,
+    FakeCompletion,
+    FakeEmbedding,
+)
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 
@@ -232,6 +238,22 @@ def test_max_tokens_counts_and_bound_defaults_are_read() -> None:
     with pytest.raises(litellm.ContextWindowExceededError):
         with_fallbacks(primary, limited)(messages=medium)
     assert limited.calls == []
+
+
+def test_an_embedding_window_bounds_each_input_not_their_sum() -> None:
+    # text-embedding-3-small takes 8,191 tokens per input and many inputs per request: ten
+    # inputs of about 1,000 tokens fit, one input of about 9,000 does not.
+    primary = FakeEmbedding([Fail(503), Fail(503)], model="openai/text-embedding-3-large")
+    fallback = FakeEmbedding([[[0.5, 0.5]] * 10], model="openai/text-embedding-3-small")
+    embed = with_fallbacks(primary, fallback)
+    with call_scope() as info:
+        answer = embed(input=["hello " * 1_000] * 10)
+    assert len(answer.data) == 10
+    assert len(fallback.calls) == 1
+    assert info.route_skips == ()
+    with pytest.raises(litellm.ContextWindowExceededError, match="8191 per input"):
+        embed(input=["hi", "hello " * 9_000])
+    assert len(fallback.calls) == 1
 
 
 def test_a_prompt_whose_bytes_fit_is_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:

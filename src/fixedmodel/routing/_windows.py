@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fixedmodel._litellm import litellm_module
-from fixedmodel.middleware._call import Wrapper, request_reader
+from fixedmodel.middleware._call import Wrapper, request_kind, request_reader
 from fixedmodel.middleware._tokens import estimate_tokens
 from fixedmodel.routing._pricing import prompt_bound, requested_output
 
@@ -62,8 +62,9 @@ class Fit:
 
         It cannot when litellm knows the model's window (``max_input_tokens``, else
         ``max_tokens``) and the prompt's estimated tokens plus ``max_tokens`` (or
-        ``max_completion_tokens``) exceed it. Unknown models, callables that route
-        themselves, and requests that cannot be counted may always be tried.
+        ``max_completion_tokens``) exceed it; for an embedding, when one input exceeds it.
+        Unknown models, callables that route themselves, and requests that cannot be counted
+        may always be tried.
         """
         if not self._looked_up:
             self._window = _context_window(self._model) if self._model is not None else None
@@ -72,6 +73,8 @@ class Fit:
         if window is None:
             return None
         request = self._read(arguments)
+        if request_kind(request) == "embedding":
+            return self._misfit_inputs(request, window)
         request.pop("n", None)  # Each choice has the whole window to itself.
         bound = prompt_bound(request)  # Never below the count, and far cheaper than counting.
         if bound is not None and bound + requested_output(request, 0) <= window:
@@ -83,3 +86,27 @@ class Fit:
         if needed <= window:
             return None
         return f"needs about {needed} tokens (prompt and max_tokens), its window is {window}"
+
+    def _misfit_inputs(self, request: dict[str, Any], window: int) -> str | None:
+        """Why an embedding request cannot fit: an input longer than the window.
+
+        The window of an embedding model bounds each input, not their sum (OpenAI: 8,192
+        tokens per input, many inputs per request), so the longest input is measured.
+        """
+        given: object = request.get("input")
+        items: list[object] = [given]
+        if isinstance(given, list) and not all(isinstance(i, int) for i in given):  # pyright: ignore[reportUnknownVariableType]
+            items = list(given)  # pyright: ignore[reportUnknownArgumentType]  # one per input
+        longest = 0
+        for item in items:
+            one = {"input": item}
+            bound = prompt_bound(one)
+            if bound is not None and bound <= window:
+                continue
+            try:
+                longest = max(longest, estimate_tokens(one, self._model, 0))
+            except Exception:  # an input it cannot count is the callable's to judge
+                return None
+        if longest <= window:
+            return None
+        return f"has an input of about {longest} tokens, its window is {window} per input"
