@@ -474,3 +474,41 @@ def test_a_request_holding_a_lone_surrogate_is_bounded_not_raised(
     chat: Any = with_budget(fake, Budget(max_cost=1.0))
     chat(**request_)
     assert chat.budget.status().requests == 1
+
+
+# A budget over a chain: the model that answers may not be the first --------------------------
+
+
+def _cost(model: str, prompt: int, completion: int) -> float:
+    info = litellm.get_model_info(model)
+    return prompt * info["input_cost_per_token"] + completion * info["output_cost_per_token"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+def test_a_budget_over_a_chain_charges_the_model_that_answered(stream: bool) -> None:
+    # gpt-4o answers for gpt-4o-mini at about 17 times its price: the stream was settled
+    # from its usage at gpt-4o-mini's price.
+    budget = Budget(max_cost=1.0)
+    primary = FakeCompletion([Fail(503)], model=f"openai/{MODEL}")
+    backup = FakeCompletion([Reply("a b", usage=USAGE, chunks=["a ", "b"])], model="openai/gpt-4o")
+    chat = with_budget(with_fallbacks(primary, backup), budget)
+    if stream:
+        options = {"stream_options": {"include_usage": True}}
+        assert list(chat(messages=MESSAGES, stream=True, max_tokens=50, **options))[-1].usage
+    else:
+        assert responses.text(chat(messages=MESSAGES, max_tokens=50)) == "a b"
+    assert budget.status().cost == pytest.approx(_cost("openai/gpt-4o", 10, 20), abs=2e-9)
+
+
+def test_the_worst_case_of_a_chain_is_that_of_its_dearest_model() -> None:
+    # 1,000 output tokens cost 0.0006 USD at gpt-4o-mini's price, 0.01 at gpt-4o's: a cap
+    # of 0.005 must not let through a call the fallback may answer.
+    primary = FakeCompletion([Fail(503)], model=f"openai/{MODEL}")
+    backup = FakeCompletion(["x"], model="openai/gpt-4o")
+    chat: Any = with_budget(with_fallbacks(primary, backup), Budget(max_cost=0.005))
+    cost, _ = _worst(chat, messages=MESSAGES, max_tokens=1_000)
+    assert cost >= _cost("openai/gpt-4o", 0, 1_000)
+    with pytest.raises(litellm.BudgetExceededError):
+        chat(messages=MESSAGES, max_tokens=1_000)
+    assert primary.calls == []
+    assert backup.calls == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -20,6 +20,7 @@ from fixedmodel.stores._budget_store import NANOS_PER_USD
 
 __all__ = [
     "Prices",
+    "highest_prices",
     "last_usage",
     "nanos",
     "prices_of",
@@ -27,6 +28,7 @@ __all__ = [
     "real_cost",
     "requested_output",
     "response_text",
+    "served_model",
     "usage_tokens",
     "warn_unpriced",
 ]
@@ -86,6 +88,49 @@ def prices_of(model: str | None) -> Prices | None:
         )
     _prices[model] = prices
     return prices
+
+
+def highest_prices(models: Sequence[str | None]) -> Prices | None:
+    """The highest prices and output window over ``models`` (the models a stack may call:
+    a chain's or a balancer's members), so that a worst case bounds whichever answers.
+
+    None when litellm prices none of them.
+    """
+    known = [prices for prices in map(prices_of, models) if prices is not None]
+    if len(known) < 2:
+        return known[0] if known else None
+    limits = [p.max_output_tokens for p in known if p.max_output_tokens is not None]
+    return Prices(
+        max(p.input for p in known),
+        max(p.output for p in known),
+        max(limits) if limits else None,
+    )
+
+
+def served_model(answer: object, default: str | None) -> str | None:
+    """The model that produced ``answer`` (a response or a stream), as litellm prices it.
+
+    Under a fallback chain or a balancer that is not the stack's first model. Read from
+    litellm's ``_hidden_params["litellm_model_name"]``, else from its ``model`` (and a
+    stream's ``custom_llm_provider``); else ``default``. A name litellm has no price for counts as
+    unknown (``default``).
+    """
+    if answer is None:
+        return default
+    names: list[object] = []
+    hidden = read_attribute(answer, "_hidden_params")
+    if isinstance(hidden, dict):
+        names.append(cast("dict[str, object]", hidden).get("litellm_model_name"))
+    model, provider = read_attribute(answer, "model"), None
+    if isinstance(answer, litellm_module().CustomStreamWrapper):
+        provider = read_attribute(answer, "custom_llm_provider")
+    if isinstance(model, str) and isinstance(provider, str) and "/" not in model:
+        model = f"{provider}/{model}"
+    names.append(model)
+    for name in names:
+        if isinstance(name, str) and name and (name == default or prices_of(name) is not None):
+            return name
+    return default
 
 
 def warn_unpriced(model: str | None) -> None:

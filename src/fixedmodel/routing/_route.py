@@ -25,6 +25,7 @@ __all__ = [
     "check_once",
     "check_one_kind",
     "kind_of",
+    "leaves",
     "name_of",
     "note_failure",
     "note_served",
@@ -95,7 +96,7 @@ def check_one_kind(functions: Sequence[object], wrapper: str) -> bool:
     return first_async
 
 
-def _leaves(function: object) -> list[object]:
+def leaves(function: object) -> list[object]:
     """The bottom callables of a stack, one entry per place: through middleware, chains
     (``callables``) and balancers (``deployments``)."""
     if not isinstance(function, Wrapper):
@@ -109,7 +110,7 @@ def _leaves(function: object) -> list[object]:
         calls = list(deployments.values())  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
     else:
         calls = [function._inner]  # pyright: ignore[reportPrivateUsage]
-    return [leaf for call in calls for leaf in _leaves(call)]
+    return [leaf for call in calls for leaf in leaves(call)]
 
 
 def check_once(functions: Sequence[object], wrapper: str, member: str, why: str) -> None:
@@ -123,7 +124,7 @@ def check_once(functions: Sequence[object], wrapper: str, member: str, why: str)
     """
     seen: dict[int, int] = {}
     for index, function in enumerate(functions):
-        for leaf in _leaves(function):
+        for leaf in leaves(function):
             first = seen.get(id(leaf))
             if first is None:
                 seen[id(leaf)] = index

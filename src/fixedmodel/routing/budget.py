@@ -65,6 +65,7 @@ from fixedmodel.middleware._call import (
 from fixedmodel.middleware._tokens import estimate_tokens
 from fixedmodel.routing._pacing import POLL, Settlements, budget_pacing, check_wait, default_wait
 from fixedmodel.routing._pricing import (
+    highest_prices,
     last_usage,
     nanos,
     prices_of,
@@ -72,9 +73,11 @@ from fixedmodel.routing._pricing import (
     real_cost,
     requested_output,
     response_text,
+    served_model,
     usage_tokens,
     warn_unpriced,
 )
+from fixedmodel.routing._route import leaves
 from fixedmodel.stores._budget_store import (
     NANOS_PER_USD,
     BudgetStore,
@@ -395,7 +398,10 @@ class _Budgeted(Wrapper):
         self._budget = budget
         self._model = self.model
         self._read = request_reader(inner)
-        self._prices = prices_of(self._model)
+        # Over every model the stack may call (a chain's, a balancer's): whichever answers,
+        # its cost stays within the worst case.
+        models = [read_attribute(leaf, "model") for leaf in leaves(inner)]
+        self._prices = highest_prices([m if isinstance(m, str) else None for m in models])
 
     @property
     def budget(self) -> Budget:
@@ -448,21 +454,25 @@ class _Budgeted(Wrapper):
 
     # What a call holds in the end ------------------------------------------------------
 
-    def _priced(self, held: _Held, result: object, usage: object, tokens: int) -> tuple[int, int]:
-        """(nano-USD, tokens) of a finished call: litellm's price of ``usage``."""
+    def _priced(
+        self, held: _Held, result: object, usage: object, tokens: int, answer: object = None
+    ) -> tuple[int, int]:
+        """(nano-USD, tokens) of a finished call: litellm's price of ``usage``, for the model
+        that produced ``answer`` (the response or stream; under a chain, maybe not the first)."""
         if not held.cost:  # No cost reserved: no cost cap, or no price.
             return 0, tokens
-        real = real_cost(self._model, result, usage)
+        real = real_cost(served_model(answer, self._model), result, usage)
         return (held.cost if real is None else nanos(real)), tokens
 
-    def _estimated(self, held: _Held, text: str) -> tuple[int, int]:
+    def _estimated(self, held: _Held, text: str, answer: object) -> tuple[int, int]:
         """(nano-USD, tokens) of a call that reported no usage: its prompt, counted, and the
         text it returned, counted; never above its worst case."""
         prompt = held.prompt
         if prompt is None:
             prompt, _ = self._prompt(held.request, exact=True)
         output = estimate_tokens({"input": text}, self._model, 0) if text else 0
-        cost, tokens = self._priced(held, None, StreamUsage(prompt, output), prompt + output)
+        usage = StreamUsage(prompt, output)
+        cost, tokens = self._priced(held, None, usage, prompt + output, answer)
         return min(cost, held.cost), min(tokens, held.tokens)
 
     def _final(self, held: _Held, result: object) -> tuple[int, int]:
@@ -474,18 +484,18 @@ class _Budgeted(Wrapper):
         usage = read_attribute(result, "usage")
         tokens = usage_tokens(usage)
         if tokens is None:
-            return self._estimated(held, response_text(result))
-        return self._priced(held, result, usage, tokens)
+            return self._estimated(held, response_text(result), result)
+        return self._priced(held, result, usage, tokens, result)
 
     def _final_of_stream(self, held: _Held, end: StreamEnd, stream: object) -> tuple[int, int]:
         """(nano-USD, tokens) a stream holds when it ends (see the module docstring)."""
         if end.usage is None:
             if end.chunks == 0 and end.error is not None:
                 return 0, 0  # Failed before its first chunk: nothing was delivered.
-            return self._estimated(held, end.text)
+            return self._estimated(held, end.text, stream)
         usage = last_usage(stream)
         return self._priced(
-            held, None, usage if usage is not None else end.usage, end.usage.total_tokens
+            held, None, usage if usage is not None else end.usage, end.usage.total_tokens, stream
         )
 
     # Reserving -------------------------------------------------------------------------
