@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import redis
@@ -31,10 +32,15 @@ from fixedmodel import (
 from fixedmodel.stores import RedisCacheStore
 from fixedmodel.stores._budget_store import Caps
 from fixedmodel.stores.redis_limiter import OnError
-from tests.integration.redis_server import RedisServer, own_redis_server, unique_namespace
+from tests.integration.redis_server import (
+    RedisServer,
+    own_redis_server,
+    redis_server,
+    unique_namespace,
+)
 from tests.integration.test_redis_limiter import in_forked_child
 
-__all__ = ["own_redis_server"]  # A fixture, used by name.
+__all__ = ["own_redis_server", "redis_server"]  # Fixtures, used by name.
 
 TIMEOUT = 0.25
 CALLS = 200
@@ -183,6 +189,37 @@ def test_a_balancer_asking_about_each_deployment_waits_one_timeout(
         assert store.enter("deployment-0", policy).granted
     finally:
         store.close()
+
+
+# --- a burst on a healthy Redis is not a stall ------------------------------------------------
+
+
+class _SlowRedis(redis.Redis):
+    """A client whose every command takes 50 ms more: a busy Redis that still answers."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        time.sleep(0.05)
+        return super().execute_command(*args, **options)
+
+
+def test_callers_queued_behind_answered_ones_wait_their_turn(redis_server: RedisServer) -> None:
+    # 64 reservations at once on 8 threads, 50 ms each: the last wait 0.4 s for their turn
+    # while Redis answers every one. Counted as a timeout, a third of them were refused
+    # (on_error="closed") and the store then rested, refusing the next calls too.
+    client = _SlowRedis.from_url(redis_server.url, socket_timeout=TIMEOUT)
+    store = RedisBudgetStore(client=client, namespace=unique_namespace("burst"))
+    caps = Caps(cost=None, tokens=None, requests=1000, period=None)
+
+    async def main() -> list[bool]:
+        calls = [store.areserve("b", caps, f"call-{i}", 0, 0) for i in range(CONCURRENCY)]
+        return [reservation.granted for reservation in await asyncio.gather(*calls)]
+
+    try:
+        assert asyncio.run(main()) == [True] * CONCURRENCY
+        assert store.reserve("b", caps, "after", 0, 0).granted
+    finally:
+        store.close()
+        client.close()
 
 
 # --- what the rest must not do --------------------------------------------------------------
