@@ -28,7 +28,8 @@ class CooldownPolicy:
     """When a deployment cools down, for how long, and what a call does when all do.
 
     A 429 with ``Retry-After`` (or ``retry-after-ms``) cools the deployment down at once for
-    that long (at most ``max_retry_after``). Other failures that say the deployment is in
+    that long (at most ``max_retry_after``), and so does a 503 or any other failure that
+    counts (below) carrying that advice. Other failures that say the deployment is in
     trouble (429 without advice, 5xx, timeouts, connection errors, 401/403) count; at
     ``failures`` in a row, none more than ``failure_window`` after the previous, it cools
     down for ``cooldown``. Afterwards one call at a time probes it: success closes the

@@ -86,6 +86,19 @@ def test_a_failed_probe_never_shortens_a_later_opening() -> None:
     assert entry.retry_in == pytest.approx(40.0)
 
 
+@pytest.mark.parametrize("status", [503, 529])
+def test_a_deployment_that_asked_for_time_with_a_5xx_is_left_alone(status: int) -> None:
+    # A 503 with Retry-After is advice as much as a 429's (RFC 9110 §10.2.3), and
+    # with_fallbacks honours it: the balancer sent the next calls straight back until the
+    # failures added up.
+    sick = FakeCompletion([Fail(status, headers={"retry-after": "30"}), "a", "a", "a"], model="m")
+    healthy = FakeCompletion(lambda call: "b", model="m")
+    chat = with_load_balancing({"a": sick, "b": healthy}, "round_robin", CooldownPolicy(failures=3))
+    answers = [responses.text(chat(messages=MESSAGES)) for _ in range(6)]
+    assert answers == ["b"] * 6
+    assert len(sick.calls) == 1
+
+
 # --- inside a fallback chain: hand over at once -----------------------------------------------
 
 

@@ -139,7 +139,12 @@ def is_budget_refusal(error: BaseException) -> bool:
 
 
 def cool_for(error: BaseException, policy: CooldownPolicy) -> float | None:
-    if not is_rate_limit(error):
+    """Seconds the deployment asked not to be called (``Retry-After``), or None.
+
+    Read from any failure that counts against the deployment: a 429's, and a 503's or
+    another 5xx's (RFC 9110 §10.2.3), as ``with_fallbacks`` reads it.
+    """
+    if not (is_rate_limit(error) or counts_against(error)):
         return None
     advice = retry_after(error)
     return None if advice is None else min(max(advice, 0.001), policy.max_retry_after)
