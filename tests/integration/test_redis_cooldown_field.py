@@ -59,6 +59,30 @@ def test_a_shorter_retry_after_never_shortens_a_cooldown_in_redis(
         assert 4.0 < entry.retry_in <= 5.0
 
 
+def test_a_success_of_an_earlier_call_does_not_end_a_live_cooldown_in_redis(
+    redis_server: servers.RedisServer,
+) -> None:
+    policy = CooldownPolicy(failures=3, cooldown=30.0)
+    namespace = servers.unique_namespace("late-success")
+    with RedisCooldownStore(redis_server.url, namespace=namespace) as store:
+        store.failed("d", policy, probe=False, cool_for=None)
+        assert store.enter("d", policy).failures == 1  # A slow call goes out.
+        store.failed("d", policy, probe=False, cool_for=60.0)  # Another call's 429.
+        store.succeeded("d")  # The slow call answers.
+        entry = store.enter("d", policy)
+        assert not entry.granted
+        assert 59.0 < entry.retry_in <= 60.0
+        store.failed("d", policy, probe=False, cool_for=0.1)  # Never shortened either.
+        store.succeeded("d")
+        assert not store.enter("d", policy).granted
+    with RedisCooldownStore(redis_server.url, namespace=namespace + "b") as store:
+        store.failed("d", policy, probe=False, cool_for=None)
+        store.succeeded("d")  # Closed: a success resets the failures.
+        entry = store.enter("d", policy)
+        assert entry.granted
+        assert entry.failures == 0
+
+
 @pytest.mark.parametrize(
     "step",
     [-1200.0, -5.0, 1200.0, 5.0],

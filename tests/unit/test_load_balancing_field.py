@@ -99,11 +99,36 @@ def test_a_deployment_that_asked_for_time_with_a_5xx_is_left_alone(status: int) 
     assert len(sick.calls) == 1
 
 
+def test_a_success_of_an_earlier_call_does_not_end_a_live_cooldown() -> None:
+    # A slow call entered while the deployment was healthy; meanwhile another call got a
+    # 429 with Retry-After: 60. The slow call's success closed the circuit, and the next
+    # call went straight back to the deployment that had asked for a minute.
+    clock = Clock()
+    store = MemoryCooldownStore(clock=clock)
+    policy = CooldownPolicy(failures=3, cooldown=30.0)
+    store.failed("d", policy, probe=False, cool_for=None)  # One failure: entries carry it.
+    assert store.enter("d", policy).failures == 1  # The slow call goes out.
+    store.failed("d", policy, probe=False, cool_for=60.0)  # Another call's 429.
+    clock.now += 1.0
+    store.succeeded("d")  # The slow call answers.
+    entry = store.enter("d", policy)
+    assert not entry.granted
+    assert entry.retry_in == pytest.approx(59.0)
+    clock.now += 60.0  # Past the deadline: one probe, whose success closes the circuit.
+    assert store.enter("d", policy).probe
+    store.succeeded("d")
+    entry = store.enter("d", policy)
+    assert entry.granted
+    assert not entry.probe  # Closed.
+
+
 # --- inside a fallback chain: hand over at once -----------------------------------------------
 
 
-def _all_cooling(names: tuple[str, ...]) -> tuple[MemoryCooldownStore, CooldownPolicy]:
-    store = MemoryCooldownStore()
+def _all_cooling(
+    names: tuple[str, ...], clock: Clock | None = None
+) -> tuple[MemoryCooldownStore, CooldownPolicy]:
+    store = MemoryCooldownStore() if clock is None else MemoryCooldownStore(clock=clock)
     policy = CooldownPolicy(failures=1, cooldown=4.0, when_all_cooling="wait", max_wait=30.0)
     for name in names:
         store.failed(f"default:{name}", policy, probe=False, cool_for=4.0)
@@ -154,11 +179,12 @@ def test_a_sync_balancer_with_a_next_in_chain_hands_over_at_once(
 
 def test_a_balancer_at_the_end_of_a_chain_still_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     slept: list[float] = []
-    store, policy = _all_cooling(("a",))
+    clock = Clock()
+    store, policy = _all_cooling(("a",), clock)
 
     def sleep(seconds: float) -> None:
         slept.append(seconds)
-        store.succeeded("default:a")  # Recovered meanwhile.
+        clock.now += 5.0  # The store's time: past the 4 s cooldown.
 
     monkeypatch.setattr(lb_module, "_sync_sleep", sleep)
     monkeypatch.setattr(lb_module, "_REMEMBER_REFUSAL", 0.0)

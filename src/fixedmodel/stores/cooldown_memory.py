@@ -75,10 +75,19 @@ class MemoryCooldownStore:
         return self.enter(key, policy)
 
     def succeeded(self, key: str) -> None:
-        """Record that a call to ``key`` succeeded: the circuit closes, failures reset."""
+        """Record that a call to ``key`` succeeded: the circuit closes, failures reset.
+
+        A circuit open until a deadline still ahead stays open until then: that deadline was
+        set by a failure after this call went out (a Retry-After, or the failures adding
+        up), and a deadline only ever moves later.
+        """
         if key in self._circuits:
             with self._lock:
-                self._circuits.pop(key, None)
+                circuit = self._circuits.get(key)
+                if circuit is not None and circuit.open_until > self._clock():
+                    circuit.failures = 0
+                else:
+                    self._circuits.pop(key, None)
 
     async def asucceeded(self, key: str) -> None:
         """Async :meth:`succeeded`."""

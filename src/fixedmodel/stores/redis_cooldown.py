@@ -68,7 +68,7 @@ _SCRIPT = LuaScript(
 local key, op = KEYS[1], ARGV[1]
 local MARGIN = 3600000000
 local TOLERANCE = 1000000
-if op == 'succeeded' then redis.call('DEL', key) return 0 end
+if op == 'succeeded' and redis.call('EXISTS', key) == 0 then return {-1} end
 if op == 'released' then
   if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'p', '0') end
   return 0
@@ -107,6 +107,16 @@ local function save()
 end
 local function open_until(deadline)
   if deadline > o then o, p = deadline, 0 end
+end
+if op == 'succeeded' then
+  -- A deadline still ahead was set by a failure after this call went out: it stays.
+  if now < o then
+    f = 0
+    save()
+  else
+    redis.call('DEL', key)
+  end
+  return {now}
 end
 if op == 'enter' then
   local probe_timeout, window = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -394,12 +404,23 @@ class RedisCooldownStore(PolicyStore):
         return reply
 
     def succeeded(self, key: str) -> None:
-        """Record that a call to ``key`` succeeded: the circuit closes, failures reset."""
-        self._do(self._report(key, ["succeeded"], "succeeded"))
+        """Record that a call to ``key`` succeeded: the circuit closes, failures reset.
+
+        A circuit open until a deadline still ahead stays open until then (a failure after
+        this call went out set it; a deadline only ever moves later).
+        """
+        self._do(self._succeeded(key))
 
     async def asucceeded(self, key: str) -> None:
         """Async :meth:`succeeded`."""
-        await self._ado(self._report(key, ["succeeded"], "succeeded"))
+        await self._ado(self._succeeded(key))
+
+    def _succeeded(self, key: str) -> Flow[None]:
+        head, sent = self._clock.args(key, "succeeded")
+        # keep 0: an open circuit's state lasts past its deadlines by the hour's margin.
+        now = _time_of((yield from self._report(key, [*head, 0], "succeeded")))
+        if now >= 0:
+            self._clock.saw(key, now, sent)
 
     def failed(
         self, key: str, policy: CooldownPolicy, *, probe: bool, cool_for: float | None
