@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import litellm
 import pytest
 
@@ -303,7 +304,26 @@ class StatusError(Exception):
         self.status_code = status
 
 
-@pytest.mark.parametrize("make", [_api_error, StatusError])
+class TextStatusError(Exception):
+    """A hand-written callable's exception whose status is a string, as some SDKs keep it."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status_code = str(status)
+
+
+def _httpx_error(status: int) -> Exception:
+    """What ``httpx.Response.raise_for_status()`` raises: the status is on its response."""
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    return httpx.HTTPStatusError(
+        f"HTTP {status}", request=request, response=httpx.Response(status, request=request)
+    )
+
+
+STATUS_CARRIERS = [_api_error, StatusError, TextStatusError, _httpx_error]
+
+
+@pytest.mark.parametrize("make", STATUS_CARRIERS)
 @pytest.mark.parametrize("status", [401, 403, 404, 408, 409, 429, 500, 502, 503, 529, 501])
 def test_status_codes_fall_back_whatever_the_class(make: type[Exception], status: int) -> None:
     error = make(status)
@@ -314,7 +334,7 @@ def test_status_codes_fall_back_whatever_the_class(make: type[Exception], status
     assert len(backup.calls) == 1
 
 
-@pytest.mark.parametrize("make", [_api_error, StatusError])
+@pytest.mark.parametrize("make", STATUS_CARRIERS)
 @pytest.mark.parametrize("status", [400, 422])
 def test_bad_request_statuses_do_not_fall_back_whatever_the_class(
     make: type[Exception], status: int
@@ -328,7 +348,7 @@ def test_bad_request_statuses_do_not_fall_back_whatever_the_class(
     assert backup.calls == []
 
 
-@pytest.mark.parametrize("make", [_api_error, StatusError])
+@pytest.mark.parametrize("make", STATUS_CARRIERS)
 def test_denied_and_not_found_follow_the_authentication_flag(make: type[Exception]) -> None:
     from fixedmodel.middleware._errors import is_denied, is_not_found
 
@@ -341,12 +361,25 @@ def test_denied_and_not_found_follow_the_authentication_flag(make: type[Exceptio
     assert not is_denied(make(404))
 
 
+def test_a_status_is_read_from_an_int_a_numeric_string_or_the_response() -> None:
+    from fixedmodel.middleware._errors import status_of
+
+    assert status_of(TextStatusError(503)) == 503
+    assert status_of(_httpx_error(429)) == 429
+    odd = StatusError(503)
+    for value in ("n/a", "", "5e2", 999, 42, True, None, 503.0):
+        odd.status_code = value  # type: ignore[assignment]
+        assert status_of(odd) is None, value
+
+
 def test_one_rule_for_load_balancing_and_fallbacks() -> None:
     from fixedmodel.middleware._errors import is_route_failure
 
     for status in (401, 403, 408, 409, 429, 500, 503, 501):
         assert counts_against(_api_error(status)), status
         assert is_route_failure(StatusError(status)), status
+        assert is_route_failure(TextStatusError(status)), status
+        assert is_route_failure(_httpx_error(status)), status
     for status in (400, 404, 422):
         assert not counts_against(_api_error(status)), status
     quota = Fail(429, code="insufficient_quota").exception("m")

@@ -50,16 +50,30 @@ def is_unsupported_here(exc: BaseException) -> bool:
 
 
 def status_of(exc: BaseException) -> int | None:
-    """The HTTP status a provider answered with, as ``exc`` carries it (``status_code``).
+    """The HTTP status a provider answered with, as ``exc`` carries it.
 
-    None when it carries none, and for ``litellm.BudgetExceededError``: a refusal in this
-    process before any request, whose ``status_code`` litellm makes up (429 in 1.100, so
-    read as a rate limit it would be retried and cool a deployment; 422 in later releases).
+    Read from ``exc.status_code`` (litellm's and openai's errors, hand-written ones), else
+    from ``exc.response.status_code`` (``httpx.HTTPStatusError``, ``requests.HTTPError``); a
+    numeric string counts as its number. None when it carries none in 100-599, and for
+    ``litellm.BudgetExceededError``: a refusal in this process before any request, whose
+    ``status_code`` litellm makes up (429 in 1.100, so read as a rate limit it would be
+    retried and cool a deployment; 422 in later releases).
     """
-    status: object = getattr(exc, "status_code", None)
-    if not isinstance(status, int) or isinstance(status, bool):
+    status = _as_status(getattr(exc, "status_code", None))
+    if status is None:
+        status = _as_status(getattr(getattr(exc, "response", None), "status_code", None))
+    if status is None:
         return None
     return None if isinstance(exc, litellm_module().BudgetExceededError) else status
+
+
+def _as_status(value: object) -> int | None:
+    """``value`` as an HTTP status (an int, or a string of digits, in 100-599), else None."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    return value if 100 <= value <= 599 else None
 
 
 def is_denied(exc: BaseException) -> bool:
