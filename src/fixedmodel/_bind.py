@@ -297,7 +297,12 @@ class _Bound:
         """Call litellm for ``kwargs`` once the test switch that blocks real requests had its say.
 
         Any: litellm's untyped result (a coroutine for the async kinds), typed by the caller.
+
+        Raises ``RuntimeError`` for a completion while litellm's global ``model_fallbacks`` is
+        set: see :func:`_refuse_global_fallbacks`.
         """
+        if self._fixedmodel_kind == "completion":
+            _refuse_global_fallbacks()
         arguments = self._arguments(kwargs)
         if is_blocking():
             check_request(self._model, arguments)
@@ -307,6 +312,24 @@ class _Bound:
         return (
             f"{type(self).__name__}(model={self._model!r}, defaults={list(self.default_names)!r})"
         )
+
+
+def _refuse_global_fallbacks() -> None:
+    """Refuse a completion while ``litellm.model_fallbacks`` is set (litellm's deprecated
+    global fallbacks): litellm would send the call's failures to other models unseen, and no
+    value of the ``fallbacks`` keyword turns the global off (an empty list reads as unset).
+    In litellm 1.110 its fallback runner also calls ``acompletion`` again, which reads the
+    global again: a failing call recursed for minutes and ended in a plain ``Exception`` that
+    no fallback layer recognises. ``with_fallbacks`` is fixedmodel's way to fall back.
+    """
+    fallbacks: object = getattr(litellm_module(), "model_fallbacks", None)
+    if fallbacks:
+        msg = (
+            "litellm.model_fallbacks is set: litellm would send this call's failures to other "
+            "models unseen by fixedmodel's layers (and no call keyword turns it off). "
+            "Set litellm.model_fallbacks = None and use fixedmodel.with_fallbacks instead."
+        )
+        raise RuntimeError(msg)
 
 
 class _SyncBound(Closing, _Bound):

@@ -139,3 +139,29 @@ def test_the_retry_switch_is_not_sent_to_the_provider(
     _call(with_retries(_bind(server, kind, asynchronous), FAST), kind, asynchronous)
     (request,) = server.requests
     assert not {"retry_policy", "num_retries", "max_retries"} & set(request.body)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_global_fallbacks_are_refused_before_any_request(
+    server: OpenAIServer, asynchronous: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # litellm reads ``kwargs.get("fallbacks") or litellm.model_fallbacks``: no keyword turns
+    # the global off, and its runner sent a failing call to other models unseen (recursing).
+    monkeypatch.setattr(litellm, "model_fallbacks", ["openai/other-model"])
+    server.enqueue(Fault.status(500))
+    backup_model = "openai/backup-model"
+    chain = with_fallbacks(
+        _bind(server, "completion", asynchronous),
+        _bind(server, "completion", asynchronous, backup_model),
+    )
+    with pytest.raises(RuntimeError, match=r"litellm\.model_fallbacks is set"):
+        _call(chain, "completion", asynchronous)
+    assert server.requests == []
+    monkeypatch.setattr(litellm, "model_fallbacks", None)
+    _call(chain, "completion", asynchronous)  # Unset: the chain works as usual.
+    assert _requests_for(server, "completion", MODELS["completion"]) == 1
+    assert _requests_for(server, "completion", backup_model) == 1
+    # Embeddings never read the global: they are not refused.
+    monkeypatch.setattr(litellm, "model_fallbacks", ["openai/other-model"])
+    _call(_bind(server, "embedding", asynchronous), "embedding", asynchronous)
+    assert server.request_count(PATHS["embedding"]) == 1
