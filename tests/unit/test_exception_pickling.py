@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import multiprocessing
 import pickle
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -249,3 +250,22 @@ def test_a_process_pool_worker_raising_a_429_gives_the_429(pool: ProcessPoolExec
         pool.submit(raise_budget).result()
     assert (budget.value.current_cost, budget.value.max_budget) == (2.5, 1.0)
     assert pool.submit(int, "3").result() == 3  # the pool is not broken
+
+
+def test_a_long_chain_of_causes_pickles_in_linear_time() -> None:
+    # Each link checked the links below it by pickling them, and was pickled again after:
+    # the time doubled with every link (16 links took 10 s, 24 would take hours).
+    error = litellm.RateLimitError("try 0", llm_provider="openai", model="openai/gpt-x")
+    for attempt in range(1, 17):
+        later = litellm.RateLimitError(f"try {attempt}", llm_provider="openai", model="gpt-x")
+        later.__cause__, error = error, later
+    started = time.perf_counter()
+    copy = pickle.loads(pickle.dumps(error))
+    assert time.perf_counter() - started < 1.0
+    found: list[str] = []
+    link: BaseException | None = copy
+    while link is not None:
+        assert type(link) is litellm.RateLimitError
+        found.append(str(link).rpartition(" ")[2])
+        link = link.__cause__
+    assert found == [str(attempt) for attempt in range(16, -1, -1)]
