@@ -208,7 +208,19 @@ def _travelling(value: object) -> object:
 
 
 def _travelling_args(error: BaseException) -> tuple[object, ...]:
-    return error.args if round_trips(error.args) else (str(error),)
+    return error.args if round_trips(error.args) else (_text(error),)
+
+
+def _text(value: object) -> str:
+    """``str(value)``, or a placeholder naming its type when its ``__str__`` raises."""
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__qualname__}: str() raised>"
+
+
+# Causes a stand-in keeps at most; a longer chain (or one that loops) is cut there.
+_MAX_CAUSES = 32
 
 
 def stand_in(error: BaseException) -> BaseException:
@@ -216,10 +228,27 @@ def stand_in(error: BaseException) -> BaseException:
 
     Its type name, message, ``status_code``, ``model``, ``llm_provider``, the response
     headers that carry retry advice, the notes, and its cause (itself a stand-in if need be).
+    The chain of causes is walked, not recursed into: a chain that loops back or runs
+    deeper than 32 causes is cut there, never raising ``RecursionError``.
     """
+    top = copy = _one_stand_in(error)
+    seen = {id(error)}
+    cause = error.__cause__
+    while cause is not None and id(cause) not in seen and len(seen) <= _MAX_CAUSES:
+        seen.add(id(cause))
+        if round_trips(cause):
+            copy.__cause__ = cause
+            break
+        copy.__cause__ = copy = _one_stand_in(cause)
+        cause = cause.__cause__
+    return top
+
+
+def _one_stand_in(error: BaseException) -> WorkerError:
+    """The stand-in for ``error`` alone, without its cause."""
     headers = _headers(error)
     copy = WorkerError(
-        str(error),
+        _text(error),
         type_name=f"{type(error).__module__}.{type(error).__qualname__}",
         status_code=_attribute(error, "status_code", int),
         model=_attribute(error, "model", str),
@@ -229,10 +258,7 @@ def stand_in(error: BaseException) -> BaseException:
     notes: object = getattr(error, "__notes__", None)
     if isinstance(notes, list):
         # Set by hand: BaseException.add_note is 3.11+.
-        setattr(copy, "__notes__", [str(note) for note in cast("list[object]", notes)])  # noqa: B010
-    cause = error.__cause__
-    if cause is not None:
-        copy.__cause__ = cause if round_trips(cause) else stand_in(cause)
+        setattr(copy, "__notes__", [_text(note) for note in cast("list[object]", notes)])  # noqa: B010
     return copy
 
 

@@ -269,3 +269,49 @@ def test_a_long_chain_of_causes_pickles_in_linear_time() -> None:
         found.append(str(link).rpartition(" ")[2])
         link = link.__cause__
     assert found == [str(attempt) for attempt in range(16, -1, -1)]
+
+
+def _local_error_class() -> type[Exception]:
+    class LocalError(Exception):  # defined in a function: cannot be pickled by name
+        pass
+
+    return LocalError
+
+
+def _unprintable_error_class() -> type[Exception]:
+    class UnprintableError(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    return UnprintableError
+
+
+def _chain_length(error: BaseException | None) -> int:
+    length = 0
+    while error is not None:
+        length, error = length + 1, error.__cause__
+    return length
+
+
+def test_a_stand_in_survives_causes_that_loop_run_deep_or_cannot_print() -> None:
+    # The stand-in recursed into each cause: a loop or a deep chain raised RecursionError
+    # in the worker, and a __str__ that raises escaped too; either broke the whole chunk.
+    local = _local_error_class()
+    first, second = local("first"), local("second")
+    first.__cause__, second.__cause__ = second, first
+    deep = local("root")
+    for depth in range(3000):
+        later = local(f"cause {depth}")
+        later.__cause__, deep = deep, later
+    unprintable = _unprintable_error_class()("x")
+    unprintable.add_note("kept")
+    looped = pickle.loads(pickle.dumps(stand_in(first)))
+    assert [str(looped), str(looped.__cause__)] == [
+        f"{local.__module__}.{local.__qualname__}: {text}" for text in ("first", "second")
+    ]
+    assert looped.__cause__.__cause__ is None
+    assert _chain_length(pickle.loads(pickle.dumps(stand_in(deep)))) == 33
+    copy = pickle.loads(pickle.dumps(stand_in(unprintable)))
+    assert isinstance(copy, errors.WorkerError)
+    assert "str() raised" in str(copy)
+    assert copy.__notes__ == ["kept"]
