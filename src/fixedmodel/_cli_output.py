@@ -207,8 +207,10 @@ def tidy(path: Path) -> None:
     """Rewrite ``path`` with one record per custom_id (its last) and no torn lines.
 
     Streams the file twice (only line numbers are held) and replaces it atomically, so a
-    kill during the rewrite leaves the old file whole.
+    kill during the rewrite leaves the old file whole. A symbolic link is followed: the
+    file it names is rewritten and the link stays.
     """
+    path = Path(os.path.realpath(path))
     last: dict[str, int] = {}
     for number, record in _records(path):
         if record is not None:
@@ -246,11 +248,14 @@ class OutputLock:
 
     The operating system releases it when the process ends, however it ends (a killed run
     leaves no stale lock). The lock file itself stays: removing it would let two runs lock
-    two different files of one name.
+    two different files of one name. It sits beside the file OUTPUT names once symbolic
+    links are followed, so two runs given two paths to one file (a link and its target)
+    take the same lock.
     """
 
     def __init__(self, output: Path) -> None:
-        self.path = output.with_name(output.name + ".lock")
+        real = Path(os.path.realpath(output))
+        self.path = real.with_name(real.name + ".lock")
         self._fd: int | None = None
 
     def acquire(self) -> bool:

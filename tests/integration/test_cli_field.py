@@ -565,3 +565,34 @@ def test_ctrl_c_lets_calls_in_flight_finish_and_writes_them(
     code = main(_batch(server, source, target, "--resume"))
     assert code == EXIT_OK
     assert server.request_count() == 40 - sent  # nothing answered is sent twice
+
+
+def test_a_symbolic_link_to_output_takes_its_targets_lock_and_stays_a_link(
+    server: OpenAIServer, tmp_path: Path, run: _Run
+) -> None:
+    # The lock sat beside the path given: a run on a link and one on its target each took
+    # a lock of their own and sent every line twice; the final rewrite replaced the link
+    # with a file and left the target as it was.
+    from fixedmodel._cli_output import OutputLock
+
+    source = _write(tmp_path / "in.jsonl", 3)
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "out.jsonl"
+    link = tmp_path / "link.jsonl"
+    first = json.dumps({"custom_id": "req-1", "response": None, "error": {"code": "x"}})
+    target.write_text(first + '\n{"custom_id": "req-1", "resp')  # a failure, a torn line
+    link.symlink_to(target)
+    held = OutputLock(target)
+    assert held.acquire()
+    try:
+        code, err = run(*_batch(server, source, link, "--resume"))
+    finally:
+        held.release()
+    assert code == EXIT_NOTHING_SENT
+    assert "in use by another fixedmodel run" in err
+    assert server.request_count() == 0
+    code, err = run(*_batch(server, source, link, "--resume"))
+    assert code == EXIT_OK, err
+    assert link.is_symlink()
+    records = _records(target)
+    assert sorted(record["custom_id"] for record in records) == ["req-1", "req-2", "req-3"]
