@@ -72,6 +72,8 @@ def _parse(text: str, model: str | None) -> tuple[str, str, dict[str, Any]]:
         data: object = json.loads(text)
     except json.JSONDecodeError as error:
         raise _LineError("invalid_json_line", f"not JSON ({error.msg})") from None
+    except RecursionError:  # JSON nested deeper than Python's recursion limit
+        raise _LineError("invalid_json_line", "JSON nested too deeply to read") from None
     if not isinstance(data, dict):
         raise _LineError("invalid_json_line", "not a JSON object")
     fields = cast("dict[str, Any]", data)

@@ -110,6 +110,7 @@ _NO_URL = {k: v for k, v in _line(3).items() if k != "url"}
 _NO_BODY = {k: v for k, v in _line(3).items() if k != "body"}
 _NO_ID = {k: v for k, v in _line(3).items() if k != "custom_id"}
 _EMBEDDING = _line(3, url="/v1/embeddings", body={"input": "x"})
+_TOO_DEEP = '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}"  # past the recursion limit
 
 
 @pytest.mark.parametrize(
@@ -117,6 +118,7 @@ _EMBEDDING = _line(3, url="/v1/embeddings", body={"input": "x"})
     [
         ('{"custom_id": "x", "body": ', "line 3: invalid_json_line"),
         ("[1, 2]", "line 3: invalid_json_line"),
+        pytest.param(_TOO_DEEP, "line 3: invalid_json_line: JSON nested", id="too-deep"),
         (_NO_METHOD, "line 3: missing_required_parameter: no 'method'"),
         (_NO_URL, "line 3: missing_required_parameter: no 'url'"),
         (_NO_BODY, "line 3: missing_required_parameter: no 'body'"),
