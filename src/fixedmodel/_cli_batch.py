@@ -62,7 +62,7 @@ def run(args: argparse.Namespace, check_model: Any) -> int:
             args.input,
             body_model,
             max_requests=args.max_requests,
-            max_bytes=int(args.max_input_mb * _cli_input.BYTES_PER_MB),
+            max_bytes=args.max_input_mb * _cli_input.BYTES_PER_MB,
         )
     except OSError as error:
         msg = f"INPUT: cannot read {args.input}: {error.strerror}"

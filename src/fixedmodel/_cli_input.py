@@ -122,7 +122,7 @@ def _texts(path: Path) -> Iterator[tuple[int, str | None]]:
 
 
 def check(
-    path: Path, model: str | None, *, max_requests: int, max_bytes: int
+    path: Path, model: str | None, *, max_requests: int, max_bytes: float
 ) -> tuple[Plan, list[Problem]]:
     """Read the whole input once; return its plan and every problem found (at most ~20).
 

@@ -598,3 +598,15 @@ def test_a_symbolic_link_to_output_takes_its_targets_lock_and_stays_a_link(
     assert link.is_symlink()
     records = _records(target)
     assert sorted(record["custom_id"] for record in records) == ["req-1", "req-2", "req-3"]
+
+
+def test_the_largest_limits_a_number_can_give_are_accepted(
+    server: OpenAIServer, files: tuple[Path, Path], run: _Run
+) -> None:
+    # --max-input-mb 1e308 passed the option's check, then its bytes overflowed to infinity
+    # and int() raised: "OverflowError", exit code 1, nothing said about the option.
+    source, target = files
+    _write(source, 2)
+    code, err = run(*_batch(server, source, target, "--max-input-mb", "1e308"))
+    assert code == EXIT_OK, err
+    assert server.request_count() == 2
