@@ -24,6 +24,26 @@ MAX_INPUT_MB = 200.0
 BYTES_PER_MB = 1_000_000
 SHOWN_PROBLEMS = 20
 
+# Body keys litellm takes as settings of the call, not of the request: where it is sent,
+# with which credential, or whether it is sent at all. OpenAI's Batch API refuses them as
+# unknown parameters; passed on, a line could send the run's credential to a host it names
+# or write an answer no model gave. MODEL and the options choose these for every line.
+_CALL_SETTINGS = frozenset(
+    {
+        "base_url",
+        "client",
+        "client_id",
+        "client_secret",
+        "custom_llm_provider",
+        "deployment_id",
+        "model_list",
+        "organization",
+        "shared_session",
+        "tenant_id",
+    }
+)
+_CALL_SETTING_PREFIXES = ("api_", "aws_", "azure_", "litellm_", "mock_", "vertex_")
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -105,6 +125,13 @@ def _parse(text: str, model: str | None) -> tuple[str, str, dict[str, Any]]:
         raise _LineError("missing_required_parameter", f"body has no {needed!r}")
     if request.get("stream"):
         raise _LineError("invalid_request", "a batch line cannot stream")
+    for name in request:
+        if name in _CALL_SETTINGS or name.startswith(_CALL_SETTING_PREFIXES):
+            msg = (
+                f"body key {name!r} is a setting of the call, not a request parameter "
+                "(MODEL and the options choose where lines go and with which credentials)"
+            )
+            raise _LineError("invalid_request", msg)
     return custom_id, kind, request
 
 
