@@ -1,7 +1,9 @@
 """How far a batch has come: counters, a tqdm progress bar, the caller's callbacks.
 
 Progress is observability: a callback or a bar that raises is logged once (a warning on the
-``fixedmodel.batch`` logger) and never stops the batch or costs a result.
+``fixedmodel.batch`` logger) and never stops the batch or costs a result, whatever it raises
+(``asyncio.CancelledError`` or another ``BaseException`` included) except
+``KeyboardInterrupt`` and ``SystemExit``, which stop the batch as they stop a program.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from typing import Any, cast
 __all__ = ["BatchProgress", "Progress", "ProgressCallback", "callbacks", "response_cost"]
 
 logger = logging.getLogger("fixedmodel.batch")
+
+# What a callback or bar may raise to stop the batch; anything else is logged.
+_STOPS = (KeyboardInterrupt, SystemExit)
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,8 @@ class BatchProgress:
 ProgressCallback = Callable[[BatchProgress], object]
 """Called with the counters after every finished request (from the batch's thread).
 
-What it returns is ignored; what it raises is logged (once per callback), never raised.
+What it returns is ignored; what it raises is logged (once per callback), never raised,
+except ``KeyboardInterrupt`` and ``SystemExit``.
 """
 
 
@@ -150,7 +156,9 @@ class Progress:
         """Count an answered request (a response whose counters cannot be read counts 0)."""
         try:
             prompt, completion, cost, hit = _usage(response)
-        except Exception:
+        except _STOPS:
+            raise
+        except BaseException:
             self._log_once(_usage, "reading a response's usage")
             prompt, completion, cost, hit = 0, 0, 0.0, False
         with self._lock:
@@ -198,7 +206,9 @@ class Progress:
         if bar is not None:
             try:
                 bar.set_description(f"{status} {completed + failed} at the provider", refresh=True)
-            except Exception:
+            except _STOPS:
+                raise
+            except BaseException:
                 self._log_once(bar, "progress bar")
 
     def _tell(self, snapshot: BatchProgress) -> None:
@@ -206,7 +216,9 @@ class Progress:
         for callback in self._callbacks:
             try:
                 callback(snapshot)
-            except Exception:
+            except _STOPS:
+                raise
+            except BaseException:
                 self._log_once(callback, "progress callback")
 
     def _show(self, snapshot: BatchProgress) -> None:
@@ -216,7 +228,9 @@ class Progress:
             try:
                 bar.set_postfix(postfix(snapshot), refresh=False)
                 bar.update(1)
-            except Exception:
+            except _STOPS:
+                raise
+            except BaseException:
                 self._log_once(bar, "progress bar")
 
     def _log_once(self, source: object, what: str) -> None:
@@ -242,7 +256,9 @@ class Progress:
         if bar is not None:
             try:
                 bar.close()
-            except Exception:
+            except _STOPS:
+                raise
+            except BaseException:
                 self._log_once(bar, "progress bar")
 
 

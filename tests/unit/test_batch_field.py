@@ -338,3 +338,39 @@ def test_every_public_name_is_one_object_by_attribute_and_by_import() -> None:
             continue
         module = importlib.import_module(f"fixedmodel.{info.name}")
         assert getattr(fixedmodel, info.name) is module, info.name
+
+
+class _Odd(BaseException):
+    """Neither an Exception nor a request to stop the program."""
+
+
+@pytest.mark.parametrize("kind", [asyncio.CancelledError, _Odd, GeneratorExit])
+async def test_a_callback_raising_a_base_exception_costs_no_result(
+    kind: type[BaseException], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A CancelledError from the callback turned an answered request into a "stopped" failure
+    # counted twice; any other BaseException ended abatch and lost every finished result.
+    seen: list[int] = []
+
+    def callback(progress: BatchProgress) -> None:
+        seen.append(progress.done)
+        if progress.done == 4:
+            raise kind()
+
+    fake = FakeACompletion([f"answer {i}" for i in range(10)])
+    with caplog.at_level(logging.WARNING, logger="fixedmodel.batch"):
+        results = await abatch(fake, _requests(10), concurrency=3, on_progress=callback)
+    assert [r.ok for r in results] == [True] * 10
+    assert seen == list(range(1, 11))
+    assert len([r for r in caplog.records if r.name == "fixedmodel.batch"]) == 1
+    fake = FakeCompletion([f"answer {i}" for i in range(10)])
+    seen.clear()
+    assert [r.ok for r in batch(fake, _requests(10), on_progress=callback)] == [True] * 10
+
+
+def test_keyboard_interrupt_from_a_callback_still_stops_the_batch() -> None:
+    def callback(progress: BatchProgress) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        batch(FakeCompletion(["a", "b"]), _requests(2), concurrency=1, on_progress=callback)
