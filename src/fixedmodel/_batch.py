@@ -28,7 +28,7 @@ from typing_extensions import Required
 from fixedmodel._batch_result import BatchFailure, BatchResult, BatchSuccess
 from fixedmodel._batch_run import BatchRun, Item, Options, Run, checked_item, length, stopped
 from fixedmodel._params import CompletionParams, EmbeddingInput, EmbeddingParams, Messages
-from fixedmodel._progress import Progress, ProgressCallback, callbacks
+from fixedmodel._progress import Progress, ProgressCallback, callbacks, not_async
 from fixedmodel.middleware._call import is_async_callable
 
 if TYPE_CHECKING:
@@ -162,8 +162,8 @@ def aiter_batch(
         yielded are kept.
 
     Raises:
-        TypeError: ``fn`` is not an async callable, a request is not a dict (when it is
-            read), or ``concurrency`` is not an int.
+        TypeError: ``fn`` is not an async callable, a progress callback is an ``async def``,
+            a request is not a dict (when it is read), or ``concurrency`` is not an int.
         ValueError: A request asks for a stream or ``ids`` ran out before the requests
             (when read), or ``concurrency`` < 1.
     """
@@ -185,7 +185,7 @@ def _options(
         ordered,
         ids,
         total,
-        progress,
+        not_async(progress, "progress=") if callable(progress) else progress,
         callbacks(on_progress),
         fail_fast,
     )
@@ -254,8 +254,8 @@ async def abatch(
         One :class:`BatchResult` per request read, in input order.
 
     Raises:
-        TypeError: ``fn`` is not an async callable, a request is not a dict, or
-            ``concurrency`` is not an int.
+        TypeError: ``fn`` is not an async callable, a progress callback is an ``async def``,
+            a request is not a dict, or ``concurrency`` is not an int.
         ValueError: A request asks for a stream, ``ids`` ran out before the requests, or
             ``concurrency`` < 1.
     """

@@ -8,17 +8,20 @@ Progress is observability: a callback or a bar that raises is logged once (a war
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 __all__ = ["BatchProgress", "Progress", "ProgressCallback", "callbacks", "response_cost"]
 
 logger = logging.getLogger("fixedmodel.batch")
+
+_C = TypeVar("_C", bound=Callable[..., object])
 
 # What a callback or bar may raise to stop the batch; anything else is logged.
 _STOPS = (KeyboardInterrupt, SystemExit)
@@ -83,7 +86,7 @@ def callbacks(
     if given is None:
         return ()
     if callable(given):
-        return (given,)
+        return (not_async(given, "on_progress="),)
     untyped = cast("object", given)  # untyped callers may pass anything
     if isinstance(untyped, (str, bytes)) or not isinstance(untyped, Sequence):
         msg = f"on_progress= takes a callable or callables, got {type(untyped).__name__}"
@@ -96,7 +99,23 @@ def callbacks(
                 f"got an item of type {type(item).__name__}"
             )
             raise TypeError(msg)
+        not_async(item, "on_progress=")
     return cast("tuple[ProgressCallback, ...]", found)
+
+
+def not_async(callback: _C, where: str) -> _C:
+    """``callback``, refused if it is an ``async def``: callbacks are called, not awaited.
+
+    Raises:
+        TypeError: ``callback`` is a coroutine function.
+    """
+    if inspect.iscoroutinefunction(callback):
+        msg = (
+            f"{where} takes plain callables: it calls them and does not await them, so "
+            f"the async {getattr(callback, '__qualname__', callback)!r} would never run"
+        )
+        raise TypeError(msg)
+    return callback
 
 
 def _usage(response: object) -> tuple[int, int, float, bool]:
@@ -146,7 +165,7 @@ class Progress:
         self._broken: set[int] = set()  # ids of the callbacks whose failure was logged
         self._bar: Any = None  # tqdm's bar; Any: tqdm's own types are loose
         if callable(show):
-            self._callbacks = (show, *self._callbacks)
+            self._callbacks = (not_async(show, "progress="), *self._callbacks)
         elif show is True or (show is None and sys.stderr.isatty()):
             from tqdm import tqdm
 
@@ -215,7 +234,11 @@ class Progress:
         """Hand ``snapshot`` to every callback."""
         for callback in self._callbacks:
             try:
-                callback(snapshot)
+                returned = callback(snapshot)
+                if inspect.iscoroutine(returned):
+                    returned.close()  # never awaited: say so once, without a RuntimeWarning
+                    msg = "it returned a coroutine; progress callbacks are called, not awaited"
+                    raise TypeError(msg)
             except _STOPS:
                 raise
             except BaseException:

@@ -374,3 +374,33 @@ def test_keyboard_interrupt_from_a_callback_still_stops_the_batch() -> None:
 
     with pytest.raises(KeyboardInterrupt):
         batch(FakeCompletion(["a", "b"]), _requests(2), concurrency=1, on_progress=callback)
+
+
+async def test_an_async_callback_is_refused_before_any_request() -> None:
+    # An async def callback was called and never awaited: it never ran, and the only sign
+    # was a "coroutine was never awaited" RuntimeWarning per request.
+    async def counting(progress: BatchProgress) -> None:
+        pass
+
+    fake = FakeACompletion(["never"])
+    with pytest.raises(TypeError, match=r"on_progress=.*counting"):
+        await abatch(fake, _requests(1), on_progress=counting)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"progress=.*counting"):
+        await abatch(fake, _requests(1), progress=counting)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="on_progress="):
+        batch(FakeCompletion(["never"]), _requests(1), on_progress=[print, counting])  # type: ignore[list-item]
+    assert fake.calls == []
+
+
+async def test_a_callback_returning_a_coroutine_is_logged_once_and_closed(
+    caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder
+) -> None:
+    async def counting(progress: BatchProgress) -> None:
+        pass
+
+    fake = FakeACompletion([f"answer {i}" for i in range(3)])
+    with caplog.at_level(logging.WARNING, logger="fixedmodel.batch"):
+        results = await abatch(fake, _requests(3), on_progress=lambda p: counting(p))
+    assert [r.ok for r in results] == [True] * 3
+    assert "returned a coroutine" in caplog.text
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
