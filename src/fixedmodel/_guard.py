@@ -80,10 +80,15 @@ def blocking_real_requests() -> Generator[None, None, None]:
 
 
 def _is_loopback(url: str) -> bool:
+    """Whether ``url``'s host is a loopback IP address or the name ``localhost``.
+
+    Other names under ``.localhost`` are not taken on trust: without systemd-resolved, glibc
+    asks the DNS server for them, which may answer with any address.
+    """
     host = urlsplit(url if "://" in url else f"http://{url}").hostname
     if host is None:
         return False
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -211,3 +211,12 @@ def test_openai_with_a_loopback_environment_base_url_is_allowed(
     openai_like = bind_completion("openai/x", api_base=openai_server.base_url, api_key="k")
     with blocking_real_requests():
         assert responses.text(openai_like(messages=MESSAGES)) == "from loopback"
+
+
+@pytest.mark.parametrize("host", ["tenant.localhost", "localhost.example", "127.0.0.1.example"])
+def test_a_name_that_only_looks_local_is_blocked(host: str) -> None:
+    # Names under .localhost were let through on their spelling, but without
+    # systemd-resolved glibc sends them to the DNS server, which may answer with any address.
+    chat = bind_completion("openai/x", api_base=f"http://{host}:9/v1", api_key="k")
+    with blocking_real_requests(), pytest.raises(RealRequestError, match="would reach"):
+        chat(messages=MESSAGES)
