@@ -202,6 +202,7 @@ class _Job:
         self.interrupted = False
         self.over_budget = False
         self.abandoned = False
+        self.unwritable = False
 
     def stop_requested(self) -> bool:
         cap: float | None = self.args.max_cost
@@ -212,7 +213,21 @@ class _Job:
                 "line starts; the calls in flight finish and are written",
                 file=sys.stderr,
             )
-        return self.interrupted or self.over_budget
+        return self.interrupted or self.over_budget or self.unwritable
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Append ``record`` to OUTPUT; when OUTPUT cannot take it, stop starting lines."""
+        try:
+            self.writer.write(record)
+        except OSError as error:
+            if not self.unwritable:
+                self.unwritable = True
+                print(
+                    f"fixedmodel: cannot write OUTPUT {self.args.output}: {error.strerror}: "
+                    "no further line starts (answers that cannot be written are lost; "
+                    "--resume sends their lines again once OUTPUT can be written)",
+                    file=sys.stderr,
+                )
 
     def on_signal(self, main: asyncio.Task[Any]) -> None:
         if not self.interrupted:
@@ -238,10 +253,10 @@ class _Job:
             try:
                 response = await send(**kwargs)
             except Exception as error:
-                self.writer.write(error_record(custom_id, error))
+                self.record(error_record(custom_id, error))
                 raise
-            self.writer.write(answer_record(custom_id, response))
             self.spent += response_cost(response)
+            self.record(answer_record(custom_id, response))
             return response
 
         return cast("AFixedModelCompletion", call)
@@ -339,7 +354,10 @@ def _finish(output: Path, plan: _cli_input.Plan, job: _Job) -> int:
     """Tidy OUTPUT, print the job's ``request_counts`` and choose the exit code."""
     state = read_state(output)
     if state.untidy:
-        tidy(output)
+        try:
+            tidy(output)
+        except OSError as error:  # no room for the rewrite: OUTPUT stays as it is
+            print(f"fixedmodel: OUTPUT was not tidied: {error.strerror}", file=sys.stderr)
     completed = sum(1 for custom_id in plan.custom_ids if custom_id in state.answered)
     failed = sum(1 for custom_id in plan.custom_ids if custom_id in state.failed)
     total = len(plan.custom_ids)

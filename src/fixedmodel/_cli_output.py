@@ -217,30 +217,52 @@ def tidy(path: Path) -> None:
             last[record["custom_id"]] = number
     keep = set(last.values())
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with (
-        path.open(encoding="utf-8", errors="replace") as source,
-        temporary.open("w", encoding="utf-8") as target,
-    ):
-        for number, text in enumerate(source):
-            if number in keep:
-                target.write(text if text.endswith("\n") else text + "\n")
-        target.flush()
-        os.fsync(target.fileno())
-    os.replace(temporary, path)
+    try:
+        with (
+            path.open(encoding="utf-8", errors="replace") as source,
+            temporary.open("w", encoding="utf-8") as target,
+        ):
+            for number, text in enumerate(source):
+                if number in keep:
+                    target.write(text if text.endswith("\n") else text + "\n")
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk: leave no half copy behind
+        raise
 
 
 class RecordWriter:
-    """Appends records to OUTPUT, each flushed as soon as it is written."""
+    """Appends records to OUTPUT, each flushed as soon as it is written.
+
+    After a write fails (a full disk, a file size limit) every later write is refused with
+    the same error: the line the failure may have cut short stays the last one, where
+    ``--resume`` drops it, instead of being glued to the next record.
+    """
 
     def __init__(self, path: Path) -> None:
         self._sink: TextIO = path.open("a", encoding="utf-8")
+        self.failed: OSError | None = None
 
     def write(self, record: dict[str, Any]) -> None:
-        self._sink.write(json.dumps(record, default=str) + "\n")
-        self._sink.flush()
+        """Append ``record``. Raises OSError when OUTPUT cannot take it (now or before)."""
+        if self.failed is not None:
+            raise self.failed
+        try:
+            self._sink.write(json.dumps(record, default=str) + "\n")
+            self._sink.flush()
+        except OSError as error:
+            self.failed = error
+            raise
 
     def close(self) -> None:
-        self._sink.close()
+        try:
+            self._sink.close()
+        except OSError:
+            if self.failed is None:
+                raise
+            # The buffer still holds what could not be written: drop it with the file.
 
 
 class OutputLock:

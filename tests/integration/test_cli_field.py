@@ -616,3 +616,44 @@ def test_the_largest_limits_a_number_can_give_are_accepted(
     code, err = run(*_batch(server, source, target, "--max-input-mb", "1e308"))
     assert code == EXIT_OK, err
     assert server.request_count() == 2
+
+
+def _file_size_limit(size: int) -> Any:
+    def limit() -> None:  # in the child, before it runs: writes past `size` fail
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
+@pytest.mark.heavy  # A child interpreter under a file size limit.
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_an_output_that_cannot_be_written_stops_the_run(
+    server: OpenAIServer, files: tuple[Path, Path]
+) -> None:
+    # A full disk (here: a file size limit) failed every write, yet every line was still
+    # sent and paid for: 40 requests for 5 records, one cut short, then "OSError" and no
+    # summary. Now no line starts once OUTPUT cannot be written, and --resume finishes it.
+    source, target = files
+    _write(source, 40)
+    command = [sys.executable, "-m", "fixedmodel"]
+    command += _batch(server, source, target, "--concurrency", "2")
+    limit = _file_size_limit(3000)  # only an rlimit and a signal: safe before exec
+    done = subprocess.run(
+        command, env=_env(), capture_output=True, text=True, timeout=120, preexec_fn=limit
+    )
+    assert done.returncode == EXIT_SOME_FAILED, done.stderr
+    assert "cannot write OUTPUT" in done.stderr
+    written = len(_records(target))
+    assert 1 <= written < 8
+    assert server.request_count() <= written + 2  # only the calls in flight were lost
+    counts = _counts(done.stderr)
+    assert counts == {"total": 40, "completed": written, "failed": 0}
+    server.reset()
+    code = main(_batch(server, source, target, "--resume"))
+    assert code == EXIT_OK
+    assert sorted(r["custom_id"] for r in _records(target)) == sorted(
+        f"req-{n}" for n in range(1, 41)
+    )
