@@ -8,6 +8,7 @@ Progress is observability: a callback or a bar that raises is logged once (a war
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import sys
@@ -166,10 +167,15 @@ class Progress:
         self._bar: Any = None  # tqdm's bar; Any: tqdm's own types are loose
         if callable(show):
             self._callbacks = (not_async(show, "progress="), *self._callbacks)
-        elif show is True or (show is None and sys.stderr.isatty()):
+        elif show is True or (show is None and _stderr_is_terminal()):
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit="req", dynamic_ncols=True, file=sys.stderr)
+            try:
+                self._bar = tqdm(total=total, unit="req", dynamic_ncols=True, file=sys.stderr)
+            except _STOPS:
+                raise
+            except BaseException:  # stderr closed, or None (pythonw, a service)
+                self._log_once(tqdm, "progress bar")
 
     def answered(self, response: object) -> None:
         """Count an answered request (a response whose counters cannot be read counts 0)."""
@@ -261,12 +267,14 @@ class Progress:
             if id(source) in self._broken:
                 return
             self._broken.add(id(source))
-        logger.warning(
-            "%s %r raised; the batch goes on (further failures of it are not logged)",
-            what,
-            source,
-            exc_info=True,
-        )
+        # logging's own last resort may write to a closed stderr, and raise.
+        with contextlib.suppress(Exception):
+            logger.warning(
+                "%s %r raised; the batch goes on (further failures of it are not logged)",
+                what,
+                source,
+                exc_info=True,
+            )
 
     def snapshot(self) -> BatchProgress:
         """The counters now."""
@@ -283,6 +291,14 @@ class Progress:
                 raise
             except BaseException:
                 self._log_once(bar, "progress bar")
+
+
+def _stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal; False when it is closed or None (pythonw, a service)."""
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def postfix(snapshot: BatchProgress) -> dict[str, object]:

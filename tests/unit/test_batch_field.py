@@ -404,3 +404,20 @@ async def test_a_callback_returning_a_coroutine_is_logged_once_and_closed(
     assert [r.ok for r in results] == [True] * 3
     assert "returned a coroutine" in caplog.text
     assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+@pytest.mark.parametrize("stderr", ["none", "closed"])
+@pytest.mark.parametrize("progress", [None, True])
+def test_a_missing_or_closed_stderr_costs_no_result(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, stderr: str, progress: bool | None
+) -> None:
+    # With sys.stderr None (pythonw, a service) or closed, batch() raised AttributeError or
+    # ValueError before its first request: from isatty(), from tqdm, from logging's last
+    # resort writing about the failing bar.
+    stream: Any = None
+    if stderr == "closed":
+        stream = (tmp_path / "stderr").open("w")
+        stream.close()
+    monkeypatch.setattr("sys.stderr", stream)
+    results = batch(FakeCompletion(["a", "b", "c"]), _requests(3), progress=progress)
+    assert [r.ok for r in results] == [True] * 3
