@@ -191,6 +191,24 @@ def _options(
     )
 
 
+def check_requests(requests: object, ids: Iterable[str] | None) -> None:
+    """Check a list or tuple of requests whole, before the first one is sent.
+
+    A request that is not a dict, asks for a stream, or has no id would otherwise be found
+    when read, after the requests before it were sent and paid for, and lose their results
+    with the error. Lazily read input (iterators, generators) is checked as it is read.
+
+    Raises:
+        TypeError: A request is not a dict.
+        ValueError: A request asks for a stream, or a list of ``ids`` is too short.
+    """
+    if not isinstance(requests, Sequence) or isinstance(requests, (str, bytes)):
+        return
+    given = iter(ids) if isinstance(ids, Sequence) else None
+    for index, request in enumerate(cast("Sequence[object]", requests)):
+        checked_item(index, request, given)
+
+
 @overload
 async def abatch(
     fn: AFixedModelCompletion,
@@ -255,12 +273,14 @@ async def abatch(
 
     Raises:
         TypeError: ``fn`` is not an async callable, a progress callback is an ``async def``,
-            a request is not a dict, or ``concurrency`` is not an int.
+            a request is not a dict, or ``concurrency`` is not an int. A list or tuple of
+            requests is checked whole before the first is sent; other input as it is read.
         ValueError: A request asks for a stream, ``ids`` ran out before the requests, or
             ``concurrency`` < 1.
     """
     call = _paced(fn, "abatch", asynchronous=True)
     options = _options(concurrency, True, ids, total, progress, on_progress, fail_fast)
+    check_requests(requests, ids)
     run = Run(call, requests, options)
     results: list[BatchResult[Any]] = []
     try:
@@ -317,6 +337,7 @@ def batch(
     """
     options = _options(concurrency, True, ids, total, progress, on_progress, fail_fast)
     call = _paced(fn, "batch", asynchronous=False)
+    check_requests(requests, ids)
     meter = Progress(progress, total if total is not None else length(requests), on_progress)
     given = iter(ids) if ids is not None else None
     interrupted = threading.Event()

@@ -29,8 +29,9 @@ from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from fixedmodel import _pickling
-from fixedmodel._batch import CompletionRequest, EmbeddingRequest, abatch, batch
+from fixedmodel._batch import CompletionRequest, EmbeddingRequest, abatch, batch, check_requests
 from fixedmodel._batch_result import BatchResult, batch_result
+from fixedmodel._batch_run import checked_item
 from fixedmodel.errors import WorkerError
 
 if TYPE_CHECKING:
@@ -211,16 +212,11 @@ def _run_chunk(payload: bytes, digest: str, chunk: _Chunk, concurrency: int) -> 
 
 
 def _chunks(requests: Iterable[Any], ids: Iterable[str] | None, size: int) -> Iterator[_Chunk]:
+    """The requests in chunks of ``size``, each checked here (as abatch checks them)."""
     given = iter(ids) if ids is not None else None
     chunk: _Chunk = []
-    for index, given_request in enumerate(cast("Iterable[object]", requests)):
-        if not isinstance(given_request, dict):
-            kind = type(given_request).__name__
-            msg = f"batch request #{index} must be a dict of keywords, got {kind}"
-            raise TypeError(msg)
-        request = cast("dict[str, Any]", given_request)
-        identifier = next(given, None) if given is not None else None
-        chunk.append((index, str(index) if identifier is None else identifier, request))
+    for index, request in enumerate(cast("Iterable[object]", requests)):
+        chunk.append(checked_item(index, request, given))
         if len(chunk) == size:
             yield chunk
             chunk = []
@@ -293,11 +289,14 @@ def batch_on(
     Raises:
         TypeError: ``fn`` cannot be pickled (the message names what holds in-process state),
             or a request is not a dict.
-        ValueError: A size is not an int >= 1.
+        ValueError: A size is not an int >= 1, a request asks for a stream, or ``ids`` ran
+            out before the requests. A list or tuple of requests is checked whole before
+            the first chunk is sent; other input as it is read, in this process.
     """
     size = _positive("chunk_size", chunk_size)
     per_worker = _positive("concurrency", concurrency)
     ahead = _positive("pending_chunks", pending_chunks)
+    check_requests(requests, ids)
     payload = pickle.dumps(fn)  # raises now, in the caller, if the stack cannot travel
     digest = hashlib.sha256(payload).hexdigest()
     return _results(executor, payload, digest, _chunks(requests, ids, size), per_worker, ahead)

@@ -421,3 +421,50 @@ def test_a_missing_or_closed_stderr_costs_no_result(
     monkeypatch.setattr("sys.stderr", stream)
     results = batch(FakeCompletion(["a", "b", "c"]), _requests(3), progress=progress)
     assert [r.ok for r in results] == [True] * 3
+
+
+def _with_a_bad_request(count: int, bad: int, request: object) -> list[Any]:
+    requests: list[Any] = list(_requests(count))
+    requests[bad] = request
+    return requests
+
+
+_STREAMING = {"messages": [{"role": "user", "content": "x"}], "stream": True}
+
+
+@pytest.mark.parametrize(("request_", "error"), [(_STREAMING, ValueError), (7, TypeError)])
+async def test_a_bad_request_in_a_list_is_refused_before_any_is_sent(
+    request_: object, error: type[Exception]
+) -> None:
+    # Found when read: the six requests before it were sent and paid for, then the error
+    # took their results with it.
+    requests = _with_a_bad_request(10, 6, request_)
+    fake = FakeACompletion([f"answer {i}" for i in range(10)])
+    with pytest.raises(error, match="#6"):
+        await abatch(fake, requests, concurrency=2)
+    assert fake.calls == []
+    sync = FakeCompletion([f"answer {i}" for i in range(10)])
+    with pytest.raises(error, match="#6"):
+        batch(sync, requests, concurrency=2)
+    assert sync.calls == []
+    with pytest.raises(ValueError, match="ids= ran out at batch request #2"):
+        batch(sync, _requests(5), ids=["a", "b"])
+    assert sync.calls == []
+
+
+def test_batch_on_checks_requests_and_ids_as_abatch_does() -> None:
+    # batch_on let a stream through to the worker, where it failed the whole chunk, and
+    # labelled requests past the end of ids= with their position instead of refusing.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fixedmodel import batch_on, bind_completion
+
+    chat = bind_completion("openai/gpt-x", mock_response="hi")
+    with ThreadPoolExecutor(1) as pool:
+        with pytest.raises(ValueError, match="#6 asks for a stream"):
+            batch_on(pool, chat, _with_a_bad_request(10, 6, _STREAMING), chunk_size=2)
+        results = batch_on(pool, chat, iter(_requests(3)), ids=iter(["a", "b"]), chunk_size=1)
+        with pytest.raises(ValueError, match="ids= ran out at batch request #2"):
+            list(results)
+        worked = batch_on(pool, chat, iter(_requests(3)), ids=iter(["a", "b", "c"]))
+        assert [(r.id, r.ok) for r in worked] == [("a", True), ("b", True), ("c", True)]
