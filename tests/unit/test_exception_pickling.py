@@ -315,3 +315,20 @@ def test_a_stand_in_survives_causes_that_loop_run_deep_or_cannot_print() -> None
     assert isinstance(copy, errors.WorkerError)
     assert "str() raised" in str(copy)
     assert copy.__notes__ == ["kept"]
+
+
+def test_fixedmodels_own_exceptions_round_trip_whatever_the_import_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Classes are registered when litellm is first imported; a module imported after that
+    # (a worker unpickling a bound object before the cache layer) left its class with
+    # Python's default, which calls __init__(message) and breaks the pool on the way back.
+    import copyreg
+
+    monkeypatch.delitem(copyreg.dispatch_table, UncacheableRequestError, raising=False)
+    error = UncacheableRequestError("cannot hash a socket", "metadata")
+    error.add_note("from the cache layer")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is UncacheableRequestError
+    assert (str(copy), copy.parameter) == ("cannot hash a socket", "metadata")
+    assert copy.__notes__ == ["from the cache layer"]

@@ -101,6 +101,11 @@ class UncacheableRequestError(ValueError):
         super().__init__(message)
         self.parameter = parameter
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt with both arguments, whether or not this module was imported before
+        # fixedmodel registered its exceptions for pickling (a worker sends it back).
+        return (type(self), (str(self), self.parameter), self.__dict__)
+
 
 def _classify(name: str) -> tuple[bool, bool]:
     found = _names.get(name)
