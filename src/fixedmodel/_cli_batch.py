@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -56,20 +58,25 @@ _CUSTOM_ID = "fixedmodel_custom_id"
 def run(args: argparse.Namespace, check_model: Any) -> int:
     """Run ``fixedmodel batch``; ``check_model(model, api_base, mock)`` raises UsageError."""
     _check_paths(args.input, args.output, args.cache)
+    with contextlib.ExitStack() as cleanup:
+        return _run_checked(args, check_model, cleanup)
+
+
+def _run_checked(args: argparse.Namespace, check_model: Any, cleanup: contextlib.ExitStack) -> int:
+    shown = args.input
     body_model = None if args.ignore_body_model else args.model
+    max_bytes = args.max_input_mb * _cli_input.BYTES_PER_MB
     try:
+        args.input = _regular_input(args.input, max_bytes, cleanup)
         plan, problems = _cli_input.check(
-            args.input,
-            body_model,
-            max_requests=args.max_requests,
-            max_bytes=args.max_input_mb * _cli_input.BYTES_PER_MB,
+            args.input, body_model, max_requests=args.max_requests, max_bytes=max_bytes
         )
     except OSError as error:
-        msg = f"INPUT: cannot read {args.input}: {error.strerror}"
+        msg = f"INPUT: cannot read {shown}: {error.strerror}"
         raise UsageError(msg) from None
     if problems:
         for problem in problems[: _cli_input.SHOWN_PROBLEMS]:
-            print(f"fixedmodel: {args.input} {problem}", file=sys.stderr)
+            print(f"fixedmodel: {shown} {problem}", file=sys.stderr)
         more = "" if len(problems) <= _cli_input.SHOWN_PROBLEMS else " (more not shown)"
         print(f"fixedmodel: nothing was sent: the input has problems{more}", file=sys.stderr)
         return EXIT_NOTHING_SENT
@@ -95,6 +102,31 @@ def run(args: argparse.Namespace, check_model: Any) -> int:
         return asyncio.run(_run(args, plan, body_model))
     finally:
         lock.release()
+
+
+def _regular_input(source: Path, max_bytes: float, cleanup: contextlib.ExitStack) -> Path:
+    """INPUT as a file that can be read twice (checked whole, then sent).
+
+    A pipe or FIFO (``/dev/stdin``, ``<(...)``) can be read once: it is copied to a
+    temporary file, removed at the end, copying at most one byte more than ``max_bytes``
+    so that the size check still refuses a larger input. Raises OSError.
+    """
+    if source.is_file():
+        return source
+    directory = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="fixedmodel-"))
+    copy = Path(directory) / "input.jsonl"
+    left = max_bytes + 1
+    with source.open("rb") as reader, copy.open("wb") as writer:
+        while left > 0:
+            block = reader.read(int(min(left, _COPY_BLOCK)))
+            if not block:
+                break
+            writer.write(block)
+            left -= len(block)
+    return copy
+
+
+_COPY_BLOCK = 1 << 20
 
 
 def _check_paths(source: Path, target: Path, cache: Path | None) -> None:

@@ -657,3 +657,32 @@ def test_an_output_that_cannot_be_written_stops_the_run(
     assert sorted(r["custom_id"] for r in _records(target)) == sorted(
         f"req-{n}" for n in range(1, 41)
     )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+@pytest.mark.timeout(60)  # reading a named pipe a second time waited for a writer forever
+@pytest.mark.parametrize("lines", [5, 300])
+def test_an_input_read_from_a_pipe_is_checked_and_sent(
+    server: OpenAIServer, tmp_path: Path, run: _Run, lines: int
+) -> None:
+    # INPUT is read twice, once to check and once to send: a pipe (/dev/stdin, <(...))
+    # was used up by the check, so nothing was sent and the run ended with exit code 1 and
+    # "completed": 0, without a word; a named pipe hung at the second read. It is now
+    # copied once to a temporary file.
+    pipe = tmp_path / "in.fifo"
+    os.mkfifo(pipe)
+    target = tmp_path / "out.jsonl"
+    text = "".join(json.dumps(_line(n)) + "\n" for n in range(1, lines + 1))
+
+    def feed() -> None:
+        with pipe.open("w") as sink:
+            sink.write(text)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    code, err = run(*_batch(server, pipe, target, "--concurrency", "32"))
+    feeder.join(10)
+    assert code == EXIT_OK, err
+    assert _counts(err) == {"total": lines, "completed": lines, "failed": 0}
+    assert server.request_count() == lines
+    assert not list(tmp_path.glob("fixedmodel-*"))
