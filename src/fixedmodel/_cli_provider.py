@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,12 +28,18 @@ __all__ = ["check", "run", "state_path"]
 
 
 def state_path(output: Path) -> Path:
-    """Where the job for ``output`` keeps its state."""
-    return output.with_name(f"{output.name}.provider-batch.json")
+    """Where the job for ``output`` keeps its state: beside the file it names.
+
+    Symbolic links are followed, as for OUTPUT's lock: a run given a link and a later
+    ``--resume`` given its target (or the other way) find the same job, not a second one.
+    """
+    real = Path(os.path.realpath(output))
+    return real.with_name(f"{real.name}.provider-batch.json")
 
 
 def _ids_path(output: Path) -> Path:
-    return output.with_name(f"{output.name}.provider-batch.ids")
+    real = Path(os.path.realpath(output))
+    return real.with_name(f"{real.name}.provider-batch.ids")
 
 
 def check(args: argparse.Namespace) -> None:

@@ -123,3 +123,18 @@ async def test_resume_after_a_kill_collects_the_same_job(
     assert sorted(r["custom_id"] for r in _records(target)) == sorted(
         f"req-{n}" for n in range(1, 13)
     )
+
+
+def test_a_job_left_under_way_is_found_through_a_link_to_output(
+    server: OpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The state sat beside the path given: a job a killed run left on out.jsonl went
+    # unseen by a run given a link to it, which started (and paid for) a second job.
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_input(source, 2)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    (tmp_path / "out.jsonl.provider-batch.json").write_text("{}")  # what a killed run left
+    assert main(_argv(server, source, link)) == EXIT_NOTHING_SENT
+    assert "has a provider batch job under way" in capsys.readouterr().err
+    assert not server.batches.uploads
