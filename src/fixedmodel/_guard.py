@@ -6,8 +6,9 @@ the request before calling litellm. It goes ahead only when no request leaves th
 ``mock_response`` is set, or the address litellm will really use is a loopback address.
 
 That address is resolved the way litellm resolves it for the call's provider: the request's
-``api_base``/``base_url``; else the base URL ``litellm.get_llm_provider`` gives the provider
-(e.g. ``deepseek/`` has its own host, ``ollama/`` defaults to localhost); else
+``api_base`` and ``base_url`` (both must be local when both are given: a completion goes to
+``base_url``, an embedding to ``api_base``); else the base URL ``litellm.get_llm_provider``
+gives the provider (e.g. ``deepseek/`` has its own host, ``ollama/`` defaults to localhost); else
 ``litellm.api_base``; else the provider's own environment variables (``OPENAI_BASE_URL`` and
 ``OPENAI_API_BASE`` for ``openai/`` only, ``ANTHROPIC_API_BASE`` for ``anthropic/``, ...,
 as litellm's ``main.py`` reads them). When the provider cannot be resolved, or none of these
@@ -101,9 +102,15 @@ def _target(model: str, arguments: Mapping[str, object]) -> tuple[str | None, st
 
     ``None`` when litellm would use the provider's public default (or the provider is unknown).
     """
-    explicit = arguments.get("api_base") or arguments.get("base_url")
-    if isinstance(explicit, str):
-        return explicit, "api_base"
+    # litellm's completion sends to base_url over api_base, its embedding to api_base alone:
+    # when both are given, the call goes ahead only if both stay local.
+    given = [
+        (value, name)
+        for name in ("base_url", "api_base")
+        if isinstance(value := arguments.get(name), str) and value
+    ]
+    if given:
+        return next(((v, n) for v, n in given if not _is_loopback(v)), given[0])
     from fixedmodel._litellm import litellm_module
 
     litellm = litellm_module()

@@ -220,3 +220,15 @@ def test_a_name_that_only_looks_local_is_blocked(host: str) -> None:
     chat = bind_completion("openai/x", api_base=f"http://{host}:9/v1", api_key="k")
     with blocking_real_requests(), pytest.raises(RealRequestError, match="would reach"):
         chat(messages=MESSAGES)
+
+
+@pytest.mark.filterwarnings("ignore::fixedmodel.UnknownKeywordWarning")
+def test_a_loopback_api_base_does_not_cover_a_real_base_url(openai_server: Any) -> None:
+    # The switch judged api_base first, but litellm's completion sends to base_url when
+    # both are given: a loopback api_base let a call through to base_url's real host.
+    chat = bind_completion(
+        "openai/x", api_base=openai_server.base_url, base_url="http://provider.invalid/v1"
+    )
+    with blocking_real_requests(), pytest.raises(RealRequestError, match=r"provider\.invalid"):
+        chat(messages=MESSAGES, api_key="k")
+    assert not openai_server.requests
