@@ -6,8 +6,9 @@ the request before calling litellm. It goes ahead only when no request leaves th
 ``mock_response`` is set, or the address litellm will really use is a loopback address.
 
 That address is resolved the way litellm resolves it for the call's provider: the request's
-``api_base`` and ``base_url`` (both must be local when both are given: a completion goes to
-``base_url``, an embedding to ``api_base``); else the base URL ``litellm.get_llm_provider``
+``api_base``, ``base_url`` and the base URL of an OpenAI ``client=`` (all of them must be
+local when several are given: a completion goes to ``base_url``, an embedding to
+``api_base``, either to its client's); else the base URL ``litellm.get_llm_provider``
 gives the provider (e.g. ``deepseek/`` has its own host, ``ollama/`` defaults to localhost); else
 ``litellm.api_base``; else the provider's own environment variables (``OPENAI_BASE_URL`` and
 ``OPENAI_API_BASE`` for ``openai/`` only, ``ANTHROPIC_API_BASE`` for ``anthropic/``, ...,
@@ -102,13 +103,17 @@ def _target(model: str, arguments: Mapping[str, object]) -> tuple[str | None, st
 
     ``None`` when litellm would use the provider's public default (or the provider is unknown).
     """
-    # litellm's completion sends to base_url over api_base, its embedding to api_base alone:
-    # when both are given, the call goes ahead only if both stay local.
+    # litellm's completion sends to base_url over api_base, its embedding to api_base alone,
+    # and an OpenAI client given as client= to its own base URL: when several are given,
+    # the call goes ahead only if all of them stay local.
     given = [
         (value, name)
         for name in ("base_url", "api_base")
         if isinstance(value := arguments.get(name), str) and value
     ]
+    client_base: object = getattr(arguments.get("client"), "base_url", None)
+    if client_base is not None:
+        given.append((str(client_base), "client.base_url"))
     if given:
         return next(((v, n) for v, n in given if not _is_loopback(v)), given[0])
     from fixedmodel._litellm import litellm_module

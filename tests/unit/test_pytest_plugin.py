@@ -232,3 +232,23 @@ def test_a_loopback_api_base_does_not_cover_a_real_base_url(openai_server: Any) 
     with blocking_real_requests(), pytest.raises(RealRequestError, match=r"provider\.invalid"):
         chat(messages=MESSAGES, api_key="k")
     assert not openai_server.requests
+
+
+def test_an_openai_client_is_judged_by_its_own_base_url(
+    monkeypatch: pytest.MonkeyPatch, openai_server: Any
+) -> None:
+    # With OPENAI_BASE_URL on loopback, a client= made for a real host was let through:
+    # litellm sends the request with that client, to the client's base URL.
+    import openai
+
+    for name in _PROVIDER_BASE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    chat = bind_completion("openai/x", api_key="k", max_retries=0)
+    elsewhere = openai.OpenAI(api_key="k", base_url="http://provider.invalid/v1")
+    with elsewhere, blocking_real_requests(), pytest.raises(RealRequestError, match="client"):
+        chat(messages=MESSAGES, client=elsewhere)
+    openai_server.reply_text = "from loopback"
+    local = openai.OpenAI(api_key="k", base_url=openai_server.base_url, max_retries=0)
+    with local, blocking_real_requests():
+        assert responses.text(chat(messages=MESSAGES, client=local)) == "from loopback"
