@@ -619,9 +619,9 @@ def test_the_largest_limits_a_number_can_give_are_accepted(
 
 
 def _file_size_limit(size: int) -> Any:
-    def limit() -> None:  # in the child, before it runs: writes past `size` fail
-        import resource
+    import resource  # here, not in the forked child, where an import could deadlock
 
+    def limit() -> None:  # in the child, before it runs: writes past `size` fail
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
@@ -640,7 +640,7 @@ def test_an_output_that_cannot_be_written_stops_the_run(
     _write(source, 40)
     command = [sys.executable, "-m", "fixedmodel"]
     command += _batch(server, source, target, "--concurrency", "2")
-    limit = _file_size_limit(3000)  # only an rlimit and a signal: safe before exec
+    limit = _file_size_limit(3000)  # only an rlimit and a signal between fork and exec
     done = subprocess.run(
         command, env=_env(), capture_output=True, text=True, timeout=120, preexec_fn=limit
     )
