@@ -259,8 +259,10 @@ class _Bound:
 
         ``hint=False`` leaves out the provider hint: what the caller asked for, for keys.
         """
-        if any(value is None for value in kwargs.values()):
-            kwargs = {name: value for name, value in kwargs.items() if value is not None}
+        for value in kwargs.values():  # A loop, not any(): no generator on every call.
+            if value is None:
+                kwargs = {name: value for name, value in kwargs.items() if value is not None}
+                break
         if "model" in kwargs:
             msg = (
                 f"this callable is bound to model {self._model!r}; do not pass model= "

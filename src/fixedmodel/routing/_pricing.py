@@ -26,6 +26,7 @@ __all__ = [
     "prices_of",
     "prompt_bound",
     "real_cost",
+    "reported_cost",
     "requested_output",
     "response_text",
     "served_model",
@@ -234,6 +235,17 @@ def _litellm_usage(usage: object, prompt: int, completion: int) -> object:
     )
 
 
+def reported_cost(result: object) -> float | None:
+    """The cost (USD) litellm priced ``result`` at, in its ``_hidden_params["response_cost"]``
+    (for the model that answered), or None when it carries none."""
+    hidden = read_attribute(result, "_hidden_params") if result is not None else None
+    if isinstance(hidden, dict):
+        cost: object = hidden.get("response_cost")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+            return float(cost)
+    return None
+
+
 def real_cost(model: str | None, result: object, usage: object) -> float | None:
     """What litellm prices a finished call at (USD), or None when it cannot.
 
@@ -246,11 +258,9 @@ def real_cost(model: str | None, result: object, usage: object) -> float | None:
     Returns:
         The cost in USD, or None when litellm has no price or cannot compute it.
     """
-    hidden = read_attribute(result, "_hidden_params") if result is not None else None
-    if isinstance(hidden, dict):
-        cost: object = hidden.get("response_cost")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-        if isinstance(cost, (int, float)) and not isinstance(cost, bool):
-            return float(cost)
+    reported = reported_cost(result)
+    if reported is not None:
+        return reported
     if model is None or usage is None or prices_of(model) is None:
         return None
     prompt = _count(usage, "prompt_tokens")

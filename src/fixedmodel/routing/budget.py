@@ -71,6 +71,7 @@ from fixedmodel.routing._pricing import (
     prices_of,
     prompt_bound,
     real_cost,
+    reported_cost,
     requested_output,
     response_text,
     served_model,
@@ -461,7 +462,9 @@ class _Budgeted(Wrapper):
         that produced ``answer`` (the response or stream; under a chain, maybe not the first)."""
         if not held.cost:  # No cost reserved: no cost cap, or no price.
             return 0, tokens
-        real = real_cost(served_model(answer, self._model), result, usage)
+        real = reported_cost(result)  # litellm's price, for the model that answered
+        if real is None:  # Only then find out which model that was (not free: see there).
+            real = real_cost(served_model(answer, self._model), None, usage)
         return (held.cost if real is None else nanos(real)), tokens
 
     def _estimated(self, held: _Held, text: str, answer: object) -> tuple[int, int]:
