@@ -193,6 +193,10 @@ class Fail:
         error: Exception = kind(**{k: v for k, v in arguments.items() if k in accepted})
         if getattr(error, "status_code", None) != self.status:
             error.status_code = self.status  # type: ignore[attr-defined]  # litellm's field
+        if self.headers:
+            # As litellm's exception mapping sets them on every error it raises: some classes
+            # of older releases (APIError in 1.100) take no response= to carry them.
+            error.litellm_response_headers = response.headers  # type: ignore[attr-defined]
         return error
 
 
