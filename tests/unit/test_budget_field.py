@@ -512,3 +512,16 @@ def test_the_worst_case_of_a_chain_is_that_of_its_dearest_model() -> None:
         chat(messages=MESSAGES, max_tokens=1_000)
     assert primary.calls == []
     assert backup.calls == []
+
+
+def test_an_unpriced_member_that_answers_counts_its_tokens_not_the_chains_worst_case() -> None:
+    # The chain reserves at gpt-4o's worst case; the unpriced primary answered, and its 30
+    # tokens were charged that whole worst case (about 0.28 USD), as if gpt-4o had written
+    # its longest answer. unknown_price='count_tokens' counts an unpriced model's tokens.
+    budget = Budget(max_cost=1.0)
+    primary = FakeCompletion([Reply("a b", usage=USAGE)], model="custom/not-priced")
+    backup = FakeCompletion(["x"], model="openai/gpt-4o")
+    chat = with_budget(with_fallbacks(primary, backup), budget)
+    chat(messages=MESSAGES)
+    status = budget.status()
+    assert (status.cost, status.tokens, status.requests) == (0.0, 30, 1)

@@ -464,7 +464,13 @@ class _Budgeted(Wrapper):
             return 0, tokens
         real = reported_cost(result)  # litellm's price, for the model that answered
         if real is None:  # Only then find out which model that was (not free: see there).
-            real = real_cost(served_model(answer, self._model), None, usage)
+            served = served_model(answer, self._model)
+            real = real_cost(served, None, usage)
+            if real is None and prices_of(served) is None and self._budget.unknown_price != "refuse":
+                # A model litellm has no price for answered (a chain's unpriced member,
+                # reserved at a priced one's worst case): its tokens count, not that worst case.
+                warn_unpriced(served)
+                return 0, tokens
         return (held.cost if real is None else nanos(real)), tokens
 
     def _estimated(self, held: _Held, text: str, answer: object) -> tuple[int, int]:
