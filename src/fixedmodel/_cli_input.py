@@ -27,17 +27,27 @@ SHOWN_PROBLEMS = 20
 # Body keys litellm takes as settings of the call, not of the request: where it is sent,
 # with which credential, or whether it is sent at all. OpenAI's Batch API refuses them as
 # unknown parameters; passed on, a line could send the run's credential to a host it names
-# or write an answer no model gave. MODEL and the options choose these for every line.
+# or write an answer no model gave. MODEL and the options choose these for every line. So do
+# litellm's own fallbacks (other models, each with the hosts and keys it names), its retries
+# (more requests than --max-attempts) and its per-call prices (what --max-cost counts).
 _CALL_SETTINGS = frozenset(
     {
         "base_url",
         "client",
         "client_id",
         "client_secret",
+        "context_window_fallback_dict",
         "custom_llm_provider",
         "deployment_id",
+        "fallbacks",
+        "input_cost_per_second",
+        "input_cost_per_token",
+        "max_retries",
         "model_list",
+        "num_retries",
         "organization",
+        "output_cost_per_second",
+        "output_cost_per_token",
         "shared_session",
         "tenant_id",
     }

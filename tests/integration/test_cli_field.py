@@ -125,6 +125,11 @@ _TOO_DEEP = '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}"  # past the recursion
         (_bad(3, body={"messages": [], "mock_response": "hi"}), "body key 'mock_response'"),
         (_bad(3, body={"messages": [], "custom_llm_provider": "x"}), "body key 'custom_llm_"),
         (_bad(3, body={"messages": [], "aws_region_name": "x"}), "body key 'aws_region_name'"),
+        # A line's own fallbacks went, with the run's key, to the host they named; its own
+        # retries and prices added requests past --max-attempts and cost past --max-cost.
+        (_bad(3, body={"messages": [], "fallbacks": [{"api_base": "http://x"}]}), "'fallbacks'"),
+        (_bad(3, body={"messages": [], "num_retries": 9}), "body key 'num_retries'"),
+        (_bad(3, body={"messages": [], "input_cost_per_token": 0}), "'input_cost_per_token'"),
         (_NO_METHOD, "line 3: missing_required_parameter: no 'method'"),
         (_NO_URL, "line 3: missing_required_parameter: no 'url'"),
         (_NO_BODY, "line 3: missing_required_parameter: no 'body'"),
