@@ -222,6 +222,49 @@ def test_callers_queued_behind_answered_ones_wait_their_turn(redis_server: Redis
         client.close()
 
 
+class _OneConnectionHangs(redis.Redis):
+    """A client whose commands about a key named ``hung`` take 1 s (a connection to a dead
+    primary, tried again by redis-py's retries) while every other command is answered."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if any("hung" in str(arg) for arg in args):
+            time.sleep(4 * TIMEOUT)
+        return super().execute_command(*args, **options)
+
+
+def test_a_running_operation_still_fails_after_the_timeout_while_others_are_answered(
+    redis_server: RedisServer,
+) -> None:
+    # Only waiting in the queue is excused by Redis answering others: an operation already
+    # running had its caller wait 1 s (four timeouts) because other callers were answered
+    # meanwhile.
+    client = _OneConnectionHangs.from_url(redis_server.url, socket_timeout=TIMEOUT)
+    namespace = unique_namespace("one-hangs")
+    store = RedisBudgetStore(client=client, namespace=namespace, on_error="open")
+    caps = Caps(cost=None, tokens=None, requests=10_000, period=None)
+
+    async def others(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await store.areserve("busy", caps, "call", 0, 0)
+
+    async def main() -> float:
+        stop = asyncio.Event()
+        background = asyncio.ensure_future(others(stop))
+        await asyncio.sleep(0.05)
+        start = time.monotonic()
+        await store.areserve("hung", caps, "call", 0, 0)
+        elapsed = time.monotonic() - start
+        stop.set()
+        await background
+        return elapsed
+
+    try:
+        assert asyncio.run(main()) < TIMEOUT * 2.5
+    finally:
+        store.close()
+        client.close()
+
+
 # --- what the rest must not do --------------------------------------------------------------
 
 

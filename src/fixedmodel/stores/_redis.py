@@ -23,10 +23,12 @@ threads the others would queue behind them: 200 calls at concurrency 64 once too
 0.25 s timeout. So an async caller waits for its operation at most the store's ``timeout``
 (for a caller's ``client=``, its ``socket_timeout``), counted from the call, queueing
 included, or, while Redis keeps answering the callers ahead of it, until Redis has answered
-nothing for ``timeout``: past it the operation fails like a socket timeout
-(``redis.exceptions.TimeoutError``, handled by the store's ``on_error``), and if it has not
-started it never will. A stall thus delays a call by at most ``timeout`` after Redis last
-answered, at any concurrency and for every store built on this module, while a burst of
+nothing for ``timeout``; once started, it has ``timeout`` from its start (a dead connection
+among live ones, tried again by redis-py, is a stall however Redis answers the others): past
+it the operation fails like a socket timeout (``redis.exceptions.TimeoutError``, handled by
+the store's ``on_error``), and if it has not started it never will. A stall thus delays a
+call by at most ``timeout`` after Redis last answered (or after its operation started), at
+any concurrency and for every store built on this module, while a burst of
 callers on a healthy Redis (1,000 budget reservations at once once failed 974 of them, and
 the first false timeout made the store rest) waits its turn instead of failing.
 
@@ -334,7 +336,8 @@ class RedisClients:
                 raise RuntimeError(msg)
         client = self.sync()
         loop = asyncio.get_running_loop()
-        pending = loop.run_in_executor(self._pool(), self._answered, with_sync, client)
+        started: list[float] = []  # When a pool thread took the operation up.
+        pending = loop.run_in_executor(self._pool(), self._answered, with_sync, client, started)
         deadline = self.deadline
         if deadline is None:
             return await pending
@@ -346,7 +349,10 @@ class RedisClients:
                 except asyncio.TimeoutError:  # TimeoutError from 3.11; its own class before
                     # Queued behind callers that Redis is answering (a burst, not a stall):
                     # wait on until Redis has answered nothing for ``deadline`` seconds.
-                    wait = self._answered_at + deadline - time.monotonic()
+                    # Running: ``deadline`` from its start, however Redis answers others (a
+                    # dead connection among live ones, retried by redis-py, is still a stall).
+                    since = started[0] if started else self._answered_at
+                    wait = since + deadline - time.monotonic()
                     if wait <= 0:
                         break
         finally:
@@ -356,8 +362,12 @@ class RedisClients:
         msg = f"no answer from Redis within {deadline:g} s (queued or running)"
         raise RedisTimeoutError(msg)
 
-    def _answered(self, with_sync: Callable[[Redis], _T], client: Redis) -> _T:
-        """Run ``with_sync`` on a pool thread; note when Redis last answered one."""
+    def _answered(
+        self, with_sync: Callable[[Redis], _T], client: Redis, started: list[float]
+    ) -> _T:
+        """Run ``with_sync`` on a pool thread, noting in ``started`` when it starts; note
+        when Redis last answered one."""
+        started.append(time.monotonic())
         reply = with_sync(client)
         self._answered_at = time.monotonic()
         return reply
