@@ -466,7 +466,11 @@ class _Budgeted(Wrapper):
         if real is None:  # Only then find out which model that was (not free: see there).
             served = served_model(answer, self._model)
             real = real_cost(served, None, usage)
-            if real is None and prices_of(served) is None and self._budget.unknown_price != "refuse":
+            if (
+                real is None
+                and prices_of(served) is None
+                and self._budget.unknown_price != "refuse"
+            ):
                 # A model litellm has no price for answered (a chain's unpriced member,
                 # reserved at a priced one's worst case): its tokens count, not that worst case.
                 warn_unpriced(served)
