@@ -22,6 +22,7 @@ from fixedmodel import (
     with_budget,
     with_cache,
     with_fallbacks,
+    with_load_balancing,
     with_retries,
 )
 from fixedmodel.middleware.retries import RetryPolicy
@@ -525,3 +526,26 @@ def test_an_unpriced_member_that_answers_counts_its_tokens_not_the_chains_worst_
     chat(messages=MESSAGES)
     status = budget.status()
     assert (status.cost, status.tokens, status.requests) == (0.0, 30, 1)
+
+
+def test_refuse_holds_for_every_member_of_a_chain() -> None:
+    # Reserving at a chain's dearest priced member let unknown_price="refuse" pass a chain
+    # whose first member has no model: it could answer at a cost nobody knows.
+    def no_model(**kwargs: object) -> object:
+        calls.append(kwargs)
+        return litellm.completion(model="openai/gpt-4o", mock_response="hi", **kwargs)
+
+    calls: list[object] = []
+    priced = FakeCompletion(["x"], model="openai/gpt-4o")
+    refusing = Budget(max_cost=1.0, unknown_price="refuse")
+    chat = with_budget(with_fallbacks(no_model, priced), refusing)
+    with pytest.raises(litellm.BudgetExceededError, match="without a model"):
+        chat(messages=MESSAGES)
+    assert (calls, priced.calls) == ([], [])
+    # A member litellm has no price for is named when the stack is wrapped, wherever it is.
+    unpriced = FakeCompletion(["x"], model="custom/not-priced")
+    for stack in (with_fallbacks(priced, unpriced), with_load_balancing([priced, unpriced])):
+        with pytest.raises(ValueError, match="custom/not-priced"):
+            with_budget(stack, Budget(max_cost=1.0, unknown_price="refuse"))
+    # count_tokens (the default) lets both through.
+    with_budget(with_fallbacks(priced, unpriced), Budget(max_cost=1.0))

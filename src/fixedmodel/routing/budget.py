@@ -390,7 +390,7 @@ class _Held:
 class _Budgeted(Wrapper):
     """What the sync and async budgeted callables share: every decision lives here."""
 
-    __slots__ = ("_budget", "_call", "_model", "_prices", "_read")
+    __slots__ = ("_budget", "_call", "_model", "_prices", "_read", "_unpriced")
 
     def __init__(self, inner: ModelCallable, budget: Budget) -> None:
         super().__init__(inner)
@@ -401,8 +401,11 @@ class _Budgeted(Wrapper):
         self._read = request_reader(inner)
         # Over every model the stack may call (a chain's, a balancer's): whichever answers,
         # its cost stays within the worst case.
-        models = [read_attribute(leaf, "model") for leaf in leaves(inner)]
-        self._prices = highest_prices([m if isinstance(m, str) else None for m in models])
+        models = _leaf_models(inner)
+        self._prices = highest_prices(models)
+        # Members litellm has no price for (or without a model): under unknown_price="refuse"
+        # one of them could answer at a cost nobody knows, so the calls are refused.
+        self._unpriced = tuple(model for model in models if prices_of(model) is None)
 
     @property
     def budget(self) -> Budget:
@@ -441,9 +444,11 @@ class _Budgeted(Wrapper):
         known = prompt if counted else None
         if budget._caps.cost is None:  # pyright: ignore[reportPrivateUsage]
             return _WorstCase(0, total, known)
-        if prices is None:
-            if budget.unknown_price == "refuse":
-                msg = f"litellm has no price for {self._model or 'this callable'}"
+        refuse = budget.unknown_price == "refuse"
+        if prices is None or (refuse and self._unpriced):
+            if refuse:
+                unpriced = self._unpriced[0] if self._unpriced else self._model
+                msg = f"litellm has no price for {unpriced or 'a callable without a model'}"
                 error: Exception = litellm_module().BudgetExceededError(
                     current_cost=0.0, max_budget=budget.max_cost or 0.0, message=msg
                 )
@@ -672,6 +677,12 @@ class _SyncBudgeted(_Budgeted):
         return result
 
 
+def _leaf_models(fn: object) -> list[str | None]:
+    """The model of every callable ``fn`` may end up calling (None where one has none)."""
+    models = [read_attribute(leaf, "model") for leaf in leaves(fn)]
+    return [model if isinstance(model, str) else None for model in models]
+
+
 def _check_budget(budget: object) -> Budget:
     if not isinstance(budget, Budget):
         msg = (
@@ -703,15 +714,11 @@ def with_budget(fn: ModelFn, budget: Budget) -> ModelFn:
     checked = _check_budget(budget)
     kind = _AsyncBudgeted if is_async_callable(fn) else _SyncBudgeted
     wrapped = kind(fn, checked)
-    model = wrapped.model
-    if (
-        checked.max_cost is not None
-        and checked.unknown_price == "refuse"
-        and model is not None
-        and prices_of(model) is None
-    ):
+    # Every model the stack may call (a chain's, a balancer's), not only the first.
+    unpriced = [m for m in _leaf_models(fn) if m is not None and prices_of(m) is None]
+    if checked.max_cost is not None and checked.unknown_price == "refuse" and unpriced:
         msg = (
-            f"litellm has no price for model {model!r}, and the budget caps cost with "
+            f"litellm has no price for model {unpriced[0]!r}, and the budget caps cost with "
             "unknown_price='refuse'; register a price (litellm.register_model) or use "
             "Budget(unknown_price='count_tokens')"
         )
