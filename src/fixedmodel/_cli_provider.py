@@ -33,13 +33,23 @@ def state_path(output: Path) -> Path:
     Symbolic links are followed, as for OUTPUT's lock: a run given a link and a later
     ``--resume`` given its target (or the other way) find the same job, not a second one.
     """
-    real = Path(os.path.realpath(output))
-    return real.with_name(f"{real.name}.provider-batch.json")
+    return _beside(output, ".provider-batch.json")
 
 
 def _ids_path(output: Path) -> Path:
+    return _beside(output, ".provider-batch.ids")
+
+
+def _beside(output: Path, suffix: str) -> Path:
+    """The file ``suffix`` names beside the file OUTPUT names, links followed; or beside the
+    link itself where a job started by an earlier release (which did not follow links) left
+    it, so that an upgrade in the middle of a job collects it instead of paying for another."""
     real = Path(os.path.realpath(output))
-    return real.with_name(f"{real.name}.provider-batch.ids")
+    path = real.with_name(f"{real.name}{suffix}")
+    given = output.with_name(f"{output.name}{suffix}")
+    if given != path and not path.exists() and given.exists():
+        return given
+    return path
 
 
 def check(args: argparse.Namespace) -> None:

@@ -138,3 +138,19 @@ def test_a_job_left_under_way_is_found_through_a_link_to_output(
     assert main(_argv(server, source, link)) == EXIT_NOTHING_SENT
     assert "has a provider batch job under way" in capsys.readouterr().err
     assert not server.batches.uploads
+
+
+def test_a_job_an_earlier_release_left_beside_a_link_is_still_found(
+    server: OpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Earlier releases kept the state beside the path given, a link included: after an
+    # upgrade mid-job, a run looking only beside the link's target started a second job.
+    source, target = tmp_path / "in.jsonl", tmp_path / "real" / "out.jsonl"
+    _write_input(source, 2)
+    target.parent.mkdir()
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    (tmp_path / "link.jsonl.provider-batch.json").write_text("{}")  # where it was left
+    assert main(_argv(server, source, link)) == EXIT_NOTHING_SENT
+    assert "has a provider batch job under way" in capsys.readouterr().err
+    assert not server.batches.uploads
