@@ -15,7 +15,7 @@ import os
 import sys
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
 from typing_extensions import Unpack
 
@@ -303,7 +303,8 @@ class _Bound:
         Raises ``RuntimeError`` for a completion while litellm's global ``model_fallbacks`` is
         set: see :func:`_refuse_global_fallbacks`.
         """
-        if self._fixedmodel_kind == "completion":
+        # One attribute read per call; the refusal's function only runs when it refuses.
+        if self._fixedmodel_kind == "completion" and getattr(litellm_module(), _GLOBAL, None):
             _refuse_global_fallbacks()
         arguments = self._arguments(kwargs)
         if is_blocking():
@@ -316,7 +317,10 @@ class _Bound:
         )
 
 
-def _refuse_global_fallbacks() -> None:
+_GLOBAL = "model_fallbacks"
+
+
+def _refuse_global_fallbacks() -> NoReturn:
     """Refuse a completion while ``litellm.model_fallbacks`` is set (litellm's deprecated
     global fallbacks): litellm would send the call's failures to other models unseen, and no
     value of the ``fallbacks`` keyword turns the global off (an empty list reads as unset).
@@ -324,14 +328,12 @@ def _refuse_global_fallbacks() -> None:
     global again: a failing call recursed for minutes and ended in a plain ``Exception`` that
     no fallback layer recognises. ``with_fallbacks`` is fixedmodel's way to fall back.
     """
-    fallbacks: object = getattr(litellm_module(), "model_fallbacks", None)
-    if fallbacks:
-        msg = (
-            "litellm.model_fallbacks is set: litellm would send this call's failures to other "
-            "models unseen by fixedmodel's layers (and no call keyword turns it off). "
-            "Set litellm.model_fallbacks = None and use fixedmodel.with_fallbacks instead."
-        )
-        raise RuntimeError(msg)
+    msg = (
+        f"litellm.{_GLOBAL} is set: litellm would send this call's failures to other "
+        "models unseen by fixedmodel's layers (and no call keyword turns it off). "
+        f"Set litellm.{_GLOBAL} = None and use fixedmodel.with_fallbacks instead."
+    )
+    raise RuntimeError(msg)
 
 
 class _SyncBound(Closing, _Bound):

@@ -715,7 +715,7 @@ def with_budget(fn: ModelFn, budget: Budget) -> ModelFn:
     kind = _AsyncBudgeted if is_async_callable(fn) else _SyncBudgeted
     wrapped = kind(fn, checked)
     # Every model the stack may call (a chain's, a balancer's), not only the first.
-    unpriced = [m for m in _leaf_models(fn) if m is not None and prices_of(m) is None]
+    unpriced = [m for m in wrapped._unpriced if m is not None]  # pyright: ignore[reportPrivateUsage]
     if checked.max_cost is not None and checked.unknown_price == "refuse" and unpriced:
         msg = (
             f"litellm has no price for model {unpriced[0]!r}, and the budget caps cost with "
