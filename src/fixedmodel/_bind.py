@@ -257,7 +257,9 @@ class _Bound:
         every optional litellm parameter is what ``None`` means). ``extra_params`` items
         follow the same rule.
 
-        ``hint=False`` leaves out the provider hint: what the caller asked for, for keys.
+        ``hint=False`` leaves out the provider hint: what the caller asked for, for keys
+        and for the layers reading the request (then unknown names are not warned about: the
+        call that sends them warns).
         """
         for value in kwargs.values():  # A loop, not any(): no generator on every call.
             if value is None:
@@ -269,7 +271,8 @@ class _Bound:
                 f"(bind another model with {self._factory}() instead)"
             )
             raise TypeError(msg)
-        self._check_names(kwargs)
+        if hint:  # A call that sends (not a layer reading the request): warn once per name.
+            self._check_names(kwargs)
         # A global model alias renames the model before litellm resolves its provider,
         # so the hint would no longer match: leave it out then.
         hint = hint and bool(self._hint) and not self._aliased()

@@ -29,11 +29,12 @@ def read_attribute(value: object, name: str) -> object:
     call through the middleware reads them more than once. Anything else, or a name not in
     those dicts, falls back to ``getattr``.
     """
+    # No typing.cast below: it is a function call at run time, and this runs on every call.
     fields = getattr(value, "__dict__", None)
     if isinstance(fields, dict) and name in fields:
-        return cast("dict[str, object]", fields)[name]
+        return fields[name]  # pyright: ignore[reportUnknownVariableType]
     where = "__pydantic_private__" if name.startswith("_") else "__pydantic_extra__"
     found = getattr(value, where, None)
     if isinstance(found, dict) and name in found:
-        return cast("dict[str, object]", found)[name]
+        return found[name]  # pyright: ignore[reportUnknownVariableType]
     return getattr(value, name, None)

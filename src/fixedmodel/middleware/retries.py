@@ -252,22 +252,16 @@ def _without_inner_retries(kwargs: dict[str, Any]) -> dict[str, Any]:
     given = "max_retries" in kwargs or "num_retries" in kwargs
     arguments = dict(kwargs) if given else {**kwargs, "max_retries": 0, "num_retries": 0}
     if not arguments.get("num_retries") and arguments.get("retry_policy") is None:
-        arguments["retry_policy"] = _no_litellm_retries()
+        # A litellm retry_policy that grants 0 retries to every error class it names.
+        arguments["retry_policy"] = dict.fromkeys(_retry_policy_fields(), 0)
     return arguments
-
-
-def _no_litellm_retries() -> dict[str, int]:
-    """A litellm ``retry_policy`` that grants 0 retries to every error class it names.
-
-    Built from the installed litellm's ``RetryPolicy`` fields (1.110.2 added
-    ``DefaultRetries`` and others): an unknown field name would fail its validation.
-    """
-    return dict.fromkeys(_retry_policy_fields(), 0)
 
 
 @functools.cache
 def _retry_policy_fields() -> tuple[str, ...]:
-    # Imported once, not on every call: this runs on every routed and retried call.
+    """The installed litellm's ``RetryPolicy`` fields (1.110.2 added ``DefaultRetries`` and
+    others): an unknown field name would fail its validation. Imported once, not on every
+    call: this runs on every routed and retried call."""
     from litellm.types.router import RetryPolicy
 
     return tuple(RetryPolicy.model_fields)

@@ -81,9 +81,14 @@ class Settlements:
         self._threads = 0
 
     def notify(self) -> None:
+        # Every settled call notifies; most often nobody waits, and then no lock is taken.
+        # A waiter checks the generation and registers under the lock, so it either sees
+        # this change or is registered before the check below reads it.
+        self.generation += 1
+        if not (self._threads or self._futures):
+            return
         with self._changed:
-            self.generation += 1
-            if self._threads:  # Every settled call notifies; most often nobody waits.
+            if self._threads:
                 self._changed.notify_all()
             futures, self._futures = self._futures, []
         for loop, future in futures:

@@ -185,7 +185,7 @@ def prompt_bound(request: dict[str, Any]) -> int | None:
                 continue
             if not isinstance(value, str):
                 return None
-            total += _utf8_length(value)
+            total += len(value.encode("utf-8", "surrogatepass"))  # _utf8_length, inlined
         total += _PER_MESSAGE
     return total
 
@@ -284,6 +284,8 @@ def real_cost(model: str | None, result: object, usage: object) -> float | None:
 
 def usage_tokens(usage: object) -> int | None:
     total = getattr(usage, "total_tokens", None)
+    if isinstance(total, int) and total > 0:
+        return total
     prompt = getattr(usage, "prompt_tokens", None)
     completion = getattr(usage, "completion_tokens", None)
     parts = [p for p in (prompt, completion) if isinstance(p, int)]

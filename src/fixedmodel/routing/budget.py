@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -58,7 +57,6 @@ from fixedmodel.middleware._call import (
     Wrapper,
     check_callable,
     is_async_callable,
-    is_stream_request,
     request_kind,
     request_reader,
 )
@@ -359,7 +357,7 @@ class _Held:
         "_lock",
         "cost",
         "counted",
-        "done",
+        "once",
         "prompt",
         "request",
         "reservation_id",
@@ -377,14 +375,15 @@ class _Held:
         self.counted = reservation.window >= 0  # Not: let through uncounted (on_error="open").
         self.cost, self.tokens, self.prompt = worst.cost, worst.tokens, worst.prompt
         self.request = request
-        self.done = False
-        self._lock = threading.Lock()
+        self.once = [True]
 
     def take(self) -> bool:
         """True for the first caller only: it settles the reservation."""
-        with self._lock:
-            first, self.done = not self.done, True
-            return first and self.counted
+        try:
+            self.once.pop()  # Atomic: of callers racing here, one gets the item.
+        except IndexError:
+            return False
+        return self.counted
 
 
 class _Budgeted(Wrapper):
@@ -439,7 +438,8 @@ class _Budgeted(Wrapper):
     def _worst(self, request: dict[str, Any], *, exact: bool) -> _WorstCase:
         budget, prices = self._budget, self._prices
         _, outputs = self._outputs(request)
-        prompt, counted = self._prompt(request, exact=exact)
+        bound = None if exact else prompt_bound(request)  # self._prompt's start, inlined
+        prompt, counted = (bound, False) if bound is not None else self._prompt(request, exact=True)
         total = prompt + outputs
         known = prompt if counted else None
         if budget._caps.cost is None:  # pyright: ignore[reportPrivateUsage]
@@ -455,8 +455,8 @@ class _Budgeted(Wrapper):
                 raise error
             warn_unpriced(self._model)
             return _WorstCase(0, total, known)
-        cost = nanos(prompt * prices.input + outputs * prices.output)
-        return _WorstCase(cost, total, known)
+        cost = math.ceil((prompt * prices.input + outputs * prices.output) * NANOS_PER_USD)
+        return _WorstCase(cost, total, known)  # (nanos(), inlined above: every call)
 
     # What a call holds in the end ------------------------------------------------------
 
@@ -496,13 +496,19 @@ class _Budgeted(Wrapper):
     def _final(self, held: _Held, result: object) -> tuple[int, int]:
         """(nano-USD, tokens) a finished, non-stream call holds in the end."""
         hidden = read_attribute(result, "_hidden_params")
-        if isinstance(hidden, dict) and cast("dict[str, object]", hidden).get("cache_hit") is True:
-            # A cache's answer (fixedmodel's or litellm's) spent nothing, whatever its usage.
-            return 0, 0
+        cost: object = None
+        if isinstance(hidden, dict):
+            if hidden.get("cache_hit") is True:  # pyright: ignore[reportUnknownMemberType]
+                # A cache's answer (fixedmodel's or litellm's) spent nothing, whatever its usage.
+                return 0, 0
+            cost = hidden.get("response_cost")  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
         usage = read_attribute(result, "usage")
         tokens = usage_tokens(usage)
         if tokens is None:
             return self._estimated(held, response_text(result), result)
+        if held.cost and isinstance(cost, (int, float)) and not isinstance(cost, bool):
+            # litellm's price, for the model that answered (nanos(), inlined: every call).
+            return math.ceil(cost * NANOS_PER_USD), tokens
         return self._priced(held, result, usage, tokens, result)
 
     def _final_of_stream(self, held: _Held, end: StreamEnd, stream: object) -> tuple[int, int]:
@@ -588,7 +594,10 @@ class _AsyncBudgeted(_Budgeted):
         except BaseException:
             await self._settle(held, 0, 0)  # Providers do not bill errors.
             raise
-        if is_stream_request(request) and isinstance(result, litellm_module().CustomStreamWrapper):
+        # is_stream_request, inlined: this runs on every call.
+        if request.get("stream") is True and isinstance(
+            result, litellm_module().CustomStreamWrapper
+        ):
             reference = weakref.ref(result)
 
             def ended(end: StreamEnd) -> None:  # Closed, collected: no loop to await on.
@@ -657,7 +666,10 @@ class _SyncBudgeted(_Budgeted):
         except BaseException:
             self._settle(held, 0, 0)  # Providers do not bill errors.
             raise
-        if is_stream_request(request) and isinstance(result, litellm_module().CustomStreamWrapper):
+        # is_stream_request, inlined: this runs on every call.
+        if request.get("stream") is True and isinstance(
+            result, litellm_module().CustomStreamWrapper
+        ):
             reference = weakref.ref(result)
 
             def ended(end: StreamEnd) -> None:

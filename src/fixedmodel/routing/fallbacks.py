@@ -263,15 +263,13 @@ class _Fallbacks(Wrapper):
         calls: tuple[Any, ...] = self._calls
         return calls
 
-    def _advised(self, index: int, now: float) -> bool:
-        return self._until[index] > now
-
     def _next(self, call: _Call) -> int | None:
         """The next callable to try, noting each one passed over and each fallback tried, and
         telling the layers below (the chain flag) whether another may follow it."""
+        until = self._until
         for index in range(call.start, len(self._calls)):
-            if self._advised(index, call.now):
-                left = self._until[index] - call.now
+            if until[index] > call.now:  # Its provider asked not to be called yet.
+                left = until[index] - call.now
                 self._skip(call, index, "retry_after", f"asked to wait {left:.3f} s more")
                 continue
             if index > 0:
@@ -279,7 +277,14 @@ class _Fallbacks(Wrapper):
                 if detail is not None:
                     self._skip(call, index, "context_window", detail)
                     continue
-            call.further = further = self._has_next(call, index)
+            # Whether a callable after this one may still be tried (advice known now); a
+            # loop, not any() over a generator: this runs on every call.
+            further = False
+            for later in range(index + 1, len(self._calls)):
+                if until[later] <= call.now:
+                    further = True
+                    break
+            call.further = further
             flag = has_next_in_chain.set(further or call.outer_has_next)
             if call.flag is None:  # The first: leaving the call resets the flag through it.
                 call.flag = flag
@@ -293,10 +298,6 @@ class _Fallbacks(Wrapper):
         call.skips.append((index, reason, detail))
         note_skipped(call.info, self._names[index], reason)
         LOGGER.info("with_fallbacks: skipping %s: %s", self._names[index], detail)
-
-    def _has_next(self, call: _Call, index: int) -> bool:
-        """Whether a callable after ``index`` may still be tried (advice known now)."""
-        return any(not self._advised(i, call.now) for i in range(index + 1, len(self._calls)))
 
     def _failed(self, call: _Call, index: int, error: Exception) -> bool:
         """Record a failure; tell whether to go on to the next callable (else give up)."""

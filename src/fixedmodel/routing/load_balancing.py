@@ -287,14 +287,15 @@ class _Balanced(Wrapper):
         self,
         attempt: _Try,
         result: object,
+        stream: bool,
         info: CallInfo,
         shared_end: Callable[[_Try, int | None, bool], None] | None,
     ) -> tuple[int | None, bool] | None:
-        """Settle a call that answered; returns what to tell a shared store now (tokens,
-        sent), or None when a stream will tell it when it ends (through ``shared_end``)."""
+        """Settle a call that answered (``stream``: litellm's stream object); returns what
+        to tell a shared store now (tokens, sent), or None when a stream will tell it when it
+        ends (through ``shared_end``)."""
         deployment, usage = attempt.deployment, attempt.usage
         sent, used = info.unsent <= attempt.unsent, None  # More unsent: a cache answered.
-        stream = is_stream(result)
         # The answer's usage is read only for a strategy or a shared store that counts it.
         if sent and not stream and (usage is not None or self._shared is not None):
             used = used_tokens({}, result)
@@ -309,7 +310,8 @@ class _Balanced(Wrapper):
             watched: Any = result  # litellm's stream class, checked just above
             watch_stream(watched, lambda end: self._stream_ended(attempt, sent, end, shared_end))
             return None
-        self._finished(deployment)
+        with self._lock:  # self._finished(deployment), inlined: every call comes here.
+            deployment.in_flight -= 1
         return used, sent
 
     def _stream_ended(
@@ -466,7 +468,8 @@ class _AsyncBalanced(_Balanced):
                             result = await deployment.call(**arguments)
                         finally:
                             give_up.reset(hook)
-                        if len(tried) < len(self._deployments) and is_stream(result):
+                        stream = is_stream(result)
+                        if stream and len(tried) < len(self._deployments):
                             await afirst_chunk(result)  # A failure before it may go elsewhere.
                 except Exception as error:
                     self._failed(info, attempt, error, failures)
@@ -483,7 +486,8 @@ class _AsyncBalanced(_Balanced):
                     if entry.probe:
                         await self._store.areleased(deployment.key)
                     raise
-                ended = self._done(attempt, result, info, self._stream_end_later())
+                later = None if self._shared is None else self._stream_end_later()
+                ended = self._done(attempt, result, stream, info, later)
                 if ended is not None and self._shared is not None:
                     await self._ashare_end(attempt, *ended)
                 if entry.probe or entry.failures:
@@ -599,7 +603,8 @@ class _SyncBalanced(_Balanced):
                             result = deployment.call(**arguments)
                         finally:
                             give_up.reset(hook)
-                        if len(tried) < len(self._deployments) and is_stream(result):
+                        stream = is_stream(result)
+                        if stream and len(tried) < len(self._deployments):
                             first_chunk(result)  # A failure before it may go elsewhere.
                 except Exception as error:
                     self._failed(info, attempt, error, failures)
@@ -616,7 +621,7 @@ class _SyncBalanced(_Balanced):
                     if entry.probe:
                         self._store.released(deployment.key)
                     raise
-                ended = self._done(attempt, result, info, self._share_end)
+                ended = self._done(attempt, result, stream, info, self._share_end)
                 if ended is not None:
                     self._share_end(attempt, *ended)
                 if entry.probe or entry.failures:
