@@ -169,6 +169,66 @@ def test_sync_streams_dropped_or_failed_give_their_reservation_back(ending: str)
     scenario_sync_streams_dropped_or_failed(memory_budget, ending)
 
 
+def _role_only() -> Any:
+    """The chunk OpenAI-compatible streams open with: a role, empty content."""
+    from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
+
+    delta = Delta(role="assistant", content="")
+    return ModelResponseStream(model=MODEL, choices=[StreamingChoices(index=0, delta=delta)])
+
+
+class RoleThenFailingStream(FakeCompletion):
+    """Sync litellm streams that hand over the role-only chunk, then fail."""
+
+    def __call__(self, **kwargs: Any) -> Any:
+        stream = super().__call__(**kwargs)
+
+        def failing() -> Any:
+            yield _role_only()
+            raise ConnectionResetError("the provider hung up")
+
+        stream.completion_stream = failing()
+        return stream
+
+
+class RoleThenFailingAStream(FakeACompletion):
+    """Async litellm streams that hand over the role-only chunk, then fail."""
+
+    async def __call__(self, **kwargs: Any) -> Any:
+        stream = await super().__call__(**kwargs)
+
+        async def failing() -> AsyncIterator[Any]:
+            yield _role_only()
+            raise ConnectionResetError("the provider hung up")
+
+        stream.completion_stream = failing()
+        return stream
+
+
+async def scenario_streams_failing_after_the_role_chunk(make_budget: MakeBudget) -> None:
+    # The role-only chunk reached the caller, then the stream failed: it kept the prompt's
+    # estimate charged, though the caller got nothing it could use (a stream failing before
+    # any chunk is refunded).
+    budget = make_budget(max_cost=1.0, max_tokens=100_000)
+    sync_chat = with_budget(RoleThenFailingStream(lambda call: WORDS, model=MODEL), budget)
+    async_chat = with_budget(RoleThenFailingAStream(lambda call: WORDS, model=MODEL), budget)
+    received: list[Any] = []
+    with pytest.raises(Exception, match="hung up"):
+        for chunk in sync_chat(messages=MESSAGES, stream=True, max_tokens=100):
+            received.append(chunk)
+    with pytest.raises(Exception, match="hung up"):
+        async for chunk in await async_chat(messages=MESSAGES, stream=True, max_tokens=100):
+            received.append(chunk)
+    assert len(received) == 2  # The role-only chunk reached the caller, twice.
+    status = await budget.astatus()
+    assert (status.cost, status.tokens, status.requests) == (0.0, 0, 2)
+    assert (status.cost_in_flight, status.tokens_in_flight) == (0.0, 0)
+
+
+async def test_a_stream_failing_after_the_role_only_chunk_is_refunded() -> None:
+    await scenario_streams_failing_after_the_role_chunk(memory_budget)
+
+
 async def test_a_stream_closed_part_way_settles_its_usage_when_it_reported_one() -> None:
     budget = Budget(max_cost=1.0)
     usage_first = Reply("a b", usage=USAGE, chunks=["a ", "b"])

@@ -23,8 +23,9 @@ Streams are settled when they end, from their last usage chunk (ask for it with
 ``stream_options={"include_usage": True}``), else from the estimate of what the caller
 received: read to the end, closed part way (``close``/``aclose``), abandoned (the caller broke
 out, the object was collected) or failed after chunks. A stream that fails before its first
-chunk is refunded. An async stream settles before its end reaches the caller (before
-``StopAsyncIteration``, the error, or ``aclose`` returning).
+chunk with content is refunded (the ``{"role": "assistant"}`` chunk OpenAI-compatible streams
+open with carries nothing the caller could use). An async stream settles before its end
+reaches the caller (before ``StopAsyncIteration``, the error, or ``aclose`` returning).
 
 Every reservation ends settled or refunded exactly once: it has an id chosen before the
 store is asked, the layer settles it once whatever ends the call (an error, a cancellation,
@@ -508,8 +509,10 @@ class _Budgeted(Wrapper):
     def _final_of_stream(self, held: _Held, end: StreamEnd, stream: object) -> tuple[int, int]:
         """(nano-USD, tokens) a stream holds when it ends (see the module docstring)."""
         if end.usage is None:
-            if end.chunks == 0 and end.error is not None:
-                return 0, 0  # Failed before its first chunk: nothing was delivered.
+            if end.error is not None and not end.delivered:
+                # Failed before its first chunk with content (a role-only opening chunk
+                # gives the caller nothing): nothing was delivered.
+                return 0, 0
             return self._estimated(held, end.text, stream)
         usage = last_usage(stream)
         return self._priced(
