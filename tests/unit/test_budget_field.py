@@ -588,6 +588,38 @@ def test_an_unpriced_member_that_answers_counts_its_tokens_not_the_chains_worst_
     assert (status.cost, status.tokens, status.requests) == (0.0, 30, 1)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+@pytest.mark.parametrize("router", ["fallbacks", "load_balancing"])
+async def test_an_unpriced_member_after_a_priced_one_counts_its_tokens(
+    stream: bool, router: str
+) -> None:
+    # The priced first member failed and the unpriced one answered: litellm priced nothing,
+    # and the answer was priced at the first member's rates (as if gpt-4o had written it).
+    for asynchronous in (False, True):
+        budget = Budget(max_cost=1.0)
+        answer = Reply("a b", usage=USAGE, chunks=["a ", "b"])
+        fake = FakeACompletion if asynchronous else FakeCompletion
+        priced = fake([Fail(503)], model="openai/gpt-4o")
+        unpriced = fake([answer], model="custom/not-priced")
+        stack: Any = (
+            with_fallbacks(priced, unpriced)
+            if router == "fallbacks"
+            else with_load_balancing([priced, unpriced], strategy="round_robin")
+        )
+        chat: Any = with_budget(stack, budget)
+        options: dict[str, Any] = {"messages": MESSAGES, "max_tokens": 50}
+        if stream:
+            options |= {"stream": True, "stream_options": {"include_usage": True}}
+        result = await chat(**options) if asynchronous else chat(**options)
+        if stream and asynchronous:
+            assert [chunk async for chunk in result][-1].usage
+        elif stream:
+            assert list(result)[-1].usage
+        status = budget.status()
+        assert len(priced.calls) == 1
+        assert (status.cost, status.tokens, status.requests) == (0.0, 30, 1)
+
+
 def test_refuse_holds_for_every_member_of_a_chain() -> None:
     # Reserving at a chain's dearest priced member let unknown_price="refuse" pass a chain
     # whose first member has no model: it could answer at a cost nobody knows.

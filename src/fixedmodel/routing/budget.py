@@ -391,7 +391,7 @@ class _Held:
 class _Budgeted(Wrapper):
     """What the sync and async budgeted callables share: every decision lives here."""
 
-    __slots__ = ("_budget", "_call", "_model", "_prices", "_read", "_unpriced")
+    __slots__ = ("_budget", "_call", "_members", "_model", "_prices", "_read", "_unpriced")
 
     def __init__(self, inner: ModelCallable, budget: Budget) -> None:
         super().__init__(inner)
@@ -403,6 +403,7 @@ class _Budgeted(Wrapper):
         # Over every model the stack may call (a chain's, a balancer's): whichever answers,
         # its cost stays within the worst case.
         models = _leaf_models(inner)
+        self._members = frozenset(model for model in models if model is not None)
         self._prices = highest_prices(models)
         # Members litellm has no price for (or without a model): under unknown_price="refuse"
         # one of them could answer at a cost nobody knows, so the calls are refused.
@@ -470,7 +471,7 @@ class _Budgeted(Wrapper):
             return 0, tokens
         real = reported_cost(result)  # litellm's price, for the model that answered
         if real is None:  # Only then find out which model that was (not free: see there).
-            served = served_model(answer, self._model)
+            served = served_model(answer, self._model, self._members)
             real = real_cost(served, None, usage)
             if (
                 real is None
