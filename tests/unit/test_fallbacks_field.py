@@ -23,6 +23,7 @@ from fixedmodel import (
     with_retries,
 )
 from fixedmodel.middleware._call import call_scope
+from fixedmodel.middleware._errors import retry_after
 from fixedmodel.routing import fallbacks as fallbacks_module
 from fixedmodel.routing import is_fallback_worthy
 from fixedmodel.routing._chain import has_next_in_chain
@@ -279,6 +280,32 @@ def test_a_prompt_whose_bytes_fit_is_not_counted(monkeypatch: pytest.MonkeyPatch
     medium = [{"role": "user", "content": "hello " * 7_000}]
     assert responses.text(chat(messages=medium)) == "small"
     assert len(counted) == 1
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_primary_waiting_out_advice_and_a_fallback_too_small_give_the_advice(
+    clock: Clock, asynchronous: bool
+) -> None:
+    # The primary asked for 47 s; the 8K fallback cannot take a 10K prompt. The error said
+    # every callable asked to wait and "the first can be called again in -1000 s", with
+    # retry-after-ms 1: a with_retries outside retried at once, for nothing.
+    fake = FakeACompletion if asynchronous else FakeCompletion
+    primary = fake([Fail(429, headers={"retry-after": "47"})], model="gpt-4o")
+    small = fake(lambda call: "small", model="gpt-4")  # 8K
+    chat: Any = with_fallbacks(primary, small)
+    answer = await chat(messages=MESSAGES) if asynchronous else chat(messages=MESSAGES)
+    assert responses.text(answer) == "small"
+    clock.now += 7.0
+    with call_scope() as info, pytest.raises(litellm.RateLimitError) as raised:
+        if asynchronous:
+            await chat(messages=LONG, max_tokens=500)
+        else:
+            chat(messages=LONG, max_tokens=500)
+    assert retry_after(raised.value) == pytest.approx(40.0, abs=0.002)
+    assert "again in 40.000 s" in str(raised.value)
+    assert "8192" in str(raised.value)
+    assert info.route_skips == (("gpt-4o#0", "retry_after"), ("gpt-4#1", "context_window"))
+    assert (len(primary.calls), len(small.calls)) == (1, 1)
 
 
 def test_an_unknown_model_is_never_skipped_for_context() -> None:

@@ -320,11 +320,15 @@ class _Fallbacks(Wrapper):
         """The error to raise when no callable is left to try."""
         described = "; ".join(f"{self._names[i]}: {detail}" for i, _, detail in call.skips)
         model = self.model or ""
-        if not call.failures:  # Every callable asked to be left alone for now.
-            retry_in = min(self._until[i] for i, _, _ in call.skips) - call.now
+        if not call.failures:  # The primary asked to be left alone for now.
+            # The soonest end of retry advice: a callable skipped for its context window
+            # has none, and waiting does not make the request fit it.
+            advised = [self._until[i] for i, reason, _ in call.skips if reason == "retry_after"]
+            retry_in = min(advised) - call.now
             message = (
-                "fixedmodel.with_fallbacks: every callable asked not to be called yet "
-                f"({described}); the first can be called again in {retry_in:.3f} s"
+                "fixedmodel.with_fallbacks: no callable can be called now: each asked not "
+                f"to be called yet or cannot take the request ({described}); the first can "
+                f"be called again in {retry_in:.3f} s"
             )
             return _error_with_headers("RateLimitError", message, model, max(retry_in, 0.0))
         only_context = all(reason == "context_window" for _, reason, _ in call.skips)
