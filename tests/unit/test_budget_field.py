@@ -641,3 +641,54 @@ def test_refuse_holds_for_every_member_of_a_chain() -> None:
             with_budget(stack, Budget(max_cost=1.0, unknown_price="refuse"))
     # count_tokens (the default) lets both through.
     with_budget(with_fallbacks(priced, unpriced), Budget(max_cost=1.0))
+
+
+# Clock steps in the in-process store, as the Redis store survives them -----------------------
+
+
+@pytest.mark.parametrize(
+    "step", [-7200.0, -5.0, 7200.0, 5.0], ids=["back 2 h", "back 5 s", "forward 2 h", "forward 5 s"]
+)
+def test_a_clock_step_neither_resets_nor_reopens_a_window_in_memory(step: float) -> None:
+    # The cap of 3 is reached 2 s into an hour. A step back of 5 s reopened the previous
+    # hour as a fresh window (3 more requests), and stepping forward again would have
+    # opened a fresh one once more; a step forward ended the window early.
+    from fixedmodel.stores._budget_store import Caps
+    from fixedmodel.stores.budget_memory import MemoryBudgetStore
+
+    wall, ticks = [3600.0 * 500_000 + 2.0], [100.0]
+    store = MemoryBudgetStore()  # The default clocks, driven by the test:
+    store._clock = lambda: wall[0]  # type: ignore[method-assign]
+    store._monotonic = lambda: ticks[0]
+    caps = Caps(cost=None, tokens=None, requests=3, period=3600.0)
+    for name in ("a", "b", "c"):
+        assert store.reserve("b", caps, name, 0, 0).granted
+    before = store.committed("b", caps)
+    wall[0] += step
+    ticks[0] += 0.5
+    for name in ("d", "e"):
+        assert not store.reserve("b", caps, name, 0, 0).granted
+    after = store.committed("b", caps)
+    assert after.requests == 3
+    assert after.resets_in is not None and before.resets_in is not None
+    assert abs(after.resets_in - before.resets_in) < 2.0
+    # Time goes on from there: the window ends when the monotonic clock says so.
+    wall[0] += before.resets_in
+    ticks[0] += before.resets_in
+    assert store.reserve("b", caps, "next", 0, 0).granted
+
+
+def test_a_clock_passed_to_the_memory_store_never_takes_a_window_back() -> None:
+    from fixedmodel.stores._budget_store import Caps
+    from fixedmodel.stores.budget_memory import MemoryBudgetStore
+
+    now = [3600.0 * 500_000 - 1.0]
+    store = MemoryBudgetStore(clock=lambda: now[0])
+    caps = Caps(cost=None, tokens=None, requests=2, period=3600.0)
+    assert store.reserve("b", caps, "a", 0, 0).granted
+    now[0] += 2.0  # A new hour: followed forward.
+    assert store.reserve("b", caps, "b", 0, 0).granted
+    assert store.reserve("b", caps, "c", 0, 0).granted
+    now[0] -= 5.0  # Back into the previous hour: not followed.
+    assert not store.reserve("b", caps, "d", 0, 0).granted
+    assert store.committed("b", caps).requests == 2
