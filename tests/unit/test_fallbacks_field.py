@@ -434,7 +434,7 @@ def _recording(seen: list[bool], model: str, *replies: object) -> FakeCompletion
     left = list(replies)
 
     def respond(call: CompletionCall) -> object:
-        seen.append(has_next_in_chain.get())
+        seen.append(bool(has_next_in_chain.get()))
         return left.pop(0) if len(left) > 1 else left[0]
 
     return FakeCompletion(respond, model=model)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
@@ -461,7 +461,7 @@ async def test_the_chain_flag_in_async_calls_and_nested_chains() -> None:
 
     def recording(model: str, reply: object) -> FakeACompletion:
         def respond(call: CompletionCall) -> object:
-            seen.append(has_next_in_chain.get())
+            seen.append(bool(has_next_in_chain.get()))
             return reply
 
         return FakeACompletion(respond, model=model)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
@@ -611,3 +611,51 @@ def test_a_prompt_holding_a_lone_surrogate_still_reaches_the_fallback(where: str
     backup = FakeCompletion(["from backup"], model="openai/gpt-4o")  # a window litellm knows
     answer = with_fallbacks(primary, backup)(messages=messages)  # type: ignore[arg-type]
     assert responses.text(answer) == "from backup"
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_balancer_waits_when_the_next_callable_cannot_take_the_prompt(
+    monkeypatch: pytest.MonkeyPatch, asynchronous: bool
+) -> None:
+    # The balancer's only deployment cools for 4 s and its policy waits up to 30 s; the
+    # fallback is an 8K model and the prompt has 10K tokens. The chain flag said "a next
+    # callable can answer now", so the balancer handed over at once, the chain skipped the
+    # fallback for its window and raised ContextWindowExceededError: a request the primary
+    # could serve 4 s later failed, with an error no retry takes up.
+    from fixedmodel.routing import load_balancing as lb_module
+    from fixedmodel.stores.cooldown_memory import MemoryCooldownStore
+
+    store_clock = Clock()
+    store = MemoryCooldownStore(clock=store_clock)
+    policy = CooldownPolicy(failures=1, cooldown=4.0, when_all_cooling="wait", max_wait=30.0)
+    store.failed("default:a", policy, probe=False, cool_for=4.0)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        store_clock.now += 5.0  # Past the 4 s cooldown.
+
+    async def asleep(seconds: float) -> None:
+        sleep(seconds)
+
+    monkeypatch.setattr(lb_module, "_sync_sleep", sleep)
+    monkeypatch.setattr(lb_module, "_async_sleep", asleep)
+    monkeypatch.setattr(lb_module, "_REMEMBER_REFUSAL", 0.0)
+    fake = FakeACompletion if asynchronous else FakeCompletion
+    primary = fake(lambda call: "from the balancer", model="gpt-4o")  # 128K
+    small = fake(lambda call: "small", model="gpt-4")  # 8K
+    chat: Any = with_fallbacks(
+        with_load_balancing({"a": primary}, cooldown=policy, store=store), small
+    )
+    with call_scope() as info:
+        answer = chat(messages=LONG, max_tokens=500)
+        answer = await answer if asynchronous else answer
+    assert responses.text(answer) == "from the balancer"
+    assert len(slept) == 1
+    assert small.calls == []
+    assert info.route_failures == ()
+    # A prompt the fallback takes: the balancer hands over at once, as before.
+    store.failed("default:a", policy, probe=False, cool_for=4.0)
+    answer = chat(messages=MESSAGES)
+    assert responses.text(await answer if asynchronous else answer) == "small"
+    assert len(slept) == 1

@@ -199,9 +199,11 @@ class _Call:
 
     __slots__ = (
         "arguments",
+        "chain",
         "failures",
         "flag",
         "further",
+        "index",
         "info",
         "name",
         "now",
@@ -211,11 +213,13 @@ class _Call:
         "start",
     )
 
-    def __init__(self, arguments: dict[str, Any]) -> None:
+    def __init__(self, chain: _Fallbacks, arguments: dict[str, Any]) -> None:
+        self.chain = chain
         self.arguments = arguments
         self.now = _clock()
         self.outer_has_next = has_next_in_chain.get()
-        self.flag: Token[bool] | None = None
+        self.flag: Token[object] | None = None
+        self.index = 0  # The callable tried.
         self.start = 0  # Where the search for the next callable to try begins.
         self.further = False  # Whether a callable after the one tried may still be tried.
         self.name = ""  # The name of the callable tried.
@@ -226,6 +230,12 @@ class _Call:
     def __enter__(self) -> _Call:
         self.info, self.opened = join_call()
         return self
+
+    def __bool__(self) -> bool:
+        """The chain flag: whether a callable after the one tried can take the request now
+        (not waiting out retry advice, and its context window takes it), or one after this
+        chain in a chain around it. Worked out when a layer below reads it."""
+        return self.chain._can_follow(self) or bool(self.outer_has_next)  # pyright: ignore[reportPrivateUsage]
 
     def __exit__(self, kind: type[BaseException] | None, *exc_info: object) -> None:
         if kind is None:
@@ -279,10 +289,10 @@ class _Fallbacks(Wrapper):
                 if detail is not None:
                     self._skip(call, index, "context_window", detail)
                     continue
-            call.further = further = self._has_next(call, index)
-            flag = has_next_in_chain.set(further or call.outer_has_next)
-            if call.flag is None:  # The first: leaving the call resets the flag through it.
-                call.flag = flag
+            call.further = self._has_next(call, index)
+            call.index = index
+            if call.flag is None:  # Set once; leaving the call resets the flag through it.
+                call.flag = has_next_in_chain.set(call)
             if call.start:  # After a failure: a fallback.
                 call.info.fallbacks_tried += 1
             call.name = self._names[index]
@@ -297,6 +307,14 @@ class _Fallbacks(Wrapper):
     def _has_next(self, call: _Call, index: int) -> bool:
         """Whether a callable after ``index`` may still be tried (advice known now)."""
         return any(not self._advised(i, call.now) for i in range(index + 1, len(self._calls)))
+
+    def _can_follow(self, call: _Call) -> bool:
+        """Whether a callable after the one ``call`` tries can take its request now: not
+        waiting out retry advice, and not too small for it (measured only when asked)."""
+        return any(
+            not self._advised(i, call.now) and self._fits[i].misfit(call.arguments) is None
+            for i in range(call.index + 1, len(self._calls))
+        )
 
     def _failed(self, call: _Call, index: int, error: Exception) -> bool:
         """Record a failure; tell whether to go on to the next callable (else give up)."""
@@ -377,7 +395,7 @@ class _AsyncFallbacks(_Fallbacks):
     __slots__ = ()
 
     async def __call__(self, **kwargs: Any) -> Any:
-        with _Call(forward(kwargs)) as call:
+        with _Call(self, forward(kwargs)) as call:
             while (index := self._next(call)) is not None:
                 try:
                     with attempt("fallback", self._calls[index], call.name):
@@ -395,7 +413,7 @@ class _SyncFallbacks(_Fallbacks):
     __slots__ = ()
 
     def __call__(self, **kwargs: Any) -> Any:
-        with _Call(forward(kwargs)) as call:
+        with _Call(self, forward(kwargs)) as call:
             while (index := self._next(call)) is not None:
                 try:
                     with attempt("fallback", self._calls[index], call.name):
