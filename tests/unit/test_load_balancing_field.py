@@ -422,3 +422,50 @@ def test_a_repeated_deployment_is_refused_at_construction() -> None:
         with_load_balancing([with_load_balancing([a, b]), b])  # Through nesting.
     # Two callables bound to one model name are two deployments: accepted.
     with_load_balancing([a, FakeCompletion(model="a/one")])
+
+
+# --- a failure before any request says nothing of the deployment -------------------------------
+
+
+def _refusing_a(metadata_key: str) -> Callable[[CompletionCall], Any]:
+    """Deployment a: your code refuses some requests before sending them; the rest get 503."""
+
+    def answer(call: CompletionCall) -> Any:
+        metadata: Any = call.params.get("metadata") or {}
+        if metadata.get(metadata_key):
+            raise ValueError("this request is refused before anything is sent")
+        return Fail(503)
+
+    return answer
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_failure_before_sending_is_no_verdict_on_a_deployment(asynchronous: bool) -> None:
+    # A half-open probe that ended with a ValueError raised before any request closed the
+    # circuit ("it answered"), and such an error between failures reset their count: the
+    # deployment was declared healthy by a call that never reached it.
+    clock = Clock()
+    store = MemoryCooldownStore(clock=clock)
+    policy = CooldownPolicy(failures=3, cooldown=10.0, when_all_cooling="raise")
+    fake = FakeACompletion if asynchronous else FakeCompletion
+    a = fake(_refusing_a("refuse"), model="m")
+    chat: Any = with_load_balancing({"a": a}, cooldown=policy, store=store)
+
+    async def call(**kwargs: Any) -> None:
+        with pytest.raises(Exception) as raised:
+            result = chat(messages=MESSAGES, **kwargs)
+            await result if asynchronous else result
+        assert isinstance(raised.value, ValueError | litellm.ServiceUnavailableError)
+
+    store.failed("default:a", policy, probe=False, cool_for=5.0)
+    clock.now += 6.0  # Half-open: the next call is the probe.
+    await call(metadata={"refuse": True})
+    assert store.enter("default:a", policy).probe  # Still half-open: probed again.
+    store.released("default:a")
+    # Two 503s, a refusal before sending, a third 503: three failures in a row open it.
+    store.succeeded("default:a")
+    for refuse in (False, False, True, False):
+        await call(metadata={"refuse": refuse})
+    entry = store.enter("default:a", policy)
+    assert not entry.granted
+    assert entry.retry_in == pytest.approx(10.0)

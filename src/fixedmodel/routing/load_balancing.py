@@ -56,6 +56,7 @@ from fixedmodel.routing._deployments import (
     cool_for,
     counts_against,
     is_budget_refusal,
+    sent_nothing,
 )
 from fixedmodel.routing._first_chunk import afirst_chunk, first_chunk, is_stream
 from fixedmodel.routing._route import (
@@ -341,7 +342,7 @@ class _Balanced(Wrapper):
     ) -> None:
         deployment = attempt.deployment
         self._finished(deployment)
-        if attempt.usage is not None and is_budget_refusal(error):  # Nothing was sent.
+        if attempt.usage is not None and sent_nothing(error):
             with self._lock:
                 deployment.usage.refund(attempt.usage)
         note_failure(info, deployment.name, error)
@@ -470,7 +471,7 @@ class _AsyncBalanced(_Balanced):
                             await afirst_chunk(result)  # A failure before it may go elsewhere.
                 except Exception as error:
                     self._failed(info, attempt, error, failures)
-                    await self._ashare_end(attempt, None, not is_budget_refusal(error))
+                    await self._ashare_end(attempt, None, not sent_nothing(error))
                     await self._report_failure(attempt, error)
                     if self._goes_on(error, tried):
                         after = deployment
@@ -555,7 +556,7 @@ class _AsyncBalanced(_Balanced):
             await self._store.afailed(deployment.key, self._policy, probe=probe, cool_for=seconds)
         if verdicts:
             return
-        if is_budget_refusal(error):  # Nothing was sent: no verdict on the deployment.
+        if sent_nothing(error):  # Nothing was sent: no verdict on the deployment.
             if entry.probe:
                 await self._store.areleased(deployment.key)
         elif entry.probe or entry.failures:  # It answered: the deployment itself is fine.
@@ -603,7 +604,7 @@ class _SyncBalanced(_Balanced):
                             first_chunk(result)  # A failure before it may go elsewhere.
                 except Exception as error:
                     self._failed(info, attempt, error, failures)
-                    self._share_end(attempt, None, not is_budget_refusal(error))
+                    self._share_end(attempt, None, not sent_nothing(error))
                     self._report_failure(attempt, error)
                     if self._goes_on(error, tried):
                         after = deployment
@@ -668,7 +669,7 @@ class _SyncBalanced(_Balanced):
             self._store.failed(deployment.key, self._policy, probe=probe, cool_for=seconds)
         if verdicts:
             return
-        if is_budget_refusal(error):
+        if sent_nothing(error):
             if entry.probe:
                 self._store.released(deployment.key)
         elif entry.probe or entry.failures:
