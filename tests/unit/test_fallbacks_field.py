@@ -27,7 +27,7 @@ from fixedmodel.middleware._errors import retry_after
 from fixedmodel.routing import fallbacks as fallbacks_module
 from fixedmodel.routing import is_fallback_worthy
 from fixedmodel.routing._chain import has_next_in_chain
-from fixedmodel.routing._deployments import counts_against
+from fixedmodel.routing._deployments import cool_for, counts_against
 from fixedmodel.testing import (
     CompletionCall,
     Fail,
@@ -105,6 +105,51 @@ def test_sync_retry_advice_of_any_kind_skips_for_its_length(
     clock.now = 1000.0 + seconds + 0.01
     primary.add("back")
     assert responses.text(chat(messages=MESSAGES)) == "back"
+
+
+class _DictHeadersError(Exception):
+    """A hand-written callable's error: a status and a plain dict of the server's headers."""
+
+    def __init__(self, status: int, headers: dict[str, object]) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status_code = status
+        self.response = type("Answer", (), {"status_code": status, "headers": headers})()
+
+
+def _dict_header_failures() -> list[Exception]:
+    litellm_error = litellm.RateLimitError("slow down", llm_provider="openai", model="m")
+    litellm_error.litellm_response_headers = {"Retry-After": "47"}  # type: ignore[attr-defined]
+    return [
+        litellm_error,
+        _DictHeadersError(503, {"Retry-After": "47", "Content-Type": "application/json"}),
+        _DictHeadersError(429, {"Retry-After-Ms": 47_000}),
+    ]
+
+
+@pytest.mark.parametrize("failure", _dict_header_failures(), ids=["litellm", "503", "ms"])
+def test_retry_advice_in_a_plain_dict_is_read_whatever_its_case(
+    clock: Clock, failure: Exception
+) -> None:
+    # Header names are case-insensitive; a plain dict keeps the server's "Retry-After", and
+    # the advice was lost: the primary was asked again on the next call, the deployment
+    # cooled by the failure count only.
+    assert retry_after(failure) == 47.0
+    raised = iter([failure])
+
+    def primary_answer(call: CompletionCall) -> object:
+        raise next(raised)
+
+    primary = FakeCompletion(primary_answer, model="a/primary")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    backup = FakeCompletion(lambda call: "b", model="b/backup")
+    chat = with_fallbacks(primary, backup)
+    chat(messages=MESSAGES)
+    clock.now += 46.0
+    with call_scope() as info:
+        assert responses.text(chat(messages=MESSAGES)) == "b"
+    assert info.route_skips == (("a/primary#0", "retry_after"),)
+    assert len(primary.calls) == 1
+    policy = CooldownPolicy(failures=3)
+    assert cool_for(failure, policy) == 47.0
 
 
 def test_a_failure_without_advice_does_not_skip(clock: Clock) -> None:

@@ -391,6 +391,11 @@ def answer_headers(exc: BaseException) -> Mapping[str, str] | None:
     non-empty one counts: a failure with no answer behind it (a dropped connection) has none.
     """
     for source in (getattr(exc, "litellm_response_headers", None), _response_headers(exc)):
+        if isinstance(source, dict) and source:
+            # A plain dict (a provider's, or a hand-written error's) keeps the server's case
+            # ("Retry-After"); header names are case-insensitive (RFC 9110 §5.1).
+            items: dict[object, object] = source  # pyright: ignore[reportUnknownVariableType]
+            return {str(name).lower(): str(value) for name, value in items.items()}
         if isinstance(source, Mapping) and source:
             headers: Mapping[str, str] = source  # pyright: ignore[reportUnknownVariableType]
             return headers
