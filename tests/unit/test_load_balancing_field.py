@@ -24,6 +24,7 @@ from fixedmodel import (
     with_retries,
 )
 from fixedmodel.middleware import retries as retries_module
+from fixedmodel.middleware._errors import retry_after
 from fixedmodel.routing import load_balancing as lb_module
 from fixedmodel.routing._chain import has_next_in_chain
 from fixedmodel.routing.load_balancing import Strategy
@@ -469,3 +470,71 @@ async def test_a_failure_before_sending_is_no_verdict_on_a_deployment(asynchrono
     entry = store.enter("default:a", policy)
     assert not entry.granted
     assert entry.retry_in == pytest.approx(10.0)
+
+
+# --- a call arriving while another call probes waits for the probe --------------------------------
+
+
+def test_a_refusal_while_a_probe_is_out_says_look_again_soon() -> None:
+    # The probe's lease (probe_timeout, 60 s) was the retry_in: with max_wait 30 s the other
+    # callers never waited for the probe, they failed at once with "recovers in 60 s".
+    clock = Clock()
+    store = MemoryCooldownStore(clock=clock)
+    policy = CooldownPolicy(failures=1, cooldown=5.0, probe_timeout=60.0)
+    store.failed("d", policy, probe=False, cool_for=None)
+    clock.now += 6.0
+    assert store.enter("d", policy).probe  # Another caller probes.
+    entry = store.enter("d", policy)
+    assert not entry.granted
+    assert 0.0 < entry.retry_in <= 1.0
+    clock.now += 59.5  # Near the end of the lease: what is left of it.
+    assert store.enter("d", policy).retry_in == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_call_arriving_during_a_probe_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch, asynchronous: bool
+) -> None:
+    clock = Clock()
+    store = MemoryCooldownStore(clock=clock)
+    policy = CooldownPolicy()  # Waits up to 30 s; a probe's lease is 60 s.
+    store.failed("default:a", policy, probe=False, cool_for=5.0)
+    clock.now += 6.0
+    assert store.enter("default:a", policy).probe  # Another caller's probe is out.
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+        if len(slept) == 2:
+            store.succeeded("default:a")  # The probe answered.
+
+    async def asleep(seconds: float) -> None:
+        sleep(seconds)
+
+    monkeypatch.setattr(lb_module, "_sync_sleep", sleep)
+    monkeypatch.setattr(lb_module, "_async_sleep", asleep)
+    monkeypatch.setattr(lb_module, "_REMEMBER_REFUSAL", 0.0)
+    fake = FakeACompletion if asynchronous else FakeCompletion
+    chat: Any = with_load_balancing(
+        {"a": fake(lambda call: "a", model="m")}, cooldown=policy, store=store
+    )
+    answer = chat(messages=MESSAGES)
+    assert responses.text(await answer if asynchronous else answer) == "a"
+    assert len(slept) == 2 and all(0.0 < pause <= 1.0 for pause in slept)
+    # A policy that does not wait (or a chain around it) raises at once, with the advice to
+    # look again in about a second, not the probe's lease: a chain would skip it that long,
+    # a with_retries outside would wait that long.
+    store.failed("default:a", policy, probe=False, cool_for=5.0)
+    clock.now += 6.0
+    assert store.enter("default:a", policy).probe
+    raising = CooldownPolicy(when_all_cooling="raise")
+    chat = with_load_balancing(
+        {"a": fake(lambda call: "a", model="m")}, cooldown=raising, store=store
+    )
+    with pytest.raises(litellm.RateLimitError) as raised:
+        answer = chat(messages=MESSAGES)
+        await answer if asynchronous else answer
+    advice = retry_after(raised.value)
+    assert advice is not None and 0.0 < advice <= 1.0
+    assert len(slept) == 2
