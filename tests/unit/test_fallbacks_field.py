@@ -24,6 +24,7 @@ from fixedmodel import (
 )
 from fixedmodel.middleware._call import call_scope
 from fixedmodel.middleware._errors import retry_after
+from fixedmodel.middleware.retries import RetryPolicy
 from fixedmodel.routing import fallbacks as fallbacks_module
 from fixedmodel.routing import is_fallback_worthy
 from fixedmodel.routing._chain import has_next_in_chain
@@ -392,7 +393,21 @@ def _httpx_error(status: int) -> Exception:
     )
 
 
-STATUS_CARRIERS = [_api_error, StatusError, TextStatusError, _httpx_error]
+def _aiohttp_error(status: int, headers: dict[str, str] | None = None) -> Exception:
+    """What aiohttp's ``raise_for_status()`` raises: the status in ``status``, not
+    ``status_code``, and the answer's headers in ``headers``."""
+    import aiohttp
+    from multidict import CIMultiDict, CIMultiDictProxy
+    from yarl import URL
+
+    url = URL("http://127.0.0.1:9/v1/chat/completions")
+    info = aiohttp.RequestInfo(url, "POST", CIMultiDictProxy(CIMultiDict()), url)
+    return aiohttp.ClientResponseError(
+        info, (), status=status, message="", headers=CIMultiDict(headers or {})
+    )
+
+
+STATUS_CARRIERS = [_api_error, StatusError, TextStatusError, _httpx_error, _aiohttp_error]
 
 
 @pytest.mark.parametrize("make", STATUS_CARRIERS)
@@ -431,6 +446,51 @@ def test_denied_and_not_found_follow_the_authentication_flag(make: type[Exceptio
     assert is_denied(make(401))
     assert is_not_found(make(404))
     assert not is_denied(make(404))
+
+
+def _transport_failures() -> list[BaseException]:
+    import aiohttp
+    import openai
+
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    return [
+        httpx.ConnectError("refused", request=request),
+        httpx.ReadTimeout("timed out", request=request),
+        httpx.RemoteProtocolError("peer closed connection", request=request),
+        TimeoutError("timed out"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        openai.APITimeoutError(request=request),
+        openai.APIConnectionError(request=request),
+        aiohttp.ServerDisconnectedError(),
+    ]
+
+
+@pytest.mark.parametrize("failure", _transport_failures(), ids=lambda e: type(e).__name__)
+def test_a_hand_written_callables_timeout_or_dropped_connection_is_a_route_failure(
+    failure: BaseException,
+) -> None:
+    # litellm raises Timeout or APIConnectionError for these, and every layer takes them up;
+    # raised as they are by a hand-written callable (httpx, the openai SDK, aiohttp), they
+    # were neither retried, nor fallen back on, nor counted against a deployment.
+    from fixedmodel.middleware._errors import is_retryable
+
+    assert is_retryable(failure)
+    assert is_fallback_worthy(failure)
+    assert counts_against(failure)
+    primary = FakeCompletion([failure], model="a/one")  # type: ignore[list-item]
+    backup = FakeCompletion(lambda call: "backup", model="b/two")
+    assert responses.text(with_fallbacks(primary, backup)(messages=MESSAGES)) == "backup"
+    retried = FakeCompletion([failure, "again"], model="a/one")  # type: ignore[list-item]
+    policy = RetryPolicy(max_attempts=2, initial_wait=0.0, jitter=0.0)
+    assert responses.text(with_retries(retried, policy)(messages=MESSAGES)) == "again"
+    # A local failure stays what it was: not retried, not fallen back on.
+    assert not is_fallback_worthy(FileNotFoundError("prompt.txt"))
+
+
+def test_an_aiohttp_answers_retry_after_is_read() -> None:
+    error = _aiohttp_error(429, {"Retry-After": "12"})
+    assert retry_after(error) == 12.0
+    assert cool_for(error, CooldownPolicy()) == 12.0
 
 
 def test_a_status_is_read_from_an_int_a_numeric_string_or_the_response() -> None:
