@@ -19,6 +19,7 @@ from fixedmodel import (
     RetryPolicy,
     responses,
     with_cache,
+    with_fallbacks,
     with_load_balancing,
     with_rate_limit,
     with_retries,
@@ -538,3 +539,104 @@ async def test_a_call_arriving_during_a_probe_waits_for_it(
     advice = retry_after(raised.value)
     assert advice is not None and 0.0 < advice <= 1.0
     assert len(slept) == 2
+
+
+# --- a stream of the last deployment tried that fails before any content counts against it --------
+
+
+def _role_only() -> Any:
+    from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
+
+    delta = Delta(role="assistant", content="")
+    return ModelResponseStream(model="m", choices=[StreamingChoices(index=0, delta=delta)])
+
+
+def _text(text: str) -> Any:
+    from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
+
+    delta = Delta(content=text)
+    return ModelResponseStream(model="m", choices=[StreamingChoices(index=0, delta=delta)])
+
+
+def _failing_streams(asynchronous: bool, before: list[Any]) -> Any:
+    """A fake whose streams yield ``before`` (chunks), then fail: the connection drops."""
+    base = FakeACompletion if asynchronous else FakeCompletion
+
+    class Failing(base):  # type: ignore[valid-type,misc]
+        def __init__(self) -> None:
+            super().__init__(lambda call: "x", model="m")
+
+        def _break(self, stream: Any) -> Any:
+            def chunks() -> Any:
+                yield from before
+                raise ConnectionResetError(104, "Connection reset by peer")
+
+            async def achunks() -> Any:
+                for chunk in before:
+                    yield chunk
+                raise ConnectionResetError(104, "Connection reset by peer")
+
+            stream.completion_stream = achunks() if asynchronous else chunks()
+            return stream
+
+        if asynchronous:
+
+            async def __call__(self, **kwargs: Any) -> Any:
+                return self._break(await super().__call__(**kwargs))
+        else:
+
+            def __call__(self, **kwargs: Any) -> Any:
+                return self._break(super().__call__(**kwargs))
+
+    return Failing()
+
+
+async def _drain(stream: Any, asynchronous: bool) -> None:
+    if asynchronous:
+        async for _ in await stream:
+            pass
+    else:
+        for _ in stream:
+            pass
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_stream_failing_before_content_on_the_last_deployment_cools_it(
+    asynchronous: bool,
+) -> None:
+    # The last deployment a call tries is not read ahead: its stream reached the caller, failed
+    # after the role-only chunk, and the balancer never heard of it. An only deployment whose
+    # streams all break never cooled, and a chain around it paid a failed request every call.
+    policy = CooldownPolicy(failures=1, cooldown=30.0, when_all_cooling="raise")
+    store = MemoryCooldownStore()
+    broken = _failing_streams(asynchronous, [_role_only()])
+    chat: Any = with_load_balancing({"a": broken}, cooldown=policy, store=store)
+    with pytest.raises(Exception, match="Connection reset"):
+        await _drain(chat(messages=MESSAGES, stream=True), asynchronous)
+    entry = store.enter("default:a", policy)
+    assert not entry.granted and entry.retry_in == pytest.approx(30.0, abs=1.0)
+    # Inside a chain: the chain reads ahead, falls back, and the next call skips it.
+    store = MemoryCooldownStore()
+    broken = _failing_streams(asynchronous, [_role_only()])
+    backup = (FakeACompletion if asynchronous else FakeCompletion)(["b", "b"], model="n")
+    balanced = with_load_balancing({"a": broken}, cooldown=policy, store=store)
+    chain: Any = with_fallbacks(balanced, backup)
+    for _ in range(2):
+        answer = chain(messages=MESSAGES, stream=True)
+        stream = await answer if asynchronous else answer
+        if asynchronous:
+            assert "".join([c.choices[0].delta.content or "" async for c in stream]) == "b"
+        else:
+            assert "".join(c.choices[0].delta.content or "" for c in stream) == "b"
+    assert len(broken.calls) == 1
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_stream_failing_after_content_is_the_callers(asynchronous: bool) -> None:
+    policy = CooldownPolicy(failures=1, cooldown=30.0, when_all_cooling="raise")
+    store = MemoryCooldownStore()
+    broken = _failing_streams(asynchronous, [_role_only(), _text("Hel")])
+    chat: Any = with_load_balancing({"a": broken}, cooldown=policy, store=store)
+    with pytest.raises(Exception, match="Connection reset"):
+        await _drain(chat(messages=MESSAGES, stream=True), asynchronous)
+    assert store.enter("default:a", policy).granted

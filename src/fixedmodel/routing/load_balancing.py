@@ -308,7 +308,11 @@ class _Balanced(Wrapper):
         if stream:
             # A stream keeps the deployment busy until it ends; its usage comes last.
             watched: Any = result  # litellm's stream class, checked just above
-            watch_stream(watched, lambda end: self._stream_ended(attempt, sent, end, shared_end))
+            watch_stream(
+                watched,
+                lambda end: self._stream_ended(attempt, sent, end, shared_end),
+                awatcher=self._astream_ender(attempt, sent, shared_end),
+            )
             return None
         self._finished(deployment)
         return used, sent
@@ -328,6 +332,28 @@ class _Balanced(Wrapper):
                 deployment.usage.correct(usage, float(tokens))
         if shared_end is not None and attempt.shared is not None:
             shared_end(attempt, tokens, sent)
+
+    def _astream_ender(
+        self,
+        attempt: _Try,
+        sent: bool,
+        shared_end: Callable[[_Try, int | None, bool], None] | None,
+    ) -> Callable[[StreamEnd], Awaitable[None]] | None:
+        """What an async stream's end awaits (None: the sync watcher is enough)."""
+        return None
+
+    def _stream_verdict(self, attempt: _Try, end: StreamEnd) -> tuple[bool, float | None] | None:
+        """What to tell the store, ``(probe, cool_for)``, of a stream handed to the caller
+        that failed before any content in a way that counts against its deployment (the last
+        deployment a call tries is not read ahead, so such a failure comes to light only
+        here); None otherwise. A probe's success was told at the return: this is its failure."""
+        error = end.error
+        if error is None or end.delivered or not counts_against(error):
+            return None
+        seconds = cool_for(error, self._policy)
+        if seconds is not None:
+            _cooling(attempt.deployment, time.monotonic(), seconds, later=True)
+        return attempt.entry.probe, seconds
 
     def _finished(self, deployment: Deployment) -> None:
         with self._lock:
@@ -431,6 +457,22 @@ def _annotate(failures: list[tuple[str, BaseException]]) -> None:
 
 class _AsyncBalanced(_Balanced):
     __slots__ = ()
+
+    def _astream_ender(
+        self,
+        attempt: _Try,
+        sent: bool,
+        shared_end: Callable[[_Try, int | None, bool], None] | None,
+    ) -> Callable[[StreamEnd], Awaitable[None]] | None:
+        async def ended(end: StreamEnd) -> None:
+            self._stream_ended(attempt, sent, end, shared_end)
+            verdict = self._stream_verdict(attempt, end)
+            if verdict is not None:
+                probe, seconds = verdict
+                key, policy = attempt.deployment.key, self._policy
+                await self._store.afailed(key, policy, probe=probe, cool_for=seconds)
+
+        return ended
 
     async def __call__(self, **kwargs: Any) -> Any:
         info, opened = join_call()
@@ -565,6 +607,19 @@ class _AsyncBalanced(_Balanced):
 
 class _SyncBalanced(_Balanced):
     __slots__ = ()
+
+    def _stream_ended(
+        self,
+        attempt: _Try,
+        sent: bool,
+        end: StreamEnd,
+        shared_end: Callable[[_Try, int | None, bool], None] | None,
+    ) -> None:
+        super()._stream_ended(attempt, sent, end, shared_end)
+        verdict = self._stream_verdict(attempt, end)
+        if verdict is not None:
+            probe, seconds = verdict
+            self._store.failed(attempt.deployment.key, self._policy, probe=probe, cool_for=seconds)
 
     def __call__(self, **kwargs: Any) -> Any:
         info, opened = join_call()
