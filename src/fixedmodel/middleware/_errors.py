@@ -431,7 +431,7 @@ def answer_headers(exc: BaseException) -> Mapping[str, str] | None:
     the error's ``response`` (1.100 leaves that response's headers empty). The first
     non-empty one counts: a failure with no answer behind it (a dropped connection) has none.
     """
-    sources = (
+    sources: tuple[object, ...] = (
         getattr(exc, "litellm_response_headers", None),
         _response_headers(exc),
         getattr(exc, "headers", None),  # aiohttp's ClientResponseError keeps them there
