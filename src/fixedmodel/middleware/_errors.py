@@ -15,6 +15,7 @@ import functools
 import json
 import time
 from collections.abc import Iterator, Mapping
+from typing import cast
 
 from fixedmodel._litellm import litellm_module
 
@@ -437,14 +438,14 @@ def answer_headers(exc: BaseException) -> Mapping[str, str] | None:
         getattr(exc, "headers", None),  # aiohttp's ClientResponseError keeps them there
     )
     for source in sources:
-        if isinstance(source, dict) and source:
+        if not isinstance(source, Mapping) or not source:
+            continue
+        if isinstance(source, dict):
             # A plain dict (a provider's, or a hand-written error's) keeps the server's case
             # ("Retry-After"); header names are case-insensitive (RFC 9110 §5.1).
-            items: dict[object, object] = source  # pyright: ignore[reportUnknownVariableType]
+            items = cast("dict[object, object]", source)
             return {str(name).lower(): str(value) for name, value in items.items()}
-        if isinstance(source, Mapping) and source:
-            headers: Mapping[str, str] = source  # pyright: ignore[reportUnknownVariableType]
-            return headers
+        return cast("Mapping[str, str]", source)
     return None
 
 
