@@ -620,6 +620,41 @@ async def test_an_unpriced_member_after_a_priced_one_counts_its_tokens(
         assert (status.cost, status.tokens, status.requests) == (0.0, 30, 1)
 
 
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_the_worst_case_of_a_chain_holds_for_a_member_binding_no_output_limit(
+    asynchronous: bool,
+) -> None:
+    # The primary binds max_tokens=100; the fallback binds none. The request was read with
+    # the primary's defaults alone: 100 output tokens reserved (0.0017 USD), and the fallback
+    # wrote 5,000 (0.05 USD): five times a cap of 0.01.
+    budget = Budget(max_cost=0.01)
+    fake = FakeACompletion if asynchronous else FakeCompletion
+    primary = fake([Fail(503)], model=f"openai/{MODEL}", max_tokens=100)
+    long = Reply("long " * 10, usage=FakeUsage(prompt_tokens=10, completion_tokens=5_000))
+    backup = fake([long], model="openai/gpt-4o")
+    chat: Any = with_budget(with_fallbacks(primary, backup), budget)
+    cost, _ = _worst(chat, messages=MESSAGES)
+    assert cost >= _cost("openai/gpt-4o", 0, 16_384)
+    with pytest.raises(litellm.BudgetExceededError):
+        answer = chat(messages=MESSAGES)
+        await answer if asynchronous else answer
+    assert (primary.calls, backup.calls) == ([], [])
+    assert budget.status().cost == 0.0
+    # A limit the call gives holds for every member: 100 tokens at gpt-4o's price fit.
+    cost, _ = _worst(chat, messages=MESSAGES, max_tokens=50)
+    assert cost < 0.01
+    # So does a choice count bound by one member only.
+    many = with_budget(
+        with_fallbacks(
+            fake(model="openai/gpt-4o", max_tokens=10),
+            fake(model="openai/gpt-4o", n=4, max_tokens=10),
+        ),
+        Budget(max_cost=1.0),
+    )
+    _, tokens = _worst(many, messages=MESSAGES)
+    assert tokens >= 4 * 10
+
+
 def test_refuse_holds_for_every_member_of_a_chain() -> None:
     # Reserving at a chain's dearest priced member let unknown_price="refuse" pass a chain
     # whose first member has no model: it could answer at a cost nobody knows.
