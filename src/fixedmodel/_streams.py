@@ -37,7 +37,7 @@ from fixedmodel._litellm import litellm_module
 if TYPE_CHECKING:
     from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 
-__all__ = ["StreamEnd", "StreamUsage", "stream_subclass", "watch_stream"]
+__all__ = ["StreamEnd", "StreamUsage", "carries_content", "stream_subclass", "watch_stream"]
 
 LOGGER = logging.getLogger("fixedmodel")
 
@@ -72,6 +72,9 @@ class StreamEnd:
         first_chunk_at: ``time.perf_counter()`` when the first chunk reached the caller, or None.
         text: The text the caller received: content, reasoning, and tool calls' names and
             arguments, in order (for an estimate when no usage was reported).
+        delivered: A chunk the caller received carried content (see
+            :func:`carries_content`); the role-only chunk OpenAI-compatible streams open
+            with does not.
     """
 
     usage: StreamUsage | None
@@ -80,6 +83,43 @@ class StreamEnd:
     chunks: int
     first_chunk_at: float | None
     text: str = ""
+    delivered: bool = False
+
+
+_NO_CHOICES = object()
+# Delta fields whose non-empty value the caller can use (litellm's Delta; OpenAI's
+# ChatCompletionChunk delta has content, tool_calls, function_call, refusal).
+_CONTENT_FIELDS = (
+    "content",
+    "tool_calls",
+    "function_call",
+    "audio",
+    "reasoning_content",
+    "thinking_blocks",
+    "images",
+    "refusal",
+)
+
+
+def carries_content(chunk: object) -> bool:
+    """Whether a stream chunk carries something the caller can use (not only a role).
+
+    A chunk of an unknown shape (no ``choices``) counts as content; one with no choices (a
+    usage-only chunk) or whose deltas are all empty does not.
+    """
+    choices: object = getattr(chunk, "choices", _NO_CHOICES)
+    if choices is _NO_CHOICES:
+        return True
+    if not isinstance(choices, list | tuple):
+        return True
+    for choice in cast("list[object]", choices):
+        delta: object = getattr(choice, "delta", None)
+        if delta is None:
+            continue
+        for field in _CONTENT_FIELDS:
+            if getattr(delta, field, None):
+                return True
+    return False
 
 
 def _int(value: object) -> int:
@@ -134,6 +174,7 @@ class _Watch:
     __slots__ = (
         "__weakref__",
         "chunks",
+        "delivered",
         "done",
         "first_chunk_at",
         "inside",
@@ -148,6 +189,7 @@ class _Watch:
         self.text: list[str] = []
         self.usage: StreamUsage | None = None
         self.chunks = 0
+        self.delivered = False
         self.first_chunk_at: float | None = None
         self.done = False
         # True while litellm's own __next__/__anext__ runs: it closes the stream itself at
@@ -159,6 +201,8 @@ class _Watch:
         if self.chunks == 0:
             self.first_chunk_at = time.perf_counter()
         self.chunks += 1
+        if not self.delivered:  # Until the first chunk with content, then one attribute read.
+            self.delivered = carries_content(chunk)
         self.text.extend(_text_of(chunk))
         usage = _usage_of(chunk)
         if usage is not None:
@@ -166,7 +210,9 @@ class _Watch:
 
     def outcome(self, *, completed: bool, error: BaseException | None) -> StreamEnd:
         text = "".join(self.text)
-        return StreamEnd(self.usage, completed, error, self.chunks, self.first_chunk_at, text)
+        return StreamEnd(
+            self.usage, completed, error, self.chunks, self.first_chunk_at, text, self.delivered
+        )
 
     def _take(self) -> list[tuple[Watcher, AsyncWatcher | None]] | None:
         with self.lock:

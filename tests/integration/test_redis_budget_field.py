@@ -54,6 +54,10 @@ def test_sync_streams_dropped_or_failed(make_budget: field.MakeBudget) -> None:
     field.scenario_sync_streams_dropped_or_failed(make_budget, "break")
 
 
+async def test_streams_failing_after_the_role_chunk(make_budget: field.MakeBudget) -> None:
+    await field.scenario_streams_failing_after_the_role_chunk(make_budget)
+
+
 def test_settled_before_asyncio_run_returns(make_budget: field.MakeBudget) -> None:
     field.scenario_settled_before_asyncio_run_returns(make_budget, mocked=True)
 

@@ -44,6 +44,24 @@ def test_slower_failures_while_open_keep_the_deadline_in_redis(
         assert 4.0 < entry.retry_in <= 5.0
 
 
+def test_a_refusal_while_a_probe_is_out_says_look_again_soon_in_redis(
+    redis_server: servers.RedisServer,
+) -> None:
+    # The probe's lease (60 s) was the retry_in: callers arriving during a probe never
+    # waited for it (max_wait 30 s) and a chain around the balancer skipped it for 60 s.
+    policy = CooldownPolicy(failures=1, cooldown=0.1, probe_timeout=60.0)
+    namespace = servers.unique_namespace("probe-poll")
+    with RedisCooldownStore(redis_server.url, namespace=namespace) as store:
+        store.failed("d", policy, probe=False, cool_for=None)
+        time.sleep(0.2)
+        assert store.enter("d", policy).probe
+        entry = store.enter("d", policy)
+        assert not entry.granted
+        assert 0.0 < entry.retry_in <= 1.0
+        store.succeeded("d")  # The probe answered: the next call goes in.
+        assert store.enter("d", policy).granted
+
+
 @pytest.mark.parametrize("probe", [False, True], ids=["a call", "the probe"])
 def test_a_shorter_retry_after_never_shortens_a_cooldown_in_redis(
     redis_server: servers.RedisServer, probe: bool

@@ -169,6 +169,66 @@ def test_sync_streams_dropped_or_failed_give_their_reservation_back(ending: str)
     scenario_sync_streams_dropped_or_failed(memory_budget, ending)
 
 
+def _role_only() -> Any:
+    """The chunk OpenAI-compatible streams open with: a role, empty content."""
+    from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
+
+    delta = Delta(role="assistant", content="")
+    return ModelResponseStream(model=MODEL, choices=[StreamingChoices(index=0, delta=delta)])
+
+
+class RoleThenFailingStream(FakeCompletion):
+    """Sync litellm streams that hand over the role-only chunk, then fail."""
+
+    def __call__(self, **kwargs: Any) -> Any:
+        stream = super().__call__(**kwargs)
+
+        def failing() -> Any:
+            yield _role_only()
+            raise ConnectionResetError("the provider hung up")
+
+        stream.completion_stream = failing()
+        return stream
+
+
+class RoleThenFailingAStream(FakeACompletion):
+    """Async litellm streams that hand over the role-only chunk, then fail."""
+
+    async def __call__(self, **kwargs: Any) -> Any:
+        stream = await super().__call__(**kwargs)
+
+        async def failing() -> AsyncIterator[Any]:
+            yield _role_only()
+            raise ConnectionResetError("the provider hung up")
+
+        stream.completion_stream = failing()
+        return stream
+
+
+async def scenario_streams_failing_after_the_role_chunk(make_budget: MakeBudget) -> None:
+    # The role-only chunk reached the caller, then the stream failed: it kept the prompt's
+    # estimate charged, though the caller got nothing it could use (a stream failing before
+    # any chunk is refunded).
+    budget = make_budget(max_cost=1.0, max_tokens=100_000)
+    sync_chat = with_budget(RoleThenFailingStream(lambda call: WORDS, model=MODEL), budget)
+    async_chat = with_budget(RoleThenFailingAStream(lambda call: WORDS, model=MODEL), budget)
+    received: list[Any] = []
+    with pytest.raises(Exception, match="hung up"):
+        for chunk in sync_chat(messages=MESSAGES, stream=True, max_tokens=100):
+            received.append(chunk)
+    with pytest.raises(Exception, match="hung up"):
+        async for chunk in await async_chat(messages=MESSAGES, stream=True, max_tokens=100):
+            received.append(chunk)
+    assert len(received) == 2  # The role-only chunk reached the caller, twice.
+    status = await budget.astatus()
+    assert (status.cost, status.tokens, status.requests) == (0.0, 0, 2)
+    assert (status.cost_in_flight, status.tokens_in_flight) == (0.0, 0)
+
+
+async def test_a_stream_failing_after_the_role_only_chunk_is_refunded() -> None:
+    await scenario_streams_failing_after_the_role_chunk(memory_budget)
+
+
 async def test_a_stream_closed_part_way_settles_its_usage_when_it_reported_one() -> None:
     budget = Budget(max_cost=1.0)
     usage_first = Reply("a b", usage=USAGE, chunks=["a ", "b"])
@@ -528,6 +588,73 @@ def test_an_unpriced_member_that_answers_counts_its_tokens_not_the_chains_worst_
     assert (status.cost, status.tokens, status.requests) == (0.0, 30, 1)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+@pytest.mark.parametrize("router", ["fallbacks", "load_balancing"])
+async def test_an_unpriced_member_after_a_priced_one_counts_its_tokens(
+    stream: bool, router: str
+) -> None:
+    # The priced first member failed and the unpriced one answered: litellm priced nothing,
+    # and the answer was priced at the first member's rates (as if gpt-4o had written it).
+    for asynchronous in (False, True):
+        budget = Budget(max_cost=1.0)
+        answer = Reply("a b", usage=USAGE, chunks=["a ", "b"])
+        fake = FakeACompletion if asynchronous else FakeCompletion
+        priced = fake([Fail(503)], model="openai/gpt-4o")
+        unpriced = fake([answer], model="custom/not-priced")
+        stack: Any = (
+            with_fallbacks(priced, unpriced)
+            if router == "fallbacks"
+            else with_load_balancing([priced, unpriced], strategy="round_robin")
+        )
+        chat: Any = with_budget(stack, budget)
+        options: dict[str, Any] = {"messages": MESSAGES, "max_tokens": 50}
+        if stream:
+            options |= {"stream": True, "stream_options": {"include_usage": True}}
+        result = await chat(**options) if asynchronous else chat(**options)
+        if stream and asynchronous:
+            assert [chunk async for chunk in result][-1].usage
+        elif stream:
+            assert list(result)[-1].usage
+        status = budget.status()
+        assert len(priced.calls) == 1
+        assert (status.cost, status.tokens, status.requests) == (0.0, 30, 1)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_the_worst_case_of_a_chain_holds_for_a_member_binding_no_output_limit(
+    asynchronous: bool,
+) -> None:
+    # The primary binds max_tokens=100; the fallback binds none. The request was read with
+    # the primary's defaults alone: 100 output tokens reserved (0.0017 USD), and the fallback
+    # wrote 5,000 (0.05 USD): five times a cap of 0.01.
+    budget = Budget(max_cost=0.01)
+    fake = FakeACompletion if asynchronous else FakeCompletion
+    primary = fake([Fail(503)], model=f"openai/{MODEL}", max_tokens=100)
+    long = Reply("long " * 10, usage=FakeUsage(prompt_tokens=10, completion_tokens=5_000))
+    backup = fake([long], model="openai/gpt-4o")
+    chat: Any = with_budget(with_fallbacks(primary, backup), budget)
+    cost, _ = _worst(chat, messages=MESSAGES)
+    assert cost >= _cost("openai/gpt-4o", 0, 16_384)
+    with pytest.raises(litellm.BudgetExceededError):
+        answer = chat(messages=MESSAGES)
+        await answer if asynchronous else answer
+    assert (primary.calls, backup.calls) == ([], [])
+    assert budget.status().cost == 0.0
+    # A limit the call gives holds for every member: 100 tokens at gpt-4o's price fit.
+    cost, _ = _worst(chat, messages=MESSAGES, max_tokens=50)
+    assert cost < 0.01
+    # So does a choice count bound by one member only.
+    many = with_budget(
+        with_fallbacks(
+            fake(model="openai/gpt-4o", max_tokens=10),
+            fake(model="openai/gpt-4o", n=4, max_tokens=10),
+        ),
+        Budget(max_cost=1.0),
+    )
+    _, tokens = _worst(many, messages=MESSAGES)
+    assert tokens >= 4 * 10
+
+
 def test_refuse_holds_for_every_member_of_a_chain() -> None:
     # Reserving at a chain's dearest priced member let unknown_price="refuse" pass a chain
     # whose first member has no model: it could answer at a cost nobody knows.
@@ -549,3 +676,54 @@ def test_refuse_holds_for_every_member_of_a_chain() -> None:
             with_budget(stack, Budget(max_cost=1.0, unknown_price="refuse"))
     # count_tokens (the default) lets both through.
     with_budget(with_fallbacks(priced, unpriced), Budget(max_cost=1.0))
+
+
+# Clock steps in the in-process store, as the Redis store survives them -----------------------
+
+
+@pytest.mark.parametrize(
+    "step", [-7200.0, -5.0, 7200.0, 5.0], ids=["back 2 h", "back 5 s", "forward 2 h", "forward 5 s"]
+)
+def test_a_clock_step_neither_resets_nor_reopens_a_window_in_memory(step: float) -> None:
+    # The cap of 3 is reached 2 s into an hour. A step back of 5 s reopened the previous
+    # hour as a fresh window (3 more requests), and stepping forward again would have
+    # opened a fresh one once more; a step forward ended the window early.
+    from fixedmodel.stores._budget_store import Caps
+    from fixedmodel.stores.budget_memory import MemoryBudgetStore
+
+    wall, ticks = [3600.0 * 500_000 + 2.0], [100.0]
+    store = MemoryBudgetStore()  # The default clocks, driven by the test:
+    store._clock = lambda: wall[0]  # type: ignore[method-assign]
+    store._monotonic = lambda: ticks[0]
+    caps = Caps(cost=None, tokens=None, requests=3, period=3600.0)
+    for name in ("a", "b", "c"):
+        assert store.reserve("b", caps, name, 0, 0).granted
+    before = store.committed("b", caps)
+    wall[0] += step
+    ticks[0] += 0.5
+    for name in ("d", "e"):
+        assert not store.reserve("b", caps, name, 0, 0).granted
+    after = store.committed("b", caps)
+    assert after.requests == 3
+    assert after.resets_in is not None and before.resets_in is not None
+    assert abs(after.resets_in - before.resets_in) < 2.0
+    # Time goes on from there: the window ends when the monotonic clock says so.
+    wall[0] += before.resets_in
+    ticks[0] += before.resets_in
+    assert store.reserve("b", caps, "next", 0, 0).granted
+
+
+def test_a_clock_passed_to_the_memory_store_never_takes_a_window_back() -> None:
+    from fixedmodel.stores._budget_store import Caps
+    from fixedmodel.stores.budget_memory import MemoryBudgetStore
+
+    now = [3600.0 * 500_000 - 1.0]
+    store = MemoryBudgetStore(clock=lambda: now[0])
+    caps = Caps(cost=None, tokens=None, requests=2, period=3600.0)
+    assert store.reserve("b", caps, "a", 0, 0).granted
+    now[0] += 2.0  # A new hour: followed forward.
+    assert store.reserve("b", caps, "b", 0, 0).granted
+    assert store.reserve("b", caps, "c", 0, 0).granted
+    now[0] -= 5.0  # Back into the previous hour: not followed.
+    assert not store.reserve("b", caps, "d", 0, 0).granted
+    assert store.committed("b", caps).requests == 2

@@ -23,10 +23,12 @@ from fixedmodel import (
     with_retries,
 )
 from fixedmodel.middleware._call import call_scope
+from fixedmodel.middleware._errors import retry_after
+from fixedmodel.middleware.retries import RetryPolicy
 from fixedmodel.routing import fallbacks as fallbacks_module
 from fixedmodel.routing import is_fallback_worthy
 from fixedmodel.routing._chain import has_next_in_chain
-from fixedmodel.routing._deployments import counts_against
+from fixedmodel.routing._deployments import cool_for, counts_against
 from fixedmodel.testing import (
     CompletionCall,
     Fail,
@@ -104,6 +106,51 @@ def test_sync_retry_advice_of_any_kind_skips_for_its_length(
     clock.now = 1000.0 + seconds + 0.01
     primary.add("back")
     assert responses.text(chat(messages=MESSAGES)) == "back"
+
+
+class _DictHeadersError(Exception):
+    """A hand-written callable's error: a status and a plain dict of the server's headers."""
+
+    def __init__(self, status: int, headers: dict[str, object]) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status_code = status
+        self.response = type("Answer", (), {"status_code": status, "headers": headers})()
+
+
+def _dict_header_failures() -> list[Exception]:
+    litellm_error = litellm.RateLimitError("slow down", llm_provider="openai", model="m")
+    litellm_error.litellm_response_headers = {"Retry-After": "47"}  # type: ignore[attr-defined]
+    return [
+        litellm_error,
+        _DictHeadersError(503, {"Retry-After": "47", "Content-Type": "application/json"}),
+        _DictHeadersError(429, {"Retry-After-Ms": 47_000}),
+    ]
+
+
+@pytest.mark.parametrize("failure", _dict_header_failures(), ids=["litellm", "503", "ms"])
+def test_retry_advice_in_a_plain_dict_is_read_whatever_its_case(
+    clock: Clock, failure: Exception
+) -> None:
+    # Header names are case-insensitive; a plain dict keeps the server's "Retry-After", and
+    # the advice was lost: the primary was asked again on the next call, the deployment
+    # cooled by the failure count only.
+    assert retry_after(failure) == 47.0
+    raised = iter([failure])
+
+    def primary_answer(call: CompletionCall) -> object:
+        raise next(raised)
+
+    primary = FakeCompletion(primary_answer, model="a/primary")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    backup = FakeCompletion(lambda call: "b", model="b/backup")
+    chat = with_fallbacks(primary, backup)
+    chat(messages=MESSAGES)
+    clock.now += 46.0
+    with call_scope() as info:
+        assert responses.text(chat(messages=MESSAGES)) == "b"
+    assert info.route_skips == (("a/primary#0", "retry_after"),)
+    assert len(primary.calls) == 1
+    policy = CooldownPolicy(failures=3)
+    assert cool_for(failure, policy) == 47.0
 
 
 def test_a_failure_without_advice_does_not_skip(clock: Clock) -> None:
@@ -281,6 +328,32 @@ def test_a_prompt_whose_bytes_fit_is_not_counted(monkeypatch: pytest.MonkeyPatch
     assert len(counted) == 1
 
 
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_primary_waiting_out_advice_and_a_fallback_too_small_give_the_advice(
+    clock: Clock, asynchronous: bool
+) -> None:
+    # The primary asked for 47 s; the 8K fallback cannot take a 10K prompt. The error said
+    # every callable asked to wait and "the first can be called again in -1000 s", with
+    # retry-after-ms 1: a with_retries outside retried at once, for nothing.
+    fake = FakeACompletion if asynchronous else FakeCompletion
+    primary = fake([Fail(429, headers={"retry-after": "47"})], model="gpt-4o")
+    small = fake(lambda call: "small", model="gpt-4")  # 8K
+    chat: Any = with_fallbacks(primary, small)
+    answer = await chat(messages=MESSAGES) if asynchronous else chat(messages=MESSAGES)
+    assert responses.text(answer) == "small"
+    clock.now += 7.0
+    with call_scope() as info, pytest.raises(litellm.RateLimitError) as raised:
+        if asynchronous:
+            await chat(messages=LONG, max_tokens=500)
+        else:
+            chat(messages=LONG, max_tokens=500)
+    assert retry_after(raised.value) == pytest.approx(40.0, abs=0.002)
+    assert "again in 40.000 s" in str(raised.value)
+    assert "8192" in str(raised.value)
+    assert info.route_skips == (("gpt-4o#0", "retry_after"), ("gpt-4#1", "context_window"))
+    assert (len(primary.calls), len(small.calls)) == (1, 1)
+
+
 def test_an_unknown_model_is_never_skipped_for_context() -> None:
     primary = FakeCompletion([Fail(503)], model="gpt-4o")
     unknown = FakeCompletion(lambda call: "ok", model="custom/unmapped-model")
@@ -320,7 +393,21 @@ def _httpx_error(status: int) -> Exception:
     )
 
 
-STATUS_CARRIERS = [_api_error, StatusError, TextStatusError, _httpx_error]
+def _aiohttp_error(status: int, headers: dict[str, str] | None = None) -> Exception:
+    """What aiohttp's ``raise_for_status()`` raises: the status in ``status``, not
+    ``status_code``, and the answer's headers in ``headers``."""
+    import aiohttp
+    from multidict import CIMultiDict, CIMultiDictProxy
+    from yarl import URL
+
+    url = URL("http://127.0.0.1:9/v1/chat/completions")
+    info = aiohttp.RequestInfo(url, "POST", CIMultiDictProxy(CIMultiDict()), url)
+    return aiohttp.ClientResponseError(
+        info, (), status=status, message="", headers=CIMultiDict(headers or {})
+    )
+
+
+STATUS_CARRIERS = [_api_error, StatusError, TextStatusError, _httpx_error, _aiohttp_error]
 
 
 @pytest.mark.parametrize("make", STATUS_CARRIERS)
@@ -359,6 +446,51 @@ def test_denied_and_not_found_follow_the_authentication_flag(make: type[Exceptio
     assert is_denied(make(401))
     assert is_not_found(make(404))
     assert not is_denied(make(404))
+
+
+def _transport_failures() -> list[BaseException]:
+    import aiohttp
+    import openai
+
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    return [
+        httpx.ConnectError("refused", request=request),
+        httpx.ReadTimeout("timed out", request=request),
+        httpx.RemoteProtocolError("peer closed connection", request=request),
+        TimeoutError("timed out"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        openai.APITimeoutError(request=request),
+        openai.APIConnectionError(request=request),
+        aiohttp.ServerDisconnectedError(),
+    ]
+
+
+@pytest.mark.parametrize("failure", _transport_failures(), ids=lambda e: type(e).__name__)
+def test_a_hand_written_callables_timeout_or_dropped_connection_is_a_route_failure(
+    failure: BaseException,
+) -> None:
+    # litellm raises Timeout or APIConnectionError for these, and every layer takes them up;
+    # raised as they are by a hand-written callable (httpx, the openai SDK, aiohttp), they
+    # were neither retried, nor fallen back on, nor counted against a deployment.
+    from fixedmodel.middleware._errors import is_retryable
+
+    assert is_retryable(failure)
+    assert is_fallback_worthy(failure)
+    assert counts_against(failure)
+    primary = FakeCompletion([failure], model="a/one")  # type: ignore[list-item]
+    backup = FakeCompletion(lambda call: "backup", model="b/two")
+    assert responses.text(with_fallbacks(primary, backup)(messages=MESSAGES)) == "backup"
+    retried = FakeCompletion([failure, "again"], model="a/one")  # type: ignore[list-item]
+    policy = RetryPolicy(max_attempts=2, initial_wait=0.0, jitter=0.0)
+    assert responses.text(with_retries(retried, policy)(messages=MESSAGES)) == "again"
+    # A local failure stays what it was: not retried, not fallen back on.
+    assert not is_fallback_worthy(FileNotFoundError("prompt.txt"))
+
+
+def test_an_aiohttp_answers_retry_after_is_read() -> None:
+    error = _aiohttp_error(429, {"Retry-After": "12"})
+    assert retry_after(error) == 12.0
+    assert cool_for(error, CooldownPolicy()) == 12.0
 
 
 def test_a_status_is_read_from_an_int_a_numeric_string_or_the_response() -> None:
@@ -407,7 +539,7 @@ def _recording(seen: list[bool], model: str, *replies: object) -> FakeCompletion
     left = list(replies)
 
     def respond(call: CompletionCall) -> object:
-        seen.append(has_next_in_chain.get())
+        seen.append(bool(has_next_in_chain.get()))
         return left.pop(0) if len(left) > 1 else left[0]
 
     return FakeCompletion(respond, model=model)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
@@ -434,7 +566,7 @@ async def test_the_chain_flag_in_async_calls_and_nested_chains() -> None:
 
     def recording(model: str, reply: object) -> FakeACompletion:
         def respond(call: CompletionCall) -> object:
-            seen.append(has_next_in_chain.get())
+            seen.append(bool(has_next_in_chain.get()))
             return reply
 
         return FakeACompletion(respond, model=model)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
@@ -584,3 +716,51 @@ def test_a_prompt_holding_a_lone_surrogate_still_reaches_the_fallback(where: str
     backup = FakeCompletion(["from backup"], model="openai/gpt-4o")  # a window litellm knows
     answer = with_fallbacks(primary, backup)(messages=messages)  # type: ignore[arg-type]
     assert responses.text(answer) == "from backup"
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_balancer_waits_when_the_next_callable_cannot_take_the_prompt(
+    monkeypatch: pytest.MonkeyPatch, asynchronous: bool
+) -> None:
+    # The balancer's only deployment cools for 4 s and its policy waits up to 30 s; the
+    # fallback is an 8K model and the prompt has 10K tokens. The chain flag said "a next
+    # callable can answer now", so the balancer handed over at once, the chain skipped the
+    # fallback for its window and raised ContextWindowExceededError: a request the primary
+    # could serve 4 s later failed, with an error no retry takes up.
+    from fixedmodel.routing import load_balancing as lb_module
+    from fixedmodel.stores.cooldown_memory import MemoryCooldownStore
+
+    store_clock = Clock()
+    store = MemoryCooldownStore(clock=store_clock)
+    policy = CooldownPolicy(failures=1, cooldown=4.0, when_all_cooling="wait", max_wait=30.0)
+    store.failed("default:a", policy, probe=False, cool_for=4.0)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        store_clock.now += 5.0  # Past the 4 s cooldown.
+
+    async def asleep(seconds: float) -> None:
+        sleep(seconds)
+
+    monkeypatch.setattr(lb_module, "_sync_sleep", sleep)
+    monkeypatch.setattr(lb_module, "_async_sleep", asleep)
+    monkeypatch.setattr(lb_module, "_REMEMBER_REFUSAL", 0.0)
+    fake = FakeACompletion if asynchronous else FakeCompletion
+    primary = fake(lambda call: "from the balancer", model="gpt-4o")  # 128K
+    small = fake(lambda call: "small", model="gpt-4")  # 8K
+    chat: Any = with_fallbacks(
+        with_load_balancing({"a": primary}, cooldown=policy, store=store), small
+    )
+    with call_scope() as info:
+        answer = chat(messages=LONG, max_tokens=500)
+        answer = await answer if asynchronous else answer
+    assert responses.text(answer) == "from the balancer"
+    assert len(slept) == 1
+    assert small.calls == []
+    assert info.route_failures == ()
+    # A prompt the fallback takes: the balancer hands over at once, as before.
+    store.failed("default:a", policy, probe=False, cool_for=4.0)
+    answer = chat(messages=MESSAGES)
+    assert responses.text(await answer if asynchronous else answer) == "small"
+    assert len(slept) == 1

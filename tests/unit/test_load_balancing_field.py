@@ -19,11 +19,13 @@ from fixedmodel import (
     RetryPolicy,
     responses,
     with_cache,
+    with_fallbacks,
     with_load_balancing,
     with_rate_limit,
     with_retries,
 )
 from fixedmodel.middleware import retries as retries_module
+from fixedmodel.middleware._errors import retry_after
 from fixedmodel.routing import load_balancing as lb_module
 from fixedmodel.routing._chain import has_next_in_chain
 from fixedmodel.routing.load_balancing import Strategy
@@ -422,3 +424,219 @@ def test_a_repeated_deployment_is_refused_at_construction() -> None:
         with_load_balancing([with_load_balancing([a, b]), b])  # Through nesting.
     # Two callables bound to one model name are two deployments: accepted.
     with_load_balancing([a, FakeCompletion(model="a/one")])
+
+
+# --- a failure before any request says nothing of the deployment -------------------------------
+
+
+def _refusing_a(metadata_key: str) -> Callable[[CompletionCall], Any]:
+    """Deployment a: your code refuses some requests before sending them; the rest get 503."""
+
+    def answer(call: CompletionCall) -> Any:
+        metadata: Any = call.params.get("metadata") or {}
+        if metadata.get(metadata_key):
+            raise ValueError("this request is refused before anything is sent")
+        return Fail(503)
+
+    return answer
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_failure_before_sending_is_no_verdict_on_a_deployment(asynchronous: bool) -> None:
+    # A half-open probe that ended with a ValueError raised before any request closed the
+    # circuit ("it answered"), and such an error between failures reset their count: the
+    # deployment was declared healthy by a call that never reached it.
+    clock = Clock()
+    store = MemoryCooldownStore(clock=clock)
+    policy = CooldownPolicy(failures=3, cooldown=10.0, when_all_cooling="raise")
+    fake = FakeACompletion if asynchronous else FakeCompletion
+    a = fake(_refusing_a("refuse"), model="m")
+    chat: Any = with_load_balancing({"a": a}, cooldown=policy, store=store)
+
+    async def call(**kwargs: Any) -> None:
+        with pytest.raises(Exception) as raised:
+            result = chat(messages=MESSAGES, **kwargs)
+            await result if asynchronous else result
+        assert isinstance(raised.value, ValueError | litellm.ServiceUnavailableError)
+
+    store.failed("default:a", policy, probe=False, cool_for=5.0)
+    clock.now += 6.0  # Half-open: the next call is the probe.
+    await call(metadata={"refuse": True})
+    assert store.enter("default:a", policy).probe  # Still half-open: probed again.
+    store.released("default:a")
+    # Two 503s, a refusal before sending, a third 503: three failures in a row open it.
+    store.succeeded("default:a")
+    for refuse in (False, False, True, False):
+        await call(metadata={"refuse": refuse})
+    entry = store.enter("default:a", policy)
+    assert not entry.granted
+    assert entry.retry_in == pytest.approx(10.0)
+
+
+# --- a call arriving while another call probes waits for the probe --------------------------------
+
+
+def test_a_refusal_while_a_probe_is_out_says_look_again_soon() -> None:
+    # The probe's lease (probe_timeout, 60 s) was the retry_in: with max_wait 30 s the other
+    # callers never waited for the probe, they failed at once with "recovers in 60 s".
+    clock = Clock()
+    store = MemoryCooldownStore(clock=clock)
+    policy = CooldownPolicy(failures=1, cooldown=5.0, probe_timeout=60.0)
+    store.failed("d", policy, probe=False, cool_for=None)
+    clock.now += 6.0
+    assert store.enter("d", policy).probe  # Another caller probes.
+    entry = store.enter("d", policy)
+    assert not entry.granted
+    assert 0.0 < entry.retry_in <= 1.0
+    clock.now += 59.5  # Near the end of the lease: what is left of it.
+    assert store.enter("d", policy).retry_in == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_call_arriving_during_a_probe_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch, asynchronous: bool
+) -> None:
+    clock = Clock()
+    store = MemoryCooldownStore(clock=clock)
+    policy = CooldownPolicy()  # Waits up to 30 s; a probe's lease is 60 s.
+    store.failed("default:a", policy, probe=False, cool_for=5.0)
+    clock.now += 6.0
+    assert store.enter("default:a", policy).probe  # Another caller's probe is out.
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+        if len(slept) == 2:
+            store.succeeded("default:a")  # The probe answered.
+
+    async def asleep(seconds: float) -> None:
+        sleep(seconds)
+
+    monkeypatch.setattr(lb_module, "_sync_sleep", sleep)
+    monkeypatch.setattr(lb_module, "_async_sleep", asleep)
+    monkeypatch.setattr(lb_module, "_REMEMBER_REFUSAL", 0.0)
+    fake = FakeACompletion if asynchronous else FakeCompletion
+    chat: Any = with_load_balancing(
+        {"a": fake(lambda call: "a", model="m")}, cooldown=policy, store=store
+    )
+    answer = chat(messages=MESSAGES)
+    assert responses.text(await answer if asynchronous else answer) == "a"
+    assert len(slept) == 2 and all(0.0 < pause <= 1.0 for pause in slept)
+    # A policy that does not wait (or a chain around it) raises at once, with the advice to
+    # look again in about a second, not the probe's lease: a chain would skip it that long,
+    # a with_retries outside would wait that long.
+    store.failed("default:a", policy, probe=False, cool_for=5.0)
+    clock.now += 6.0
+    assert store.enter("default:a", policy).probe
+    raising = CooldownPolicy(when_all_cooling="raise")
+    chat = with_load_balancing(
+        {"a": fake(lambda call: "a", model="m")}, cooldown=raising, store=store
+    )
+    with pytest.raises(litellm.RateLimitError) as raised:
+        answer = chat(messages=MESSAGES)
+        await answer if asynchronous else answer
+    advice = retry_after(raised.value)
+    assert advice is not None and 0.0 < advice <= 1.0
+    assert len(slept) == 2
+
+
+# --- a stream of the last deployment tried that fails before any content counts against it --------
+
+
+def _role_only() -> Any:
+    from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
+
+    delta = Delta(role="assistant", content="")
+    return ModelResponseStream(model="m", choices=[StreamingChoices(index=0, delta=delta)])
+
+
+def _text(text: str) -> Any:
+    from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
+
+    delta = Delta(content=text)
+    return ModelResponseStream(model="m", choices=[StreamingChoices(index=0, delta=delta)])
+
+
+def _failing_streams(asynchronous: bool, before: list[Any]) -> Any:
+    """A fake whose streams yield ``before`` (chunks), then fail: the connection drops."""
+    base = FakeACompletion if asynchronous else FakeCompletion
+
+    class Failing(base):  # type: ignore[valid-type,misc]
+        def __init__(self) -> None:
+            super().__init__(lambda call: "x", model="m")
+
+        def _break(self, stream: Any) -> Any:
+            def chunks() -> Any:
+                yield from before
+                raise ConnectionResetError(104, "Connection reset by peer")
+
+            async def achunks() -> Any:
+                for chunk in before:
+                    yield chunk
+                raise ConnectionResetError(104, "Connection reset by peer")
+
+            stream.completion_stream = achunks() if asynchronous else chunks()
+            return stream
+
+        if asynchronous:
+
+            async def __call__(self, **kwargs: Any) -> Any:
+                return self._break(await super().__call__(**kwargs))
+        else:
+
+            def __call__(self, **kwargs: Any) -> Any:
+                return self._break(super().__call__(**kwargs))
+
+    return Failing()
+
+
+async def _drain(stream: Any, asynchronous: bool) -> None:
+    if asynchronous:
+        async for _ in await stream:
+            pass
+    else:
+        for _ in stream:
+            pass
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_stream_failing_before_content_on_the_last_deployment_cools_it(
+    asynchronous: bool,
+) -> None:
+    # The last deployment a call tries is not read ahead: its stream reached the caller, failed
+    # after the role-only chunk, and the balancer never heard of it. An only deployment whose
+    # streams all break never cooled, and a chain around it paid a failed request every call.
+    policy = CooldownPolicy(failures=1, cooldown=30.0, when_all_cooling="raise")
+    store = MemoryCooldownStore()
+    broken = _failing_streams(asynchronous, [_role_only()])
+    chat: Any = with_load_balancing({"a": broken}, cooldown=policy, store=store)
+    with pytest.raises(Exception, match="Connection reset"):
+        await _drain(chat(messages=MESSAGES, stream=True), asynchronous)
+    entry = store.enter("default:a", policy)
+    assert not entry.granted and entry.retry_in == pytest.approx(30.0, abs=1.0)
+    # Inside a chain: the chain reads ahead, falls back, and the next call skips it.
+    store = MemoryCooldownStore()
+    broken = _failing_streams(asynchronous, [_role_only()])
+    backup = (FakeACompletion if asynchronous else FakeCompletion)(["b", "b"], model="n")
+    balanced = with_load_balancing({"a": broken}, cooldown=policy, store=store)
+    chain: Any = with_fallbacks(balanced, backup)
+    for _ in range(2):
+        answer = chain(messages=MESSAGES, stream=True)
+        stream = await answer if asynchronous else answer
+        if asynchronous:
+            assert "".join([c.choices[0].delta.content or "" async for c in stream]) == "b"
+        else:
+            assert "".join(c.choices[0].delta.content or "" for c in stream) == "b"
+    assert len(broken.calls) == 1
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_stream_failing_after_content_is_the_callers(asynchronous: bool) -> None:
+    policy = CooldownPolicy(failures=1, cooldown=30.0, when_all_cooling="raise")
+    store = MemoryCooldownStore()
+    broken = _failing_streams(asynchronous, [_role_only(), _text("Hel")])
+    chat: Any = with_load_balancing({"a": broken}, cooldown=policy, store=store)
+    with pytest.raises(Exception, match="Connection reset"):
+        await _drain(chat(messages=MESSAGES, stream=True), asynchronous)
+    assert store.enter("default:a", policy).granted

@@ -9,11 +9,13 @@ before any request was sent (:func:`never_sent`).
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import functools
 import json
 import time
 from collections.abc import Iterator, Mapping
+from typing import cast
 
 from fixedmodel._litellm import litellm_module
 
@@ -53,8 +55,9 @@ def status_of(exc: BaseException) -> int | None:
     """The HTTP status a provider answered with, as ``exc`` carries it.
 
     Read from ``exc.status_code`` (litellm's and openai's errors, hand-written ones), else
-    from ``exc.response.status_code`` (``httpx.HTTPStatusError``, ``requests.HTTPError``); a
-    numeric string counts as its number. None when it carries none in 100-599, and for
+    from ``exc.response.status_code`` (``httpx.HTTPStatusError``, ``requests.HTTPError``),
+    else from aiohttp's ``ClientResponseError.status``; a numeric string counts as its
+    number. None when it carries none in 100-599, and for
     ``litellm.BudgetExceededError``: a refusal in this process before any request, whose
     ``status_code`` litellm makes up (429 in 1.100, so read as a rate limit it would be
     retried and cool a deployment; 422 in later releases).
@@ -62,6 +65,8 @@ def status_of(exc: BaseException) -> int | None:
     status = _as_status(getattr(exc, "status_code", None))
     if status is None:
         status = _as_status(getattr(getattr(exc, "response", None), "status_code", None))
+    if status is None and _top_module(exc) == "aiohttp":  # ClientResponseError: ``status``
+        status = _as_status(getattr(exc, "status", None))
     if status is None:
         return None
     return None if isinstance(exc, litellm_module().BudgetExceededError) else status
@@ -169,7 +174,40 @@ def is_retryable(exc: BaseException) -> bool:
     )
     if isinstance(exc, always):
         return True
-    return status is not None and _retryable_status(status)
+    if status is None:  # No answer: a timeout or a dropped connection, unless wrapped.
+        return _is_transport_failure(exc)
+    return _retryable_status(status)
+
+
+def _is_transport_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a timeout or a connection failure as an HTTP client or the socket
+    layer raises it, unwrapped: what a hand-written callable raises where litellm would
+    raise ``Timeout`` or ``APIConnectionError`` (``httpx.ConnectError``, ``TimeoutError``,
+    the openai SDK's ``APITimeoutError``, aiohttp's and requests' connection errors)."""
+    if isinstance(exc, TimeoutError | ConnectionError | asyncio.TimeoutError):
+        return True
+    module = _top_module(exc)
+    if module == "httpx":
+        import httpx
+
+        return isinstance(
+            exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError
+        )
+    if module == "openai":
+        import openai
+
+        return isinstance(exc, openai.APIConnectionError)  # APITimeoutError too
+    if module == "aiohttp":
+        import aiohttp
+
+        return isinstance(exc, aiohttp.ClientConnectionError)  # ServerTimeoutError too
+    if module in ("requests", "urllib3"):
+        try:
+            import requests
+        except ImportError:  # pragma: no cover - an exception of it without it
+            return False
+        return isinstance(exc, requests.ConnectionError | requests.Timeout)
+    return False
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -360,7 +398,11 @@ def _payloads(exc: BaseException) -> Iterator[Mapping[str, object]]:
             text = getattr(response, "text", None)
         except Exception:  # a response whose body was not read
             text = None
-        for source in (text, getattr(error, "message", None), str(error)):
+        try:
+            shown: str | None = str(error)
+        except Exception:  # an exception whose __str__ fails (aiohttp's without request_info)
+            shown = None
+        for source in (text, getattr(error, "message", None), shown):
             if isinstance(source, str):
                 parsed = _first_json_object(source)
                 if parsed is not None:
@@ -390,10 +432,20 @@ def answer_headers(exc: BaseException) -> Mapping[str, str] | None:
     the error's ``response`` (1.100 leaves that response's headers empty). The first
     non-empty one counts: a failure with no answer behind it (a dropped connection) has none.
     """
-    for source in (getattr(exc, "litellm_response_headers", None), _response_headers(exc)):
-        if isinstance(source, Mapping) and source:
-            headers: Mapping[str, str] = source  # pyright: ignore[reportUnknownVariableType]
-            return headers
+    sources: tuple[object, ...] = (
+        getattr(exc, "litellm_response_headers", None),
+        _response_headers(exc),
+        getattr(exc, "headers", None),  # aiohttp's ClientResponseError keeps them there
+    )
+    for source in sources:
+        if not isinstance(source, Mapping) or not source:
+            continue
+        if isinstance(source, dict):
+            # A plain dict (a provider's, or a hand-written error's) keeps the server's case
+            # ("Retry-After"); header names are case-insensitive (RFC 9110 §5.1).
+            items = cast("dict[object, object]", source)
+            return {str(name).lower(): str(value) for name, value in items.items()}
+        return cast("Mapping[str, str]", source)
     return None
 
 

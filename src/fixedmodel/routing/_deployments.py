@@ -11,6 +11,7 @@ from fixedmodel.middleware._call import ModelCallable, Wrapper, request_reader
 from fixedmodel.middleware._errors import (
     is_rate_limit,
     is_route_failure,
+    never_sent,
     retry_after,
 )
 from fixedmodel.middleware.rate_limit import RateLimit, RateLimiter
@@ -26,6 +27,7 @@ __all__ = [
     "counts_against",
     "is_budget_refusal",
     "limit_of",
+    "sent_nothing",
 ]
 
 
@@ -136,6 +138,14 @@ def counts_against(error: BaseException) -> bool:
 def is_budget_refusal(error: BaseException) -> bool:
     """A ``with_budget`` under one deployment refused the call: another may have budget."""
     return isinstance(error, litellm_module().BudgetExceededError)
+
+
+def sent_nothing(error: BaseException) -> bool:
+    """A failure that reached no provider: a budget refusal under the deployment, or an error
+    raised in this process before any request was sent (``never_sent``: a ``ValueError`` of
+    your code, a missing API key). It says nothing of the deployment: no verdict, and the
+    request it would have been does not count."""
+    return is_budget_refusal(error) or never_sent(error)
 
 
 def cool_for(error: BaseException, policy: CooldownPolicy) -> float | None:

@@ -19,23 +19,11 @@ import contextlib
 from typing import Any, cast
 
 from fixedmodel._litellm import litellm_module
-from fixedmodel._streams import stream_subclass
+from fixedmodel._streams import carries_content, stream_subclass
 
 __all__ = ["afirst_chunk", "carries_content", "first_chunk", "is_stream"]
 
 _HELD = "_fixedmodel_first"
-# Delta fields whose non-empty value the caller can use (litellm's Delta; OpenAI's
-# ChatCompletionChunk delta has content, tool_calls, function_call, refusal).
-_CONTENT_FIELDS = (
-    "content",
-    "tool_calls",
-    "function_call",
-    "audio",
-    "reasoning_content",
-    "thinking_blocks",
-    "images",
-    "refusal",
-)
 # Chunks read in search of content before giving up and handing the stream back as it is.
 _MAX_EMPTY = 64
 
@@ -43,27 +31,6 @@ _MAX_EMPTY = 64
 def is_stream(result: object) -> bool:
     """Whether ``result`` is litellm's stream object."""
     return isinstance(result, litellm_module().CustomStreamWrapper)
-
-
-def carries_content(chunk: object) -> bool:
-    """Whether a stream chunk carries something the caller can use (not only a role).
-
-    A chunk of an unknown shape (no ``choices``) counts as content; one with no choices (a
-    usage-only chunk) or whose deltas are all empty does not.
-    """
-    choices: object = getattr(chunk, "choices", _HELD)
-    if choices is _HELD:
-        return True
-    if not isinstance(choices, list | tuple):
-        return True
-    for choice in cast("list[object]", choices):
-        delta: object = getattr(choice, "delta", None)
-        if delta is None:
-            continue
-        for field in _CONTENT_FIELDS:
-            if getattr(delta, field, None):
-                return True
-    return False
 
 
 def _holding(base: type[Any]) -> type[Any]:

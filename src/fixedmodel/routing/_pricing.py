@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -108,13 +108,14 @@ def highest_prices(models: Sequence[str | None]) -> Prices | None:
     )
 
 
-def served_model(answer: object, default: str | None) -> str | None:
+def served_model(answer: object, default: str | None, members: Collection[str] = ()) -> str | None:
     """The model that produced ``answer`` (a response or a stream), as litellm prices it.
 
     Under a fallback chain or a balancer that is not the stack's first model. Read from
     litellm's ``_hidden_params["litellm_model_name"]``, else from its ``model`` (and a
-    stream's ``custom_llm_provider``); else ``default``. A name litellm has no price for counts as
-    unknown (``default``).
+    stream's ``custom_llm_provider``); else ``default``. A name that is one of ``members``
+    (the models the stack may call) is that model, priced or not; any other name litellm
+    has no price for counts as unknown (``default``).
     """
     if answer is None:
         return default
@@ -129,7 +130,11 @@ def served_model(answer: object, default: str | None) -> str | None:
         model = f"{provider}/{model}"
     names.append(model)
     for name in names:
-        if isinstance(name, str) and name and (name == default or prices_of(name) is not None):
+        if (
+            isinstance(name, str)
+            and name
+            and (name == default or name in members or prices_of(name) is not None)
+        ):
             return name
     return default
 

@@ -23,8 +23,9 @@ Streams are settled when they end, from their last usage chunk (ask for it with
 ``stream_options={"include_usage": True}``), else from the estimate of what the caller
 received: read to the end, closed part way (``close``/``aclose``), abandoned (the caller broke
 out, the object was collected) or failed after chunks. A stream that fails before its first
-chunk is refunded. An async stream settles before its end reaches the caller (before
-``StopAsyncIteration``, the error, or ``aclose`` returning).
+chunk with content is refunded (the ``{"role": "assistant"}`` chunk OpenAI-compatible streams
+open with carries nothing the caller could use). An async stream settles before its end
+reaches the caller (before ``StopAsyncIteration``, the error, or ``aclose`` returning).
 
 Every reservation ends settled or refunded exactly once: it has an id chosen before the
 store is asked, the layer settles it once whatever ends the call (an error, a cancellation,
@@ -389,7 +390,16 @@ class _Held:
 class _Budgeted(Wrapper):
     """What the sync and async budgeted callables share: every decision lives here."""
 
-    __slots__ = ("_budget", "_call", "_model", "_prices", "_read", "_unpriced")
+    __slots__ = (
+        "_bound",
+        "_budget",
+        "_call",
+        "_members",
+        "_model",
+        "_prices",
+        "_read",
+        "_unpriced",
+    )
 
     def __init__(self, inner: ModelCallable, budget: Budget) -> None:
         super().__init__(inner)
@@ -401,10 +411,15 @@ class _Budgeted(Wrapper):
         # Over every model the stack may call (a chain's, a balancer's): whichever answers,
         # its cost stays within the worst case.
         models = _leaf_models(inner)
+        self._members = frozenset(model for model in models if model is not None)
         self._prices = highest_prices(models)
         # Members litellm has no price for (or without a model): under unknown_price="refuse"
         # one of them could answer at a cost nobody knows, so the calls are refused.
         self._unpriced = tuple(model for model in models if prices_of(model) is None)
+        # The output limit and n each member binds (-1: none), when they differ: the request
+        # is read with the first member's defaults, and another member may allow more.
+        bound = tuple(_bound_outputs(leaf) for leaf in leaves(inner))
+        self._bound = bound if len(set(bound)) > 1 else None
 
     @property
     def budget(self) -> Budget:
@@ -419,11 +434,31 @@ class _Budgeted(Wrapper):
     def _outputs(self, request: dict[str, Any]) -> tuple[int, int]:
         """(output tokens one choice may use, output tokens of every choice)."""
         limit = self._prices.max_output_tokens if self._prices is not None else None
-        per_choice = requested_output(request, limit or self._budget.assumed_completion_tokens)
+        unbounded = limit or self._budget.assumed_completion_tokens
+        per_choice = requested_output(request, unbounded)
         if request_kind(request) == "embedding":
             per_choice = 0
         choices = request.get("n")
-        return per_choice, per_choice * (choices if isinstance(choices, int) and choices > 0 else 1)
+        n = choices if isinstance(choices, int) and choices > 0 else 1
+        if self._bound is not None and per_choice:
+            per_choice, n = self._widest(request, per_choice, n, unbounded)
+        return per_choice, per_choice * n
+
+    def _widest(
+        self, request: dict[str, Any], per_choice: int, n: int, unbounded: int
+    ) -> tuple[int, int]:
+        """The output limit and n of the member that may write the most, when members bind
+        different ones: a value equal to the first member's default may be that default
+        (a keyword of the call would hold for every member alike, and the widest is taken)."""
+        bound = cast("tuple[tuple[int, int], ...]", self._bound)
+        first_output, first_n = bound[0]
+        given_output = requested_output(request, -1)
+        if given_output == first_output:
+            per_choice = max(output if output >= 0 else unbounded for output, _ in bound)
+        given_n = request.get("n")
+        if given_n == first_n or (first_n < 0 and given_n is None):
+            n = max(max(count if count > 0 else 1 for _, count in bound), n)
+        return per_choice, n
 
     def _prompt(self, request: dict[str, Any], *, exact: bool) -> tuple[int, bool]:
         """(prompt tokens, whether counted): counted, or (``exact=False``) bounded by UTF-8
@@ -469,7 +504,7 @@ class _Budgeted(Wrapper):
             return 0, tokens
         real = reported_cost(result)  # litellm's price, for the model that answered
         if real is None:  # Only then find out which model that was (not free: see there).
-            served = served_model(answer, self._model)
+            served = served_model(answer, self._model, self._members)
             real = real_cost(served, None, usage)
             if (
                 real is None
@@ -514,8 +549,10 @@ class _Budgeted(Wrapper):
     def _final_of_stream(self, held: _Held, end: StreamEnd, stream: object) -> tuple[int, int]:
         """(nano-USD, tokens) a stream holds when it ends (see the module docstring)."""
         if end.usage is None:
-            if end.chunks == 0 and end.error is not None:
-                return 0, 0  # Failed before its first chunk: nothing was delivered.
+            if end.error is not None and not end.delivered:
+                # Failed before its first chunk with content (a role-only opening chunk
+                # gives the caller nothing): nothing was delivered.
+                return 0, 0
             return self._estimated(held, end.text, stream)
         usage = last_usage(stream)
         return self._priced(
@@ -687,6 +724,18 @@ class _SyncBudgeted(_Budgeted):
             final = (held.cost, held.tokens)
         self._settle(held, *final)
         return result
+
+
+def _bound_outputs(leaf: object) -> tuple[int, int]:
+    """The output limit (``max_completion_tokens``/``max_tokens``) and ``n`` a callable binds
+    as defaults (-1 where it binds none)."""
+    try:
+        defaults = request_reader(leaf)({})
+    except Exception:  # a callable whose defaults cannot be read binds none we know of
+        return -1, -1
+    choices = defaults.get("n")
+    n = choices if isinstance(choices, int) and not isinstance(choices, bool) else -1
+    return requested_output(defaults, -1), n
 
 
 def _leaf_models(fn: object) -> list[str | None]:

@@ -199,9 +199,11 @@ class _Call:
 
     __slots__ = (
         "arguments",
+        "chain",
         "failures",
         "flag",
         "further",
+        "index",
         "info",
         "name",
         "now",
@@ -211,11 +213,13 @@ class _Call:
         "start",
     )
 
-    def __init__(self, arguments: dict[str, Any]) -> None:
+    def __init__(self, chain: _Fallbacks, arguments: dict[str, Any]) -> None:
+        self.chain = chain
         self.arguments = arguments
         self.now = _clock()
         self.outer_has_next = has_next_in_chain.get()
-        self.flag: Token[bool] | None = None
+        self.flag: Token[object] | None = None
+        self.index = 0  # The callable tried.
         self.start = 0  # Where the search for the next callable to try begins.
         self.further = False  # Whether a callable after the one tried may still be tried.
         self.name = ""  # The name of the callable tried.
@@ -226,6 +230,12 @@ class _Call:
     def __enter__(self) -> _Call:
         self.info, self.opened = join_call()
         return self
+
+    def __bool__(self) -> bool:
+        """The chain flag: whether a callable after the one tried can take the request now
+        (not waiting out retry advice, and its context window takes it), or one after this
+        chain in a chain around it. Worked out when a layer below reads it."""
+        return self.chain._can_follow(self) or bool(self.outer_has_next)  # pyright: ignore[reportPrivateUsage]
 
     def __exit__(self, kind: type[BaseException] | None, *exc_info: object) -> None:
         if kind is None:
@@ -285,9 +295,9 @@ class _Fallbacks(Wrapper):
                     further = True
                     break
             call.further = further
-            flag = has_next_in_chain.set(further or call.outer_has_next)
-            if call.flag is None:  # The first: leaving the call resets the flag through it.
-                call.flag = flag
+            call.index = index
+            if call.flag is None:  # Set once; leaving the call resets the flag through it.
+                call.flag = has_next_in_chain.set(call)
             if call.start:  # After a failure: a fallback.
                 call.info.fallbacks_tried += 1
             call.name = self._names[index]
@@ -298,6 +308,15 @@ class _Fallbacks(Wrapper):
         call.skips.append((index, reason, detail))
         note_skipped(call.info, self._names[index], reason)
         LOGGER.info("with_fallbacks: skipping %s: %s", self._names[index], detail)
+
+    def _can_follow(self, call: _Call) -> bool:
+        """Whether a callable after the one ``call`` tries can take its request now: not
+        waiting out retry advice, and not too small for it (measured only when asked)."""
+        until, now = self._until, call.now
+        return any(
+            until[i] <= now and self._fits[i].misfit(call.arguments) is None
+            for i in range(call.index + 1, len(self._calls))
+        )
 
     def _failed(self, call: _Call, index: int, error: Exception) -> bool:
         """Record a failure; tell whether to go on to the next callable (else give up)."""
@@ -321,11 +340,15 @@ class _Fallbacks(Wrapper):
         """The error to raise when no callable is left to try."""
         described = "; ".join(f"{self._names[i]}: {detail}" for i, _, detail in call.skips)
         model = self.model or ""
-        if not call.failures:  # Every callable asked to be left alone for now.
-            retry_in = min(self._until[i] for i, _, _ in call.skips) - call.now
+        if not call.failures:  # The primary asked to be left alone for now.
+            # The soonest end of retry advice: a callable skipped for its context window
+            # has none, and waiting does not make the request fit it.
+            advised = [self._until[i] for i, reason, _ in call.skips if reason == "retry_after"]
+            retry_in = min(advised) - call.now
             message = (
-                "fixedmodel.with_fallbacks: every callable asked not to be called yet "
-                f"({described}); the first can be called again in {retry_in:.3f} s"
+                "fixedmodel.with_fallbacks: no callable can be called now: each asked not "
+                f"to be called yet or cannot take the request ({described}); the first can "
+                f"be called again in {retry_in:.3f} s"
             )
             return _error_with_headers("RateLimitError", message, model, max(retry_in, 0.0))
         only_context = all(reason == "context_window" for _, reason, _ in call.skips)
@@ -374,7 +397,7 @@ class _AsyncFallbacks(_Fallbacks):
     __slots__ = ()
 
     async def __call__(self, **kwargs: Any) -> Any:
-        with _Call(forward(kwargs)) as call:
+        with _Call(self, forward(kwargs)) as call:
             while (index := self._next(call)) is not None:
                 try:
                     with attempt("fallback", self._calls[index], call.name):
@@ -392,7 +415,7 @@ class _SyncFallbacks(_Fallbacks):
     __slots__ = ()
 
     def __call__(self, **kwargs: Any) -> Any:
-        with _Call(forward(kwargs)) as call:
+        with _Call(self, forward(kwargs)) as call:
             while (index := self._next(call)) is not None:
                 try:
                     with attempt("fallback", self._calls[index], call.name):

@@ -56,6 +56,7 @@ from fixedmodel.routing._deployments import (
     cool_for,
     counts_against,
     is_budget_refusal,
+    sent_nothing,
 )
 from fixedmodel.routing._first_chunk import afirst_chunk, first_chunk, is_stream
 from fixedmodel.routing._route import (
@@ -308,7 +309,11 @@ class _Balanced(Wrapper):
         if stream:
             # A stream keeps the deployment busy until it ends; its usage comes last.
             watched: Any = result  # litellm's stream class, checked just above
-            watch_stream(watched, lambda end: self._stream_ended(attempt, sent, end, shared_end))
+            watch_stream(
+                watched,
+                lambda end: self._stream_ended(attempt, sent, end, shared_end),
+                awatcher=self._astream_ender(attempt, sent, shared_end),
+            )
             return None
         with self._lock:  # self._finished(deployment), inlined: every call comes here.
             deployment.in_flight -= 1
@@ -330,6 +335,28 @@ class _Balanced(Wrapper):
         if shared_end is not None and attempt.shared is not None:
             shared_end(attempt, tokens, sent)
 
+    def _astream_ender(
+        self,
+        attempt: _Try,
+        sent: bool,
+        shared_end: Callable[[_Try, int | None, bool], None] | None,
+    ) -> Callable[[StreamEnd], Awaitable[None]] | None:
+        """What an async stream's end awaits (None: the sync watcher is enough)."""
+        return None
+
+    def _stream_verdict(self, attempt: _Try, end: StreamEnd) -> tuple[bool, float | None] | None:
+        """What to tell the store, ``(probe, cool_for)``, of a stream handed to the caller
+        that failed before any content in a way that counts against its deployment (the last
+        deployment a call tries is not read ahead, so such a failure comes to light only
+        here); None otherwise. A probe's success was told at the return: this is its failure."""
+        error = end.error
+        if error is None or end.delivered or not counts_against(error):
+            return None
+        seconds = cool_for(error, self._policy)
+        if seconds is not None:
+            _cooling(attempt.deployment, time.monotonic(), seconds, later=True)
+        return attempt.entry.probe, seconds
+
     def _finished(self, deployment: Deployment) -> None:
         with self._lock:
             deployment.in_flight -= 1
@@ -343,7 +370,7 @@ class _Balanced(Wrapper):
     ) -> None:
         deployment = attempt.deployment
         self._finished(deployment)
-        if attempt.usage is not None and is_budget_refusal(error):  # Nothing was sent.
+        if attempt.usage is not None and sent_nothing(error):
             with self._lock:
                 deployment.usage.refund(attempt.usage)
         note_failure(info, deployment.name, error)
@@ -433,6 +460,22 @@ def _annotate(failures: list[tuple[str, BaseException]]) -> None:
 class _AsyncBalanced(_Balanced):
     __slots__ = ()
 
+    def _astream_ender(
+        self,
+        attempt: _Try,
+        sent: bool,
+        shared_end: Callable[[_Try, int | None, bool], None] | None,
+    ) -> Callable[[StreamEnd], Awaitable[None]] | None:
+        async def ended(end: StreamEnd) -> None:
+            self._stream_ended(attempt, sent, end, shared_end)
+            verdict = self._stream_verdict(attempt, end)
+            if verdict is not None:
+                probe, seconds = verdict
+                key, policy = attempt.deployment.key, self._policy
+                await self._store.afailed(key, policy, probe=probe, cool_for=seconds)
+
+        return ended
+
     async def __call__(self, **kwargs: Any) -> Any:
         info, opened = join_call()
         arguments = forward(kwargs)
@@ -473,7 +516,7 @@ class _AsyncBalanced(_Balanced):
                             await afirst_chunk(result)  # A failure before it may go elsewhere.
                 except Exception as error:
                     self._failed(info, attempt, error, failures)
-                    await self._ashare_end(attempt, None, not is_budget_refusal(error))
+                    await self._ashare_end(attempt, None, not sent_nothing(error))
                     await self._report_failure(attempt, error)
                     if self._goes_on(error, tried):
                         after = deployment
@@ -559,7 +602,7 @@ class _AsyncBalanced(_Balanced):
             await self._store.afailed(deployment.key, self._policy, probe=probe, cool_for=seconds)
         if verdicts:
             return
-        if is_budget_refusal(error):  # Nothing was sent: no verdict on the deployment.
+        if sent_nothing(error):  # Nothing was sent: no verdict on the deployment.
             if entry.probe:
                 await self._store.areleased(deployment.key)
         elif entry.probe or entry.failures:  # It answered: the deployment itself is fine.
@@ -568,6 +611,19 @@ class _AsyncBalanced(_Balanced):
 
 class _SyncBalanced(_Balanced):
     __slots__ = ()
+
+    def _stream_ended(
+        self,
+        attempt: _Try,
+        sent: bool,
+        end: StreamEnd,
+        shared_end: Callable[[_Try, int | None, bool], None] | None,
+    ) -> None:
+        super()._stream_ended(attempt, sent, end, shared_end)
+        verdict = self._stream_verdict(attempt, end)
+        if verdict is not None:
+            probe, seconds = verdict
+            self._store.failed(attempt.deployment.key, self._policy, probe=probe, cool_for=seconds)
 
     def __call__(self, **kwargs: Any) -> Any:
         info, opened = join_call()
@@ -608,7 +664,7 @@ class _SyncBalanced(_Balanced):
                             first_chunk(result)  # A failure before it may go elsewhere.
                 except Exception as error:
                     self._failed(info, attempt, error, failures)
-                    self._share_end(attempt, None, not is_budget_refusal(error))
+                    self._share_end(attempt, None, not sent_nothing(error))
                     self._report_failure(attempt, error)
                     if self._goes_on(error, tried):
                         after = deployment
@@ -673,7 +729,7 @@ class _SyncBalanced(_Balanced):
             self._store.failed(deployment.key, self._policy, probe=probe, cool_for=seconds)
         if verdicts:
             return
-        if is_budget_refusal(error):
+        if sent_nothing(error):
             if entry.probe:
                 self._store.released(deployment.key)
         elif entry.probe or entry.failures:

@@ -14,7 +14,9 @@ Per key the store keeps ``failures`` (consecutive failures), ``last_failure``,
 - ``enter``: *open* while ``now < open_until``: refused, ``retry_in = open_until - now``.
   *Half-open* once ``open_until`` has passed: the first caller takes the probe
   (``probe_until = now + P.probe_timeout``) and is admitted as the probe; others are refused
-  while the probe is out (``retry_in = probe_until - now``). *Closed* (never opened, or
+  while the probe is out, told to look again soon (``retry_in = min(probe_until - now,
+  PROBE_POLL)``): the probe's lease bounds a probe that never reports, but a probe usually
+  reports far sooner, and its success lets them in. *Closed* (never opened, or
   closed again): admitted, told the current ``failures``.
 - ``succeeded``: the deployment answered: everything is reset (closed, no failures).
 - ``failed(cool_for)``: a deadline only ever moves later: every opening sets
@@ -39,7 +41,17 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from fixedmodel._cooldown import CooldownPolicy
 
-__all__ = ["BalanceView", "CooldownStore", "Entry", "SharedBalanceStore", "SharedCall"]
+__all__ = [
+    "PROBE_POLL",
+    "BalanceView",
+    "CooldownStore",
+    "Entry",
+    "SharedBalanceStore",
+    "SharedCall",
+]
+
+PROBE_POLL = 1.0
+"""Longest ``retry_in`` of a refusal while another caller's probe is out (seconds)."""
 
 
 @dataclass(frozen=True)

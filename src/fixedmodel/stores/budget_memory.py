@@ -2,6 +2,12 @@
 
 Shared by the threads and event loops of one process; for a budget shared by several
 processes or hosts use :class:`~fixedmodel.stores.redis_budget.RedisBudgetStore`.
+
+Clock steps: with a period, windows follow the wall clock corrected the way
+:class:`~fixedmodel.stores.redis_budget.RedisBudgetStore` corrects the server's: a step back
+carries on from the last time the store saw (a window never goes back, which would reset the
+budget, and then reset it again when the clock caught up), and a step forward of the default
+clock is measured against ``time.monotonic()``, so it does not end a window early.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ __all__ = ["MemoryBudgetStore"]
 
 
 _REMEMBERED = 4096  # Ids settled before their reserve, remembered so that it charges nothing.
+_TOLERANCE = 1.0  # Seconds the wall clock may run ahead of the monotonic one between reads.
 
 
 @dataclass
@@ -51,7 +58,9 @@ class MemoryBudgetStore:
     """Budget state in this process; conforms to ``BudgetStore``.
 
     Args:
-        clock: Wall clock in seconds (windows are aligned to it); tests pass their own.
+        clock: Wall clock in seconds (windows are aligned to it); tests pass their own. A
+            step back is never followed; a step forward of the default clock is measured
+            against ``time.monotonic()`` (a clock you pass is followed forward as it goes).
     """
 
     def __reduce__(self) -> NoReturn:
@@ -62,15 +71,36 @@ class MemoryBudgetStore:
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
+        # The monotonic clock a forward step is measured against (None: follow ``clock``).
+        self._monotonic: Callable[[], float] | None = time.monotonic if clock is time.time else None
+        self._offset = 0.0  # Added to ``clock``: the steps corrected so far.
+        self._last: tuple[float, float] | None = None  # (corrected time, monotonic) last seen.
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}
         self._over: OrderedDict[str, None] = OrderedDict()
+
+    def _now(self) -> float:
+        """The wall clock, corrected for steps (see the module docstring); lock held."""
+        now = self._clock() + self._offset
+        ticks = self._monotonic() if self._monotonic is not None else 0.0
+        if self._last is not None:
+            last, last_ticks = self._last
+            if now < last:  # Stepped back: carry on from the last time seen.
+                self._offset += last - now
+                now = last
+            elif self._monotonic is not None:
+                ceiling = last + max(ticks - last_ticks, 0.0) + _TOLERANCE
+                if now > ceiling:  # Stepped forward: no further than the monotonic clock.
+                    self._offset -= now - ceiling
+                    now = ceiling
+        self._last = (now, ticks)
+        return now
 
     def _current(self, key: str, caps: Caps) -> tuple[_Window, float | None]:
         """The current window of ``key`` (a new one when the period rolled over); lock held."""
         index, resets_in = 0, None
         if caps.period is not None:
-            now = self._clock()
+            now = self._now()
             index = math.floor(now / caps.period)
             resets_in = (index + 1) * caps.period - now
         window = self._windows.get(key)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 from fixedmodel._pickling import refuse_pickling
-from fixedmodel.stores._cooldown_store import ADMITTED, Entry
+from fixedmodel.stores._cooldown_store import ADMITTED, PROBE_POLL, Entry
 
 if TYPE_CHECKING:
     from fixedmodel._cooldown import CooldownPolicy
@@ -65,7 +65,8 @@ class MemoryCooldownStore:
                 return Entry(granted=False, retry_in=circuit.open_until - now)
             if circuit.open_until:
                 if now < circuit.probe_until:
-                    return Entry(granted=False, retry_in=circuit.probe_until - now)
+                    # A probe is out: look again soon, it usually reports before its lease.
+                    return Entry(granted=False, retry_in=min(circuit.probe_until - now, PROBE_POLL))
                 circuit.probe_until = now + policy.probe_timeout
                 return Entry(granted=True, probe=True)
             return Entry(granted=True, failures=circuit.failures)

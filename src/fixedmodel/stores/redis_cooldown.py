@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from fixedmodel._ids import unique_id
-from fixedmodel.stores._cooldown_store import ADMITTED, BalanceView, Entry, SharedCall
+from fixedmodel.stores._cooldown_store import ADMITTED, PROBE_POLL, BalanceView, Entry, SharedCall
 from fixedmodel.stores._redis import (
     DEFAULT_TIMEOUT,
     Flow,
@@ -125,7 +125,8 @@ if op == 'enter' then
     reply = {0, 0, 0, o - now, now}
   elseif o > 0 then
     if now < p then
-      reply = {0, 0, 0, p - now, now}
+      -- A probe is out: look again soon (PROBE_POLL), it usually reports before its lease.
+      reply = {0, 0, 0, math.min(p - now, tonumber(ARGV[8])), now}
     else
       p = now + probe_timeout
       reply = {1, 1, 0, 0, now}
@@ -168,7 +169,12 @@ def _keep(policy: CooldownPolicy) -> int:
 
 
 def _enter_args(policy: CooldownPolicy) -> list[str | int]:
-    return [_keep(policy), _micros(policy.probe_timeout), _micros(policy.failure_window)]
+    return [
+        _keep(policy),
+        _micros(policy.probe_timeout),
+        _micros(policy.failure_window),
+        _micros(PROBE_POLL),
+    ]
 
 
 def _failed_args(policy: CooldownPolicy, probe: bool, cool_for: float | None) -> list[str | int]:
