@@ -6,6 +6,7 @@ No network: scripted fakes, and a clock the tests move by hand.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -615,7 +616,7 @@ class _Stream:
         if not self.items:
             raise StopIteration
         item = self.items.pop(0)
-        if isinstance(item, Exception):
+        if isinstance(item, BaseException):
             raise item
         return item
 
@@ -692,6 +693,36 @@ async def test_async_chunks_before_content_are_held_in_order() -> None:
     with pytest.raises(litellm.APIConnectionError):
         await afirst_chunk(failing)
     assert failing.closed
+
+
+class _StallingStream(_Stream):
+    """Gives its items, then waits for ever for the next chunk (a stalled provider)."""
+
+    async def __anext__(self) -> object:
+        if self.items:
+            return await super().__anext__()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_read_ahead_cancelled_mid_way_closes_the_stream() -> None:
+    # A timeout around a chain whose primary streams a role-only chunk, then stalls: the
+    # call is cancelled while the chain reads ahead, and nobody will read that stream.
+    from fixedmodel.routing._first_chunk import afirst_chunk
+
+    stream = _StallingStream([_chunk(role="assistant", content="")])
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(afirst_chunk(stream), timeout=0.05)
+    assert stream.closed
+
+
+def test_a_read_ahead_interrupted_closes_the_stream() -> None:
+    from fixedmodel.routing._first_chunk import first_chunk
+
+    stream = _Stream([_chunk(role="assistant", content=""), KeyboardInterrupt()])
+    with pytest.raises(KeyboardInterrupt):
+        first_chunk(stream)
+    assert stream.closed
 
 
 # --- text with no UTF-8 form ---------------------------------------------------------------

@@ -15,6 +15,7 @@ mechanism ``watch_stream`` uses too).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any, cast
 
@@ -82,6 +83,7 @@ async def afirst_chunk(stream: Any) -> None:
     Raises:
         Exception: What reading raised before a chunk with content came; the stream is
             closed first, and the chunks read before are dropped (the caller saw none).
+        asyncio.CancelledError: The call was cancelled while reading; the stream is closed.
     """
     if _primed(stream):  # A routing layer inside read it already, or it cannot be held.
         return
@@ -94,7 +96,9 @@ async def afirst_chunk(stream: Any) -> None:
                 break
     except StopAsyncIteration:
         pass  # The stream ended: the caller gets what was read, then the end, as it would.
-    except Exception:
+    except (Exception, asyncio.CancelledError):
+        # Cancelled too (a timeout around the call): nobody will read this stream, so its
+        # connection goes back now rather than whenever the collector finds it.
         closer = getattr(stream, "aclose", None)
         if closer is not None:
             with contextlib.suppress(Exception):  # The read's failure is the one to report.
@@ -107,8 +111,9 @@ def first_chunk(stream: Any) -> None:
     """Read a sync stream up to its first chunk with content now; keep them for the caller.
 
     Raises:
-        Exception: What reading raised before a chunk with content came; the stream is
-            closed first, and the chunks read before are dropped (the caller saw none).
+        BaseException: What reading raised before a chunk with content came (an error, a
+            ``KeyboardInterrupt``); the stream is closed first, and the chunks read before
+            are dropped (the caller saw none).
     """
     if _primed(stream):
         return
@@ -121,7 +126,7 @@ def first_chunk(stream: Any) -> None:
                 break
     except StopIteration:
         pass
-    except Exception:
+    except BaseException:  # KeyboardInterrupt too: nobody will read this stream.
         closer = getattr(stream, "close", None)
         if closer is not None:
             with contextlib.suppress(Exception):  # The read's failure is the one to report.
