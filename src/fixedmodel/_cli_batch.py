@@ -367,7 +367,8 @@ async def _provider_batch(
 
     try:
         async with bound:
-            await _cli_provider.run(args, chat, body_model, writer)
+            if not await _cli_provider.run(args, chat, body_model, writer):
+                job.unwritable = True
     except (KeyboardInterrupt, asyncio.CancelledError):
         job.interrupted = True
         print(

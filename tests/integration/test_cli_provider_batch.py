@@ -154,3 +154,65 @@ def test_a_job_an_earlier_release_left_beside_a_link_is_still_found(
     assert main(_argv(server, source, link)) == EXIT_NOTHING_SENT
     assert "has a provider batch job under way" in capsys.readouterr().err
     assert not server.batches.uploads
+
+
+def test_an_output_that_cannot_be_written_keeps_the_job_for_resume(
+    server: OpenAIServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # OUTPUT stopped taking writes (a full disk) while the answers were read back: the run
+    # ended in "fixedmodel: OSError: [Errno 28] ...", with no word of the job kept and no
+    # request_counts. Now it says what happened and that --resume collects the same job.
+    import errno
+
+    from fixedmodel import _cli_output
+
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_input(source, 6)
+    real_write = _cli_output.RecordWriter.write
+    written: list[int] = []
+
+    def full_after_two(self: _cli_output.RecordWriter, record: dict[str, Any]) -> None:
+        if len(written) >= 2:
+            error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.failed = error
+            raise error
+        written.append(1)
+        real_write(self, record)
+
+    monkeypatch.setattr(_cli_output.RecordWriter, "write", full_after_two)
+    code = main(_argv(server, source, target))
+    err = capsys.readouterr().err
+    assert code == EXIT_SOME_FAILED, err
+    assert "Traceback" not in err and "OSError" not in err
+    assert f"cannot write OUTPUT {target}: No space left on device" in err
+    assert "--resume" in err
+    assert json.loads(err.splitlines()[-1]) == {
+        "request_counts": {"total": 6, "completed": 2, "failed": 0}
+    }
+    assert (tmp_path / "out.jsonl.provider-batch.json").exists()  # the job is kept
+
+    monkeypatch.undo()
+    assert main(_argv(server, source, target, "--resume")) == EXIT_OK
+    assert len(server.batches.uploads) == 1 and len(server.batches.batches) == 1
+    assert sorted(r["custom_id"] for r in _records(target)) == sorted(
+        f"req-{n}" for n in range(1, 7)
+    )
+
+
+def test_a_job_whose_line_list_cannot_be_written_is_not_started(
+    server: OpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The list of the job's lines could not be written beside OUTPUT: "fixedmodel:
+    # IsADirectoryError: ..." and exit code 1, as if lines had failed. Nothing was sent, so
+    # it is the usage exit code with a line naming the file.
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_input(source, 2)
+    (tmp_path / "out.jsonl.provider-batch.ids").mkdir()
+    assert main(_argv(server, source, target)) == EXIT_NOTHING_SENT
+    err = capsys.readouterr().err
+    assert "OUTPUT: cannot write" in err and "out.jsonl.provider-batch.ids" in err
+    assert "IsADirectoryError" not in err
+    assert not server.batches.uploads
