@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import multiprocessing
 import os
@@ -42,6 +43,9 @@ from tests.unit.test_exception_pickling import UnrebuildableError, raise_rate_li
 
 # Starts other interpreters or engines; run at the newest litellm only (see scripts/test.sh).
 pytestmark = pytest.mark.heavy
+
+# ExceptionGroup is 3.11+; the tests using it are skipped before.
+_ExceptionGroup: Any = getattr(builtins, "ExceptionGroup", None)
 
 MESSAGES_OF = [[{"role": "user", "content": f"item {i}"}] for i in range(3)]
 
@@ -98,6 +102,9 @@ class Picky:
             raise error
         if content == "budget":
             raise litellm.BudgetExceededError(current_cost=3.0, max_budget=1.0)
+        if content == "group":  # one member travels, one cannot
+            budget = litellm.BudgetExceededError(current_cost=3.0, max_budget=1.0)
+            raise _ExceptionGroup("both failed", [budget, UnrebuildableError("odd")])
         return litellm.ModelResponse(model=self.model)
 
 
@@ -116,6 +123,24 @@ def test_an_error_that_cannot_come_back_as_itself_comes_back_as_a_stand_in(
     budget = results[2].error
     assert isinstance(budget, litellm.BudgetExceededError)  # travels as itself
     assert (budget.current_cost, budget.max_budget) == (3.0, 1.0)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup is 3.11+")
+def test_a_group_with_a_member_that_cannot_travel_keeps_the_others(
+    pool: ProcessPoolExecutor,
+) -> None:
+    # The whole group came back as one WorkerError: the budget error beside the odd member
+    # lost its type and fields.
+    contents = ["fine", "group", "fine"]
+    requests: list[Any] = [{"messages": [{"role": "user", "content": c}]} for c in contents]
+    results = list(batch_on(pool, Picky(), requests, chunk_size=3))
+    assert [result.ok for result in results] == [True, False, True]
+    group = results[1].error
+    assert isinstance(group, _ExceptionGroup)
+    budget, odd = group.exceptions
+    assert isinstance(budget, litellm.BudgetExceededError)
+    assert (budget.current_cost, budget.max_budget) == (3.0, 1.0)
+    assert isinstance(odd, errors.WorkerError) and odd.type_name.endswith("UnrebuildableError")
 
 
 # The worker's stack lives as long as the worker -----------------------------------------
