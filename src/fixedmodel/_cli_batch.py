@@ -22,7 +22,7 @@ import json
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -58,8 +58,34 @@ _CUSTOM_ID = "fixedmodel_custom_id"
 def run(args: argparse.Namespace, check_model: Any) -> int:
     """Run ``fixedmodel batch``; ``check_model(model, api_base, mock)`` raises UsageError."""
     _check_paths(args.input, args.output, args.cache)
-    with contextlib.ExitStack() as cleanup:
+    with _terminate_as_interrupt(), contextlib.ExitStack() as cleanup:
         return _run_checked(args, check_model, cleanup)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Generator[None, None, None]:
+    """SIGTERM raises ``KeyboardInterrupt``, as Ctrl-C does, for the whole run.
+
+    Its default action ends the process where it stands: a run stopped while it copied a
+    pipe INPUT, or rewrote OUTPUT at the end, left the temporary file behind. Raised, it
+    unwinds through every clean-up. While the requests run, the event loop takes SIGTERM
+    and SIGINT itself (the calls in flight finish and are written; see ``_listen``).
+    Only the main thread can set a handler; elsewhere (``main()`` called from a thread)
+    SIGTERM keeps its action.
+    """
+    try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except (ValueError, OSError):  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(number: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _run_checked(args: argparse.Namespace, check_model: Any, cleanup: contextlib.ExitStack) -> int:
@@ -302,20 +328,31 @@ class _Job:
             yield {**line.request, _CUSTOM_ID: line.custom_id}
 
 
-def _listen(job: _Job) -> list[int]:
-    """Route SIGINT and SIGTERM to the job; the signals it could take."""
+def _listen(job: _Job) -> dict[int, Any]:
+    """Route SIGINT and SIGTERM to the job; the signals it took, with their handlers before."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
-    taken: list[int] = []
+    taken: dict[int, Any] = {}
     if main is None:
         return taken
     for number in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(number)
         try:
             loop.add_signal_handler(number, job.on_signal, main)
         except (NotImplementedError, RuntimeError, ValueError):  # Windows, not main thread
             continue
-        taken.append(number)
+        taken[number] = previous
     return taken
+
+
+def _unlisten(taken: dict[int, Any]) -> None:
+    """Give back the handlers ``_listen`` replaced (the loop would leave the defaults)."""
+    loop = asyncio.get_running_loop()
+    for number, previous in taken.items():
+        loop.remove_signal_handler(number)
+        if previous is not None:
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(number, previous)
 
 
 async def _run(args: argparse.Namespace, plan: _cli_input.Plan, body_model: str | None) -> int:
@@ -346,9 +383,7 @@ async def _run(args: argparse.Namespace, plan: _cli_input.Plan, body_model: str 
         if not job.abandoned:
             raise
     finally:
-        loop = asyncio.get_running_loop()
-        for number in taken:
-            loop.remove_signal_handler(number)
+        _unlisten(taken)
         writer.close()
     return _finish(args.output, plan, job)
 

@@ -691,3 +691,44 @@ def test_an_input_read_from_a_pipe_is_checked_and_sent(
     assert _counts(err) == {"total": lines, "completed": lines, "failed": 0}
     assert server.request_count() == lines
     assert not list(tmp_path.glob("fixedmodel-*"))
+
+
+@pytest.mark.heavy  # A child interpreter, stopped by a signal.
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_sigterm_while_a_pipe_is_copied_leaves_no_copy_behind(
+    server: OpenAIServer, tmp_path: Path
+) -> None:
+    # SIGTERM's default action ended the process where it stood: a run stopped while it
+    # copied a pipe INPUT (or while it rewrote OUTPUT at the end) left the temporary copy
+    # behind. SIGTERM now unwinds like Ctrl-C outside the requests too: exit code 130 and
+    # nothing left in the temporary directory.
+    pipe = tmp_path / "in.fifo"
+    os.mkfifo(pipe)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    target = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "fixedmodel", *_batch(server, pipe, target)]
+    child = subprocess.Popen(
+        command,
+        env={**_env(), "TMPDIR": str(scratch)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with pipe.open("w") as sink:  # opened once the child opens it to copy
+            sink.write(json.dumps(_line(1)) + "\n")
+            sink.flush()
+            deadline = time.monotonic() + 60
+            while not list(scratch.glob("fixedmodel-*/input.jsonl")):
+                assert child.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+            child.send_signal(signal.SIGTERM)  # the copy waits for more of the pipe
+            _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == EXIT_INTERRUPTED, err
+    assert "interrupted" in err
+    assert not list(scratch.iterdir())
+    assert server.request_count() == 0
