@@ -216,3 +216,38 @@ def test_a_job_whose_line_list_cannot_be_written_is_not_started(
     assert "OUTPUT: cannot write" in err and "out.jsonl.provider-batch.ids" in err
     assert "IsADirectoryError" not in err
     assert not server.batches.uploads
+
+
+@pytest.mark.heavy  # Stops a child interpreter with a signal; run at the newest litellm only.
+async def test_sigterm_while_the_job_runs_says_how_to_collect_it(
+    server: OpenAIServer, tmp_path: Path
+) -> None:
+    # SIGTERM (a scheduler's stop, `kill`) ended the run without a word: exit -15 and
+    # nothing said of the job left running. Like Ctrl-C, it now says how to collect it.
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_input(source, 3)
+    server.batches.polls_in_progress = 10_000
+    argv = [sys.executable, "-m", "fixedmodel", *_argv(server, source, target)]
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    child = await asyncio.create_subprocess_exec(*argv, env=env, stderr=asyncio.subprocess.PIPE)
+    state = tmp_path / "out.jsonl.provider-batch.json"
+    deadline = time.monotonic() + 120
+    try:
+        while not (state.exists() and "batch-" in state.read_text()):
+            assert child.returncode is None and time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        child.send_signal(signal.SIGTERM)
+        _, err_bytes = await asyncio.wait_for(child.communicate(), 60)
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    err = err_bytes.decode()
+    assert child.returncode == 130, err
+    assert "the provider batch keeps running" in err and "--resume" in err, err
+    assert state.exists()
+    server.batches.polls_in_progress = 1
+    code = await asyncio.to_thread(main, _argv(server, source, target, "--resume"))
+    assert code == EXIT_OK
+    assert len(server.batches.uploads) == 1 and len(server.batches.batches) == 1
