@@ -107,6 +107,7 @@ def _run_checked(args: argparse.Namespace, check_model: Any, cleanup: contextlib
         print(f"fixedmodel: nothing was sent: the input has problems{more}", file=sys.stderr)
         return EXIT_NOTHING_SENT
     check_model(args.model, args.api_base, args.mock_response is not None)
+    _check_priced(args.model, args.max_cost)
     if args.provider_batch:
         from fixedmodel import _cli_provider
 
@@ -128,6 +129,22 @@ def _run_checked(args: argparse.Namespace, check_model: Any, cleanup: contextlib
         return asyncio.run(_run(args, plan, body_model))
     finally:
         lock.release()
+
+
+def _check_priced(model: str, cap: float | None) -> None:
+    """Refuse ``--max-cost`` for a model litellm has no price for.
+
+    Its answers cost 0 as litellm prices them, so the cap was never reached: every line was
+    sent, whatever the cap.
+    """
+    from fixedmodel.routing._pricing import prices_of
+
+    if cap is not None and prices_of(model) is None:
+        msg = (
+            f"--max-cost: litellm has no price for {model!r}, so the cap cannot count what its "
+            "answers cost; leave --max-cost out, or use a model litellm prices"
+        )
+        raise UsageError(msg)
 
 
 def _regular_input(source: Path, max_bytes: float, cleanup: contextlib.ExitStack) -> Path:

@@ -732,3 +732,26 @@ def test_sigterm_while_a_pipe_is_copied_leaves_no_copy_behind(
     assert "interrupted" in err
     assert not list(scratch.iterdir())
     assert server.request_count() == 0
+
+
+def test_a_cost_cap_on_a_model_without_a_price_is_refused(
+    server: OpenAIServer, tmp_path: Path, run: _Run
+) -> None:
+    # litellm prices an unknown model's answers at 0, so --max-cost never stopped the run:
+    # a cap of $0.0000001 let all 20 lines through. It is refused before anything is sent.
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    lines = [_line(n) for n in range(1, 21)]
+    for line in lines:
+        line["body"]["model"] = "my-unpriced-finetune"
+    _write(source, lines)
+    argv = _batch(server, source, target, "--max-cost", "0.0000001")
+    argv[1] = "openai/my-unpriced-finetune"
+    code, err = run(*argv)
+    assert code == EXIT_NOTHING_SENT, err
+    assert "--max-cost" in err and "no price" in err
+    assert server.request_count() == 0
+    argv[1] = "openai/gpt-4o-mini"  # a priced model: the cap stops the run
+    _write(source, 20)
+    code, err = run(*argv)
+    assert code == EXIT_SOME_FAILED, err
+    assert server.request_count() < 20
