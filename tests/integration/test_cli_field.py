@@ -337,6 +337,53 @@ def test_an_error_line_holds_the_providers_error_object(
     assert _counts(err) == {"total": 1, "completed": 0, "failed": 1}
 
 
+class _EchoingProviderError(_ProviderError):
+    """A proxy's 401 that echoes the request's credential beyond the message."""
+
+    answer: ClassVar[dict[str, Any]] = {
+        "error": {
+            "message": "Incorrect API key provided: sk-echoed-9a8b7c6d5e",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+            "metadata": {
+                "raw": "upstream said: Authorization: Bearer sk-echoed-9a8b7c6d5e",
+                "upstream": "https://proxy:sk-echoed-9a8b7c6d5e@upstream.test/v1?key=k",
+                "tried": ["sk-echoed-9a8b7c6d5e"],
+            },
+        }
+    }
+
+
+def test_a_credential_a_provider_echoes_in_its_error_object_is_hidden(
+    files: tuple[Path, Path], run: _Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the error's message was redacted: the key the run sent, echoed by a proxy in
+    # the error object's other fields (metadata.raw, a URL, a list), was written to OUTPUT.
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-echoed-9a8b7c6d5e")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingProviderError)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    source, target = files
+    _write(source, 1)
+    try:
+        code, err = run(
+            "batch", "openai/gpt-4o-mini", str(source), str(target), "--no-progress",
+            "--api-base", f"http://127.0.0.1:{server.server_port}/v1", "--max-attempts", "1",
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == EXIT_SOME_FAILED, err
+    written = target.read_text()
+    assert "sk-echoed-9a8b7c6d5e" not in written and "sk-echoed-9a8b7c6d5e" not in err
+    (record,) = _records(target)
+    error = record["response"]["body"]["error"]
+    assert error["code"] == "invalid_api_key"
+    assert error["metadata"]["raw"] == "upstream said: Authorization: Bearer ***"
+    assert error["metadata"]["upstream"] == "https://***@upstream.test/v1?***"
+
+
 def test_server_errors_and_lost_connections_are_written_as_openai_does(
     server: OpenAIServer, files: tuple[Path, Path], run: _Run
 ) -> None:
