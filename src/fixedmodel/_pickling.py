@@ -211,10 +211,10 @@ def _travelling(value: object) -> object:
 
 
 def _travelling_args(error: BaseException) -> tuple[object, ...]:
-    return error.args if round_trips(error.args) else (_text(error),)
+    return error.args if round_trips(error.args) else (text(error),)
 
 
-def _text(value: object) -> str:
+def text(value: object) -> str:
     """``str(value)``, or a placeholder naming its type when its ``__str__`` raises."""
     try:
         return str(value)
@@ -281,7 +281,7 @@ def _group_stand_in(error: BaseException, group: Any, depth: int) -> BaseExcepti
         member if round_trips(member) else stand_in(member, depth + 1)
         for member in cast("tuple[BaseException, ...]", getattr(error, "exceptions", ()))
     ]
-    message = _text(getattr(error, "message", "") or "")
+    message = text(getattr(error, "message", "") or "")
     copy: BaseException | None = None
     try:
         derived: object = getattr(error, "derive")(members)  # noqa: B009
@@ -313,7 +313,7 @@ def _type_name(error: BaseException) -> str:
 def _notes(error: BaseException) -> list[str]:
     notes: object = getattr(error, "__notes__", None)
     if isinstance(notes, list):
-        return [_text(note) for note in cast("list[object]", notes)]
+        return [text(note) for note in cast("list[object]", notes)]
     return []
 
 
@@ -321,7 +321,7 @@ def _worker_error(error: BaseException) -> WorkerError:
     """The :class:`~fixedmodel.errors.WorkerError` for ``error`` alone, without its cause."""
     headers = _headers(error)
     copy = WorkerError(
-        _text(error),
+        text(error),
         type_name=_type_name(error),
         status_code=_attribute(error, "status_code", int),
         model=_attribute(error, "model", str),

@@ -19,8 +19,10 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +258,47 @@ def test_a_dask_task_raising_a_429_gives_the_429() -> None:
     assert caught.value.status_code == 429
     assert (caught.value.model, caught.value.llm_provider) == ("openai/gpt-x", "openai")
     assert retry_after(caught.value, now=0.0) == 7.0
+
+
+class Dying:
+    """A sync stack whose process dies (as if killed for memory) on the item "die"."""
+
+    model = "openai/dying"
+
+    def __call__(self, **kwargs: Any) -> litellm.ModelResponse:
+        if kwargs["messages"][0]["content"] == "die":
+            time.sleep(1.0)  # the other worker answers its chunks first
+            os._exit(1)
+        return litellm.ModelResponse(model=self.model)
+
+
+def test_a_worker_that_dies_fails_its_chunk_and_keeps_the_answers_behind_it() -> None:
+    # The dead worker's BrokenProcessPool was raised from the iterator: the three chunks
+    # already answered behind it (paid for) were thrown away.
+    contents = ["die", "fine", "fine", "fine"]
+    requests: list[Any] = [{"messages": [{"role": "user", "content": c}]} for c in contents]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=context) as pool:
+        list(pool.map(abs, [1, 2]))  # both workers up before the first chunk
+        results = list(batch_on(pool, Dying(), requests, chunk_size=1, ids=list("abcd")))
+    assert [result.ok for result in results] == [False, True, True, True]
+    assert [result.id for result in results] == list("abcd")
+    failure = results[0].error
+    assert isinstance(failure, errors.WorkerError)
+    assert failure.type_name.endswith("BrokenProcessPool")
+    assert isinstance(failure.__cause__, BrokenProcessPool)
+
+
+def test_a_pool_broken_for_good_raises_after_what_came_back() -> None:
+    # Once the pool cannot take a chunk, the iterator raises, after every result that had
+    # come back (the dead worker's chunk as failures).
+    contents = ["fine", "die", "fine", "fine"]
+    requests: list[Any] = [{"messages": [{"role": "user", "content": c}]} for c in contents]
+    seen: list[bool] = []
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        results = batch_on(pool, Dying(), requests, chunk_size=1, pending_chunks=1)
+        with pytest.raises(BrokenProcessPool):
+            for result in results:
+                seen.append(result.ok)
+    assert seen == [True, False]
