@@ -108,10 +108,12 @@ def _run_checked(args: argparse.Namespace, check_model: Any, cleanup: contextlib
         return EXIT_NOTHING_SENT
     check_model(args.model, args.api_base, args.mock_response is not None)
     _check_priced(args.model, args.max_cost)
-    if args.provider_batch:
-        from fixedmodel import _cli_provider
+    from fixedmodel import _cli_provider
 
+    if args.provider_batch:
         _cli_provider.check(args)
+    else:
+        _cli_provider.check_live(args)
     lock = OutputLock(args.output)
     try:
         locked = lock.acquire()

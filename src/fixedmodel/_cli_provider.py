@@ -24,7 +24,7 @@ from fixedmodel._cli_output import RecordWriter, answer_record, error_record, re
 if TYPE_CHECKING:
     from fixedmodel._protocols import AFixedModelCompletion
 
-__all__ = ["check", "run", "state_path"]
+__all__ = ["check", "check_live", "run", "state_path"]
 
 
 def state_path(output: Path) -> Path:
@@ -64,6 +64,21 @@ def check(args: argparse.Namespace) -> None:
         msg = (
             f"OUTPUT {args.output} has a provider batch job under way "
             f"({state_path(args.output)}): pass --resume to collect it"
+        )
+        raise UsageError(msg)
+
+
+def check_live(args: argparse.Namespace) -> None:
+    """Refuse a live run on an OUTPUT whose provider batch job is under way.
+
+    The job's lines have no record in OUTPUT until it is collected: a live run (``--resume``
+    or not) would send every one of them again, paying twice for answers the job holds.
+    """
+    if state_path(args.output).exists():
+        msg = (
+            f"OUTPUT {args.output} has a provider batch job under way "
+            f"({state_path(args.output)}): pass --provider-batch --resume to collect it "
+            "(a live run would send its lines again)"
         )
         raise UsageError(msg)
 

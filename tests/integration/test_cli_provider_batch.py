@@ -251,3 +251,22 @@ async def test_sigterm_while_the_job_runs_says_how_to_collect_it(
     code = await asyncio.to_thread(main, _argv(server, source, target, "--resume"))
     assert code == EXIT_OK
     assert len(server.batches.uploads) == 1 and len(server.batches.batches) == 1
+
+
+def test_a_live_run_on_an_output_with_a_job_under_way_is_refused(
+    server: OpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A job a killed --provider-batch run left under way, then `--resume` without
+    # --provider-batch: every line the job holds (and is paid for) was sent again live.
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_input(source, 3)
+    (tmp_path / "out.jsonl.provider-batch.json").write_text("{}")  # what a killed run left
+    live = [
+        "batch", "openai/gpt-4o-mini", str(source), str(target),
+        "--api-base", server.base_url, "--no-progress",
+    ]  # fmt: skip
+    for more in ([], ["--resume"]):
+        assert main([*live, *more]) == EXIT_NOTHING_SENT
+        err = capsys.readouterr().err
+        assert "has a provider batch job under way" in err and "--provider-batch" in err, err
+    assert server.request_count() == 0
