@@ -183,12 +183,17 @@ _LEFT_BEHIND = object()
 
 
 def round_trips(value: object) -> bool:
-    """Whether ``value`` survives ``pickle.dumps`` and ``pickle.loads`` in this process."""
+    """Whether ``value`` survives ``pickle.dumps`` and ``pickle.loads`` in this process.
+
+    An exception survives only as an exception: one whose own ``__reduce__`` makes it
+    come back as something else (a string, None) does not, or a failed item's ``error``
+    would reach the driver as that.
+    """
     try:
-        pickle.loads(pickle.dumps(value))
+        copy: object = pickle.loads(pickle.dumps(value))
     except Exception:
         return False
-    return True
+    return not isinstance(value, BaseException) or isinstance(copy, BaseException)
 
 
 def _travelling(value: object) -> object:

@@ -41,7 +41,11 @@ from fixedmodel import (
 from fixedmodel._workers import _run_chunk, close_worker
 from fixedmodel.middleware._errors import retry_after
 from fixedmodel.testing.server import Fault, OpenAIServer
-from tests.unit.test_exception_pickling import UnrebuildableError, raise_rate_limit
+from tests.unit.test_exception_pickling import (
+    ShapeshiftingError,
+    UnrebuildableError,
+    raise_rate_limit,
+)
 
 # Starts other interpreters or engines; run at the newest litellm only (see scripts/test.sh).
 pytestmark = pytest.mark.heavy
@@ -104,6 +108,8 @@ class Picky:
             raise error
         if content == "budget":
             raise litellm.BudgetExceededError(current_cost=3.0, max_budget=1.0)
+        if content == "shapeshifter":  # pickles to a string
+            raise ShapeshiftingError("shifted")
         if content == "group":  # one member travels, one cannot
             budget = litellm.BudgetExceededError(current_cost=3.0, max_budget=1.0)
             raise _ExceptionGroup("both failed", [budget, UnrebuildableError("odd")])
@@ -113,10 +119,14 @@ class Picky:
 def test_an_error_that_cannot_come_back_as_itself_comes_back_as_a_stand_in(
     pool: ProcessPoolExecutor,
 ) -> None:
-    contents = ["fine", "unrebuildable", "budget", "fine"]
+    contents = ["fine", "unrebuildable", "budget", "fine", "shapeshifter"]
     requests: list[Any] = [{"messages": [{"role": "user", "content": c}]} for c in contents]
-    results = list(batch_on(pool, Picky(), requests, chunk_size=4))
-    assert [result.ok for result in results] == [True, False, False, True]
+    results = list(batch_on(pool, Picky(), requests, chunk_size=5))
+    assert [result.ok for result in results] == [True, False, False, True, False]
+    # An error whose own __reduce__ gives no exception came back as that (a str).
+    shifted = results[4].error
+    assert isinstance(shifted, errors.WorkerError)
+    assert shifted.type_name.endswith("ShapeshiftingError")
     stand_in = results[1].error
     assert isinstance(stand_in, errors.WorkerError)
     assert stand_in.type_name.endswith("UnrebuildableError")

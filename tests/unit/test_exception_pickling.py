@@ -394,3 +394,25 @@ def test_groups_nested_past_the_limit_stand_in_without_recursing() -> None:
         group = _ExceptionGroup(f"level {level}", [group])
     copy = pickle.loads(pickle.dumps(stand_in(group)))
     assert isinstance(copy, _ExceptionGroup)
+
+
+class ShapeshiftingError(Exception):
+    """Pickles to something that is no exception (its own ``__reduce__``)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (str, ("not an exception any more",))
+
+
+def test_an_error_that_unpickles_as_no_exception_does_not_count_as_travelling() -> None:
+    # It passed the round trip check, so a failed item's error reached the driver as the
+    # string it unpickled to.
+    error = ShapeshiftingError("boom")
+    error.status_code = 429  # type: ignore[attr-defined]
+    assert not round_trips(error)
+    copy = pickle.loads(pickle.dumps(stand_in(error)))
+    assert isinstance(copy, errors.WorkerError)
+    assert copy.type_name.endswith("ShapeshiftingError") and copy.status_code == 429
+    outer = UnrebuildableError("outer")
+    outer.__cause__ = error
+    chained = pickle.loads(pickle.dumps(stand_in(outer)))
+    assert isinstance(chained.__cause__, errors.WorkerError)
