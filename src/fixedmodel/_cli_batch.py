@@ -107,7 +107,6 @@ def _run_checked(args: argparse.Namespace, check_model: Any, cleanup: contextlib
         print(f"fixedmodel: nothing was sent: the input has problems{more}", file=sys.stderr)
         return EXIT_NOTHING_SENT
     check_model(args.model, args.api_base, args.mock_response is not None)
-    _check_priced(args.model, args.max_cost)
     from fixedmodel import _cli_provider
 
     if args.provider_batch:
@@ -131,22 +130,6 @@ def _run_checked(args: argparse.Namespace, check_model: Any, cleanup: contextlib
         return asyncio.run(_run(args, plan, body_model))
     finally:
         lock.release()
-
-
-def _check_priced(model: str, cap: float | None) -> None:
-    """Refuse ``--max-cost`` for a model litellm has no price for.
-
-    Its answers cost 0 as litellm prices them, so the cap was never reached: every line was
-    sent, whatever the cap.
-    """
-    from fixedmodel.routing._pricing import prices_of
-
-    if cap is not None and prices_of(model) is None:
-        msg = (
-            f"--max-cost: litellm has no price for {model!r}, so the cap cannot count what its "
-            "answers cost; leave --max-cost out, or use a model litellm prices"
-        )
-        raise UsageError(msg)
 
 
 def _regular_input(source: Path, max_bytes: float, cleanup: contextlib.ExitStack) -> Path:
@@ -280,6 +263,7 @@ class _Job:
         self.over_budget = False
         self.abandoned = False
         self.unwritable = False
+        self.unpriced = False
 
     def stop_requested(self) -> bool:
         cap: float | None = self.args.max_cost
@@ -290,7 +274,28 @@ class _Job:
                 "line starts; the calls in flight finish and are written",
                 file=sys.stderr,
             )
-        return self.interrupted or self.over_budget or self.unwritable
+        return self.interrupted or self.over_budget or self.unwritable or self.unpriced
+
+    def count_cost(self, custom_id: str, response: object) -> None:
+        """Add ``response``'s cost to what the run spent; stop when it has none.
+
+        litellm gives no cost for a model it has no price for. Counted as 0, such answers
+        never reached ``--max-cost``, and every line was sent whatever the cap. (A name
+        litellm does not know can still be priced from the model its provider answers
+        with, as for Azure deployments: only an answer without a cost stops the run.)
+        """
+        from fixedmodel._progress import response_cost, response_priced
+
+        self.spent += response_cost(response)
+        capped = self.args.max_cost is not None
+        if capped and not self.unpriced and not response_priced(response):
+            self.unpriced = True
+            print(
+                f"fixedmodel: --max-cost: litellm has no price for the answer to line "
+                f"{custom_id!r} ({self.args.model}), so the cap cannot count it: no "
+                "further line starts; the calls in flight finish and are written",
+                file=sys.stderr,
+            )
 
     def record(self, record: dict[str, Any]) -> None:
         """Append ``record`` to OUTPUT; when OUTPUT cannot take it, stop starting lines."""
@@ -320,8 +325,6 @@ class _Job:
 
     def wrap(self, chat: AFixedModelCompletion) -> AFixedModelCompletion:
         """``chat`` that writes each answer or error to OUTPUT the moment it has it."""
-        from fixedmodel._progress import response_cost
-
         # The lines' keywords are untyped JSON: called as a plain callable.
         send = cast("Callable[..., Awaitable[object]]", chat)
 
@@ -332,8 +335,8 @@ class _Job:
             except Exception as error:
                 self.record(error_record(custom_id, error))
                 raise
-            self.spent += response_cost(response)
             self.record(answer_record(custom_id, response))
+            self.count_cost(custom_id, response)
             return response
 
         return cast("AFixedModelCompletion", call)

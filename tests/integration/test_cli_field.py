@@ -794,24 +794,34 @@ def test_sigterm_while_a_pipe_is_copied_leaves_no_copy_behind(
     assert server.request_count() == 0
 
 
-def test_a_cost_cap_on_a_model_without_a_price_is_refused(
+def test_a_cost_cap_stops_at_the_first_answer_without_a_price(
     server: OpenAIServer, tmp_path: Path, run: _Run
 ) -> None:
-    # litellm prices an unknown model's answers at 0, so --max-cost never stopped the run:
-    # a cap of $0.0000001 let all 20 lines through. It is refused before anything is sent.
+    # litellm prices an unknown model's answers at nothing, so --max-cost never stopped the
+    # run: a cap of $0.0000001 let all 20 lines through. An answer without a price now stops
+    # the run as the cap does (the calls in flight finish); --resume continues it.
     source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     lines = [_line(n) for n in range(1, 21)]
     for line in lines:
         line["body"]["model"] = "my-unpriced-finetune"
     _write(source, lines)
-    argv = _batch(server, source, target, "--max-cost", "0.0000001")
+    argv = _batch(server, source, target, "--max-cost", "0.0000001", "--concurrency", "1")
     argv[1] = "openai/my-unpriced-finetune"
     code, err = run(*argv)
-    assert code == EXIT_NOTHING_SENT, err
-    assert "--max-cost" in err and "no price" in err
-    assert server.request_count() == 0
-    argv[1] = "openai/gpt-4o-mini"  # a priced model: the cap stops the run
+    assert code == EXIT_SOME_FAILED, err
+    assert "--max-cost: litellm has no price for the answer to line 'req-1'" in err
+    assert server.request_count() == 1
+    assert _counts(err) == {"total": 20, "completed": 1, "failed": 0}
+    # Without a cap, nothing needs a price.
+    code, err = run(*[a for a in argv if a not in ("--max-cost", "0.0000001")], "--resume")
+    assert code == EXIT_OK, err
+    assert server.request_count() == 20
+    # A priced model: the cap stops the run on what it spent.
+    server.reset()
+    target.unlink()
     _write(source, 20)
+    argv[1] = "openai/gpt-4o-mini"
     code, err = run(*argv)
     assert code == EXIT_SOME_FAILED, err
-    assert server.request_count() < 20
+    assert "cost cap is reached" in err
+    assert server.request_count() == 1
