@@ -254,3 +254,13 @@ def test_a_scripted_status_follows_the_providers_mapping() -> None:
         FakeCompletion([Fail(403)], model=anthropic)(messages=MESSAGES)
     with pytest.raises(litellm.InternalServerError):
         FakeCompletion([Fail(529)], model=anthropic)(messages=MESSAGES)
+
+
+def test_a_scripted_400_about_the_context_window_is_the_class_litellm_raises() -> None:
+    # litellm reads the message too: a 400 saying the context is too long is a
+    # ContextWindowExceededError (which with_fallbacks falls back on); the fake raised a
+    # plain BadRequestError.
+    text = "This model's maximum context length is 8192 tokens. However, you sent 9000 tokens."
+    fake = FakeCompletion([Fail(400, message=text)], model="openai/gpt-4o-mini")
+    with pytest.raises(litellm.ContextWindowExceededError):
+        fake(messages=MESSAGES)
