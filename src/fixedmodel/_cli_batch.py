@@ -22,7 +22,7 @@ import json
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -58,8 +58,34 @@ _CUSTOM_ID = "fixedmodel_custom_id"
 def run(args: argparse.Namespace, check_model: Any) -> int:
     """Run ``fixedmodel batch``; ``check_model(model, api_base, mock)`` raises UsageError."""
     _check_paths(args.input, args.output, args.cache)
-    with contextlib.ExitStack() as cleanup:
+    with _terminate_as_interrupt(), contextlib.ExitStack() as cleanup:
         return _run_checked(args, check_model, cleanup)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Generator[None, None, None]:
+    """SIGTERM raises ``KeyboardInterrupt``, as Ctrl-C does, for the whole run.
+
+    Its default action ends the process where it stands: a run stopped while it copied a
+    pipe INPUT, or rewrote OUTPUT at the end, left the temporary file behind. Raised, it
+    unwinds through every clean-up. While the requests run, the event loop takes SIGTERM
+    and SIGINT itself (the calls in flight finish and are written; see ``_listen``).
+    Only the main thread can set a handler; elsewhere (``main()`` called from a thread)
+    SIGTERM keeps its action.
+    """
+    try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except (ValueError, OSError):  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(number: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _run_checked(args: argparse.Namespace, check_model: Any, cleanup: contextlib.ExitStack) -> int:
@@ -81,10 +107,12 @@ def _run_checked(args: argparse.Namespace, check_model: Any, cleanup: contextlib
         print(f"fixedmodel: nothing was sent: the input has problems{more}", file=sys.stderr)
         return EXIT_NOTHING_SENT
     check_model(args.model, args.api_base, args.mock_response is not None)
-    if args.provider_batch:
-        from fixedmodel import _cli_provider
+    from fixedmodel import _cli_provider
 
+    if args.provider_batch:
         _cli_provider.check(args)
+    else:
+        _cli_provider.check_live(args)
     lock = OutputLock(args.output)
     try:
         locked = lock.acquire()
@@ -235,6 +263,7 @@ class _Job:
         self.over_budget = False
         self.abandoned = False
         self.unwritable = False
+        self.unpriced = False
 
     def stop_requested(self) -> bool:
         cap: float | None = self.args.max_cost
@@ -245,7 +274,28 @@ class _Job:
                 "line starts; the calls in flight finish and are written",
                 file=sys.stderr,
             )
-        return self.interrupted or self.over_budget or self.unwritable
+        return self.interrupted or self.over_budget or self.unwritable or self.unpriced
+
+    def count_cost(self, custom_id: str, response: object) -> None:
+        """Add ``response``'s cost to what the run spent; stop when it has none.
+
+        litellm gives no cost for a model it has no price for. Counted as 0, such answers
+        never reached ``--max-cost``, and every line was sent whatever the cap. (A name
+        litellm does not know can still be priced from the model its provider answers
+        with, as for Azure deployments: only an answer without a cost stops the run.)
+        """
+        from fixedmodel._progress import response_cost, response_priced
+
+        self.spent += response_cost(response)
+        capped = self.args.max_cost is not None
+        if capped and not self.unpriced and not response_priced(response):
+            self.unpriced = True
+            print(
+                f"fixedmodel: --max-cost: litellm has no price for the answer to line "
+                f"{custom_id!r} ({self.args.model}), so the cap cannot count it: no "
+                "further line starts; the calls in flight finish and are written",
+                file=sys.stderr,
+            )
 
     def record(self, record: dict[str, Any]) -> None:
         """Append ``record`` to OUTPUT; when OUTPUT cannot take it, stop starting lines."""
@@ -275,8 +325,6 @@ class _Job:
 
     def wrap(self, chat: AFixedModelCompletion) -> AFixedModelCompletion:
         """``chat`` that writes each answer or error to OUTPUT the moment it has it."""
-        from fixedmodel._progress import response_cost
-
         # The lines' keywords are untyped JSON: called as a plain callable.
         send = cast("Callable[..., Awaitable[object]]", chat)
 
@@ -287,8 +335,8 @@ class _Job:
             except Exception as error:
                 self.record(error_record(custom_id, error))
                 raise
-            self.spent += response_cost(response)
             self.record(answer_record(custom_id, response))
+            self.count_cost(custom_id, response)
             return response
 
         return cast("AFixedModelCompletion", call)
@@ -302,20 +350,31 @@ class _Job:
             yield {**line.request, _CUSTOM_ID: line.custom_id}
 
 
-def _listen(job: _Job) -> list[int]:
-    """Route SIGINT and SIGTERM to the job; the signals it could take."""
+def _listen(job: _Job) -> dict[int, Any]:
+    """Route SIGINT and SIGTERM to the job; the signals it took, with their handlers before."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
-    taken: list[int] = []
+    taken: dict[int, Any] = {}
     if main is None:
         return taken
     for number in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(number)
         try:
             loop.add_signal_handler(number, job.on_signal, main)
         except (NotImplementedError, RuntimeError, ValueError):  # Windows, not main thread
             continue
-        taken.append(number)
+        taken[number] = previous
     return taken
+
+
+def _unlisten(taken: dict[int, Any]) -> None:
+    """Give back the handlers ``_listen`` replaced (the loop would leave the defaults)."""
+    loop = asyncio.get_running_loop()
+    for number, previous in taken.items():
+        loop.remove_signal_handler(number)
+        if previous is not None:
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(number, previous)
 
 
 async def _run(args: argparse.Namespace, plan: _cli_input.Plan, body_model: str | None) -> int:
@@ -346,9 +405,7 @@ async def _run(args: argparse.Namespace, plan: _cli_input.Plan, body_model: str 
         if not job.abandoned:
             raise
     finally:
-        loop = asyncio.get_running_loop()
-        for number in taken:
-            loop.remove_signal_handler(number)
+        _unlisten(taken)
         writer.close()
     return _finish(args.output, plan, job)
 
@@ -367,7 +424,8 @@ async def _provider_batch(
 
     try:
         async with bound:
-            await _cli_provider.run(args, chat, body_model, writer)
+            if not await _cli_provider.run(args, chat, body_model, writer):
+                job.unwritable = True
     except (KeyboardInterrupt, asyncio.CancelledError):
         job.interrupted = True
         print(

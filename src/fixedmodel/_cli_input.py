@@ -39,6 +39,7 @@ _CALL_SETTINGS = frozenset(
         "context_window_fallback_dict",
         "custom_llm_provider",
         "deployment_id",
+        "extra_headers",
         "fallbacks",
         "input_cost_per_second",
         "input_cost_per_token",
@@ -49,10 +50,39 @@ _CALL_SETTINGS = frozenset(
         "output_cost_per_second",
         "output_cost_per_token",
         "shared_session",
+        "ssl_verify",
         "tenant_id",
+        "timeout",
     }
 )
 _CALL_SETTING_PREFIXES = ("api_", "aws_", "azure_", "litellm_", "mock_", "vertex_")
+
+
+# Of the names litellm lists as its own settings (all_litellm_params), the ones OpenAI's
+# Batch API also takes as request parameters.
+_REQUEST_PARAMETERS = frozenset({"metadata"})
+
+_settings: frozenset[str] | None = None
+
+
+def _litellm_settings() -> frozenset[str]:
+    """The names litellm takes as settings of a call rather than request parameters.
+
+    litellm's own list (``all_litellm_params``, some 400 names in recent releases, more
+    with each): ``ssl_verify`` (TLS checks off for the call), ``use_litellm_proxy``,
+    ``headers``, timeouts, tiered prices, logging hosts and keys, files to read
+    credentials from. Read from the installed litellm, so names a release adds are
+    refused too; empty if it has no such list.
+    """
+    global _settings
+    if _settings is None:
+        try:
+            from litellm.types.utils import all_litellm_params
+
+            _settings = frozenset(str(name) for name in all_litellm_params)
+        except Exception:  # a litellm without the list: the names above still hold
+            _settings = frozenset()
+    return _settings
 
 
 @dataclass(frozen=True)
@@ -135,8 +165,13 @@ def _parse(text: str, model: str | None) -> tuple[str, str, dict[str, Any]]:
         raise _LineError("missing_required_parameter", f"body has no {needed!r}")
     if request.get("stream"):
         raise _LineError("invalid_request", "a batch line cannot stream")
+    settings = _litellm_settings()
     for name in request:
-        if name in _CALL_SETTINGS or name.startswith(_CALL_SETTING_PREFIXES):
+        if (
+            name in _CALL_SETTINGS
+            or name.startswith(_CALL_SETTING_PREFIXES)
+            or (name in settings and name not in _REQUEST_PARAMETERS)
+        ):
             msg = (
                 f"body key {name!r} is a setting of the call, not a request parameter "
                 "(MODEL and the options choose where lines go and with which credentials)"

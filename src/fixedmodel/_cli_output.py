@@ -139,7 +139,7 @@ def _provider_error(error: BaseException, status: int) -> dict[str, Any]:
             found = _error_object(response.json())
         except Exception:  # no response, or one whose body is not JSON
             found = None
-    given = found or {}
+    given = cast("dict[str, Any]", _redacted(found or {}))
     default_type = "server_error" if status >= 500 else "invalid_request_error"
     return {
         **given,
@@ -148,6 +148,29 @@ def _provider_error(error: BaseException, status: int) -> dict[str, Any]:
         "param": given.get("param", getattr(error, "param", None)),
         "code": given.get("code", getattr(error, "code", None)),
     }
+
+
+# Levels of a provider's error object redacted; what lies deeper is replaced whole.
+_MAX_DEPTH = 32
+
+
+def _redacted(value: object, depth: int = 0) -> object:
+    """``value`` (a parsed error body) with every string in it redacted.
+
+    Providers and proxies echo more than the message: a ``metadata.raw`` holding the
+    upstream answer, a header, a URL with its key. Containers nested deeper than 32
+    levels are replaced by a placeholder instead of recursed into.
+    """
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict | list):
+        if depth >= _MAX_DEPTH:
+            return "<nested too deep>"
+        if isinstance(value, list):
+            return [_redacted(item, depth + 1) for item in cast("list[object]", value)]
+        pairs = cast("dict[object, object]", value).items()
+        return {redact(str(key)): _redacted(item, depth + 1) for key, item in pairs}
+    return value
 
 
 def is_answer(record: dict[str, Any]) -> bool:

@@ -24,7 +24,7 @@ from fixedmodel._cli_output import RecordWriter, answer_record, error_record, re
 if TYPE_CHECKING:
     from fixedmodel._protocols import AFixedModelCompletion
 
-__all__ = ["check", "run", "state_path"]
+__all__ = ["check", "check_live", "run", "state_path"]
 
 
 def state_path(output: Path) -> Path:
@@ -68,17 +68,41 @@ def check(args: argparse.Namespace) -> None:
         raise UsageError(msg)
 
 
+def check_live(args: argparse.Namespace) -> None:
+    """Refuse a live run on an OUTPUT whose provider batch job is under way.
+
+    The job's lines have no record in OUTPUT until it is collected: a live run (``--resume``
+    or not) would send every one of them again, paying twice for answers the job holds.
+    """
+    if state_path(args.output).exists():
+        msg = (
+            f"OUTPUT {args.output} has a provider batch job under way "
+            f"({state_path(args.output)}): pass --provider-batch --resume to collect it "
+            "(a live run would send its lines again)"
+        )
+        raise UsageError(msg)
+
+
 async def run(
     args: argparse.Namespace,
     chat: AFixedModelCompletion,
     body_model: str | None,
     writer: RecordWriter,
-) -> None:
-    """Run (or collect) the provider batch job(s) of this OUTPUT, writing every record."""
+) -> bool:
+    """Run (or collect) the provider batch job(s) of this OUTPUT, writing every record.
+
+    Returns False when OUTPUT could not take the records: the job's state is then kept
+    (and said so), and ``--resume`` collects the same job again without paying twice.
+
+    Raises:
+        UsageError: The list of the job's lines cannot be written beside OUTPUT (nothing
+            was sent).
+    """
     state = state_path(args.output)
     if state.exists():  # A job a killed run started: collect it, paying nothing again.
         ids = json.loads(_ids_path(args.output).read_text(encoding="utf-8"))
-        await _job(args, chat, body_model, writer, set(ids))
+        if not await _job(args, chat, body_model, writer, set(ids)):
+            return False
     done = read_state(args.output).answered  # Without --resume, OUTPUT is empty.
     wanted = {
         line.custom_id
@@ -86,7 +110,8 @@ async def run(
         if line.custom_id not in done
     }
     if wanted:
-        await _job(args, chat, body_model, writer, wanted)
+        return await _job(args, chat, body_model, writer, wanted)
+    return True
 
 
 async def _job(
@@ -95,14 +120,18 @@ async def _job(
     body_model: str | None,
     writer: RecordWriter,
     wanted: set[str],
-) -> None:
+) -> bool:
     from fixedmodel import provider_batch
 
     state = state_path(args.output)
     ids_file = _ids_path(args.output)
     lines = [line for line in _cli_input.lines(args.input, body_model) if line.custom_id in wanted]
     if not state.exists():
-        ids_file.write_text(json.dumps([line.custom_id for line in lines]), encoding="utf-8")
+        try:
+            ids_file.write_text(json.dumps([line.custom_id for line in lines]), encoding="utf-8")
+        except OSError as error:  # before the job: nothing sent, nothing paid
+            msg = f"OUTPUT: cannot write {ids_file}: {error.strerror}"
+            raise UsageError(msg) from None
     requests: list[Any] = [line.request for line in lines]
     print(
         f"fixedmodel: provider batch job for {len(lines)} line(s); state {state} "
@@ -118,13 +147,23 @@ async def _job(
         progress=False if args.no_progress else None,
     )
     done = read_state(args.output).answered
-    for result in results:
-        if result.id in done:
-            continue
-        if result.error is None:
-            writer.write(answer_record(result.id, result.response))
-        else:
-            writer.write(error_record(result.id, result.error))
+    try:
+        for result in results:
+            if result.id in done:
+                continue
+            if result.error is None:
+                writer.write(answer_record(result.id, result.response))
+            else:
+                writer.write(error_record(result.id, result.error))
+    except OSError as error:  # a full disk, a file size limit: the job stays collectable
+        print(
+            f"fixedmodel: cannot write OUTPUT {args.output}: {error.strerror}: the job is "
+            f"kept ({state}); run the same command with --resume once OUTPUT can be written "
+            "to collect its answers (nothing is sent or paid again)",
+            file=sys.stderr,
+        )
+        return False
     finished = state.with_name(f"{state.name}.done")
     state.replace(finished)
     ids_file.unlink(missing_ok=True)
+    return True

@@ -10,9 +10,12 @@ error that names the shared alternative, instead of being copied and silently di
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import copyreg
 import os
 import pickle
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn, TypeVar, cast
@@ -180,12 +183,17 @@ _LEFT_BEHIND = object()
 
 
 def round_trips(value: object) -> bool:
-    """Whether ``value`` survives ``pickle.dumps`` and ``pickle.loads`` in this process."""
+    """Whether ``value`` survives ``pickle.dumps`` and ``pickle.loads`` in this process.
+
+    An exception survives only as an exception: one whose own ``__reduce__`` makes it
+    come back as something else (a string, None) does not, or a failed item's ``error``
+    would reach the driver as that.
+    """
     try:
-        pickle.loads(pickle.dumps(value))
+        copy: object = pickle.loads(pickle.dumps(value))
     except Exception:
         return False
-    return True
+    return not isinstance(value, BaseException) or isinstance(copy, BaseException)
 
 
 def _travelling(value: object) -> object:
@@ -208,10 +216,10 @@ def _travelling(value: object) -> object:
 
 
 def _travelling_args(error: BaseException) -> tuple[object, ...]:
-    return error.args if round_trips(error.args) else (_text(error),)
+    return error.args if round_trips(error.args) else (text(error),)
 
 
-def _text(value: object) -> str:
+def text(value: object) -> str:
     """``str(value)``, or a placeholder naming its type when its ``__str__`` raises."""
     try:
         return str(value)
@@ -219,19 +227,24 @@ def _text(value: object) -> str:
         return f"<{type(value).__qualname__}: str() raised>"
 
 
-# Causes a stand-in keeps at most; a longer chain (or one that loops) is cut there.
+# Causes a stand-in keeps at most; a longer chain (or one that loops) is cut there. Groups
+# nested deeper than that inside one another stand in whole, as one WorkerError.
 _MAX_CAUSES = 32
 
 
-def stand_in(error: BaseException) -> BaseException:
-    """A :class:`~fixedmodel.errors.WorkerError` carrying what can be read of ``error``.
+def stand_in(error: BaseException, _depth: int = 0) -> BaseException:
+    """What travels for ``error``: a :class:`~fixedmodel.errors.WorkerError` carrying what
+    can be read of it, or for an exception group, a group of what travels of each member.
 
-    Its type name, message, ``status_code``, ``model``, ``llm_provider``, the response
-    headers that carry retry advice, the notes, and its cause (itself a stand-in if need be).
-    The chain of causes is walked, not recursed into: a chain that loops back or runs
-    deeper than 32 causes is cut there, never raising ``RecursionError``.
+    A stand-in carries the type name, message, ``status_code``, ``model``, ``llm_provider``,
+    the response headers that carry retry advice, the notes, and the cause (itself a
+    stand-in if need be). A group (``ExceptionGroup``) stays a group: each member that
+    travels as itself is kept, each other one stands in alone, so one member that cannot
+    travel does not take the others' types, status and retry advice with it. The chain of
+    causes is walked, not recursed into: a chain that loops back or runs deeper than 32
+    causes is cut there, never raising ``RecursionError``.
     """
-    top = copy = _one_stand_in(error)
+    top = copy = _one_stand_in(error, _depth)
     seen = {id(error)}
     cause = error.__cause__
     while cause is not None and id(cause) not in seen and len(seen) <= _MAX_CAUSES:
@@ -239,26 +252,91 @@ def stand_in(error: BaseException) -> BaseException:
         if round_trips(cause):
             copy.__cause__ = cause
             break
-        copy.__cause__ = copy = _one_stand_in(cause)
+        copy.__cause__ = copy = _one_stand_in(cause, _depth)
         cause = cause.__cause__
     return top
 
 
-def _one_stand_in(error: BaseException) -> WorkerError:
+def _group_class() -> Any:
+    """``BaseExceptionGroup`` (3.11+, or the ``exceptiongroup`` backport if loaded), or None."""
+    found = getattr(builtins, "BaseExceptionGroup", None)
+    if found is None:
+        found = getattr(sys.modules.get("exceptiongroup"), "BaseExceptionGroup", None)
+    return found
+
+
+def _one_stand_in(error: BaseException, depth: int) -> BaseException:
     """The stand-in for ``error`` alone, without its cause."""
+    group = _group_class()
+    if group is not None and isinstance(error, group) and depth < _MAX_CAUSES:
+        copy = _group_stand_in(error, group, depth)
+        if copy is not None:
+            return copy
+    return _worker_error(error)
+
+
+def _group_stand_in(error: BaseException, group: Any, depth: int) -> BaseException | None:
+    """A group of what travels of each member of ``error``, or None if none can be made.
+
+    It is ``error.derive(members)`` (the group's own class when it keeps it and that class
+    travels), else a plain ``BaseExceptionGroup`` (an ``ExceptionGroup`` when every member
+    is an ``Exception``) with a note naming the original class.
+    """
+    members: list[BaseException] = [
+        member if round_trips(member) else stand_in(member, depth + 1)
+        for member in cast("tuple[BaseException, ...]", getattr(error, "exceptions", ()))
+    ]
+    message = text(getattr(error, "message", "") or "")
+    copy: BaseException | None = None
+    try:
+        derived: object = getattr(error, "derive")(members)  # noqa: B009
+        if isinstance(derived, group) and round_trips(derived):
+            copy = cast("BaseException", derived)
+    except Exception:  # a derive() of its own that raises: the plain group
+        copy = None
+    try:
+        if copy is None:
+            copy = cast("BaseException", group(message, members))
+    except Exception:  # an empty or odd group: no group to make
+        return None
+    for name, value in getattr(error, "__dict__", {}).items():
+        if name != "__notes__" and round_trips(value):
+            with contextlib.suppress(Exception):
+                setattr(copy, name, value)
+    notes = _notes(error)
+    if type(copy) is not type(error):
+        notes.append(f"fixedmodel: stands in for {_type_name(error)}, which could not be sent back")
+    if notes:
+        setattr(copy, "__notes__", notes)  # noqa: B010
+    return copy if round_trips(copy) else None
+
+
+def _type_name(error: BaseException) -> str:
+    return f"{type(error).__module__}.{type(error).__qualname__}"
+
+
+def _notes(error: BaseException) -> list[str]:
+    notes: object = getattr(error, "__notes__", None)
+    if isinstance(notes, list):
+        return [text(note) for note in cast("list[object]", notes)]
+    return []
+
+
+def _worker_error(error: BaseException) -> WorkerError:
+    """The :class:`~fixedmodel.errors.WorkerError` for ``error`` alone, without its cause."""
     headers = _headers(error)
     copy = WorkerError(
-        _text(error),
-        type_name=f"{type(error).__module__}.{type(error).__qualname__}",
+        text(error),
+        type_name=_type_name(error),
         status_code=_attribute(error, "status_code", int),
         model=_attribute(error, "model", str),
         llm_provider=_attribute(error, "llm_provider", str),
         response_headers=headers,
     )
-    notes: object = getattr(error, "__notes__", None)
-    if isinstance(notes, list):
+    notes = _notes(error)
+    if isinstance(getattr(error, "__notes__", None), list):
         # Set by hand: BaseException.add_note is 3.11+.
-        setattr(copy, "__notes__", [_text(note) for note in cast("list[object]", notes)])  # noqa: B010
+        setattr(copy, "__notes__", notes)  # noqa: B010
     return copy
 
 

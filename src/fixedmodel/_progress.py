@@ -147,6 +147,17 @@ def response_cost(response: object) -> float:
     return _usage(response)[2]
 
 
+def response_priced(response: object) -> bool:
+    """Whether litellm priced ``response`` (a cache hit costs nothing and counts as priced)."""
+    hidden: object = getattr(response, "_hidden_params", None)
+    if not isinstance(hidden, dict):
+        return False
+    values = cast("dict[str, object]", hidden)
+    found = values.get("response_cost")
+    priced = isinstance(found, (int, float)) and not isinstance(found, bool)
+    return priced or values.get("cache_hit") is True
+
+
 class Progress:
     """Counts a batch's results and shows them: a bar, callbacks, both, or nothing."""
 

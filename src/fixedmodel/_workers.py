@@ -310,19 +310,45 @@ def _results(
     concurrency: int,
     ahead: int,
 ) -> Iterator[BatchResult[Any]]:
-    pending: deque[Future[list[Any]]] = deque()
+    pending: deque[tuple[_Chunk, Future[list[Any]]]] = deque()
     try:
         for chunk in chunks:
-            pending.append(executor.submit(_run_chunk, payload, digest, chunk, concurrency))
+            try:
+                future = executor.submit(_run_chunk, payload, digest, chunk, concurrency)
+            except Exception:
+                # The executor is broken or shut down: what came back before still counts.
+                while pending:
+                    yield from _received(*pending.popleft())
+                raise
+            pending.append((chunk, future))
             if len(pending) >= ahead:
-                yield from _received(pending.popleft())
+                yield from _received(*pending.popleft())
         while pending:
-            yield from _received(pending.popleft())
+            yield from _received(*pending.popleft())
     finally:
-        for future in pending:
+        for _, future in pending:
             future.cancel()
 
 
-def _received(future: Future[list[Any]]) -> Iterator[BatchResult[Any]]:
-    for index, identifier, response, error in future.result():
+def _received(chunk: _Chunk, future: Future[list[Any]]) -> Iterator[BatchResult[Any]]:
+    """The results of one chunk; if the chunk itself failed, a failure for each of its items.
+
+    A worker that died (killed for memory, a crash in native code) fails its chunk with
+    ``BrokenProcessPool``, Dask's ``KilledWorker`` or Ray's ``WorkerCrashedError``. Raising
+    that here threw away every chunk already answered behind it (paid for); each item of
+    the failed chunk fails instead, with a :class:`~fixedmodel.errors.WorkerError` whose
+    cause is the chunk's exception, and the other chunks' results still come.
+    """
+    try:
+        results = future.result()
+    except Exception as broken:
+        for index, identifier, _ in chunk:
+            failure = WorkerError(
+                f"the chunk holding this item failed in the executor: {_pickling.text(broken)}",
+                type_name=f"{type(broken).__module__}.{type(broken).__qualname__}",
+            )
+            failure.__cause__ = broken
+            yield batch_result(index, identifier, None, failure)
+        return
+    for index, identifier, response, error in results:
         yield batch_result(index, identifier, response, error)

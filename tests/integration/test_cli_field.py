@@ -130,6 +130,18 @@ _TOO_DEEP = '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}"  # past the recursion
         (_bad(3, body={"messages": [], "fallbacks": [{"api_base": "http://x"}]}), "'fallbacks'"),
         (_bad(3, body={"messages": [], "num_retries": 9}), "body key 'num_retries'"),
         (_bad(3, body={"messages": [], "input_cost_per_token": 0}), "'input_cost_per_token'"),
+        # Only a list of names kept by hand was refused; litellm's own list of its call
+        # settings held some 400 more that went through: TLS checks off, another proxy,
+        # headers, timeouts, tiered prices, files to read credentials from.
+        (_bad(3, body={"messages": [], "ssl_verify": False}), "body key 'ssl_verify'"),
+        (_bad(3, body={"messages": [], "use_litellm_proxy": True}), "'use_litellm_proxy'"),
+        (_bad(3, body={"messages": [], "headers": {"x-a": "b"}}), "body key 'headers'"),
+        (_bad(3, body={"messages": [], "extra_headers": {"x-a": "b"}}), "'extra_headers'"),
+        (_bad(3, body={"messages": [], "timeout": 9999}), "body key 'timeout'"),
+        (_bad(3, body={"messages": [], "request_timeout": 9999}), "'request_timeout'"),
+        (_bad(3, body={"messages": [], "input_cost_per_token_above_200k_tokens": 0}), "_200k_"),
+        (_bad(3, body={"messages": [], "base_model": "gpt-3.5-turbo"}), "'base_model'"),
+        (_bad(3, body={"messages": [], "gcs_path_service_account": "/x"}), "'gcs_path_service"),
         (_NO_METHOD, "line 3: missing_required_parameter: no 'method'"),
         (_NO_URL, "line 3: missing_required_parameter: no 'url'"),
         (_NO_BODY, "line 3: missing_required_parameter: no 'body'"),
@@ -335,6 +347,54 @@ def test_an_error_line_holds_the_providers_error_object(
     assert record["response"]["request_id"] == "req_provider_1"
     assert record["response"]["body"] == _ProviderError.answer
     assert _counts(err) == {"total": 1, "completed": 0, "failed": 1}
+
+
+class _EchoingProviderError(_ProviderError):
+    """A proxy's 401 that echoes the request's credential beyond the message."""
+
+    answer: ClassVar[dict[str, Any]] = {
+        "error": {
+            "message": "Incorrect API key provided: sk-echoed-9a8b7c6d5e",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+            "metadata": {
+                "raw": "upstream said: Authorization: Bearer sk-echoed-9a8b7c6d5e",
+                "upstream": "https://proxy:sk-echoed-9a8b7c6d5e@upstream.test/v1?key=k",
+                "tried": ["sk-echoed-9a8b7c6d5e"],
+            },
+        }
+    }
+
+
+def test_a_credential_a_provider_echoes_in_its_error_object_is_hidden(
+    files: tuple[Path, Path], run: _Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the error's message was redacted: the key the run sent, echoed by a proxy in
+    # the error object's other fields (metadata.raw, a URL, a list), was written to OUTPUT.
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-echoed-9a8b7c6d5e")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingProviderError)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    source, target = files
+    _write(source, 1)
+    try:
+        code, err = run(
+            "batch", "openai/gpt-4o-mini", str(source), str(target), "--no-progress",
+            "--api-base", f"http://127.0.0.1:{server.server_port}/v1", "--max-attempts", "1",
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == EXIT_SOME_FAILED, err
+    written = target.read_text()
+    assert "sk-echoed-9a8b7c6d5e" not in written and "sk-echoed-9a8b7c6d5e" not in err
+    (record,) = _records(target)
+    error = record["response"]["body"]["error"]
+    assert error["message"] == "Incorrect API key provided: ***"
+    if "metadata" in error:  # older litellm releases keep only message, type, param, code
+        assert error["metadata"]["raw"] == "upstream said: Authorization: Bearer ***"
+        assert error["metadata"]["upstream"] == "https://***@upstream.test/v1?***"
 
 
 def test_server_errors_and_lost_connections_are_written_as_openai_does(
@@ -691,3 +751,77 @@ def test_an_input_read_from_a_pipe_is_checked_and_sent(
     assert _counts(err) == {"total": lines, "completed": lines, "failed": 0}
     assert server.request_count() == lines
     assert not list(tmp_path.glob("fixedmodel-*"))
+
+
+@pytest.mark.heavy  # A child interpreter, stopped by a signal.
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_sigterm_while_a_pipe_is_copied_leaves_no_copy_behind(
+    server: OpenAIServer, tmp_path: Path
+) -> None:
+    # SIGTERM's default action ended the process where it stood: a run stopped while it
+    # copied a pipe INPUT (or while it rewrote OUTPUT at the end) left the temporary copy
+    # behind. SIGTERM now unwinds like Ctrl-C outside the requests too: exit code 130 and
+    # nothing left in the temporary directory.
+    pipe = tmp_path / "in.fifo"
+    os.mkfifo(pipe)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    target = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "fixedmodel", *_batch(server, pipe, target)]
+    child = subprocess.Popen(
+        command,
+        env={**_env(), "TMPDIR": str(scratch)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with pipe.open("w") as sink:  # opened once the child opens it to copy
+            sink.write(json.dumps(_line(1)) + "\n")
+            sink.flush()
+            deadline = time.monotonic() + 60
+            while not list(scratch.glob("fixedmodel-*/input.jsonl")):
+                assert child.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+            child.send_signal(signal.SIGTERM)  # the copy waits for more of the pipe
+            _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == EXIT_INTERRUPTED, err
+    assert "interrupted" in err
+    assert not list(scratch.iterdir())
+    assert server.request_count() == 0
+
+
+def test_a_cost_cap_stops_at_the_first_answer_without_a_price(
+    server: OpenAIServer, tmp_path: Path, run: _Run
+) -> None:
+    # litellm prices an unknown model's answers at nothing, so --max-cost never stopped the
+    # run: a cap of $0.0000001 let all 20 lines through. An answer without a price now stops
+    # the run as the cap does (the calls in flight finish); --resume continues it.
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    lines = [_line(n) for n in range(1, 21)]
+    for line in lines:
+        line["body"]["model"] = "my-unpriced-finetune"
+    _write(source, lines)
+    argv = _batch(server, source, target, "--max-cost", "0.0000001", "--concurrency", "1")
+    argv[1] = "openai/my-unpriced-finetune"
+    code, err = run(*argv)
+    assert code == EXIT_SOME_FAILED, err
+    assert "--max-cost: litellm has no price for the answer to line 'req-1'" in err
+    assert server.request_count() == 1
+    assert _counts(err) == {"total": 20, "completed": 1, "failed": 0}
+    # Without a cap, nothing needs a price.
+    code, err = run(*[a for a in argv if a not in ("--max-cost", "0.0000001")], "--resume")
+    assert code == EXIT_OK, err
+    assert server.request_count() == 20
+    # A priced model: the cap stops the run on what it spent.
+    server.reset()
+    target.unlink()
+    _write(source, 20)
+    argv[1] = "openai/gpt-4o-mini"
+    code, err = run(*argv)
+    assert code == EXIT_SOME_FAILED, err
+    assert "cost cap is reached" in err
+    assert server.request_count() == 1

@@ -154,3 +154,119 @@ def test_a_job_an_earlier_release_left_beside_a_link_is_still_found(
     assert main(_argv(server, source, link)) == EXIT_NOTHING_SENT
     assert "has a provider batch job under way" in capsys.readouterr().err
     assert not server.batches.uploads
+
+
+def test_an_output_that_cannot_be_written_keeps_the_job_for_resume(
+    server: OpenAIServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # OUTPUT stopped taking writes (a full disk) while the answers were read back: the run
+    # ended in "fixedmodel: OSError: [Errno 28] ...", with no word of the job kept and no
+    # request_counts. Now it says what happened and that --resume collects the same job.
+    import errno
+
+    from fixedmodel import _cli_output
+
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_input(source, 6)
+    real_write = _cli_output.RecordWriter.write
+    written: list[int] = []
+
+    def full_after_two(self: _cli_output.RecordWriter, record: dict[str, Any]) -> None:
+        if len(written) >= 2:
+            error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.failed = error
+            raise error
+        written.append(1)
+        real_write(self, record)
+
+    monkeypatch.setattr(_cli_output.RecordWriter, "write", full_after_two)
+    code = main(_argv(server, source, target))
+    err = capsys.readouterr().err
+    assert code == EXIT_SOME_FAILED, err
+    assert "Traceback" not in err and "OSError" not in err
+    assert f"cannot write OUTPUT {target}: No space left on device" in err
+    assert "--resume" in err
+    assert json.loads(err.splitlines()[-1]) == {
+        "request_counts": {"total": 6, "completed": 2, "failed": 0}
+    }
+    assert (tmp_path / "out.jsonl.provider-batch.json").exists()  # the job is kept
+
+    monkeypatch.undo()
+    assert main(_argv(server, source, target, "--resume")) == EXIT_OK
+    assert len(server.batches.uploads) == 1 and len(server.batches.batches) == 1
+    assert sorted(r["custom_id"] for r in _records(target)) == sorted(
+        f"req-{n}" for n in range(1, 7)
+    )
+
+
+def test_a_job_whose_line_list_cannot_be_written_is_not_started(
+    server: OpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The list of the job's lines could not be written beside OUTPUT: "fixedmodel:
+    # IsADirectoryError: ..." and exit code 1, as if lines had failed. Nothing was sent, so
+    # it is the usage exit code with a line naming the file.
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_input(source, 2)
+    (tmp_path / "out.jsonl.provider-batch.ids").mkdir()
+    assert main(_argv(server, source, target)) == EXIT_NOTHING_SENT
+    err = capsys.readouterr().err
+    assert "OUTPUT: cannot write" in err and "out.jsonl.provider-batch.ids" in err
+    assert "IsADirectoryError" not in err
+    assert not server.batches.uploads
+
+
+@pytest.mark.heavy  # Stops a child interpreter with a signal; run at the newest litellm only.
+async def test_sigterm_while_the_job_runs_says_how_to_collect_it(
+    server: OpenAIServer, tmp_path: Path
+) -> None:
+    # SIGTERM (a scheduler's stop, `kill`) ended the run without a word: exit -15 and
+    # nothing said of the job left running. Like Ctrl-C, it now says how to collect it.
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_input(source, 3)
+    server.batches.polls_in_progress = 10_000
+    argv = [sys.executable, "-m", "fixedmodel", *_argv(server, source, target)]
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    child = await asyncio.create_subprocess_exec(*argv, env=env, stderr=asyncio.subprocess.PIPE)
+    state = tmp_path / "out.jsonl.provider-batch.json"
+    deadline = time.monotonic() + 120
+    try:
+        while not (state.exists() and "batch-" in state.read_text()):
+            assert child.returncode is None and time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        child.send_signal(signal.SIGTERM)
+        _, err_bytes = await asyncio.wait_for(child.communicate(), 60)
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    err = err_bytes.decode()
+    assert child.returncode == 130, err
+    assert "the provider batch keeps running" in err and "--resume" in err, err
+    assert state.exists()
+    server.batches.polls_in_progress = 1
+    code = await asyncio.to_thread(main, _argv(server, source, target, "--resume"))
+    assert code == EXIT_OK
+    assert len(server.batches.uploads) == 1 and len(server.batches.batches) == 1
+
+
+def test_a_live_run_on_an_output_with_a_job_under_way_is_refused(
+    server: OpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A job a killed --provider-batch run left under way, then `--resume` without
+    # --provider-batch: every line the job holds (and is paid for) was sent again live.
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_input(source, 3)
+    (tmp_path / "out.jsonl.provider-batch.json").write_text("{}")  # what a killed run left
+    live = [
+        "batch", "openai/gpt-4o-mini", str(source), str(target),
+        "--api-base", server.base_url, "--no-progress",
+    ]  # fmt: skip
+    for more in ([], ["--resume"]):
+        assert main([*live, *more]) == EXIT_NOTHING_SENT
+        err = capsys.readouterr().err
+        assert "has a provider batch job under way" in err and "--provider-batch" in err, err
+    assert server.request_count() == 0

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import multiprocessing
 import os
@@ -18,8 +19,10 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +41,17 @@ from fixedmodel import (
 from fixedmodel._workers import _run_chunk, close_worker
 from fixedmodel.middleware._errors import retry_after
 from fixedmodel.testing.server import Fault, OpenAIServer
-from tests.unit.test_exception_pickling import UnrebuildableError, raise_rate_limit
+from tests.unit.test_exception_pickling import (
+    ShapeshiftingError,
+    UnrebuildableError,
+    raise_rate_limit,
+)
 
 # Starts other interpreters or engines; run at the newest litellm only (see scripts/test.sh).
 pytestmark = pytest.mark.heavy
+
+# ExceptionGroup is 3.11+; the tests using it are skipped before.
+_ExceptionGroup: Any = getattr(builtins, "ExceptionGroup", None)
 
 MESSAGES_OF = [[{"role": "user", "content": f"item {i}"}] for i in range(3)]
 
@@ -98,16 +108,25 @@ class Picky:
             raise error
         if content == "budget":
             raise litellm.BudgetExceededError(current_cost=3.0, max_budget=1.0)
+        if content == "shapeshifter":  # pickles to a string
+            raise ShapeshiftingError("shifted")
+        if content == "group":  # one member travels, one cannot
+            budget = litellm.BudgetExceededError(current_cost=3.0, max_budget=1.0)
+            raise _ExceptionGroup("both failed", [budget, UnrebuildableError("odd")])
         return litellm.ModelResponse(model=self.model)
 
 
 def test_an_error_that_cannot_come_back_as_itself_comes_back_as_a_stand_in(
     pool: ProcessPoolExecutor,
 ) -> None:
-    contents = ["fine", "unrebuildable", "budget", "fine"]
+    contents = ["fine", "unrebuildable", "budget", "fine", "shapeshifter"]
     requests: list[Any] = [{"messages": [{"role": "user", "content": c}]} for c in contents]
-    results = list(batch_on(pool, Picky(), requests, chunk_size=4))
-    assert [result.ok for result in results] == [True, False, False, True]
+    results = list(batch_on(pool, Picky(), requests, chunk_size=5))
+    assert [result.ok for result in results] == [True, False, False, True, False]
+    # An error whose own __reduce__ gives no exception came back as that (a str).
+    shifted = results[4].error
+    assert isinstance(shifted, errors.WorkerError)
+    assert shifted.type_name.endswith("ShapeshiftingError")
     stand_in = results[1].error
     assert isinstance(stand_in, errors.WorkerError)
     assert stand_in.type_name.endswith("UnrebuildableError")
@@ -116,6 +135,24 @@ def test_an_error_that_cannot_come_back_as_itself_comes_back_as_a_stand_in(
     budget = results[2].error
     assert isinstance(budget, litellm.BudgetExceededError)  # travels as itself
     assert (budget.current_cost, budget.max_budget) == (3.0, 1.0)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup is 3.11+")
+def test_a_group_with_a_member_that_cannot_travel_keeps_the_others(
+    pool: ProcessPoolExecutor,
+) -> None:
+    # The whole group came back as one WorkerError: the budget error beside the odd member
+    # lost its type and fields.
+    contents = ["fine", "group", "fine"]
+    requests: list[Any] = [{"messages": [{"role": "user", "content": c}]} for c in contents]
+    results = list(batch_on(pool, Picky(), requests, chunk_size=3))
+    assert [result.ok for result in results] == [True, False, True]
+    group = results[1].error
+    assert isinstance(group, _ExceptionGroup)
+    budget, odd = group.exceptions
+    assert isinstance(budget, litellm.BudgetExceededError)
+    assert (budget.current_cost, budget.max_budget) == (3.0, 1.0)
+    assert isinstance(odd, errors.WorkerError) and odd.type_name.endswith("UnrebuildableError")
 
 
 # The worker's stack lives as long as the worker -----------------------------------------
@@ -231,3 +268,47 @@ def test_a_dask_task_raising_a_429_gives_the_429() -> None:
     assert caught.value.status_code == 429
     assert (caught.value.model, caught.value.llm_provider) == ("openai/gpt-x", "openai")
     assert retry_after(caught.value, now=0.0) == 7.0
+
+
+class Dying:
+    """A sync stack whose process dies (as if killed for memory) on the item "die"."""
+
+    model = "openai/dying"
+
+    def __call__(self, **kwargs: Any) -> litellm.ModelResponse:
+        if kwargs["messages"][0]["content"] == "die":
+            time.sleep(1.0)  # the other worker answers its chunks first
+            os._exit(1)
+        return litellm.ModelResponse(model=self.model)
+
+
+def test_a_worker_that_dies_fails_its_chunk_and_keeps_the_answers_behind_it() -> None:
+    # The dead worker's BrokenProcessPool was raised from the iterator: the three chunks
+    # already answered behind it (paid for) were thrown away.
+    contents = ["die", "fine", "fine", "fine"]
+    requests: list[Any] = [{"messages": [{"role": "user", "content": c}]} for c in contents]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=context) as pool:
+        list(pool.map(abs, [1, 2]))  # both workers up before the first chunk
+        results = list(batch_on(pool, Dying(), requests, chunk_size=1, ids=list("abcd")))
+    assert [result.ok for result in results] == [False, True, True, True]
+    assert [result.id for result in results] == list("abcd")
+    failure = results[0].error
+    assert isinstance(failure, errors.WorkerError)
+    assert failure.type_name.endswith("BrokenProcessPool")
+    assert isinstance(failure.__cause__, BrokenProcessPool)
+
+
+def test_a_pool_broken_for_good_raises_after_what_came_back() -> None:
+    # Once the pool cannot take a chunk, the iterator raises, after every result that had
+    # come back (the dead worker's chunk as failures).
+    contents = ["fine", "die", "fine", "fine"]
+    requests: list[Any] = [{"messages": [{"role": "user", "content": c}]} for c in contents]
+    seen: list[bool] = []
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        results = batch_on(pool, Dying(), requests, chunk_size=1, pending_chunks=1)
+        with pytest.raises(BrokenProcessPool):
+            for result in results:
+                seen.append(result.ok)
+    assert seen == [True, False]

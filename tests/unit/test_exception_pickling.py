@@ -7,9 +7,11 @@ suite runs at both ends of the declared litellm range.
 
 from __future__ import annotations
 
+import builtins
 import inspect
 import multiprocessing
 import pickle
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -332,3 +334,85 @@ def test_fixedmodels_own_exceptions_round_trip_whatever_the_import_order(
     assert type(copy) is UncacheableRequestError
     assert (str(copy), copy.parameter) == ("cannot hash a socket", "metadata")
     assert copy.__notes__ == ["from the cache layer"]
+
+
+# ExceptionGroup is 3.11+; the tests using it are skipped before.
+_ExceptionGroup: Any = getattr(builtins, "ExceptionGroup", None)
+
+_GROUPS = pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup is 3.11+")
+
+
+@_GROUPS
+def test_a_group_with_one_member_that_cannot_travel_keeps_the_others() -> None:
+    # One unpicklable member made the whole group one WorkerError: the 429 beside it, its
+    # status, model and retry advice were lost to the driver.
+    rate_limit = litellm.RateLimitError(
+        "slow down", llm_provider="openai", model="openai/gpt-x", response=_response(429)
+    )
+    odd = UnrebuildableError("odd one")
+    odd.status_code = 503  # type: ignore[attr-defined]
+    inner = _ExceptionGroup("inner", [UnrebuildableError("deeper"), ValueError("plain")])
+    group = _ExceptionGroup("two calls failed", [rate_limit, odd, inner])
+    group.add_note("from the gather")
+    assert not round_trips(group)
+    copy = pickle.loads(pickle.dumps(stand_in(group)))
+    assert isinstance(copy, _ExceptionGroup)
+    assert copy.message == "two calls failed"
+    first, second, third = copy.exceptions
+    assert isinstance(first, litellm.RateLimitError)
+    assert (first.status_code, first.model, first.llm_provider) == (429, "openai/gpt-x", "openai")
+    assert retry_after(first, now=NOW) == 7.0
+    assert isinstance(second, errors.WorkerError) and second.status_code == 503
+    assert isinstance(third, _ExceptionGroup)
+    assert isinstance(third.exceptions[0], errors.WorkerError)
+    assert isinstance(third.exceptions[1], ValueError)
+    assert copy.__notes__ == ["from the gather"]
+    # except* (split) still sorts out the members the driver can act on.
+    limited, _ = copy.split(litellm.RateLimitError)
+    assert limited is not None
+    assert [type(error) for error in limited.exceptions] == [litellm.RateLimitError]
+
+
+@_GROUPS
+def test_a_group_of_its_own_class_that_cannot_travel_names_it() -> None:
+    class LocalGroup(_ExceptionGroup):  # defined in a function: pickle cannot find it
+        pass
+
+    group = LocalGroup("local", [ValueError("a"), UnrebuildableError("b")])
+    copy = pickle.loads(pickle.dumps(stand_in(group)))
+    assert type(copy) is _ExceptionGroup
+    assert isinstance(copy.exceptions[0], ValueError)
+    assert isinstance(copy.exceptions[1], errors.WorkerError)
+    assert copy.__notes__[-1].startswith(f"fixedmodel: stands in for {__name__}.")
+    assert "LocalGroup" in copy.__notes__[-1]
+
+
+@_GROUPS
+def test_groups_nested_past_the_limit_stand_in_without_recursing() -> None:
+    group: BaseException = UnrebuildableError("bottom")
+    for level in range(5_000):
+        group = _ExceptionGroup(f"level {level}", [group])
+    copy = pickle.loads(pickle.dumps(stand_in(group)))
+    assert isinstance(copy, _ExceptionGroup)
+
+
+class ShapeshiftingError(Exception):
+    """Pickles to something that is no exception (its own ``__reduce__``)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (str, ("not an exception any more",))
+
+
+def test_an_error_that_unpickles_as_no_exception_does_not_count_as_travelling() -> None:
+    # It passed the round trip check, so a failed item's error reached the driver as the
+    # string it unpickled to.
+    error = ShapeshiftingError("boom")
+    error.status_code = 429  # type: ignore[attr-defined]
+    assert not round_trips(error)
+    copy = pickle.loads(pickle.dumps(stand_in(error)))
+    assert isinstance(copy, errors.WorkerError)
+    assert copy.type_name.endswith("ShapeshiftingError") and copy.status_code == 429
+    outer = UnrebuildableError("outer")
+    outer.__cause__ = error
+    chained = pickle.loads(pickle.dumps(stand_in(outer)))
+    assert isinstance(chained.__cause__, errors.WorkerError)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import litellm
 import pytest
@@ -60,11 +61,29 @@ async def test_fallback_worthy_failures_go_to_the_next_callable(status: int) -> 
     assert info.route_failures[0][0] == "a/primary#0"
 
 
-@pytest.mark.parametrize("status", [400, 422])
-async def test_bad_requests_are_raised_without_touching_the_fallback(status: int) -> None:
-    primary = FakeACompletion([Fail(status)], model="a/primary")
+def _unprocessable() -> Exception:
+    import httpx
+
+    request = httpx.Request("POST", "http://fake.invalid/v1/chat/completions")
+    response = httpx.Response(422, request=request, json={"error": {"message": "no"}})
+    return litellm.UnprocessableEntityError(
+        message="no", model="a/primary", llm_provider="x", response=response
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (Fail(400), litellm.BadRequestError),
+        (Fail(422), litellm.BadRequestError),  # as litellm maps an OpenAI-compatible 422
+        (_unprocessable(), litellm.UnprocessableEntityError),  # as some providers' 422
+    ],
+)
+async def test_bad_requests_are_raised_without_touching_the_fallback(
+    entry: Any, expected: type[Exception]
+) -> None:
+    primary = FakeACompletion([entry], model="a/primary")
     backup = FakeACompletion([], model="b/backup")
-    expected = litellm.UnprocessableEntityError if status == 422 else litellm.BadRequestError
     with pytest.raises(expected):
         await with_fallbacks(primary, backup)(messages=MESSAGES)
     assert backup.calls == []

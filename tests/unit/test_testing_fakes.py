@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import litellm
 import pytest
 from pydantic import BaseModel
 
 import fixedmodel
-from fixedmodel import RetryPolicy, responses, with_retries
+from fixedmodel import RetryPolicy, bind_acompletion, responses, with_retries
 from fixedmodel.middleware import retries as retries_module
 from fixedmodel.middleware._call import call_scope
 from fixedmodel.testing import (
@@ -127,7 +131,9 @@ async def test_a_scripted_401_is_not_retried_and_is_litellms_class() -> None:
         (429, litellm.RateLimitError),
         (500, litellm.InternalServerError),
         (503, litellm.ServiceUnavailableError),
-        (504, litellm.APIError),
+        (504, litellm.Timeout),  # a gateway timeout, as litellm maps it
+        (403, litellm.APIError),  # litellm's mapping for OpenAI-compatible providers
+        (422, litellm.BadRequestError),
     ],
 )
 def test_each_status_raises_the_class_litellm_uses(status: int, error: type[Exception]) -> None:
@@ -188,3 +194,73 @@ def test_usage_can_be_scripted_and_bad_scripts_are_refused() -> None:
         Fail(200)
     with pytest.raises(ValueError, match="prompt_tokens"):
         FakeUsage(-1)
+
+
+_STATUSES = (400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 501, 502, 503, 504, 529)
+
+
+class _Answers(BaseHTTPRequestHandler):
+    """Answers each request with the status its path asks for and a fake's error body."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        status = int(self.path.split("/")[1])
+        error = {"message": Fail(status).message, "type": "fake_error", "code": None}
+        body = json.dumps({"error": error}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_scripted_status_fails_as_the_same_answer_over_http_does() -> None:
+    # The fakes kept a table of their own: a 403 was PermissionDeniedError, a 422
+    # UnprocessableEntityError and a 504 APIError, where a real call to an OpenAI-compatible
+    # provider raises APIError, BadRequestError and Timeout; `except litellm.BadRequestError`
+    # caught the real 422 and not the fake's. They now raise what litellm's mapping raises
+    # for the same answer (status and error body).
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    model = "openai/gpt-4o-mini"
+    real: list[tuple[str, object]] = []
+    scripted: list[tuple[str, object]] = []
+    try:
+        for status in _STATUSES:
+            base = f"http://127.0.0.1:{server.server_port}/{status}"
+            async with bind_acompletion(model, api_base=base, api_key="k", max_retries=0) as chat:
+                with pytest.raises(Exception) as over_http:
+                    await chat(messages=MESSAGES)
+            real.append((type(over_http.value).__name__, over_http.value.status_code))  # type: ignore[attr-defined]
+            fake = FakeACompletion([Fail(status)], model=model)
+            with pytest.raises(Exception) as from_fake:
+                await fake(messages=MESSAGES)
+            scripted.append((type(from_fake.value).__name__, from_fake.value.status_code))  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert scripted == real
+
+
+def test_a_scripted_status_follows_the_providers_mapping() -> None:
+    # Anthropic's 403 is a PermissionDeniedError and its 529 (overloaded) an
+    # InternalServerError, as litellm maps them for that provider.
+    anthropic = "anthropic/claude-3-5-sonnet-20240620"
+    with pytest.raises(litellm.PermissionDeniedError):
+        FakeCompletion([Fail(403)], model=anthropic)(messages=MESSAGES)
+    with pytest.raises(litellm.InternalServerError):
+        FakeCompletion([Fail(529)], model=anthropic)(messages=MESSAGES)
+
+
+def test_a_scripted_400_about_the_context_window_is_the_class_litellm_raises() -> None:
+    # litellm reads the message too: a 400 saying the context is too long is a
+    # ContextWindowExceededError (which with_fallbacks falls back on); the fake raised a
+    # plain BadRequestError.
+    text = "This model's maximum context length is 8192 tokens. However, you sent 9000 tokens."
+    fake = FakeCompletion([Fail(400, message=text)], model="openai/gpt-4o-mini")
+    with pytest.raises(litellm.ContextWindowExceededError):
+        fake(messages=MESSAGES)

@@ -9,6 +9,7 @@ as it is). An embedding entry is a vector, a list of vectors, a ``Fail`` or an e
 from __future__ import annotations
 
 import datetime
+import importlib
 import inspect
 import json
 import time
@@ -167,7 +168,12 @@ class Fail:
             raise ValueError(msg)
 
     def exception(self, model: str) -> Exception:
-        """Build the litellm exception the status maps to, as litellm raises it."""
+        """Build the litellm exception the status maps to, as litellm raises it.
+
+        litellm's own mapping makes it, for the provider of ``model`` (a name litellm does
+        not know maps as an OpenAI-compatible provider's); with a litellm that lacks that
+        mapping, a table of the usual classes.
+        """
         import httpx
 
         litellm = litellm_module()
@@ -176,6 +182,9 @@ class Fail:
         response = httpx.Response(
             self.status, headers=dict(self.headers), json=body, request=request
         )
+        mapped = _as_litellm_maps(self, model, body, request, response)
+        if mapped is not None:
+            return mapped
         name = _STATUS_CLASSES.get(self.status)
         kind: Any = getattr(litellm, name, None) if name is not None else None
         arguments: dict[str, Any] = {
@@ -198,6 +207,54 @@ class Fail:
             # of older releases (APIError in 1.100) take no response= to carry them.
             error.litellm_response_headers = response.headers  # type: ignore[attr-defined]
         return error
+
+
+def _as_litellm_maps(
+    fail: Fail, model: str, body: dict[str, Any], request: Any, response: Any
+) -> Exception | None:
+    """The exception litellm's own mapping makes of this status for ``model``'s provider.
+
+    The class depends on the provider as much as on the status (for OpenAI-compatible
+    providers a 403 is an ``APIError``, a 422 a ``BadRequestError``, a 504 a ``Timeout``;
+    Anthropic's 529 is an ``InternalServerError``), so a fake built its own table and
+    raised what no real call raises: an ``except litellm.BadRequestError`` that catches a
+    real 422 let the fake's ``UnprocessableEntityError`` through. None when the installed
+    litellm has no such mapping (the table below is used then).
+    """
+    litellm = litellm_module()
+    try:  # litellm internals, untyped: looked up, not imported by name
+        mapping: Any = importlib.import_module("litellm.litellm_core_utils.exception_mapping_utils")
+        base: Any = importlib.import_module("litellm.llms.base_llm.chat.transformation")
+        exception_type: Any = mapping.exception_type
+        llm_exception: Any = base.BaseLLMException
+    except (ImportError, AttributeError):
+        return None
+    try:
+        provider = str(litellm.get_llm_provider(model=model)[1])
+    except Exception:  # a name litellm does not know ("fake/model"): OpenAI-compatible
+        provider = "openai"
+    try:
+        original = llm_exception(
+            status_code=fail.status,
+            message=fail.message,
+            headers=response.headers,
+            request=request,
+            response=response,
+            body=body,
+        )
+        exception_type(
+            model=model,
+            original_exception=original,
+            custom_llm_provider=provider,
+            completion_kwargs={},
+            extra_kwargs={},
+        )
+    except Exception as error:  # what the mapping raises is the answer
+        if type(error).__module__.split(".", 1)[0] == "litellm":
+            if fail.headers and getattr(error, "litellm_response_headers", None) is None:
+                error.litellm_response_headers = response.headers  # type: ignore[attr-defined]
+            return error
+    return None
 
 
 ChatEntry: TypeAlias = "str | Reply | Fail | BaseException"
