@@ -19,12 +19,14 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import select
 import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from fixedmodel import _cli_input
 from fixedmodel._cli_common import (
@@ -144,8 +146,10 @@ def _regular_input(source: Path, max_bytes: float, cleanup: contextlib.ExitStack
     directory = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="fixedmodel-"))
     copy = Path(directory) / "input.jsonl"
     left = max_bytes + 1
-    with source.open("rb") as reader, copy.open("wb") as writer:
+    # Unbuffered: one read takes what the pipe holds, never waiting to fill a block.
+    with source.open("rb", buffering=0) as reader, copy.open("wb") as writer:
         while left > 0:
+            _wait_readable(reader)
             block = reader.read(int(min(left, _COPY_BLOCK)))
             if not block:
                 break
@@ -155,6 +159,22 @@ def _regular_input(source: Path, max_bytes: float, cleanup: contextlib.ExitStack
 
 
 _COPY_BLOCK = 1 << 20
+_WAKE_EVERY = 0.1  # seconds
+
+
+def _wait_readable(reader: BinaryIO) -> None:
+    """Return once ``reader`` (a pipe) has bytes or has ended, waking every ``_WAKE_EVERY``.
+
+    Python runs a signal's handler between two steps of Python code, or when a blocking
+    call is interrupted by it. A SIGTERM landing just before a read of a quiet pipe began
+    was seen by neither: the read went on waiting, and the run with it, until the pipe spoke
+    again. Waking now and then lets the handler raise (POSIX only: ``select`` takes no pipe
+    on Windows, where the read blocks as before).
+    """
+    if os.name != "posix":
+        return
+    while not select.select([reader], [], [], _WAKE_EVERY)[0]:
+        pass
 
 
 def _check_paths(source: Path, target: Path, cache: Path | None) -> None:

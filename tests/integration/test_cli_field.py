@@ -794,6 +794,49 @@ def test_sigterm_while_a_pipe_is_copied_leaves_no_copy_behind(
     assert server.request_count() == 0
 
 
+class _Stopped(Exception):
+    pass
+
+
+def _stop(number: int, frame: object) -> None:
+    raise _Stopped
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and per-thread signals: POSIX")
+def test_a_signal_that_lands_outside_the_pipes_read_still_stops_the_copy(tmp_path: Path) -> None:
+    # A signal Python sees between two reads (here: delivered to another thread, so the
+    # main thread's read is not interrupted) waited for the pipe's next bytes: the run under
+    # SIGTERM hung as long as the writer kept the pipe open and quiet (one in three runs of
+    # the SIGTERM test above on a loaded machine). The copy wakes now and then to let it in.
+    import contextlib
+
+    from fixedmodel._cli_batch import _regular_input  # pyright: ignore[reportPrivateUsage]
+
+    pipe = tmp_path / "in.fifo"
+    os.mkfifo(pipe)
+    quiet_for = 5.0
+
+    def writer() -> None:
+        with pipe.open("w") as sink:
+            sink.write(json.dumps(_line(1)) + "\n")
+            sink.flush()
+            time.sleep(0.3)  # the copy is reading the quiet pipe now
+            signal.raise_signal(signal.SIGUSR1)  # to this thread: no read is interrupted
+            time.sleep(quiet_for)
+
+    previous = signal.signal(signal.SIGUSR1, _stop)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with contextlib.ExitStack() as cleanup, pytest.raises(_Stopped):
+            _regular_input(pipe, 1e6, cleanup)
+        assert time.monotonic() - started < quiet_for / 2
+    finally:
+        thread.join()
+        signal.signal(signal.SIGUSR1, previous)
+
+
 def test_a_cost_cap_stops_at_the_first_answer_without_a_price(
     server: OpenAIServer, tmp_path: Path, run: _Run
 ) -> None:
