@@ -6,6 +6,9 @@ No network: scripted fakes, and a clock the tests move by hand.
 
 from __future__ import annotations
 
+import contextvars
+import gc
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -764,3 +767,40 @@ async def test_a_balancer_waits_when_the_next_callable_cannot_take_the_prompt(
     answer = chat(messages=MESSAGES)
     assert responses.text(await answer if asynchronous else answer) == "small"
     assert len(slept) == 1
+
+
+# 7. The chain flag outlives the chain's call in the contexts copied during it.
+
+
+class _Marker:
+    """A keyword value whose life a weak reference tells."""
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_context_copied_during_the_call_holds_no_live_flag_nor_the_request(
+    asynchronous: bool,
+) -> None:
+    # litellm's logging worker, a task a callable starts, run_in_executor: each keeps the
+    # context of the call that started it (and so the chain flag) for as long as it lives.
+    copied: list[contextvars.Context] = []
+
+    def respond(call: CompletionCall) -> object:
+        copied.append(contextvars.copy_context())
+        return "ok"
+
+    fake = FakeACompletion if asynchronous else FakeCompletion
+    first = fake(respond, model="a/one")  # type: ignore[arg-type]
+    chat: Any = with_fallbacks(first, fake(["later"], model="b/two"))
+    marker = _Marker()
+    alive = weakref.ref(marker)
+    answer = chat(messages=MESSAGES, metadata={"marker": marker})
+    answer = await answer if asynchronous else answer
+    assert responses.text(answer) == "ok"
+    first.calls.clear()  # The fake's own record of the request.
+    del marker, answer
+    gc.collect()
+    flag = copied[0].run(has_next_in_chain.get)
+    # The chain's call is over: nothing of it follows, whoever reads the flag now.
+    assert not flag
+    # And the request (a whole conversation, images) is not kept for the copy's lifetime.
+    assert alive() is None
