@@ -454,6 +454,7 @@ def test_denied_and_not_found_follow_the_authentication_flag(make: type[Exceptio
 def _transport_failures() -> list[BaseException]:
     import aiohttp
     import openai
+    from urllib3 import exceptions as urllib3_errors
 
     request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
     return [
@@ -465,6 +466,16 @@ def _transport_failures() -> list[BaseException]:
         openai.APITimeoutError(request=request),
         openai.APIConnectionError(request=request),
         aiohttp.ServerDisconnectedError(),
+        # urllib3's own classes (a hand-written callable on urllib3.PoolManager): none is
+        # a requests or builtin timeout or connection error.
+        urllib3_errors.ReadTimeoutError(None, "http://127.0.0.1:9", "Read timed out."),  # type: ignore[arg-type]
+        urllib3_errors.NewConnectionError(None, "Connection refused"),  # type: ignore[arg-type]
+        urllib3_errors.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")),
+        urllib3_errors.MaxRetryError(
+            None,  # type: ignore[arg-type]
+            "/v1/chat/completions",
+            urllib3_errors.NewConnectionError(None, "Connection refused"),  # type: ignore[arg-type]
+        ),
     ]
 
 

@@ -183,7 +183,8 @@ def _is_transport_failure(exc: BaseException) -> bool:
     """Whether ``exc`` is a timeout or a connection failure as an HTTP client or the socket
     layer raises it, unwrapped: what a hand-written callable raises where litellm would
     raise ``Timeout`` or ``APIConnectionError`` (``httpx.ConnectError``, ``TimeoutError``,
-    the openai SDK's ``APITimeoutError``, aiohttp's and requests' connection errors)."""
+    the openai SDK's ``APITimeoutError``, aiohttp's, requests' and urllib3's connection
+    errors)."""
     if isinstance(exc, TimeoutError | ConnectionError | asyncio.TimeoutError):
         return True
     module = _top_module(exc)
@@ -201,12 +202,26 @@ def _is_transport_failure(exc: BaseException) -> bool:
         import aiohttp
 
         return isinstance(exc, aiohttp.ClientConnectionError)  # ServerTimeoutError too
-    if module in ("requests", "urllib3"):
+    if module == "requests":
         try:
             import requests
         except ImportError:  # pragma: no cover - an exception of it without it
             return False
         return isinstance(exc, requests.ConnectionError | requests.Timeout)
+    if module == "urllib3":  # Its own classes: none is a requests or builtin one.
+        try:
+            from urllib3 import exceptions as urllib3_errors
+        except ImportError:  # pragma: no cover - an exception of it without it
+            return False
+        if isinstance(exc, urllib3_errors.MaxRetryError):  # Retries spent: judged by why.
+            reason = exc.reason
+            return reason is not None and _is_transport_failure(reason)
+        return isinstance(
+            exc,
+            urllib3_errors.TimeoutError  # NewConnectionError, NameResolutionError too
+            | urllib3_errors.ProtocolError  # "Connection aborted."
+            | urllib3_errors.ProxyError,
+        )
     return False
 
 
