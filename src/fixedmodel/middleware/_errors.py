@@ -323,7 +323,26 @@ def never_sent(exc: BaseException) -> bool:
     below = [e for e in _chain(exc) if _top_module(e) != "litellm"]
     if not below or any(_is_wire_error(error) for error in below):
         return False
-    return any(_raised_before_sending(error) for error in below)
+    if not any(_raised_before_sending(error) for error in below):
+        return False
+    # A KeyError of litellm reading a 200 that lacks a field is no failure before sending.
+    return not any(_raised_reading_an_answer(error) for error in below)
+
+
+# litellm's functions that turn a provider's answer into its response object: an error
+# raised inside one came after the request was sent and answered ({"choices": [{}]}).
+_READING_AN_ANSWER = frozenset({"convert_to_model_response_object", "transform_response"})
+
+
+def _raised_reading_an_answer(error: BaseException) -> bool:
+    """Whether ``error`` was raised in litellm while it read a provider's answer."""
+    frames = error.__traceback__
+    while frames is not None:
+        code = frames.tb_frame.f_code
+        if code.co_name in _READING_AN_ANSWER and "litellm" in code.co_filename:
+            return True
+        frames = frames.tb_next
+    return False
 
 
 # A 429 (or 403) that means "no credit or quota left", not "too many requests now".
