@@ -410,7 +410,28 @@ def _aiohttp_error(status: int, headers: dict[str, str] | None = None) -> Except
     )
 
 
-STATUS_CARRIERS = [_api_error, StatusError, TextStatusError, _httpx_error, _aiohttp_error]
+def _urllib_error(status: int, headers: dict[str, str] | None = None) -> Exception:
+    """What the standard library's ``urllib.request.urlopen`` raises: the status in
+    ``code``/``status``, the headers in an ``email.message.Message`` (not a Mapping)."""
+    import email.message
+    import io
+    import urllib.error
+
+    message = email.message.Message()
+    for name, value in (headers or {}).items():
+        message[name] = value
+    url = "http://127.0.0.1:9/v1/chat/completions"
+    return urllib.error.HTTPError(url, status, "", message, io.BytesIO(b""))
+
+
+STATUS_CARRIERS = [
+    _api_error,
+    StatusError,
+    TextStatusError,
+    _httpx_error,
+    _aiohttp_error,
+    _urllib_error,
+]
 
 
 @pytest.mark.parametrize("make", STATUS_CARRIERS)
@@ -452,6 +473,10 @@ def test_denied_and_not_found_follow_the_authentication_flag(make: type[Exceptio
 
 
 def _transport_failures() -> list[BaseException]:
+    import socket
+    import ssl
+    import urllib.error
+
     import aiohttp
     import openai
     from urllib3 import exceptions as urllib3_errors
@@ -466,6 +491,12 @@ def _transport_failures() -> list[BaseException]:
         openai.APITimeoutError(request=request),
         openai.APIConnectionError(request=request),
         aiohttp.ServerDisconnectedError(),
+        # The standard library's: a name that does not resolve, a TLS session cut short,
+        # urllib's URLError over a refused connection or a timeout.
+        socket.gaierror(-2, "Name or service not known"),
+        ssl.SSLEOFError(8, "EOF occurred in violation of protocol"),
+        urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")),
+        urllib.error.URLError(TimeoutError("timed out")),
         # urllib3's own classes (a hand-written callable on urllib3.PoolManager): none is
         # a requests or builtin timeout or connection error.
         urllib3_errors.ReadTimeoutError(None, "http://127.0.0.1:9", "Read timed out."),  # type: ignore[arg-type]
@@ -499,6 +530,15 @@ def test_a_hand_written_callables_timeout_or_dropped_connection_is_a_route_failu
     assert responses.text(with_retries(retried, policy)(messages=MESSAGES)) == "again"
     # A local failure stays what it was: not retried, not fallen back on.
     assert not is_fallback_worthy(FileNotFoundError("prompt.txt"))
+    import urllib.error
+
+    assert not is_fallback_worthy(urllib.error.URLError("unknown url type: htp"))
+
+
+def test_a_urllib_answers_retry_after_is_read() -> None:
+    error = _urllib_error(429, {"Retry-After": "12"})
+    assert retry_after(error) == 12.0
+    assert cool_for(error, CooldownPolicy()) == 12.0
 
 
 def test_an_aiohttp_answers_retry_after_is_read() -> None:

@@ -10,9 +10,12 @@ before any request was sent (:func:`never_sent`).
 from __future__ import annotations
 
 import asyncio
+import email.message
 import email.utils
 import functools
 import json
+import socket
+import ssl
 import time
 from collections.abc import Iterator, Mapping
 from typing import cast
@@ -56,7 +59,8 @@ def status_of(exc: BaseException) -> int | None:
 
     Read from ``exc.status_code`` (litellm's and openai's errors, hand-written ones), else
     from ``exc.response.status_code`` (``httpx.HTTPStatusError``, ``requests.HTTPError``),
-    else from aiohttp's ``ClientResponseError.status``; a numeric string counts as its
+    else from aiohttp's ``ClientResponseError.status`` or the standard library's
+    ``urllib.error.HTTPError.status``; a numeric string counts as its
     number. None when it carries none in 100-599, and for
     ``litellm.BudgetExceededError``: a refusal in this process before any request, whose
     ``status_code`` litellm makes up (429 in 1.100, so read as a rate limit it would be
@@ -65,7 +69,8 @@ def status_of(exc: BaseException) -> int | None:
     status = _as_status(getattr(exc, "status_code", None))
     if status is None:
         status = _as_status(getattr(getattr(exc, "response", None), "status_code", None))
-    if status is None and _top_module(exc) == "aiohttp":  # ClientResponseError: ``status``
+    if status is None and _top_module(exc) in ("aiohttp", "urllib"):
+        # aiohttp's ClientResponseError and urllib's HTTPError keep it in ``status``.
         status = _as_status(getattr(exc, "status", None))
     if status is None:
         return None
@@ -187,7 +192,13 @@ def _is_transport_failure(exc: BaseException) -> bool:
     errors)."""
     if isinstance(exc, TimeoutError | ConnectionError | asyncio.TimeoutError):
         return True
+    # A name that does not resolve, a TLS session cut short: httpx raises ConnectError.
+    if isinstance(exc, socket.gaierror | ssl.SSLError):
+        return True
     module = _top_module(exc)
+    if module == "urllib":  # URLError (not an HTTPError: that one has a status): its reason
+        reason: object = getattr(exc, "reason", None)
+        return isinstance(reason, BaseException) and _is_transport_failure(reason)
     if module == "httpx":
         import httpx
 
@@ -472,6 +483,8 @@ def answer_headers(exc: BaseException) -> Mapping[str, str] | None:
         getattr(exc, "headers", None),  # aiohttp's ClientResponseError keeps them there
     )
     for source in sources:
+        if isinstance(source, email.message.Message):  # urllib's HTTPError: http.client's
+            return {name.lower(): str(value) for name, value in source.items()} or None
         if not isinstance(source, Mapping) or not source:
             continue
         if isinstance(source, dict):
