@@ -484,7 +484,8 @@ def answer_headers(exc: BaseException) -> Mapping[str, str] | None:
     )
     for source in sources:
         if isinstance(source, email.message.Message):  # urllib's HTTPError: http.client's
-            return {name.lower(): str(value) for name, value in source.items()} or None
+            fields = cast("list[tuple[str, object]]", source.items())
+            return {name.lower(): str(value) for name, value in fields} or None
         if not isinstance(source, Mapping) or not source:
             continue
         if isinstance(source, dict):
