@@ -452,6 +452,13 @@ def _shared_share(deployment: Deployment, view: BalanceView) -> float:
     return share
 
 
+def _answered(end: StreamEnd) -> bool:
+    """Whether a stream's end shows its deployment answered: read to its end, or failed as
+    it was read. Not a stream closed or abandoned part way: its end may come from the
+    garbage collector, where a store must not be called (a shared one does I/O)."""
+    return end.completed or end.error is not None
+
+
 def _annotate(failures: list[tuple[str, BaseException]]) -> None:
     if len(failures) < 2:
         return
@@ -476,8 +483,8 @@ class _AsyncBalanced(_Balanced):
                 probe, seconds = verdict
                 key, policy = attempt.deployment.key, self._policy
                 await self._store.afailed(key, policy, probe=probe, cool_for=seconds)
-            elif attempt.entry.failures and not attempt.entry.probe:  # Not told at the return.
-                await self._store.asucceeded(attempt.deployment.key)
+            elif attempt.entry.failures and not attempt.entry.probe and _answered(end):
+                await self._store.asucceeded(attempt.deployment.key)  # Not told at the return.
 
         return ended
 
@@ -631,8 +638,8 @@ class _SyncBalanced(_Balanced):
         if verdict is not None:
             probe, seconds = verdict
             self._store.failed(attempt.deployment.key, self._policy, probe=probe, cool_for=seconds)
-        elif attempt.entry.failures and not attempt.entry.probe:  # Not told at the return.
-            self._store.succeeded(attempt.deployment.key)
+        elif attempt.entry.failures and not attempt.entry.probe and _answered(end):
+            self._store.succeeded(attempt.deployment.key)  # Not told at the return.
 
     def __call__(self, **kwargs: Any) -> Any:
         info, opened = join_call()
