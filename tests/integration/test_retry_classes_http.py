@@ -308,3 +308,30 @@ async def test_a_5xx_saying_the_server_cannot_serve_it_is_raised_at_once(
     assert raised.value.status_code == status
     assert info.attempts == 1
     assert server.request_count() == 1
+
+
+async def test_an_answer_litellm_cannot_read_is_no_failure_before_sending(
+    errors: ErrorServer,
+) -> None:
+    # A 200 whose choice lacks "message": litellm's reading of the answer raises KeyError,
+    # which alone looks like a failure while the request was built. The server answered:
+    # retried like the 500 litellm labels it, and counted against a deployment.
+    from fixedmodel import CooldownPolicy, with_load_balancing
+    from fixedmodel.middleware._errors import never_sent
+
+    errors.answer(200, {"choices": [{"index": 0}]})
+    async with bind_acompletion("openai/m", api_base=errors.base_url + "/v1", api_key="k") as c:
+        with call_scope() as info, pytest.raises(litellm.InternalServerError) as raised:
+            await with_retries(c, FAST)(messages=MESSAGES)
+        assert not never_sent(raised.value)
+        assert info.attempts == 3
+        assert errors.count == 3
+        errors.answer(200, {"choices": [{"index": 0}]})
+        policy = CooldownPolicy(failures=1, when_all_cooling="raise")
+        balanced = with_load_balancing({"a": c}, cooldown=policy)
+        with pytest.raises(litellm.InternalServerError):
+            await balanced(messages=MESSAGES)
+        # The answer counted against "a": it cools, and the next call is refused unsent.
+        with pytest.raises(litellm.RateLimitError):
+            await balanced(messages=MESSAGES)
+        assert errors.count == 1

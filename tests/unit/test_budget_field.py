@@ -727,3 +727,23 @@ def test_a_clock_passed_to_the_memory_store_never_takes_a_window_back() -> None:
     now[0] -= 5.0  # Back into the previous hour: not followed.
     assert not store.reserve("b", caps, "d", 0, 0).granted
     assert store.committed("b", caps).requests == 2
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_call_refused_before_sending_still_warns_about_unknown_keywords(
+    asynchronous: bool,
+) -> None:
+    # A misspelt max_tokens leaves the output unbounded, the worst case past the cap, and the
+    # call refused: the layers reading the request do not warn (the sending call does), and
+    # the refused call never sends, so nothing told why.
+    from fixedmodel import UnknownKeywordWarning, bind_completion
+
+    name = f"max_tokenz_{'a' if asynchronous else 's'}"
+    inner = (bind_acompletion if asynchronous else bind_completion)("openai/gpt-4o", api_key="k")
+    chat: Any = with_budget(inner, Budget(max_cost=0.00001))
+    with (
+        pytest.warns(UnknownKeywordWarning, match=name),
+        pytest.raises(litellm.BudgetExceededError),
+    ):
+        answer = chat(messages=[{"role": "user", "content": "hi"}], **{name: 10})
+        await answer if asynchronous else answer

@@ -7,6 +7,9 @@ No network: scripted fakes, and a clock the tests move by hand.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -408,7 +411,28 @@ def _aiohttp_error(status: int, headers: dict[str, str] | None = None) -> Except
     )
 
 
-STATUS_CARRIERS = [_api_error, StatusError, TextStatusError, _httpx_error, _aiohttp_error]
+def _urllib_error(status: int, headers: dict[str, str] | None = None) -> Exception:
+    """What the standard library's ``urllib.request.urlopen`` raises: the status in
+    ``code``/``status``, the headers in an ``email.message.Message`` (not a Mapping)."""
+    import email.message
+    import io
+    import urllib.error
+
+    message = email.message.Message()
+    for name, value in (headers or {}).items():
+        message[name] = value
+    url = "http://127.0.0.1:9/v1/chat/completions"
+    return urllib.error.HTTPError(url, status, "", message, io.BytesIO(b""))
+
+
+STATUS_CARRIERS = [
+    _api_error,
+    StatusError,
+    TextStatusError,
+    _httpx_error,
+    _aiohttp_error,
+    _urllib_error,
+]
 
 
 @pytest.mark.parametrize("make", STATUS_CARRIERS)
@@ -450,8 +474,13 @@ def test_denied_and_not_found_follow_the_authentication_flag(make: type[Exceptio
 
 
 def _transport_failures() -> list[BaseException]:
+    import socket
+    import ssl
+    import urllib.error
+
     import aiohttp
     import openai
+    from urllib3 import exceptions as urllib3_errors
 
     request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
     return [
@@ -463,6 +492,22 @@ def _transport_failures() -> list[BaseException]:
         openai.APITimeoutError(request=request),
         openai.APIConnectionError(request=request),
         aiohttp.ServerDisconnectedError(),
+        # The standard library's: a name that does not resolve, a TLS session cut short,
+        # urllib's URLError over a refused connection or a timeout.
+        socket.gaierror(-2, "Name or service not known"),
+        ssl.SSLEOFError(8, "EOF occurred in violation of protocol"),
+        urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")),
+        urllib.error.URLError(TimeoutError("timed out")),
+        # urllib3's own classes (a hand-written callable on urllib3.PoolManager): none is
+        # a requests or builtin timeout or connection error.
+        urllib3_errors.ReadTimeoutError(None, "http://127.0.0.1:9", "Read timed out."),  # type: ignore[arg-type]
+        urllib3_errors.NewConnectionError(None, "Connection refused"),  # type: ignore[arg-type]
+        urllib3_errors.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")),
+        urllib3_errors.MaxRetryError(
+            None,  # type: ignore[arg-type]
+            "/v1/chat/completions",
+            urllib3_errors.NewConnectionError(None, "Connection refused"),  # type: ignore[arg-type]
+        ),
     ]
 
 
@@ -486,6 +531,15 @@ def test_a_hand_written_callables_timeout_or_dropped_connection_is_a_route_failu
     assert responses.text(with_retries(retried, policy)(messages=MESSAGES)) == "again"
     # A local failure stays what it was: not retried, not fallen back on.
     assert not is_fallback_worthy(FileNotFoundError("prompt.txt"))
+    import urllib.error
+
+    assert not is_fallback_worthy(urllib.error.URLError("unknown url type: htp"))
+
+
+def test_a_urllib_answers_retry_after_is_read() -> None:
+    error = _urllib_error(429, {"Retry-After": "12"})
+    assert retry_after(error) == 12.0
+    assert cool_for(error, CooldownPolicy()) == 12.0
 
 
 def test_an_aiohttp_answers_retry_after_is_read() -> None:
@@ -795,3 +849,40 @@ async def test_a_balancer_waits_when_the_next_callable_cannot_take_the_prompt(
     answer = chat(messages=MESSAGES)
     assert responses.text(await answer if asynchronous else answer) == "small"
     assert len(slept) == 1
+
+
+# 7. The chain flag outlives the chain's call in the contexts copied during it.
+
+
+class _Marker:
+    """A keyword value whose life a weak reference tells."""
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_context_copied_during_the_call_holds_no_live_flag_nor_the_request(
+    asynchronous: bool,
+) -> None:
+    # litellm's logging worker, a task a callable starts, run_in_executor: each keeps the
+    # context of the call that started it (and so the chain flag) for as long as it lives.
+    copied: list[contextvars.Context] = []
+
+    def respond(call: CompletionCall) -> object:
+        copied.append(contextvars.copy_context())
+        return "ok"
+
+    fake = FakeACompletion if asynchronous else FakeCompletion
+    first = fake(respond, model="a/one")  # type: ignore[arg-type]
+    chat: Any = with_fallbacks(first, fake(["later"], model="b/two"))
+    marker = _Marker()
+    alive = weakref.ref(marker)
+    answer = chat(messages=MESSAGES, metadata={"marker": marker})
+    answer = await answer if asynchronous else answer
+    assert responses.text(answer) == "ok"
+    first.calls.clear()  # The fake's own record of the request.
+    del marker, answer
+    gc.collect()
+    flag = copied[0].run(has_next_in_chain.get)
+    # The chain's call is over: nothing of it follows, whoever reads the flag now.
+    assert not flag
+    # And the request (a whole conversation, images) is not kept for the copy's lifetime.
+    assert alive() is None

@@ -640,3 +640,29 @@ async def test_a_stream_failing_after_content_is_the_callers(asynchronous: bool)
     with pytest.raises(Exception, match="Connection reset"):
         await _drain(chat(messages=MESSAGES, stream=True), asynchronous)
     assert store.enter("default:a", policy).granted
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_streams_failing_before_content_add_up_to_the_failures_that_cool(
+    asynchronous: bool,
+) -> None:
+    # failures=3: each stream was handed over (the return said "answered": failures reset
+    # to 0), then failed before content (1). The count never passed 1 and the deployment,
+    # whose every stream broke, never cooled; the stream's end alone tells its outcome.
+    policy = CooldownPolicy(failures=3, cooldown=30.0, when_all_cooling="raise")
+    store = MemoryCooldownStore()
+    broken = _failing_streams(asynchronous, [_role_only()])
+    chat: Any = with_load_balancing({"a": broken}, cooldown=policy, store=store)
+    for _ in range(3):
+        with pytest.raises(Exception, match="Connection reset"):
+            await _drain(chat(messages=MESSAGES, stream=True), asynchronous)
+    entry = store.enter("default:a", policy)
+    assert not entry.granted and entry.retry_in == pytest.approx(30.0, abs=1.0)
+    # A stream that delivers resets the count when it ends, as an answer does at its return.
+    store = MemoryCooldownStore()
+    store.failed("default:a", policy, probe=False, cool_for=None)
+    store.failed("default:a", policy, probe=False, cool_for=None)
+    fake = (FakeACompletion if asynchronous else FakeCompletion)(["fine"], model="m")
+    chat = with_load_balancing({"a": fake}, cooldown=policy, store=store)
+    await _drain(chat(messages=MESSAGES, stream=True), asynchronous)
+    assert store.enter("default:a", policy).failures == 0

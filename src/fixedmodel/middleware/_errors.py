@@ -10,9 +10,12 @@ before any request was sent (:func:`never_sent`).
 from __future__ import annotations
 
 import asyncio
+import email.message
 import email.utils
 import functools
 import json
+import socket
+import ssl
 import time
 from collections.abc import Iterator, Mapping
 from typing import cast
@@ -56,7 +59,8 @@ def status_of(exc: BaseException) -> int | None:
 
     Read from ``exc.status_code`` (litellm's and openai's errors, hand-written ones), else
     from ``exc.response.status_code`` (``httpx.HTTPStatusError``, ``requests.HTTPError``),
-    else from aiohttp's ``ClientResponseError.status``; a numeric string counts as its
+    else from aiohttp's ``ClientResponseError.status`` or the standard library's
+    ``urllib.error.HTTPError.status``; a numeric string counts as its
     number. None when it carries none in 100-599, and for
     ``litellm.BudgetExceededError``: a refusal in this process before any request, whose
     ``status_code`` litellm makes up (429 in 1.100, so read as a rate limit it would be
@@ -65,7 +69,8 @@ def status_of(exc: BaseException) -> int | None:
     status = _as_status(getattr(exc, "status_code", None))
     if status is None:
         status = _as_status(getattr(getattr(exc, "response", None), "status_code", None))
-    if status is None and _top_module(exc) == "aiohttp":  # ClientResponseError: ``status``
+    if status is None and _top_module(exc) in ("aiohttp", "urllib"):
+        # aiohttp's ClientResponseError and urllib's HTTPError keep it in ``status``.
         status = _as_status(getattr(exc, "status", None))
     if status is None:
         return None
@@ -183,10 +188,17 @@ def _is_transport_failure(exc: BaseException) -> bool:
     """Whether ``exc`` is a timeout or a connection failure as an HTTP client or the socket
     layer raises it, unwrapped: what a hand-written callable raises where litellm would
     raise ``Timeout`` or ``APIConnectionError`` (``httpx.ConnectError``, ``TimeoutError``,
-    the openai SDK's ``APITimeoutError``, aiohttp's and requests' connection errors)."""
+    the openai SDK's ``APITimeoutError``, aiohttp's, requests' and urllib3's connection
+    errors)."""
     if isinstance(exc, TimeoutError | ConnectionError | asyncio.TimeoutError):
         return True
+    # A name that does not resolve, a TLS session cut short: httpx raises ConnectError.
+    if isinstance(exc, socket.gaierror | ssl.SSLError):
+        return True
     module = _top_module(exc)
+    if module == "urllib":  # URLError (not an HTTPError: that one has a status): its reason
+        reason: object = getattr(exc, "reason", None)
+        return isinstance(reason, BaseException) and _is_transport_failure(reason)
     if module == "httpx":
         import httpx
 
@@ -201,12 +213,26 @@ def _is_transport_failure(exc: BaseException) -> bool:
         import aiohttp
 
         return isinstance(exc, aiohttp.ClientConnectionError)  # ServerTimeoutError too
-    if module in ("requests", "urllib3"):
+    if module == "requests":
         try:
             import requests
         except ImportError:  # pragma: no cover - an exception of it without it
             return False
         return isinstance(exc, requests.ConnectionError | requests.Timeout)
+    if module == "urllib3":  # Its own classes: none is a requests or builtin one.
+        try:
+            from urllib3 import exceptions as urllib3_errors
+        except ImportError:  # pragma: no cover - an exception of it without it
+            return False
+        if isinstance(exc, urllib3_errors.MaxRetryError):  # Retries spent: judged by why.
+            reason = exc.reason
+            return reason is not None and _is_transport_failure(reason)
+        return isinstance(
+            exc,
+            urllib3_errors.TimeoutError  # NewConnectionError, NameResolutionError too
+            | urllib3_errors.ProtocolError  # "Connection aborted."
+            | urllib3_errors.ProxyError,
+        )
     return False
 
 
@@ -308,7 +334,26 @@ def never_sent(exc: BaseException) -> bool:
     below = [e for e in _chain(exc) if _top_module(e) != "litellm"]
     if not below or any(_is_wire_error(error) for error in below):
         return False
-    return any(_raised_before_sending(error) for error in below)
+    if not any(_raised_before_sending(error) for error in below):
+        return False
+    # A KeyError of litellm reading a 200 that lacks a field is no failure before sending.
+    return not any(_raised_reading_an_answer(error) for error in below)
+
+
+# litellm's functions that turn a provider's answer into its response object: an error
+# raised inside one came after the request was sent and answered ({"choices": [{}]}).
+_READING_AN_ANSWER = frozenset({"convert_to_model_response_object", "transform_response"})
+
+
+def _raised_reading_an_answer(error: BaseException) -> bool:
+    """Whether ``error`` was raised in litellm while it read a provider's answer."""
+    frames = error.__traceback__
+    while frames is not None:
+        code = frames.tb_frame.f_code
+        if code.co_name in _READING_AN_ANSWER and "litellm" in code.co_filename:
+            return True
+        frames = frames.tb_next
+    return False
 
 
 # A 429 (or 403) that means "no credit or quota left", not "too many requests now".
@@ -438,6 +483,9 @@ def answer_headers(exc: BaseException) -> Mapping[str, str] | None:
         getattr(exc, "headers", None),  # aiohttp's ClientResponseError keeps them there
     )
     for source in sources:
+        if isinstance(source, email.message.Message):  # urllib's HTTPError: http.client's
+            fields = cast("list[tuple[str, object]]", source.items())
+            return {name.lower(): str(value) for name, value in fields} or None
         if not isinstance(source, Mapping) or not source:
             continue
         if isinstance(source, dict):

@@ -10,6 +10,7 @@ looking again every :data:`POLL` seconds.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import threading
 from collections.abc import Generator
@@ -63,11 +64,18 @@ class Settlements:
 
     A generation counter closes the gap between a refused reservation and the wait: a call
     notes the generation before it asks the store, and does not wait if it moved since.
+
+    :meth:`notify` takes no lock when nobody waits, so the two sides pair up without it: the
+    notifier sets a new generation, then looks for waiters; a waiter registers, then looks at
+    the generation. Whatever the interleaving, one of them sees the other. Each generation is
+    a new number (``itertools.count``, whose ``next`` is atomic), so two notifiers racing
+    never leave it at a value a waiter has seen (``+= 1`` could: both read 5, both write 6).
     """
 
-    __slots__ = ("__weakref__", "_changed", "_futures", "_threads", "generation")
+    __slots__ = ("__weakref__", "_changed", "_count", "_futures", "_threads", "generation")
 
     def __init__(self) -> None:
+        self._count = itertools.count(1)
         self.generation = 0
         self._changed = threading.Condition(threading.Lock())
         self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -82,9 +90,9 @@ class Settlements:
 
     def notify(self) -> None:
         # Every settled call notifies; most often nobody waits, and then no lock is taken.
-        # A waiter checks the generation and registers under the lock, so it either sees
-        # this change or is registered before the check below reads it.
-        self.generation += 1
+        # A waiter registers before it checks the generation, so it either sees this change
+        # or is registered before the check below reads it (see the class docstring).
+        self.generation = next(self._count)
         if not (self._threads or self._futures):
             return
         with self._changed:
@@ -99,20 +107,21 @@ class Settlements:
 
     def wait_change(self, seen: int, timeout: float) -> None:
         with self._changed:
-            if self.generation == seen:
-                self._threads += 1
-                try:
+            self._threads += 1  # Registered first, then the check (see the class docstring).
+            try:
+                if self.generation == seen:
                     self._changed.wait(timeout)
-                finally:
-                    self._threads -= 1
+            finally:
+                self._threads -= 1
 
     async def await_change(self, seen: int, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._changed:
+            self._futures.append((loop, future))  # Registered first, then the check.
             if self.generation != seen:
+                self._futures.remove((loop, future))
                 return
-            self._futures.append((loop, future))
         try:
             await asyncio.wait([future], timeout=timeout)
         finally:

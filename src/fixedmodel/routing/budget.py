@@ -57,6 +57,7 @@ from fixedmodel.middleware._call import (
     ModelCallable,
     Wrapper,
     check_callable,
+    innermost,
     is_async_callable,
     request_kind,
     request_reader,
@@ -625,7 +626,11 @@ class _AsyncBudgeted(_Budgeted):
 
     async def __call__(self, **kwargs: Any) -> Any:
         request = self._read(kwargs)
-        held = await self._reserve(request)
+        try:
+            held = await self._reserve(request)
+        except BaseException:
+            _warn_unknown_names(self._inner, kwargs)
+            raise
         try:
             result = await self._call(**kwargs)
         except BaseException:
@@ -697,7 +702,11 @@ class _SyncBudgeted(_Budgeted):
 
     def __call__(self, **kwargs: Any) -> Any:
         request = self._read(kwargs)
-        held = self._reserve(request)
+        try:
+            held = self._reserve(request)
+        except BaseException:
+            _warn_unknown_names(self._inner, kwargs)
+            raise
         try:
             result = self._call(**kwargs)
         except BaseException:
@@ -724,6 +733,15 @@ class _SyncBudgeted(_Budgeted):
             final = (held.cost, held.tokens)
         self._settle(held, *final)
         return result
+
+
+def _warn_unknown_names(inner: object, kwargs: dict[str, Any]) -> None:
+    """Warn about the call's keyword names nobody knows, for a call refused before it was
+    sent: reading the request does not warn (the sending call does), and a refused call
+    never sends; yet a misspelt ``max_tokens`` is often why the worst case was too high."""
+    check: object = getattr(innermost(inner), "_check_names", None)
+    if callable(check):
+        check(kwargs)
 
 
 def _bound_outputs(leaf: object) -> tuple[int, int]:

@@ -234,7 +234,10 @@ class _Call:
     def __bool__(self) -> bool:
         """The chain flag: whether a callable after the one tried can take the request now
         (not waiting out retry advice, and its context window takes it), or one after this
-        chain in a chain around it. Worked out when a layer below reads it."""
+        chain in a chain around it. Worked out when a layer below reads it. False once the
+        chain's call has ended: no callable of it follows any more."""
+        if self.arguments is _ENDED:
+            return False
         return self.chain._can_follow(self) or bool(self.outer_has_next)  # pyright: ignore[reportPrivateUsage]
 
     def __exit__(self, kind: type[BaseException] | None, *exc_info: object) -> None:
@@ -242,7 +245,16 @@ class _Call:
             note_served(self.info, self.name)
         if self.flag is not None:
             has_next_in_chain.reset(self.flag)
+            # A task or thread started during the call keeps a copy of the context, and so
+            # this object, as long as it lives (litellm's logging worker: the whole process):
+            # let go of the request and the failures (their tracebacks' frames) it holds.
+            self.arguments = _ENDED
+            self.failures = []
         leave_call(self.opened)
+
+
+_ENDED: dict[str, Any] = {}
+"""``_Call.arguments`` once the call has ended (see ``_Call.__exit__``)."""
 
 
 class _Fallbacks(Wrapper):

@@ -348,7 +348,10 @@ class _Balanced(Wrapper):
         """What to tell the store, ``(probe, cool_for)``, of a stream handed to the caller
         that failed before any content in a way that counts against its deployment (the last
         deployment a call tries is not read ahead, so such a failure comes to light only
-        here); None otherwise. A probe's success was told at the return: this is its failure."""
+        here); None otherwise. A probe's success was told at the return: this is its failure.
+        Failures counted before a stream are reset at its end, not at the return, when it
+        gives no verdict: a reset at the return would undo the count of every stream failing
+        before content, and a deployment whose streams all broke would never cool."""
         error = end.error
         if error is None or end.delivered or not counts_against(error):
             return None
@@ -449,6 +452,13 @@ def _shared_share(deployment: Deployment, view: BalanceView) -> float:
     return share
 
 
+def _answered(end: StreamEnd) -> bool:
+    """Whether a stream's end shows its deployment answered: read to its end, or failed as
+    it was read. Not a stream closed or abandoned part way: its end may come from the
+    garbage collector, where a store must not be called (a shared one does I/O)."""
+    return end.completed or end.error is not None
+
+
 def _annotate(failures: list[tuple[str, BaseException]]) -> None:
     if len(failures) < 2:
         return
@@ -473,6 +483,8 @@ class _AsyncBalanced(_Balanced):
                 probe, seconds = verdict
                 key, policy = attempt.deployment.key, self._policy
                 await self._store.afailed(key, policy, probe=probe, cool_for=seconds)
+            elif attempt.entry.failures and not attempt.entry.probe and _answered(end):
+                await self._store.asucceeded(attempt.deployment.key)  # Not told at the return.
 
         return ended
 
@@ -533,7 +545,9 @@ class _AsyncBalanced(_Balanced):
                 ended = self._done(attempt, result, stream, info, later)
                 if ended is not None and self._shared is not None:
                     await self._ashare_end(attempt, *ended)
-                if entry.probe or entry.failures:
+                # A stream's failures are reset when it ends, if it delivered: one failing
+                # before content counts (see _stream_verdict), and would undo the reset.
+                if entry.probe or (entry.failures and not stream):
                     await self._store.asucceeded(deployment.key)
                 note_served(info, deployment.name)
                 return result
@@ -624,6 +638,8 @@ class _SyncBalanced(_Balanced):
         if verdict is not None:
             probe, seconds = verdict
             self._store.failed(attempt.deployment.key, self._policy, probe=probe, cool_for=seconds)
+        elif attempt.entry.failures and not attempt.entry.probe and _answered(end):
+            self._store.succeeded(attempt.deployment.key)  # Not told at the return.
 
     def __call__(self, **kwargs: Any) -> Any:
         info, opened = join_call()
@@ -680,7 +696,8 @@ class _SyncBalanced(_Balanced):
                 ended = self._done(attempt, result, stream, info, self._share_end)
                 if ended is not None:
                     self._share_end(attempt, *ended)
-                if entry.probe or entry.failures:
+                # A stream's failures are reset when it ends (see the async __call__).
+                if entry.probe or (entry.failures and not stream):
                     self._store.succeeded(deployment.key)
                 note_served(info, deployment.name)
                 return result
