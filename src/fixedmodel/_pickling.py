@@ -232,7 +232,9 @@ def text(value: object) -> str:
 _MAX_CAUSES = 32
 
 
-def stand_in(error: BaseException, _depth: int = 0) -> BaseException:
+def stand_in(
+    error: BaseException, _depth: int = 0, _made: dict[int, BaseException | None] | None = None
+) -> BaseException:
     """What travels for ``error``: a :class:`~fixedmodel.errors.WorkerError` carrying what
     can be read of it, or for an exception group, a group of what travels of each member.
 
@@ -242,9 +244,13 @@ def stand_in(error: BaseException, _depth: int = 0) -> BaseException:
     travels as itself is kept, each other one stands in alone, so one member that cannot
     travel does not take the others' types, status and retry advice with it. The chain of
     causes is walked, not recursed into: a chain that loops back or runs deeper than 32
-    causes is cut there, never raising ``RecursionError``.
+    causes is cut there, never raising ``RecursionError``. A member met again (a group
+    listing it twice, or groups sharing a group) is looked at once and its stand-in shared,
+    as pickle shares it: walked once per path, groups sharing their members level after
+    level took time and memory doubling with each level.
     """
-    top = copy = _one_stand_in(error, _depth)
+    made: dict[int, BaseException | None] = {} if _made is None else _made
+    top = copy = _one_stand_in(error, _depth, made)
     seen = {id(error)}
     cause = error.__cause__
     while cause is not None and id(cause) not in seen and len(seen) <= _MAX_CAUSES:
@@ -252,7 +258,7 @@ def stand_in(error: BaseException, _depth: int = 0) -> BaseException:
         if round_trips(cause):
             copy.__cause__ = cause
             break
-        copy.__cause__ = copy = _one_stand_in(cause, _depth)
+        copy.__cause__ = copy = _one_stand_in(cause, _depth, made)
         cause = cause.__cause__
     return top
 
@@ -265,17 +271,21 @@ def _group_class() -> Any:
     return found
 
 
-def _one_stand_in(error: BaseException, depth: int) -> BaseException:
+def _one_stand_in(
+    error: BaseException, depth: int, made: dict[int, BaseException | None]
+) -> BaseException:
     """The stand-in for ``error`` alone, without its cause."""
     group = _group_class()
     if group is not None and isinstance(error, group) and depth < _MAX_CAUSES:
-        copy = _group_stand_in(error, group, depth)
+        copy = _group_stand_in(error, group, depth, made)
         if copy is not None:
             return copy
     return _worker_error(error)
 
 
-def _group_stand_in(error: BaseException, group: Any, depth: int) -> BaseException | None:
+def _group_stand_in(
+    error: BaseException, group: Any, depth: int, made: dict[int, BaseException | None]
+) -> BaseException | None:
     """A group of what travels of each member of ``error``, or None if none can be made.
 
     It is ``error.derive(members)`` (the group's own class when it keeps it and that class
@@ -283,7 +293,7 @@ def _group_stand_in(error: BaseException, group: Any, depth: int) -> BaseExcepti
     is an ``Exception``) with a note naming the original class.
     """
     members: list[BaseException] = [
-        member if round_trips(member) else stand_in(member, depth + 1)
+        _member(member, depth + 1, made)
         for member in cast("tuple[BaseException, ...]", getattr(error, "exceptions", ()))
     ]
     message = text(getattr(error, "message", "") or "")
@@ -309,6 +319,24 @@ def _group_stand_in(error: BaseException, group: Any, depth: int) -> BaseExcepti
     if notes:
         setattr(copy, "__notes__", notes)  # noqa: B010
     return copy if round_trips(copy) else None
+
+
+def _member(
+    member: BaseException, depth: int, made: dict[int, BaseException | None]
+) -> BaseException:
+    """What travels of a group's member: itself, or its stand-in, made once per member.
+
+    ``made`` maps the members already seen to what travels of them (None while that is
+    being made: a member met again inside itself, through a cause, stands in alone).
+    """
+    key = id(member)
+    if key in made:
+        done = made[key]
+        return done if done is not None else _worker_error(member)
+    made[key] = None
+    done = member if round_trips(member) else stand_in(member, depth, made)
+    made[key] = done
+    return done
 
 
 def _type_name(error: BaseException) -> str:

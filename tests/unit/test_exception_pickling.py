@@ -416,3 +416,56 @@ def test_an_error_that_unpickles_as_no_exception_does_not_count_as_travelling() 
     outer.__cause__ = error
     chained = pickle.loads(pickle.dumps(stand_in(outer)))
     assert isinstance(chained.__cause__, errors.WorkerError)
+
+
+class _LookedAtTooOften(BaseException):
+    """Ends a test whose stand-in walks a member past its budget (instead of for hours)."""
+
+
+class CountedError(Exception):
+    """Cannot be pickled; counts how often it is tried, and stops a walk past 200 tries."""
+
+    tries = 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        CountedError.tries += 1
+        if CountedError.tries > 200:
+            raise _LookedAtTooOften
+        raise TypeError("cannot pickle CountedError")
+
+
+@_GROUPS
+def test_groups_sharing_their_members_stand_in_once_per_member() -> None:
+    # Each level listed the level below twice: the stand-in walked every path, 2**depth of
+    # them (30 s at depth 16, hours at 30), and made a copy per path.
+    CountedError.tries = 0
+    shared = CountedError("the same failure")
+    group: BaseException = _ExceptionGroup("bottom", [shared, ValueError("plain")])
+    for level in range(30):
+        group = _ExceptionGroup(f"level {level}", [group, group])
+    copy = pickle.loads(pickle.dumps(stand_in(group)))
+    assert isinstance(copy, _ExceptionGroup)
+    first, second = copy.exceptions
+    assert first is second  # shared, as pickle shares it
+    while isinstance(copy, _ExceptionGroup) and copy.message != "bottom":
+        copy = copy.exceptions[0]
+    assert isinstance(copy.exceptions[0], errors.WorkerError)
+    assert copy.exceptions[0].type_name.endswith("CountedError")
+    assert isinstance(copy.exceptions[1], ValueError)
+
+
+@_GROUPS
+def test_a_group_whose_members_are_caused_by_it_stands_in_once_per_member() -> None:
+    # Two members whose cause is the group itself: each walk of a member's cause met the
+    # group again and walked both members again, two new paths per level.
+    CountedError.tries = 0
+    first, second = CountedError("first"), CountedError("second")
+    group = _ExceptionGroup("loops", [first, second])
+    first.__cause__ = group
+    second.__cause__ = group
+    copy = pickle.loads(pickle.dumps(stand_in(group)))
+    assert isinstance(copy, _ExceptionGroup)
+    assert [member.type_name.rsplit(".", 1)[-1] for member in copy.exceptions] == [
+        "CountedError",
+        "CountedError",
+    ]
