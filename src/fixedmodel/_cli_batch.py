@@ -113,8 +113,6 @@ def _run_checked(args: argparse.Namespace, check_model: Any, cleanup: contextlib
 
     if args.provider_batch:
         _cli_provider.check(args)
-    else:
-        _cli_provider.check_live(args)
     lock = OutputLock(args.output)
     try:
         locked = lock.acquire()
@@ -128,6 +126,7 @@ def _run_checked(args: argparse.Namespace, check_model: Any, cleanup: contextlib
         )
         raise UsageError(msg)
     try:
+        _cli_provider.check_job(args)  # with the lock held: no job can start meanwhile
         _check_output(args.output, resume=args.resume)
         return asyncio.run(_run(args, plan, body_model))
     finally:

@@ -24,7 +24,7 @@ from fixedmodel._cli_output import RecordWriter, answer_record, error_record, re
 if TYPE_CHECKING:
     from fixedmodel._protocols import AFixedModelCompletion
 
-__all__ = ["check", "check_live", "run", "state_path"]
+__all__ = ["check", "check_job", "run", "state_path"]
 
 
 def state_path(output: Path) -> Path:
@@ -53,34 +53,38 @@ def _beside(output: Path, suffix: str) -> Path:
 
 
 def check(args: argparse.Namespace) -> None:
-    """Refuse options that cannot apply to a provider batch, and a job left half way."""
+    """Refuse options that cannot apply to a provider batch."""
     if args.max_cost is not None:
         msg = "--max-cost: a provider batch cannot stop part way; leave it out"
         raise UsageError(msg)
     if args.mock_response is not None:
         msg = "--mock-response: a provider batch has no mock; use the loopback test server"
         raise UsageError(msg)
-    if state_path(args.output).exists() and not args.resume:
-        msg = (
-            f"OUTPUT {args.output} has a provider batch job under way "
-            f"({state_path(args.output)}): pass --resume to collect it"
-        )
-        raise UsageError(msg)
 
 
-def check_live(args: argparse.Namespace) -> None:
-    """Refuse a live run on an OUTPUT whose provider batch job is under way.
+def check_job(args: argparse.Namespace) -> None:
+    """Refuse a run that would pay again for the provider batch job under way on OUTPUT.
 
-    The job's lines have no record in OUTPUT until it is collected: a live run (``--resume``
-    or not) would send every one of them again, paying twice for answers the job holds.
+    Called with OUTPUT's lock held: looked for before, the job of a ``--provider-batch``
+    run holding the lock could start (and that run be killed) before this run took it.
+    A ``--provider-batch`` run without ``--resume`` would start a second job over the
+    first one's state; a live run (``--resume`` or not) would send every line of the job
+    again, as they have no record in OUTPUT until the job is collected.
     """
-    if state_path(args.output).exists():
+    state = state_path(args.output)
+    if not state.exists() or (args.provider_batch and args.resume):
+        return
+    if args.provider_batch:
         msg = (
-            f"OUTPUT {args.output} has a provider batch job under way "
-            f"({state_path(args.output)}): pass --provider-batch --resume to collect it "
-            "(a live run would send its lines again)"
+            f"OUTPUT {args.output} has a provider batch job under way ({state}): "
+            "pass --resume to collect it"
         )
-        raise UsageError(msg)
+    else:
+        msg = (
+            f"OUTPUT {args.output} has a provider batch job under way ({state}): pass "
+            "--provider-batch --resume to collect it (a live run would send its lines again)"
+        )
+    raise UsageError(msg)
 
 
 async def run(

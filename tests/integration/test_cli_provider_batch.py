@@ -270,3 +270,50 @@ def test_a_live_run_on_an_output_with_a_job_under_way_is_refused(
         err = capsys.readouterr().err
         assert "has a provider batch job under way" in err and "--provider-batch" in err, err
     assert server.request_count() == 0
+
+
+def _job_started_while_waiting_for_the_lock(
+    monkeypatch: pytest.MonkeyPatch, state: Path, job: dict[str, Any]
+) -> None:
+    """The other run starts a job (and is killed) between this run's checks and its lock."""
+    from fixedmodel import _cli_output
+
+    taken = _cli_output.OutputLock.acquire
+
+    def acquire(self: _cli_output.OutputLock) -> bool:
+        if not state.exists():
+            state.write_text(json.dumps(job))
+        return taken(self)
+
+    monkeypatch.setattr(_cli_output.OutputLock, "acquire", acquire)
+
+
+@pytest.mark.parametrize("mode", ["live", "live --resume", "provider"])
+def test_a_job_started_before_the_lock_is_taken_is_still_seen(
+    server: OpenAIServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+) -> None:
+    # The job under way was looked for before OUTPUT's lock was taken: a --provider-batch
+    # run holding the lock could start its job (and be killed) in between, and this run then
+    # sent every line again live, or started a second job over the first one's state,
+    # paying twice. It is looked for once the lock is held.
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write_input(source, 3)
+    state = tmp_path / "out.jsonl.provider-batch.json"
+    job = {"batch_id": "batch_other_run", "input_file_id": "file-other"}
+    _job_started_while_waiting_for_the_lock(monkeypatch, state, job)
+    if mode == "provider":
+        argv = _argv(server, source, target)
+    else:
+        argv = [
+            "batch", "openai/gpt-4o-mini", str(source), str(target),
+            "--api-base", server.base_url, "--no-progress", *mode.split()[1:],
+        ]  # fmt: skip
+    assert main(argv) == EXIT_NOTHING_SENT
+    err = capsys.readouterr().err
+    assert "has a provider batch job under way" in err, err
+    assert server.request_count("") == 0  # no live call, no upload, no second job
+    assert json.loads(state.read_text()) == job  # the other run's job, kept to collect
