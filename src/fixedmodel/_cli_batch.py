@@ -70,8 +70,8 @@ def _terminate_as_interrupt() -> Generator[None, None, None]:
 
     Its default action ends the process where it stands: a run stopped while it copied a
     pipe INPUT, or rewrote OUTPUT at the end, left the temporary file behind. Raised, it
-    unwinds through every clean-up. While the requests run, the event loop takes SIGTERM
-    and SIGINT itself (the calls in flight finish and are written; see ``_listen``).
+    unwinds through every clean-up. While the requests run, the job takes SIGTERM and
+    SIGINT (the calls in flight finish and are written; see ``_listen``).
     Only the main thread can set a handler; elsewhere (``main()`` called from a thread)
     SIGTERM keeps its action.
     """
@@ -370,30 +370,36 @@ class _Job:
 
 
 def _listen(job: _Job) -> dict[int, Any]:
-    """Route SIGINT and SIGTERM to the job; the signals it took, with their handlers before."""
+    """Route SIGINT and SIGTERM to the job; the signals it took, with their handlers before.
+
+    Handlers of Python's own (as ``asyncio.run`` takes SIGINT), not the loop's: the loop's
+    ``remove_signal_handler`` sets the signal's default action before the handler it
+    replaced can be given back, and a SIGTERM landing in between ended the process where it
+    stood (no clean-up; a pipe INPUT's copy left behind). ``signal.signal`` swaps one
+    handler for the other at once, both ways.
+    """
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     taken: dict[int, Any] = {}
-    if main is None:
+    if main is None or sys.platform == "win32":  # the loop took no signal there either
         return taken
+
+    def handler(number: int, frame: object) -> None:
+        loop.call_soon_threadsafe(job.on_signal, main)
+
     for number in (signal.SIGINT, signal.SIGTERM):
-        previous = signal.getsignal(number)
         try:
-            loop.add_signal_handler(number, job.on_signal, main)
-        except (NotImplementedError, RuntimeError, ValueError):  # Windows, not main thread
+            taken[number] = signal.signal(number, handler)
+        except (ValueError, OSError):  # not the main thread
             continue
-        taken[number] = previous
     return taken
 
 
 def _unlisten(taken: dict[int, Any]) -> None:
-    """Give back the handlers ``_listen`` replaced (the loop would leave the defaults)."""
-    loop = asyncio.get_running_loop()
+    """Give back the handlers ``_listen`` replaced (one set outside Python: the default)."""
     for number, previous in taken.items():
-        loop.remove_signal_handler(number)
-        if previous is not None:
-            with contextlib.suppress(ValueError, OSError, TypeError):
-                signal.signal(number, previous)
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            signal.signal(number, signal.SIG_DFL if previous is None else previous)
 
 
 async def _run(args: argparse.Namespace, plan: _cli_input.Plan, body_model: str | None) -> int:

@@ -868,3 +868,54 @@ def test_a_cost_cap_stops_at_the_first_answer_without_a_price(
     assert code == EXIT_SOME_FAILED, err
     assert "cost cap is reached" in err
     assert server.request_count() == 1
+
+
+_SIGTERM_AS_THE_RUN_HANDS_IT_BACK = """
+import os, signal, sys
+from fixedmodel.cli import main
+
+set_handler = signal.signal
+changes = 0
+
+def set_then_terminate(number, handler):
+    # SIGTERM's handler changes three times: the run's, the requests', the run's again
+    # (given back once the requests end). A SIGTERM lands right after the third change.
+    global changes
+    previous = set_handler(number, handler)
+    if number == signal.SIGTERM:
+        changes += 1
+        if changes == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return previous
+
+signal.signal = set_then_terminate
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the loop takes signals on POSIX only")
+def test_sigterm_as_the_requests_hand_it_back_still_unwinds(tmp_path: Path) -> None:
+    # The requests took SIGTERM with the loop's add_signal_handler, whose
+    # remove_signal_handler sets the default action before the run's handler is given
+    # back: a SIGTERM landing in between (forced here) ended the process where it stood
+    # (-15), leaving the copy of a pipe INPUT behind. The handlers are now swapped at once,
+    # and the signal unwinds like Ctrl-C.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    target = tmp_path / "out.jsonl"
+    argv = [
+        "batch", "openai/gpt-4o-mini", "/dev/stdin", str(target),
+        "--mock-response", "hi", "--no-progress",
+    ]  # fmt: skip
+    child = subprocess.run(
+        [sys.executable, "-c", _SIGTERM_AS_THE_RUN_HANDS_IT_BACK, *argv],
+        input="".join(json.dumps(_line(n)) + "\n" for n in (1, 2)),
+        env={**_env(), "TMPDIR": str(scratch)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == EXIT_INTERRUPTED, child.stderr
+    assert not list(scratch.iterdir())
+    assert len(_records(target)) == 2  # the answers were written before the signal
