@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,13 +53,26 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{userinfo}{host}{parts.path}{query}{fragment}"
 
 
-def redact(text: str) -> str:
-    """``text`` with the credentials in URLs and credential variables' values hidden."""
-    hidden = _URL.sub(lambda found: redact_url(found.group(0)), text)
-    for name, value in os.environ.items():
-        if is_credential(name) and len(value) >= _SHORTEST_SECRET and value in hidden:
-            hidden = hidden.replace(value, "***")
-    return hidden
+def secrets() -> list[str]:
+    """The values of the credential variables of the environment, as ``redact`` hides them."""
+    return [
+        value
+        for name, value in os.environ.items()
+        if is_credential(name) and len(value) >= _SHORTEST_SECRET
+    ]
+
+
+def redact(text: str, hidden: Sequence[str] | None = None) -> str:
+    """``text`` with the credentials in URLs and credential variables' values hidden.
+
+    ``hidden``: the values to hide (``secrets()``, read once for many texts), else read now.
+    """
+    values = secrets() if hidden is None else hidden
+    shown = _URL.sub(lambda found: redact_url(found.group(0)), text)
+    for value in values:
+        if value in shown:
+            shown = shown.replace(value, "***")
+    return shown
 
 
 def bound_defaults(api_base: str | None, mock_response: str | None) -> dict[str, Any]:

@@ -19,12 +19,12 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-from fixedmodel._cli_common import redact
+from fixedmodel._cli_common import redact, secrets
 from fixedmodel.middleware._errors import answer_headers
 
 _LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?(\w+Exception\s*-\s*)?")
@@ -154,22 +154,26 @@ def _provider_error(error: BaseException, status: int) -> dict[str, Any]:
 _MAX_DEPTH = 32
 
 
-def _redacted(value: object, depth: int = 0) -> object:
+def _redacted(value: object, depth: int = 0, hidden: Sequence[str] | None = None) -> object:
     """``value`` (a parsed error body) with every string in it redacted.
 
     Providers and proxies echo more than the message: a ``metadata.raw`` holding the
     upstream answer, a header, a URL with its key. Containers nested deeper than 32
-    levels are replaced by a placeholder instead of recursed into.
+    levels are replaced by a placeholder instead of recursed into. The credentials to hide
+    are read from the environment once per body, not once per string: a proxy echoing a
+    long conversation took seconds per error line, the event loop (and every call in
+    flight) waiting.
     """
+    values = secrets() if hidden is None else hidden
     if isinstance(value, str):
-        return redact(value)
+        return redact(value, values)
     if isinstance(value, dict | list):
         if depth >= _MAX_DEPTH:
             return "<nested too deep>"
         if isinstance(value, list):
-            return [_redacted(item, depth + 1) for item in cast("list[object]", value)]
+            return [_redacted(item, depth + 1, values) for item in cast("list[object]", value)]
         pairs = cast("dict[object, object]", value).items()
-        return {redact(str(key)): _redacted(item, depth + 1) for key, item in pairs}
+        return {redact(str(key), values): _redacted(item, depth + 1, values) for key, item in pairs}
     return value
 
 

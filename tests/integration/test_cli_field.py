@@ -919,3 +919,30 @@ def test_sigterm_as_the_requests_hand_it_back_still_unwinds(tmp_path: Path) -> N
     assert child.returncode == EXIT_INTERRUPTED, child.stderr
     assert not list(scratch.iterdir())
     assert len(_records(target)) == 2  # the answers were written before the signal
+
+
+def test_a_long_echoed_error_object_reads_the_credentials_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every string of a provider's error object is redacted; each string read the whole
+    # environment again, so a proxy echoing a conversation of 50,000 messages took 7 s per
+    # error line, with the event loop (every call in flight) waiting. Read once per object.
+    from fixedmodel import _cli_common
+    from fixedmodel._cli_output import _redacted  # pyright: ignore[reportPrivateUsage]
+
+    secret = "sk-echoed-" + "7" * 30
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    reads = 0
+    is_credential = _cli_common.is_credential
+
+    def counted(variable: str) -> bool:
+        nonlocal reads
+        reads += 1
+        return is_credential(variable)
+
+    monkeypatch.setattr(_cli_common, "is_credential", counted)
+    echoed = [{"role": "user", "content": f"line {n} Bearer {secret}"} for n in range(2_000)]
+    body = {"message": "bad request", "metadata": {"raw": echoed}}
+    shown = json.dumps(_redacted(body))
+    assert secret not in shown and shown.count("***") == 2_000
+    assert reads <= len(os.environ)  # the environment read once, not once per string
