@@ -168,12 +168,21 @@ def _wait_readable(reader: BinaryIO) -> None:
     call is interrupted by it. A SIGTERM landing just before a read of a quiet pipe began
     was seen by neither: the read went on waiting, and the run with it, until the pipe spoke
     again. Waking now and then lets the handler raise (POSIX only: ``select`` takes no pipe
-    on Windows, where the read blocks as before).
+    on Windows, where the read blocks as before). ``select`` refuses a descriptor past its
+    range (1024); ``poll`` waits for that one.
     """
     if os.name != "posix":
         return
-    while not select.select([reader], [], [], _WAKE_EVERY)[0]:
-        pass
+    try:
+        while not select.select([reader], [], [], _WAKE_EVERY)[0]:
+            pass
+    except ValueError:  # a descriptor of 1024 or more (main() in a process with many files)
+        if not hasattr(select, "poll"):
+            return  # the read blocks, as on Windows
+        poller = select.poll()
+        poller.register(reader, select.POLLIN)
+        while not poller.poll(int(_WAKE_EVERY * 1000)):
+            pass
 
 
 def _check_paths(source: Path, target: Path, cache: Path | None) -> None:

@@ -946,3 +946,30 @@ def test_a_long_echoed_error_object_reads_the_credentials_once(
     shown = json.dumps(_redacted(body))
     assert secret not in shown and shown.count("***") == 2_000
     assert reads <= len(os.environ)  # the environment read once, not once per string
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pipes read through /dev/fd: POSIX")
+def test_a_pipe_read_past_selects_descriptor_range_is_still_copied(tmp_path: Path) -> None:
+    # The copy waits for the pipe with select, which refuses a descriptor of 1024 or more
+    # (ValueError): in a process with that many files open (main() called from a server),
+    # a pipe INPUT could no longer be read at all.
+    import contextlib
+    import resource
+
+    from fixedmodel._cli_batch import _regular_input  # pyright: ignore[reportPrivateUsage]
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip("needs 1200 open files")
+    read_end, write_end = os.pipe()
+    text = json.dumps(_line(1)) + "\n"
+    os.write(write_end, text.encode())
+    os.close(write_end)
+    filler = [os.dup(read_end) for _ in range(1100)]  # the next file opened gets fd >= 1024
+    try:
+        with contextlib.ExitStack() as cleanup:
+            copy = _regular_input(Path(f"/dev/fd/{read_end}"), 1e6, cleanup)
+            assert copy.read_text() == text
+    finally:
+        for fd in [read_end, *filler]:
+            os.close(fd)
