@@ -851,6 +851,82 @@ async def test_a_balancer_waits_when_the_next_callable_cannot_take_the_prompt(
     assert len(slept) == 1
 
 
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_waiting_balancer_hands_over_once_a_fallbacks_advice_runs_out(
+    monkeypatch: pytest.MonkeyPatch, clock: Clock, asynchronous: bool
+) -> None:
+    # The balancer's only deployment cools for 10 s and its policy waits up to 30 s; the
+    # fallback asked for 2 s. The chain flag was worked out at the time the chain's call
+    # began: 3 s into the wait the fallback could answer, but the balancer still read "no
+    # callable follows" and waited the whole 10 s.
+    from fixedmodel.routing import load_balancing as lb_module
+    from fixedmodel.stores.cooldown_memory import MemoryCooldownStore
+
+    store_clock = Clock()
+    store = MemoryCooldownStore(clock=store_clock)
+    policy = CooldownPolicy(failures=1, cooldown=10.0, when_all_cooling="wait", max_wait=30.0)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        store_clock.now += 3.0  # Woken early: a probe elsewhere may have ended.
+        clock.now += 3.0
+
+    async def asleep(seconds: float) -> None:
+        sleep(seconds)
+
+    monkeypatch.setattr(lb_module, "_sync_sleep", sleep)
+    monkeypatch.setattr(lb_module, "_async_sleep", asleep)
+    monkeypatch.setattr(lb_module, "_REMEMBER_REFUSAL", 0.0)
+    fake = FakeACompletion if asynchronous else FakeCompletion
+    primary = fake([Fail(503), "from the balancer"], model="a/primary")
+    backup = fake([Fail(429, headers={"retry-after": "2"}), "from the backup"], model="b/backup")
+    chat: Any = with_fallbacks(
+        with_load_balancing({"a": primary}, cooldown=policy, store=store), backup
+    )
+    with pytest.raises(litellm.RateLimitError):  # The deployment cools 10 s, backup 2 s.
+        answer = chat(messages=MESSAGES)
+        await answer if asynchronous else answer
+    with call_scope() as info:
+        answer = chat(messages=MESSAGES)
+        answer = await answer if asynchronous else answer
+    assert responses.text(answer) == "from the backup"
+    assert len(slept) == 1  # Handed over after the first wake-up, 3 s in.
+    assert len(primary.calls) == 1
+    assert info.served_by == "b/backup#1"
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_fallback_whose_advice_ran_out_during_a_slow_failure_is_tried(
+    clock: Clock, asynchronous: bool
+) -> None:
+    # The backup asked for 2 s; the primary then took 5 s to fail. The chain compared the
+    # backup's advice with the time its call began, skipped the backup and raised the
+    # primary's 503, though the backup could answer.
+    answers = iter([Fail(503), "slow"])
+
+    def slow_primary(call: CompletionCall) -> object:
+        answer = next(answers)
+        if answer == "slow":
+            clock.now += 5.0
+            return Fail(503)
+        return answer
+
+    fake = FakeACompletion if asynchronous else FakeCompletion
+    primary = fake(slow_primary, model="a/primary")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    backup = fake([Fail(429, headers={"retry-after": "2"}), "from the backup"], model="b/backup")
+    chat: Any = with_fallbacks(primary, backup)
+    with pytest.raises(litellm.RateLimitError):
+        answer = chat(messages=MESSAGES)
+        await answer if asynchronous else answer
+    with call_scope() as info:
+        answer = chat(messages=MESSAGES)
+        answer = await answer if asynchronous else answer
+    assert responses.text(answer) == "from the backup"
+    assert info.route_skips == ()
+    assert info.fallbacks_tried == 1
+
+
 # 7. The chain flag outlives the chain's call in the contexts copied during it.
 
 
