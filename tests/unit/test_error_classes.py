@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import litellm
@@ -188,3 +189,84 @@ def test_a_budget_refusal_is_no_provider_status_whatever_litellm_labels_it(statu
     assert not is_rate_limit(refusal)
     assert not is_route_failure(refusal)
     assert not is_unsupported_here(refusal)
+
+
+def _stream_read_failure(asynchronous: bool) -> Exception:
+    """What litellm raises reading a provider's stream whose chunk has no ``choices``."""
+    import asyncio
+    import time
+
+    from litellm import CustomStreamWrapper
+    from litellm.litellm_core_utils.litellm_logging import Logging
+
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+    def chunks() -> Iterator[dict[str, object]]:
+        yield chunk
+
+    async def achunks() -> AsyncIterator[dict[str, object]]:
+        yield chunk
+
+    logging = Logging(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Hi"}],
+        stream=True,
+        call_type="acompletion" if asynchronous else "completion",
+        start_time=time.time(),
+        litellm_call_id="1",
+        function_id="1",
+    )
+    stream = CustomStreamWrapper(
+        completion_stream=achunks() if asynchronous else chunks(),
+        model="gpt-4o-mini",
+        custom_llm_provider="openai",
+        logging_obj=logging,
+    )
+
+    async def aread() -> None:
+        async for _ in stream:
+            pass
+
+    try:
+        if asynchronous:
+            asyncio.run(aread())
+        else:
+            for _ in stream:
+                pass
+    except Exception as error:
+        return error
+    raise AssertionError("the stream was read without a failure")
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_stream_litellm_cannot_read_was_sent(asynchronous: bool) -> None:
+    # A provider's stream chunk litellm cannot read (no "choices") raises AttributeError in
+    # its stream reader, wrapped in APIConnectionError: it looked like a failure while the
+    # request was built. The server answered: the failure is retried, falls back and counts
+    # against a deployment, as an answer litellm cannot read does when not streamed.
+    from fixedmodel.middleware._errors import is_route_failure, never_sent
+    from fixedmodel.routing._deployments import counts_against, sent_nothing
+
+    error = _stream_read_failure(asynchronous)
+    assert not never_sent(error)
+    assert not sent_nothing(error)
+    assert is_retryable(error)
+    assert is_route_failure(error)
+    assert counts_against(error)
+
+
+def test_a_chain_falls_back_from_a_stream_litellm_cannot_read() -> None:
+    # It was raised at once, as a failure of this process before sending would be.
+    from fixedmodel import responses, with_fallbacks
+    from fixedmodel.testing import CompletionCall, FakeCompletion
+
+    error = _stream_read_failure(asynchronous=False)
+
+    def broken(call: CompletionCall) -> object:
+        raise error
+
+    primary = FakeCompletion(broken, model="a/primary")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    backup = FakeCompletion(lambda call: "from backup", model="b/backup")
+    chat = with_fallbacks(primary, backup)
+    answer = chat(messages=[{"role": "user", "content": "Hi"}], stream=True)
+    assert "".join(responses.text_deltas(answer)) == "from backup"

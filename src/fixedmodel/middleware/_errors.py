@@ -343,6 +343,9 @@ def never_sent(exc: BaseException) -> bool:
 # litellm's functions that turn a provider's answer into its response object: an error
 # raised inside one came after the request was sent and answered ({"choices": [{}]}).
 _READING_AN_ANSWER = frozenset({"convert_to_model_response_object", "transform_response"})
+# litellm's module reading a stream's chunks (CustomStreamWrapper): an error raised in it,
+# such as an AttributeError on a chunk without "choices", came from a provider's answer.
+_READING_A_STREAM = "streaming_handler.py"
 
 
 def _raised_reading_an_answer(error: BaseException) -> bool:
@@ -350,7 +353,9 @@ def _raised_reading_an_answer(error: BaseException) -> bool:
     frames = error.__traceback__
     while frames is not None:
         code = frames.tb_frame.f_code
-        if code.co_name in _READING_AN_ANSWER and "litellm" in code.co_filename:
+        if "litellm" in code.co_filename and (
+            code.co_name in _READING_AN_ANSWER or code.co_filename.endswith(_READING_A_STREAM)
+        ):
             return True
         frames = frames.tb_next
     return False
