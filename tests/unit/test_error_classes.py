@@ -270,3 +270,72 @@ def test_a_chain_falls_back_from_a_stream_litellm_cannot_read() -> None:
     chat = with_fallbacks(primary, backup)
     answer = chat(messages=[{"role": "user", "content": "Hi"}], stream=True)
     assert "".join(responses.text_deltas(answer)) == "from backup"
+
+
+def _raw_tls_and_http_failures() -> list[BaseException]:
+    import http.client
+    import ssl
+    import urllib.error
+
+    from urllib3 import exceptions as urllib3_errors
+
+    return [
+        ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate has expired"),
+        urllib3_errors.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED]"),
+        urllib3_errors.IncompleteRead(10, 90),
+        http.client.IncompleteRead(b"partial", 90),
+        http.client.BadStatusLine("garbage"),
+        urllib.error.URLError(ssl.SSLCertVerificationError(1, "certificate verify failed")),
+    ]
+
+
+@pytest.mark.parametrize(
+    "error",
+    _raw_tls_and_http_failures(),
+    ids=[
+        "ssl-cert",
+        "urllib3-ssl",
+        "urllib3-incomplete",
+        "http-incomplete",
+        "http-status-line",
+        "urlerror-ssl-cert",
+    ],
+)
+def test_raw_tls_and_cut_answers_are_transport_failures_in_every_form(
+    error: BaseException,
+) -> None:
+    # ssl.SSLError and httpx's ConnectError over it were transport failures, but a raw
+    # SSLCertVerificationError (a ValueError too) read as a failure before sending, and
+    # urllib3's SSLError and the IncompleteReads (httpx: RemoteProtocolError) as nothing:
+    # not retried, no fallback, and a deployment with an expired certificate never cooled.
+    from fixedmodel.middleware._errors import is_route_failure, never_sent
+    from fixedmodel.routing._deployments import counts_against
+
+    assert not never_sent(error)
+    assert is_retryable(error)
+    assert is_route_failure(error)
+    assert counts_against(error)
+
+
+@pytest.mark.parametrize("wire", ["urllib3", "http.client"])
+def test_an_error_over_a_urllib3_or_http_client_failure_was_sent(wire: str) -> None:
+    # A ValueError of a hand-written callable over its HTTP client's failure: the exchange
+    # was attempted, as with httpx, so it is no failure before sending.
+    import http.client
+
+    from urllib3 import exceptions as urllib3_errors
+
+    from fixedmodel.middleware._errors import never_sent
+
+    below: Exception = (
+        urllib3_errors.ProtocolError("Connection aborted.")
+        if wire == "urllib3"
+        else http.client.IncompleteRead(b"", 5)
+    )
+    try:
+        try:
+            raise below
+        except Exception as cause:
+            raise ValueError("could not parse the answer") from cause
+    except ValueError as error:
+        assert not never_sent(error)

@@ -196,6 +196,10 @@ def _is_transport_failure(exc: BaseException) -> bool:
     if isinstance(exc, socket.gaierror | ssl.SSLError):
         return True
     module = _top_module(exc)
+    if module == "http":  # http.client: a body cut short or a status line that is no HTTP's,
+        import http.client  # what httpx raises RemoteProtocolError for
+
+        return isinstance(exc, http.client.IncompleteRead | http.client.BadStatusLine)
     if module == "urllib":  # URLError (not an HTTPError: that one has a status): its reason
         reason: object = getattr(exc, "reason", None)
         return isinstance(reason, BaseException) and _is_transport_failure(reason)
@@ -231,7 +235,9 @@ def _is_transport_failure(exc: BaseException) -> bool:
             exc,
             urllib3_errors.TimeoutError  # NewConnectionError, NameResolutionError too
             | urllib3_errors.ProtocolError  # "Connection aborted."
-            | urllib3_errors.ProxyError,
+            | urllib3_errors.ProxyError
+            | urllib3_errors.SSLError  # as ssl.SSLError (httpx: ConnectError)
+            | urllib3_errors.IncompleteRead,  # as http.client's (httpx: RemoteProtocolError)
         )
     return False
 
@@ -251,7 +257,9 @@ def _top_module(error: BaseException) -> str:
 
 
 # Packages whose exceptions mean an HTTP exchange was attempted or made.
-_WIRE_PACKAGES = frozenset({"httpx", "httpcore", "h11", "h2", "aiohttp", "openai", "requests"})
+_WIRE_PACKAGES = frozenset(
+    {"httpx", "httpcore", "h11", "h2", "aiohttp", "openai", "requests", "urllib3", "http"}
+)
 
 
 def _raised_before_sending(error: BaseException) -> bool:
@@ -281,7 +289,9 @@ def _raised_before_sending(error: BaseException) -> bool:
         return type(error) is openai.OpenAIError
     if module in ("httpx", "aiohttp"):
         return _is_client_side_http_error(error)
-    if not isinstance(error, ValueError):
+    if not isinstance(error, ValueError) or isinstance(error, ssl.SSLError):
+        # ssl.SSLCertVerificationError is a ValueError too, raised by the TLS handshake with
+        # the server: a transport failure, as ssl.SSLError and httpx's ConnectError are.
         return False
     read_errors: tuple[type[BaseException], ...] = (json.JSONDecodeError, UnicodeDecodeError)
     return not isinstance(error, read_errors) and module not in ("pydantic", "pydantic_core")
