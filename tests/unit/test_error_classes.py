@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import litellm
@@ -188,3 +189,153 @@ def test_a_budget_refusal_is_no_provider_status_whatever_litellm_labels_it(statu
     assert not is_rate_limit(refusal)
     assert not is_route_failure(refusal)
     assert not is_unsupported_here(refusal)
+
+
+def _stream_read_failure(asynchronous: bool) -> Exception:
+    """What litellm raises reading a provider's stream whose chunk has no ``choices``."""
+    import asyncio
+    import time
+
+    from litellm import CustomStreamWrapper
+    from litellm.litellm_core_utils.litellm_logging import Logging
+
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+    def chunks() -> Iterator[dict[str, object]]:
+        yield chunk
+
+    async def achunks() -> AsyncIterator[dict[str, object]]:
+        yield chunk
+
+    logging = Logging(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Hi"}],
+        stream=True,
+        call_type="acompletion" if asynchronous else "completion",
+        start_time=time.time(),
+        litellm_call_id="1",
+        function_id="1",
+    )
+    stream = CustomStreamWrapper(
+        completion_stream=achunks() if asynchronous else chunks(),
+        model="gpt-4o-mini",
+        custom_llm_provider="openai",
+        logging_obj=logging,
+    )
+
+    async def aread() -> None:
+        async for _ in stream:
+            pass
+
+    try:
+        if asynchronous:
+            asyncio.run(aread())
+        else:
+            for _ in stream:
+                pass
+    except Exception as error:
+        return error
+    raise AssertionError("the stream was read without a failure")
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_stream_litellm_cannot_read_was_sent(asynchronous: bool) -> None:
+    # A provider's stream chunk litellm cannot read (no "choices") raises AttributeError in
+    # its stream reader, wrapped in APIConnectionError: it looked like a failure while the
+    # request was built. The server answered: the failure is retried, falls back and counts
+    # against a deployment, as an answer litellm cannot read does when not streamed.
+    from fixedmodel.middleware._errors import is_route_failure, never_sent
+    from fixedmodel.routing._deployments import counts_against, sent_nothing
+
+    error = _stream_read_failure(asynchronous)
+    assert not never_sent(error)
+    assert not sent_nothing(error)
+    assert is_retryable(error)
+    assert is_route_failure(error)
+    assert counts_against(error)
+
+
+def test_a_chain_falls_back_from_a_stream_litellm_cannot_read() -> None:
+    # It was raised at once, as a failure of this process before sending would be.
+    from fixedmodel import responses, with_fallbacks
+    from fixedmodel.testing import CompletionCall, FakeCompletion
+
+    error = _stream_read_failure(asynchronous=False)
+
+    def broken(call: CompletionCall) -> object:
+        raise error
+
+    primary = FakeCompletion(broken, model="a/primary")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    backup = FakeCompletion(lambda call: "from backup", model="b/backup")
+    chat = with_fallbacks(primary, backup)
+    answer = chat(messages=[{"role": "user", "content": "Hi"}], stream=True)
+    assert "".join(responses.text_deltas(answer)) == "from backup"
+
+
+def _raw_tls_and_http_failures() -> list[BaseException]:
+    import http.client
+    import ssl
+    import urllib.error
+
+    from urllib3 import exceptions as urllib3_errors
+
+    return [
+        ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate has expired"),
+        urllib3_errors.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED]"),
+        urllib3_errors.IncompleteRead(10, 90),
+        http.client.IncompleteRead(b"partial", 90),
+        http.client.BadStatusLine("garbage"),
+        urllib.error.URLError(ssl.SSLCertVerificationError(1, "certificate verify failed")),
+    ]
+
+
+@pytest.mark.parametrize(
+    "error",
+    _raw_tls_and_http_failures(),
+    ids=[
+        "ssl-cert",
+        "urllib3-ssl",
+        "urllib3-incomplete",
+        "http-incomplete",
+        "http-status-line",
+        "urlerror-ssl-cert",
+    ],
+)
+def test_raw_tls_and_cut_answers_are_transport_failures_in_every_form(
+    error: BaseException,
+) -> None:
+    # ssl.SSLError and httpx's ConnectError over it were transport failures, but a raw
+    # SSLCertVerificationError (a ValueError too) read as a failure before sending, and
+    # urllib3's SSLError and the IncompleteReads (httpx: RemoteProtocolError) as nothing:
+    # not retried, no fallback, and a deployment with an expired certificate never cooled.
+    from fixedmodel.middleware._errors import is_route_failure, never_sent
+    from fixedmodel.routing._deployments import counts_against
+
+    assert not never_sent(error)
+    assert is_retryable(error)
+    assert is_route_failure(error)
+    assert counts_against(error)
+
+
+@pytest.mark.parametrize("wire", ["urllib3", "http.client"])
+def test_an_error_over_a_urllib3_or_http_client_failure_was_sent(wire: str) -> None:
+    # A ValueError of a hand-written callable over its HTTP client's failure: the exchange
+    # was attempted, as with httpx, so it is no failure before sending.
+    import http.client
+
+    from urllib3 import exceptions as urllib3_errors
+
+    from fixedmodel.middleware._errors import never_sent
+
+    below: Exception = (
+        urllib3_errors.ProtocolError("Connection aborted.")
+        if wire == "urllib3"
+        else http.client.IncompleteRead(b"", 5)
+    )
+    try:
+        try:
+            raise below
+        except Exception as cause:
+            raise ValueError("could not parse the answer") from cause
+    except ValueError as error:
+        assert not never_sent(error)

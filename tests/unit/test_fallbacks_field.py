@@ -10,7 +10,8 @@ import asyncio
 import contextvars
 import gc
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -155,6 +156,105 @@ def test_retry_advice_in_a_plain_dict_is_read_whatever_its_case(
     assert len(primary.calls) == 1
     policy = CooldownPolicy(failures=3)
     assert cool_for(failure, policy) == 47.0
+
+
+class _OwnHeaders(Mapping[str, object]):
+    """A Mapping of a caller's own: case-sensitive, as any mapping but httpx's and aiohttp's."""
+
+    def __init__(self, fields: dict[str, object]) -> None:
+        self._fields = fields
+
+    def __getitem__(self, name: str) -> object:
+        return self._fields[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+
+class _MappingHeadersError(Exception):
+    """A hand-written callable's error whose answer's headers are any Mapping."""
+
+    def __init__(self, status: int, headers: Mapping[str, object]) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status_code = status
+        self.response = type("Answer", (), {"status_code": status, "headers": headers})()
+
+
+def _mapping_header_failures() -> list[Exception]:
+    litellm_error = litellm.RateLimitError("slow down", llm_provider="openai", model="m")
+    litellm_error.litellm_response_headers = MappingProxyType({"Retry-After": "47"})  # type: ignore[attr-defined]
+    return [
+        litellm_error,
+        _MappingHeadersError(503, _OwnHeaders({"Retry-After": "47"})),
+        _MappingHeadersError(429, _OwnHeaders({"Retry-After-Ms": "47000"})),
+        # The same name twice, in two cases or repeated: the longest wait counts.
+        _MappingHeadersError(429, {"Retry-After": "3", "retry-after": "47"}),
+        _MappingHeadersError(429, {"retry-after": "47", "RETRY-AFTER": "3"}),
+        _MappingHeadersError(429, {"Retry-After-Ms": "3000", "retry-after-ms": "47000"}),
+        _MappingHeadersError(429, httpx.Headers([("Retry-After", "3"), ("Retry-After", "47")])),
+        # An unreadable value does not hide a readable one.
+        _MappingHeadersError(429, {"Retry-After": "soon", "retry-after": "47"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    _mapping_header_failures(),
+    ids=[
+        "proxy",
+        "own",
+        "own-ms",
+        "two-cases",
+        "two-cases-first-larger",
+        "two-ms",
+        "repeated",
+        "unreadable",
+    ],
+)
+def test_retry_advice_in_any_mapping_is_read_whatever_its_case(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    # answer_headers lowercased plain dicts only: a MappingProxyType or a Mapping of one's
+    # own kept "Retry-After", and every layer lost the advice; a name held twice kept
+    # whichever came last.
+    assert retry_after(failure) == 47.0
+    raised = iter([failure])
+
+    def primary_answer(call: CompletionCall) -> object:
+        raise next(raised)
+
+    primary = FakeCompletion(primary_answer, model="a/primary")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    backup = FakeCompletion(lambda call: "b", model="b/backup")
+    chat = with_fallbacks(primary, backup)
+    chat(messages=MESSAGES)
+    clock.now += 46.0
+    with call_scope() as info:
+        assert responses.text(chat(messages=MESSAGES)) == "b"
+    assert info.route_skips == (("a/primary#0", "retry_after"),)
+    assert len(primary.calls) == 1
+    assert cool_for(failure, CooldownPolicy(failures=3)) == 47.0
+    # with_retries waits as long as asked (its cap raised above 47 s).
+    from fixedmodel.middleware import retries as retries_module
+
+    slept: list[float] = []
+    monkeypatch.setattr(retries_module, "_sync_sleep", slept.append)
+    again = iter([failure])
+
+    def flaky(call: CompletionCall) -> object:
+        error = next(again, None)
+        if error is not None:
+            raise error
+        return "retried"
+
+    retried = with_retries(
+        FakeCompletion(flaky, model="a/primary"),  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        policy=RetryPolicy(max_retry_after=60.0),
+    )
+    assert responses.text(retried(messages=MESSAGES)) == "retried"
+    assert slept == [47.0]
 
 
 def test_a_failure_without_advice_does_not_skip(clock: Clock) -> None:
@@ -849,6 +949,82 @@ async def test_a_balancer_waits_when_the_next_callable_cannot_take_the_prompt(
     answer = chat(messages=MESSAGES)
     assert responses.text(await answer if asynchronous else answer) == "small"
     assert len(slept) == 1
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_waiting_balancer_hands_over_once_a_fallbacks_advice_runs_out(
+    monkeypatch: pytest.MonkeyPatch, clock: Clock, asynchronous: bool
+) -> None:
+    # The balancer's only deployment cools for 10 s and its policy waits up to 30 s; the
+    # fallback asked for 2 s. The chain flag was worked out at the time the chain's call
+    # began: 3 s into the wait the fallback could answer, but the balancer still read "no
+    # callable follows" and waited the whole 10 s.
+    from fixedmodel.routing import load_balancing as lb_module
+    from fixedmodel.stores.cooldown_memory import MemoryCooldownStore
+
+    store_clock = Clock()
+    store = MemoryCooldownStore(clock=store_clock)
+    policy = CooldownPolicy(failures=1, cooldown=10.0, when_all_cooling="wait", max_wait=30.0)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        store_clock.now += 3.0  # Woken early: a probe elsewhere may have ended.
+        clock.now += 3.0
+
+    async def asleep(seconds: float) -> None:
+        sleep(seconds)
+
+    monkeypatch.setattr(lb_module, "_sync_sleep", sleep)
+    monkeypatch.setattr(lb_module, "_async_sleep", asleep)
+    monkeypatch.setattr(lb_module, "_REMEMBER_REFUSAL", 0.0)
+    fake = FakeACompletion if asynchronous else FakeCompletion
+    primary = fake([Fail(503), "from the balancer"], model="a/primary")
+    backup = fake([Fail(429, headers={"retry-after": "2"}), "from the backup"], model="b/backup")
+    chat: Any = with_fallbacks(
+        with_load_balancing({"a": primary}, cooldown=policy, store=store), backup
+    )
+    with pytest.raises(litellm.RateLimitError):  # The deployment cools 10 s, backup 2 s.
+        answer = chat(messages=MESSAGES)
+        await answer if asynchronous else answer
+    with call_scope() as info:
+        answer = chat(messages=MESSAGES)
+        answer = await answer if asynchronous else answer
+    assert responses.text(answer) == "from the backup"
+    assert len(slept) == 1  # Handed over after the first wake-up, 3 s in.
+    assert len(primary.calls) == 1
+    assert info.served_by == "b/backup#1"
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_fallback_whose_advice_ran_out_during_a_slow_failure_is_tried(
+    clock: Clock, asynchronous: bool
+) -> None:
+    # The backup asked for 2 s; the primary then took 5 s to fail. The chain compared the
+    # backup's advice with the time its call began, skipped the backup and raised the
+    # primary's 503, though the backup could answer.
+    answers = iter([Fail(503), "slow"])
+
+    def slow_primary(call: CompletionCall) -> object:
+        answer = next(answers)
+        if answer == "slow":
+            clock.now += 5.0
+            return Fail(503)
+        return answer
+
+    fake = FakeACompletion if asynchronous else FakeCompletion
+    primary = fake(slow_primary, model="a/primary")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    backup = fake([Fail(429, headers={"retry-after": "2"}), "from the backup"], model="b/backup")
+    chat: Any = with_fallbacks(primary, backup)
+    with pytest.raises(litellm.RateLimitError):
+        answer = chat(messages=MESSAGES)
+        await answer if asynchronous else answer
+    with call_scope() as info:
+        answer = chat(messages=MESSAGES)
+        answer = await answer if asynchronous else answer
+    assert responses.text(answer) == "from the backup"
+    assert info.route_skips == ()
+    assert info.fallbacks_tried == 1
 
 
 # 7. The chain flag outlives the chain's call in the contexts copied during it.

@@ -17,7 +17,7 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import cast
 
 from fixedmodel._litellm import litellm_module
@@ -196,6 +196,10 @@ def _is_transport_failure(exc: BaseException) -> bool:
     if isinstance(exc, socket.gaierror | ssl.SSLError):
         return True
     module = _top_module(exc)
+    if module == "http":  # http.client: a body cut short or a status line that is no HTTP's,
+        import http.client  # what httpx raises RemoteProtocolError for
+
+        return isinstance(exc, http.client.IncompleteRead | http.client.BadStatusLine)
     if module == "urllib":  # URLError (not an HTTPError: that one has a status): its reason
         reason: object = getattr(exc, "reason", None)
         return isinstance(reason, BaseException) and _is_transport_failure(reason)
@@ -231,7 +235,9 @@ def _is_transport_failure(exc: BaseException) -> bool:
             exc,
             urllib3_errors.TimeoutError  # NewConnectionError, NameResolutionError too
             | urllib3_errors.ProtocolError  # "Connection aborted."
-            | urllib3_errors.ProxyError,
+            | urllib3_errors.ProxyError
+            | urllib3_errors.SSLError  # as ssl.SSLError (httpx: ConnectError)
+            | urllib3_errors.IncompleteRead,  # as http.client's (httpx: RemoteProtocolError)
         )
     return False
 
@@ -251,7 +257,9 @@ def _top_module(error: BaseException) -> str:
 
 
 # Packages whose exceptions mean an HTTP exchange was attempted or made.
-_WIRE_PACKAGES = frozenset({"httpx", "httpcore", "h11", "h2", "aiohttp", "openai", "requests"})
+_WIRE_PACKAGES = frozenset(
+    {"httpx", "httpcore", "h11", "h2", "aiohttp", "openai", "requests", "urllib3", "http"}
+)
 
 
 def _raised_before_sending(error: BaseException) -> bool:
@@ -281,7 +289,9 @@ def _raised_before_sending(error: BaseException) -> bool:
         return type(error) is openai.OpenAIError
     if module in ("httpx", "aiohttp"):
         return _is_client_side_http_error(error)
-    if not isinstance(error, ValueError):
+    if not isinstance(error, ValueError) or isinstance(error, ssl.SSLError):
+        # ssl.SSLCertVerificationError is a ValueError too, raised by the TLS handshake with
+        # the server: a transport failure, as ssl.SSLError and httpx's ConnectError are.
         return False
     read_errors: tuple[type[BaseException], ...] = (json.JSONDecodeError, UnicodeDecodeError)
     return not isinstance(error, read_errors) and module not in ("pydantic", "pydantic_core")
@@ -343,6 +353,9 @@ def never_sent(exc: BaseException) -> bool:
 # litellm's functions that turn a provider's answer into its response object: an error
 # raised inside one came after the request was sent and answered ({"choices": [{}]}).
 _READING_AN_ANSWER = frozenset({"convert_to_model_response_object", "transform_response"})
+# litellm's module reading a stream's chunks (CustomStreamWrapper): an error raised in it,
+# such as an AttributeError on a chunk without "choices", came from a provider's answer.
+_READING_A_STREAM = "streaming_handler.py"
 
 
 def _raised_reading_an_answer(error: BaseException) -> bool:
@@ -350,7 +363,9 @@ def _raised_reading_an_answer(error: BaseException) -> bool:
     frames = error.__traceback__
     while frames is not None:
         code = frames.tb_frame.f_code
-        if code.co_name in _READING_AN_ANSWER and "litellm" in code.co_filename:
+        if "litellm" in code.co_filename and (
+            code.co_name in _READING_AN_ANSWER or code.co_filename.endswith(_READING_A_STREAM)
+        ):
             return True
         frames = frames.tb_next
     return False
@@ -476,25 +491,50 @@ def answer_headers(exc: BaseException) -> Mapping[str, str] | None:
     litellm keeps them in ``litellm_response_headers``; newer releases also copy them onto
     the error's ``response`` (1.100 leaves that response's headers empty). The first
     non-empty one counts: a failure with no answer behind it (a dropped connection) has none.
+    Names are lowercased, whatever mapping held them; a name held more than once (in two
+    cases, or repeated) has its values joined with ", ", as HTTP combines repeated fields.
     """
+    fields = _answer_fields(exc)
+    if fields is None:
+        return None
+    headers: dict[str, str] = {}
+    for name, value in fields:
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def _answer_fields(exc: BaseException) -> list[tuple[str, str]] | None:
+    """Every ``(name, value)`` of the answer's headers, names lowercased, in order."""
     sources: tuple[object, ...] = (
         getattr(exc, "litellm_response_headers", None),
         _response_headers(exc),
         getattr(exc, "headers", None),  # aiohttp's ClientResponseError keeps them there
     )
     for source in sources:
-        if isinstance(source, email.message.Message):  # urllib's HTTPError: http.client's
-            fields = cast("list[tuple[str, object]]", source.items())
-            return {name.lower(): str(value) for name, value in fields} or None
-        if not isinstance(source, Mapping) or not source:
+        # Header names are case-insensitive (RFC 9110 §5.1), but a plain dict, a
+        # MappingProxyType or a Mapping of a caller's own keeps the server's case
+        # ("Retry-After"): every mapping is read the same way. httpx's Headers join repeated
+        # fields in items(); their multi_items() keeps each, as aiohttp's items() and
+        # urllib's (an email Message) do.
+        if not isinstance(source, Mapping | email.message.Message):
             continue
-        if isinstance(source, dict):
-            # A plain dict (a provider's, or a hand-written error's) keeps the server's case
-            # ("Retry-After"); header names are case-insensitive (RFC 9110 §5.1).
-            items = cast("dict[object, object]", source)
-            return {str(name).lower(): str(value) for name, value in items.items()}
-        return cast("Mapping[str, str]", source)
+        held = cast("Mapping[object, object]", source)  # or a Message: items() alike
+        try:
+            multi: object = getattr(held, "multi_items", None)
+            items = cast(
+                "Iterable[tuple[object, object]]", multi() if callable(multi) else held.items()
+            )
+            pairs = list(items)
+        except Exception:  # A mapping that cannot be read (a mock) holds no advice.
+            continue
+        fields = [(_text(name).lower(), _text(value)) for name, value in pairs]
+        if fields:
+            return fields
     return None
+
+
+def _text(value: object) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
 
 
 def _response_headers(exc: BaseException) -> object:
@@ -506,22 +546,30 @@ def retry_after(exc: BaseException, *, now: float | None = None) -> float | None
     """Return the wait, in seconds, that the provider asked for with ``exc``, if any.
 
     Reads ``retry-after-ms`` (milliseconds) first, then ``retry-after`` as seconds or as an
-    HTTP date. Negative or unreadable values count as no advice.
+    HTTP date, the names in any case. Negative or unreadable values count as no advice.
+    When a name is there more than once (``Retry-After`` and ``retry-after`` in a plain
+    dict, or a repeated field), the longest wait among its readable values counts.
     """
-    headers = answer_headers(exc)
-    if headers is None:
+    fields = _answer_fields(exc)
+    if fields is None:
         return None
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            value = float(millis) / 1000.0
-        except ValueError:
-            value = -1.0
-        if value >= 0:
-            return value
-    raw = headers.get("retry-after")
-    if raw is None:
+    waits = [_millis(value) for name, value in fields if name == "retry-after-ms"]
+    advice = max((wait for wait in waits if wait is not None), default=None)
+    if advice is not None:
+        return advice
+    waits = [_seconds(value, now) for name, value in fields if name == "retry-after"]
+    return max((wait for wait in waits if wait is not None), default=None)
+
+
+def _millis(raw: str) -> float | None:
+    try:
+        value = float(raw) / 1000.0
+    except ValueError:
         return None
+    return value if value >= 0 else None
+
+
+def _seconds(raw: str, now: float | None) -> float | None:
     try:
         seconds = float(raw)
     except ValueError:

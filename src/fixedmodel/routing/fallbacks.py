@@ -216,7 +216,7 @@ class _Call:
     def __init__(self, chain: _Fallbacks, arguments: dict[str, Any]) -> None:
         self.chain = chain
         self.arguments = arguments
-        self.now = _clock()
+        self.now = _clock()  # When the call began; a failure moves it on (_failed).
         self.outer_has_next = has_next_in_chain.get()
         self.flag: Token[object] | None = None
         self.index = 0  # The callable tried.
@@ -323,8 +323,11 @@ class _Fallbacks(Wrapper):
 
     def _can_follow(self, call: _Call) -> bool:
         """Whether a callable after the one ``call`` tries can take its request now: not
-        waiting out retry advice, and not too small for it (measured only when asked)."""
-        until, now = self._until, call.now
+        waiting out retry advice, and not too small for it (measured only when asked).
+
+        "Now" is when the flag is read, not when the call began: a balancer reading it
+        while it waits out its cooldowns sees a fallback's retry advice run out."""
+        until, now = self._until, _clock()
         return any(
             until[i] <= now and self._fits[i].misfit(call.arguments) is None
             for i in range(call.index + 1, len(self._calls))
@@ -335,9 +338,14 @@ class _Fallbacks(Wrapper):
         name = self._names[index]
         note_failure(call.info, name, error)
         call.failures.append((name, error))
+        # The time now, not when the call began: the failed attempt may have taken long (a
+        # balancer waiting out its cooldowns), and the search for the next callable below
+        # must not skip one whose retry advice ran out meanwhile. Read only after a failure,
+        # so that a successful call reads the clock once.
+        call.now = now = _clock()
         advice = retry_after(error)
         if advice is not None and advice > 0:
-            until = _clock() + min(advice, self._policy.max_retry_after)
+            until = now + min(advice, self._policy.max_retry_after)
             with self._lock:  # Only ever later: a shorter advice does not shorten a longer one.
                 self._until[index] = max(self._until[index], until)
         if index + 1 >= len(self._calls) or not self._policy.should_fall_back(error):

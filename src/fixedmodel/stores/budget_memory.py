@@ -7,7 +7,9 @@ Clock steps: with a period, windows follow the wall clock corrected the way
 :class:`~fixedmodel.stores.redis_budget.RedisBudgetStore` corrects the server's: a step back
 carries on from the last time the store saw (a window never goes back, which would reset the
 budget, and then reset it again when the clock caught up), and a step forward of the default
-clock is measured against ``time.monotonic()``, so it does not end a window early.
+clock is measured against a clock of elapsed time that goes on during a system suspend
+(``_elapsed``: ``CLOCK_BOOTTIME`` on Linux), so it does not end a window early, and after a
+suspend the windows catch up with the wall clock.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from fixedmodel._pickling import refuse_pickling
+from fixedmodel.stores import _elapsed
 from fixedmodel.stores._budget_store import Caps, Committed, Reservation
 
 __all__ = ["MemoryBudgetStore"]
 
 
 _REMEMBERED = 4096  # Ids settled before their reserve, remembered so that it charges nothing.
-_TOLERANCE = 1.0  # Seconds the wall clock may run ahead of the monotonic one between reads.
+_TOLERANCE = 1.0  # Seconds the wall clock may run ahead of the elapsed time between reads.
 
 
 @dataclass
@@ -60,7 +63,8 @@ class MemoryBudgetStore:
     Args:
         clock: Wall clock in seconds (windows are aligned to it); tests pass their own. A
             step back is never followed; a step forward of the default clock is measured
-            against ``time.monotonic()`` (a clock you pass is followed forward as it goes).
+            against the elapsed time, a system suspend included (a clock you pass is
+            followed forward as it goes).
     """
 
     def __reduce__(self) -> NoReturn:
@@ -71,8 +75,10 @@ class MemoryBudgetStore:
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        # The monotonic clock a forward step is measured against (None: follow ``clock``).
-        self._monotonic: Callable[[], float] | None = time.monotonic if clock is time.time else None
+        # The clock of elapsed time a forward step is measured against (None: follow
+        # ``clock``). Not time.monotonic(): it stops during a suspend (see _elapsed).
+        ticks = _elapsed.elapsed if clock is time.time else None
+        self._monotonic: Callable[[], float] | None = ticks
         self._offset = 0.0  # Added to ``clock``: the steps corrected so far.
         self._last: tuple[float, float] | None = None  # (corrected time, monotonic) last seen.
         self._lock = threading.Lock()

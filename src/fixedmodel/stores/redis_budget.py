@@ -17,7 +17,8 @@ without one it stays until you delete it (that is the budget's memory).
 Clock steps: with a period, windows follow the server's ``TIME`` corrected the way
 :mod:`fixedmodel.stores.redis_limiter` corrects it: a step back carries on from the last time
 the key saw (a window never goes back), and a step forward is measured against the client's
-own monotonic clock, so a budget is not reset early by a clock that jumps.
+own clock of elapsed time (counting a system suspend), so a budget is not reset early by a
+clock that jumps, and catches up after a suspend.
 
 Exactly once: every reservation has an id chosen before its script is sent. When the script
 may or may not have run (Redis answered late, the caller was cancelled while waiting), the

@@ -18,9 +18,9 @@ Clock steps, as in :mod:`fixedmodel.stores.redis_limiter`: the state is timed by
 server's ``TIME`` plus the key's correction. When ``TIME`` steps back, the script carries on
 from the last time the key saw (a step back of 20 minutes does not keep a deployment out for
 20 more minutes). A step forward is detected by the clients: each sends the key's time of
-its previous reply and how long its own monotonic clock measured since, and the script takes
-that measure when the server's time moved further (so a step forward does not end a
-cooldown early). A client's first request about a key carries no measure.
+its previous reply and how long its own clock (counting a suspend) measured since, and the
+script takes that measure when the server's time moved further (so a step forward does not
+end a cooldown early). A client's first request about a key carries no measure.
 
 When Redis cannot be reached the store follows ``on_error``, as the limiter's store does:
 ``"open"`` (the default) lets the call go to the deployment and logs a WARNING; ``"closed"``
@@ -60,7 +60,7 @@ __all__ = ["RedisCooldownStore"]
 # Times are integer microseconds of the server clock plus the key's offset ``z`` (see "Clock
 # steps" in the module docstring). ARGV for the ops that read the clock (enter, failed): op,
 # skew (µs added to TIME; 0 except in tests), seen (this client's last reply time for the
-# key, -1 if none), elapsed (µs by this client's monotonic clock since it sent that request),
+# key, -1 if none), elapsed (µs by this client's elapsed-time clock since it sent that request),
 # keep (µs the state matters after its deadlines: cooldown + probe timeout + failure
 # window), then the op's own arguments. Those ops return the key's time last, for the hints.
 _SCRIPT = LuaScript(

@@ -22,7 +22,8 @@ Clock steps. The window is timed by the server's ``TIME`` plus the key's ``offse
 window stays exact (without this, a step back of 20 minutes refused every request for 20
 minutes). A step forward cannot be told from idle time by the server alone, so each client
 sends, with every request, the server time of its previous reply for that key and how much
-time its own monotonic clock measured since it sent that request: when the server's time
+time its own clock measured since it sent that request (one that counts a system
+suspend, see ``_elapsed``): when the server's time
 moved more than that (and one second for the request to arrive), the script takes the
 client's measure and lowers ``offset``, so admissions of the last period stay counted. A
 client's first request for a key carries no measure; a step forward before any client that
@@ -37,9 +38,9 @@ and the store uses Redis again as soon as it answers.
 from __future__ import annotations
 
 import math
-import time
 from typing import TYPE_CHECKING
 
+from fixedmodel.stores import _elapsed
 from fixedmodel.stores._limiter_store import SEGMENTS_PER_PERIOD, Acquisition
 from fixedmodel.stores._redis import (
     DEFAULT_TIMEOUT,
@@ -65,7 +66,7 @@ __all__ = ["OnError", "RedisLimiterStore", "RedisUnavailableError"]
 #
 # ARGV: op, then for the ops that read the clock (acquire, pause): skew (µs added to TIME;
 # 0 except in tests), seen (this client's last reply time, -1 if none), elapsed (µs by this
-# client's monotonic clock since it sent that request), then the op's own arguments.
+# client's elapsed-time clock since it sent that request), then the op's own arguments.
 _SCRIPT = LuaScript(
     """
 local key = KEYS[1]
@@ -238,9 +239,11 @@ def _reply(reply: object) -> tuple[int, int, int]:
 class _ClockHints:
     """What this client saw of each key's clock, so that the script can detect a step forward.
 
-    For each key: the server time of this client's last reply, and the ``time.monotonic()``
-    at which that request was sent. The server cannot have advanced more since then than this
-    client's own monotonic clock did (plus the time a request takes to arrive).
+    For each key: the server time of this client's last reply, and the elapsed-time clock's
+    reading when that request was sent. The server cannot have advanced more since then than
+    this client's clock did (plus the time a request takes to arrive). That clock goes on
+    during a system suspend (see ``_elapsed``): ``time.monotonic()`` stops, and after a sleep
+    every key would have lagged the server's time by the sleep's length.
     """
 
     __slots__ = ("_seen", "skew")
@@ -250,7 +253,7 @@ class _ClockHints:
         self.skew = 0  # Microseconds added to the server's TIME: tests only.
 
     def args(self, key: str, op: str) -> tuple[list[str | int], float]:
-        sent = time.monotonic()
+        sent = _elapsed.elapsed()
         seen = self._seen.get(key)
         if seen is None:
             return [op, self.skew, -1, 0], sent
