@@ -145,6 +145,34 @@ def test_a_settlement_redis_missed_is_retried_until_it_lands(
         assert store.committed("b", caps).cost == 100
 
 
+def test_a_settlement_the_client_fails_to_send_is_retried_until_it_lands(
+    own_redis_server: servers.RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client closed while a settlement was sent (seen in CI: redis-py raising "I/O
+    # operation on closed file") made settle() raise into a call that had its answer, and
+    # the same error from the retrying thread ended that thread: the reservation stayed
+    # held. Both are kept and retried now.
+    caps = Caps(cost=1000, tokens=None, requests=None, period=None)
+    with RedisBudgetStore(own_redis_server.url, timeout=0.25) as store:
+        assert store.reserve("b", caps, "one", 800, 0).granted
+        client: Any = store._clients.sync()  # pyright: ignore[reportPrivateUsage]
+        send = client.evalsha
+        failures = iter([True, True])
+
+        def flaky(*args: object) -> object:
+            if next(failures, False):
+                raise ValueError("I/O operation on closed file.")
+            return send(*args)
+
+        monkeypatch.setattr(client, "evalsha", flaky)
+        store.settle("b", caps, "one", 100, 0)  # Fails to send: kept, retried.
+        deadline = time.monotonic() + 10
+        while store.committed("b", caps).cost != 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.committed("b", caps).cost == 100
+        assert next(failures, None) is None  # The second failure was a retry's, and survived.
+
+
 def test_a_settlement_before_its_reserve_makes_the_reserve_charge_nothing(
     redis_server: servers.RedisServer,
 ) -> None:

@@ -33,7 +33,6 @@ through uncounted and logs a WARNING. Settlements never raise.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
@@ -350,6 +349,10 @@ class RedisBudgetStore(PolicyStore):
                 self._do(self._send(settlement))
             except self._errors:
                 return False
+            except Exception as exc:  # A client closed under it, say: it must not end the
+                # retrying thread, which alone would send the settlement later.
+                LOGGER.warning("RedisBudgetStore: a settlement is kept for later: %r", exc)
+                return False
             self._unsettled.confirmed(settlement)
             self._health.succeeded()
         return not self._unsettled
@@ -358,15 +361,25 @@ class RedisBudgetStore(PolicyStore):
         """Forget the settlements Redis has not confirmed (after a day of trying)."""
         self._unsettled.clear()
 
-    async def _aflush_unsettled(self) -> None:
+    async def _aflush_unsettled(self) -> bool:
+        """Async :meth:`flush_unsettled`."""
         for settlement in self._unsettled.taken():
-            await self._ado(self._send(settlement))
+            try:
+                await self._ado(self._send(settlement))
+            except self._errors:
+                return False
+            except Exception as exc:  # As in flush_unsettled.
+                LOGGER.warning("RedisBudgetStore: a settlement is kept for later: %r", exc)
+                return False
             self._unsettled.confirmed(settlement)
+            self._health.succeeded()
+        return not self._unsettled
 
     def settle(self, key: str, caps: Caps, reservation_id: str, cost: int, tokens: int) -> None:
         """Replace what ``reservation_id`` holds by ``cost`` and ``tokens`` (0, 0: refund).
 
-        Never raises for Redis: a settlement it does not confirm is retried until it does.
+        Never raises (but for an interruption or a cancellation): a settlement Redis does not
+        confirm, or that its client fails to send, is retried until Redis confirms it.
         """
         # Not skipped while the store rests: kept and retried until Redis confirms it.
         self._do(self._settle(_Settlement(key, reservation_id, cost, tokens)), rest=False)
@@ -380,7 +393,8 @@ class RedisBudgetStore(PolicyStore):
     def _settle(self, settlement: _Settlement) -> Flow[None]:
         try:
             yield from self._send(settlement)
-        except self._errors as exc:
+        except Exception as exc:  # Redis's errors, or the client's own (a socket closed under
+            # it): the call that settles has its answer already; the settlement is retried.
             self._later(settlement, exc)
             return
         except BaseException as exc:  # Interrupted or cancelled: did it run? It is idempotent.
@@ -427,11 +441,8 @@ class RedisBudgetStore(PolicyStore):
         self, key: str, caps: Caps, reservation_id: str, cost: int, tokens: int
     ) -> Reservation:
         """Async :meth:`reserve`."""
-        if self._unsettled:
-            try:
-                await self._aflush_unsettled()
-            except self._errors as exc:
-                return self._unavailable(exc)
+        if self._unsettled and not await self._aflush_unsettled():
+            return self._unavailable(TimeoutError("earlier settlements are still unconfirmed"))
         return await self._ado(self._reserve(key, caps, reservation_id, cost, tokens))
 
     def _reserve(
@@ -482,8 +493,7 @@ class RedisBudgetStore(PolicyStore):
 
     async def acommitted(self, key: str, caps: Caps) -> Committed:
         """Async :meth:`committed`."""
-        with contextlib.suppress(*self._errors):  # Still unconfirmed: kept for next time.
-            await self._aflush_unsettled()
+        await self._aflush_unsettled()  # Still unconfirmed: kept for next time.
         return await self._ado(self._committed(key, caps))
 
     def _committed(self, key: str, caps: Caps) -> Flow[Committed]:
