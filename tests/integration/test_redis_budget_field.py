@@ -159,8 +159,8 @@ def test_a_settlement_the_client_fails_to_send_is_retried_until_it_lands(
         send = client.evalsha
         failures = iter([True, True])
 
-        def flaky(*args: object) -> object:
-            if next(failures, False):
+        def flaky(*args: object) -> object:  # Settlements only: reads go through.
+            if "settle" in args and next(failures, False):
                 raise ValueError("I/O operation on closed file.")
             return send(*args)
 
@@ -171,6 +171,33 @@ def test_a_settlement_the_client_fails_to_send_is_retried_until_it_lands(
             time.sleep(0.05)
         assert store.committed("b", caps).cost == 100
         assert next(failures, None) is None  # The second failure was a retry's, and survived.
+
+
+async def test_an_async_settlement_the_client_fails_to_send_is_retried_until_it_lands(
+    own_redis_server: servers.RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The async twin: asettle raised the client's error into the call, and acommitted
+    # (which sends what is unconfirmed first) raised it again.
+    caps = Caps(cost=1000, tokens=None, requests=None, period=None)
+    with RedisBudgetStore(own_redis_server.url, timeout=0.25) as store:
+        assert (await store.areserve("b", caps, "one", 800, 0)).granted
+        client: Any = store._clients.sync()  # pyright: ignore[reportPrivateUsage]
+        send = client.evalsha
+        failures = iter([True, True, True])
+
+        def flaky(*args: object) -> object:  # Settlements only: reads go through.
+            if "settle" in args and next(failures, False):
+                raise ValueError("I/O operation on closed file.")
+            return send(*args)
+
+        monkeypatch.setattr(client, "evalsha", flaky)
+        await store.asettle("b", caps, "one", 100, 0)  # Fails to send: kept, retried.
+        for _ in range(200):  # Up to 10 s.
+            if (await store.acommitted("b", caps)).cost == 100:
+                break
+            await asyncio.sleep(0.05)
+        assert (await store.acommitted("b", caps)).cost == 100
+        assert next(failures, None) is None  # The failures after the first were retries'.
 
 
 def test_a_settlement_before_its_reserve_makes_the_reserve_charge_nothing(
