@@ -344,6 +344,16 @@ class _Balanced(Wrapper):
         """What an async stream's end awaits (None: the sync watcher is enough)."""
         return None
 
+    def _stream_news(self, attempt: _Try, end: StreamEnd) -> tuple[bool, float | None] | bool:
+        """What the store hears when a stream handed to the caller ends: ``(probe,
+        cool_for)`` of a failure that counts (see :meth:`_stream_verdict`); True: a success
+        to tell (failures counted before it, not reset at the return); False: nothing."""
+        verdict = self._stream_verdict(attempt, end)
+        if verdict is not None:
+            return verdict
+        entry = attempt.entry
+        return bool(entry.failures) and not entry.probe and _answered(end)
+
     def _stream_verdict(self, attempt: _Try, end: StreamEnd) -> tuple[bool, float | None] | None:
         """What to tell the store, ``(probe, cool_for)``, of a stream handed to the caller
         that failed before any content in a way that counts against its deployment (the last
@@ -478,13 +488,11 @@ class _AsyncBalanced(_Balanced):
     ) -> Callable[[StreamEnd], Awaitable[None]] | None:
         async def ended(end: StreamEnd) -> None:
             self._stream_ended(attempt, sent, end, shared_end)
-            verdict = self._stream_verdict(attempt, end)
-            if verdict is not None:
-                probe, seconds = verdict
-                key, policy = attempt.deployment.key, self._policy
-                await self._store.afailed(key, policy, probe=probe, cool_for=seconds)
-            elif attempt.entry.failures and not attempt.entry.probe and _answered(end):
-                await self._store.asucceeded(attempt.deployment.key)  # Not told at the return.
+            news, key = self._stream_news(attempt, end), attempt.deployment.key
+            if isinstance(news, tuple):
+                await self._store.afailed(key, self._policy, probe=news[0], cool_for=news[1])
+            elif news:
+                await self._store.asucceeded(key)
 
         return ended
 
@@ -634,12 +642,11 @@ class _SyncBalanced(_Balanced):
         shared_end: Callable[[_Try, int | None, bool], None] | None,
     ) -> None:
         super()._stream_ended(attempt, sent, end, shared_end)
-        verdict = self._stream_verdict(attempt, end)
-        if verdict is not None:
-            probe, seconds = verdict
-            self._store.failed(attempt.deployment.key, self._policy, probe=probe, cool_for=seconds)
-        elif attempt.entry.failures and not attempt.entry.probe and _answered(end):
-            self._store.succeeded(attempt.deployment.key)  # Not told at the return.
+        news, key = self._stream_news(attempt, end), attempt.deployment.key
+        if isinstance(news, tuple):
+            self._store.failed(key, self._policy, probe=news[0], cool_for=news[1])
+        elif news:
+            self._store.succeeded(key)
 
     def __call__(self, **kwargs: Any) -> Any:
         info, opened = join_call()
